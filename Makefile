@@ -1,0 +1,38 @@
+# nplus: every command creates/uses the local virtual environment .venv (CPU PyTorch 2.13.0, pinned).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo smoke test bench report clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: a newer or unpinned torch pulls several GB of CUDA packages.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The README's main job: the demo study on the embedded task, then its HTML report.
+demo: $(STAMP)
+	$(BIN)/nplus ablate ablations/demo.toml --out runs/demo --workers 2 || true
+	$(BIN)/nplus report runs/demo --out reports/demo
+	@echo "report: $(CURDIR)/reports/demo/index.html"
+
+## One smoke pipeline run (seconds).
+smoke: $(STAMP)
+	$(BIN)/nplus pipeline --preset smoke --seed 1 --out runs/smoke/seed=1
+
+## The test suite (CPU only, no network).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Speed and memory figures (printed, never asserted).
+bench: $(STAMP)
+	$(BIN)/python -m nplus.bench
+
+clean:
+	rm -rf runs/.cache runs/smoke

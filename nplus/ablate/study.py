@@ -1,0 +1,261 @@
+"""Study files: declarative ablations (TOML, data only) and their expansion into run specs.
+
+A study names a base preset, a committed seed list, optional model sizes and variants; each variant is a small
+diff of the baseline (details, a framework-emulation preset, and hyperparameters only where the study says
+so). ``load_study`` validates everything before anything runs, and reports the first problem as one
+``StudyError`` naming the file, the key and the valid choices. ``expand`` turns a study into one ``RunSpec`` per
+variant × size × seed, each with its resolved ``Config`` and run directory
+``<out>/<variant>[/size=<s>]/seed=<n>/``.
+
+    name = "demo"                 # the study's name (default output: runs/<name>)
+    preset = "demo"               # base preset (nplus.config.PRESETS)
+    seeds = "default"             # seeds/<name>.txt, committed before results are seen
+    sizes = ["nano", "tiny"]      # optional: model-ladder rungs; a size sets model.name
+    baseline = "baseline"         # the variant every other is compared with (added if not listed)
+    one_at_a_time = true          # optional: one variant per alternative of every detail, "<detail>=<value>"
+    [hparams]                     # optional: hyperparameter overrides for every variant
+    "ppo.total_episodes" = 2048
+    [[variants]]
+    name = "no-eos-penalty"
+    details = { missing_eos_penalty = "off" }
+    framework = "trl-ppo"         # optional: a framework-emulation preset, applied before `details`
+    hparams = { "ppo.lr" = 1e-4 } # optional: this variant's hyperparameter overrides
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nplus.config import PRESETS, Config, ConfigError, apply_overrides, preset
+from nplus.details import REGISTRY, DetailError
+from nplus.frameworks import FRAMEWORKS, framework_details
+
+STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "hparams", "variants")
+VARIANT_KEYS = ("name", "details", "framework", "hparams")
+# Where committed seed lists live: next to the study's folder (ablations/../seeds), else the repository's.
+_REPO_SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+
+
+class StudyError(ValueError):
+    """An invalid study file: names the file, the key and the valid choices."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of a study: detail flips, an optional framework preset and hyperparameter overrides."""
+
+    name: str
+    details: dict[str, str] = field(default_factory=dict)
+    framework: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study; ``variants`` already includes the baseline and one-at-a-time expansions."""
+
+    path: Path
+    name: str
+    preset: str
+    seeds_name: str
+    seeds: tuple[int, ...]
+    sizes: tuple[str, ...]
+    baseline: str
+    hparams: dict[str, Any]
+    variants: tuple[Variant, ...]
+    description: str = ""
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "name": self.name, "description": self.description, "preset": self.preset,
+                "seeds_name": self.seeds_name, "seeds": list(self.seeds), "sizes": list(self.sizes),
+                "baseline": self.baseline, "hparams": self.hparams, "variants": [v.as_dict() for v in self.variants]}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One PPO-level run: a variant at one size and seed, its resolved config and its run directory."""
+
+    variant: str
+    size: str | None
+    seed: int
+    config: Config
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        size = f" size={self.size}" if self.size else ""
+        return f"{self.variant}{size} seed={self.seed}"
+
+    def stage_hashes(self) -> dict[str, str]:
+        return {s: self.config.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"variant": self.variant, "size": self.size, "seed": self.seed, "run_dir": str(self.run_dir),
+                "hash": self.config.hash, "stage_hashes": self.stage_hashes(), "details": self.config.details.diff()}
+
+
+# ---- loading and validation ----------------------------------------------------------------------------------
+
+def _fail(path: Path, key: str, message: str) -> StudyError:
+    return StudyError(f"{path}: {key}: {message}")
+
+
+def _check_keys(path: Path, where: str, table: dict, allowed: tuple[str, ...]) -> None:
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        raise _fail(path, f"{where}{unknown[0]}", f"unknown key; valid keys: {', '.join(allowed)}")
+
+
+def _typed(path: Path, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise _fail(path, key, f"expected {what}, got {value!r}")
+    return value
+
+
+def seeds_file(study_path: Path, name: str) -> Path:
+    """``seeds/<name>.txt`` beside the study's folder, else the repository's seeds/ folder."""
+    for folder in (Path(study_path).resolve().parent.parent / "seeds", _REPO_SEEDS):
+        if (folder / f"{name}.txt").is_file():
+            return folder / f"{name}.txt"
+    return _REPO_SEEDS / f"{name}.txt"
+
+
+def read_seeds(path: Path) -> tuple[int, ...]:
+    """One integer per line; blank lines and ``#`` comments ignored; duplicates are an error."""
+    seeds = [int(line.split("#")[0]) for line in path.read_text().splitlines() if line.split("#")[0].strip()]
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"{path}: seeds must be a non-empty list without duplicates")
+    return tuple(seeds)
+
+
+def _available_seed_lists(study_path: Path) -> list[str]:
+    folders = {Path(study_path).resolve().parent.parent / "seeds", _REPO_SEEDS}
+    return sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.txt")})
+
+
+def _variant(path: Path, i: int, raw: Any) -> Variant:
+    where = f"variants[{i}]"
+    _typed(path, where, raw, dict, "a table")
+    _check_keys(path, f"{where}.", raw, VARIANT_KEYS)
+    if "name" not in raw:
+        raise _fail(path, f"{where}.name", "missing (every variant needs a name)")
+    name = _typed(path, f"{where}.name", raw["name"], str, "a string")
+    if not name or "/" in name or name.startswith(".") or name.startswith("size=") or name.startswith("seed="):
+        raise _fail(path, f"{where}.name", f"{name!r} cannot be a directory name (no '/', no leading '.', size=, seed=)")
+    details = _typed(path, f"{where}.details", raw.get("details", {}), dict, "a table of detail = value")
+    for k, v in details.items():
+        if k not in REGISTRY:
+            raise _fail(path, f"{where}.details.{k}", f"unknown detail; valid details: {', '.join(REGISTRY)}")
+        if str(v) not in REGISTRY[k].choices:
+            raise _fail(path, f"{where}.details.{k}", f"invalid value {v!r}; valid choices: {', '.join(REGISTRY[k].choices)}")
+    framework = raw.get("framework")
+    if framework is not None and framework not in FRAMEWORKS:
+        raise _fail(path, f"{where}.framework", f"unknown framework {framework!r}; valid frameworks: {', '.join(FRAMEWORKS)}")
+    hparams = _typed(path, f"{where}.hparams", raw.get("hparams", {}), dict, "a table of dotted.path = value")
+    return Variant(name, {k: str(v) for k, v in details.items()}, framework, dict(hparams))
+
+
+def _one_at_a_time(base: Variant) -> list[Variant]:
+    """One variant per alternative of every detail, relative to the baseline's own values (incl. its framework)."""
+    values = framework_details(base.framework) if base.framework else {k: d.paper for k, d in REGISTRY.items()}
+    values.update(base.details)
+    out = []
+    for name, detail in REGISTRY.items():
+        for choice in detail.choices:
+            if choice != values[name]:
+                out.append(Variant(f"{name}={choice}", {**base.details, name: choice}, base.framework, dict(base.hparams)))
+    return out
+
+
+def load_study(path: Path | str) -> Study:
+    """Read and validate a study file; every variant's config is resolved once so bad overrides fail here."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such study file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{path}: not valid TOML: {e}") from None
+    _check_keys(path, "", raw, STUDY_KEYS)
+    for key in ("name", "preset", "seeds"):
+        if key not in raw:
+            raise _fail(path, key, "missing (required keys: name, preset, seeds)")
+    name = _typed(path, "name", raw["name"], str, "a string")
+    base_preset = _typed(path, "preset", raw["preset"], str, "a string")
+    if base_preset not in PRESETS:
+        raise _fail(path, "preset", f"unknown preset {base_preset!r}; valid presets: {', '.join(PRESETS)}")
+    seeds_name = _typed(path, "seeds", raw["seeds"], str, "the name of a seed list in seeds/ (e.g. \"default\")")
+    seed_path = seeds_file(path, seeds_name)
+    if not seed_path.is_file():
+        raise _fail(path, "seeds", f"no seed list {seeds_name!r}; valid seed lists: {', '.join(_available_seed_lists(path))}")
+    try:
+        seeds = read_seeds(seed_path)
+    except ValueError as e:
+        raise _fail(path, "seeds", str(e)) from None
+    from nplus.models import LADDER  # torch + transformers: imported only when a study is loaded, not in workers
+
+    sizes = tuple(_typed(path, "sizes", raw.get("sizes", []), list, "a list of model sizes"))
+    for s in sizes:
+        if s not in LADDER:
+            raise _fail(path, "sizes", f"unknown size {s!r}; valid sizes: {', '.join(LADDER)}")
+    if len(set(sizes)) != len(sizes):
+        raise _fail(path, "sizes", "duplicate sizes")
+    baseline = _typed(path, "baseline", raw.get("baseline", "baseline"), str, "a variant name")
+    hparams = _typed(path, "hparams", raw.get("hparams", {}), dict, "a table of dotted.path = value")
+    oaat = _typed(path, "one_at_a_time", raw.get("one_at_a_time", False), bool, "true or false")
+    variants = [_variant(path, i, v) for i, v in enumerate(_typed(path, "variants", raw.get("variants", []), list, "an array of tables"))]
+    names = [v.name for v in variants]
+    if baseline not in names:
+        if baseline != "baseline":
+            raise _fail(path, "baseline", f"no variant named {baseline!r}; variants: {', '.join(names) or '(none)'}")
+        variants.insert(0, Variant("baseline"))
+    base = next(v for v in variants if v.name == baseline)
+    if oaat:
+        variants += _one_at_a_time(base)
+    names = [v.name for v in variants]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _fail(path, "variants", f"duplicate variant names: {', '.join(dupes)}")
+    study = Study(path, name, base_preset, seeds_name, seeds, sizes, baseline, dict(hparams), tuple(variants),
+                  _typed(path, "description", raw.get("description", ""), str, "a string"))
+    for v in study.variants:
+        for size in sizes or (None,):
+            try:
+                resolve(study, v, size, seeds[0])
+            except (ConfigError, DetailError, ValueError) as e:
+                raise _fail(path, f"variant {v.name!r}" + (f" size={size}" if size else ""), str(e)) from None
+    return study
+
+
+# ---- expansion -----------------------------------------------------------------------------------------------
+
+def resolve(study: Study, variant: Variant, size: str | None, seed: int) -> Config:
+    """preset(seed) → size → study hparams → framework details → variant details → variant hparams."""
+    cfg = preset(study.preset, seed)
+    hparams = {**({"model.name": size} if size else {}), **study.hparams}
+    cfg = apply_overrides(cfg, hparams=hparams)
+    if variant.framework:
+        cfg = apply_overrides(cfg, details=framework_details(variant.framework))
+    return apply_overrides(cfg, hparams=variant.hparams, details=variant.details)
+
+
+def run_dir(out: Path, variant: str, size: str | None, seed: int) -> Path:
+    return Path(out) / variant / (f"size={size}" if size else "") / f"seed={seed}"
+
+
+def expand(study: Study, out: Path | str | None = None) -> list[RunSpec]:
+    """Variant × size × seed, baseline first (the order the local runner prefers for building shared artifacts)."""
+    out = Path(out) if out is not None else Path("runs") / study.name
+    ordered = sorted(study.variants, key=lambda v: v.name != study.baseline)
+    return [RunSpec(v.name, size, seed, resolve(study, v, size, seed), run_dir(out, v.name, size, seed))
+            for v in ordered for size in (study.sizes or (None,)) for seed in study.seeds]

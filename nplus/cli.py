@@ -1,0 +1,204 @@
+"""The ``nplus`` command line (tyro): every flag's help comes from the dataclass field docstrings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import tyro
+
+from nplus.details import Details, DetailError, registry_json, REGISTRY
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class DataCmd:
+    """Generate the embedded `tldr-synth` task (datasets in the public TL;DR schemas, gold facts, tokenizer)."""
+
+    task: tyro.conf.Positional[Literal["tldr-synth"]]
+    """The task to generate."""
+    out: Path
+    """Output directory (sft/, comparisons/, facts.jsonl, tokenizer/, card.json)."""
+    seed: int = 0
+    """Generator seed: the same seed gives byte-identical datasets."""
+    scale: Literal["default", "small", "tiny"] = "default"
+    """Corpus size: default (thousands of posts, for the demo), small (tests), tiny."""
+
+    def run(self) -> int:
+        from nplus.tasks.synth import generate
+
+        card = generate(self.out, seed=self.seed, scale=self.scale)
+        print(json.dumps(card, indent=2))
+        return 0
+
+
+@dataclass(frozen=True)
+class DetailsCmd:
+    """List the implementation details: name, stage, paper value, alternatives, doc and source."""
+
+    json: bool = False
+    """Print a JSON list of {name, stage, paper, alternatives, doc, source}."""
+    markdown: bool = False
+    """Print the README's markdown table."""
+
+    def run(self) -> int:
+        from nplus.details import table_markdown
+
+        if self.json:
+            print(registry_json())
+        elif self.markdown:
+            print(table_markdown())
+        else:
+            w = max(len(n) for n in REGISTRY)
+            print(f"{'stage':5}  {'detail':{w}}  {'paper':27}  alternatives")
+            for d in REGISTRY.values():
+                print(f"{d.stage:5}  {d.name:{w}}  {d.paper:27}  {', '.join(d.alternatives)}")
+        return 0
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """A pipeline run: a preset, a seed, detail flips and hyperparameter overrides."""
+
+    out: Path = Path("runs/pipeline")
+    """Run directory (config.json, metrics.jsonl, samples.jsonl, eval.json, summary.json, ...)."""
+    preset: str = "smoke"
+    """Preset: smoke, demo, paper-1b, paper-2.8b or paper-6.9b."""
+    seed: int = 1
+    """Training seed (data order, sampling, head init)."""
+    details: Details = field(default_factory=Details)
+    """Implementation details (defaults: the paper's values)."""
+    framework: str | None = None
+    """Framework-emulation preset applied to details left at the paper value (paper, trl-ppo, openrlhf, ...)."""
+    set: tuple[str, ...] = ()
+    """Hyperparameter overrides as dotted KEY=VALUE, e.g. --set ppo.total_episodes=2048 ppo.lr=1e-4."""
+    cache: Path | None = None
+    """Artifact cache for data, base, SFT and RM (default: $NPLUS_CACHE or runs/.cache)."""
+    dry_run: bool = False
+    """Print the resolved configuration and exit without loading data or models."""
+    threads: int | None = None
+    """torch threads (default: torch's choice)."""
+    track: bool = False
+    """Mirror metrics and samples to wandb (offline mode when WANDB_API_KEY is unset)."""
+
+    def resolve(self):
+        from nplus.config import apply_overrides, preset
+
+        cfg = preset(self.preset, self.seed)
+        cfg = dataclasses.replace(cfg, details=self.details)
+        if self.framework:
+            from nplus.frameworks import framework_details
+
+            flips = {k: v for k, v in framework_details(self.framework).items() if getattr(self.details, k) == REGISTRY[k].paper}
+            cfg = apply_overrides(cfg, details=flips)
+        hp = {}
+        for item in self.set:
+            if "=" not in item:
+                raise SystemExit(f"error: --set expects KEY=VALUE, got {item!r}")
+            k, v = item.split("=", 1)
+            hp[k] = v
+        return apply_overrides(cfg, hparams=hp)
+
+
+def _run_stages(args: RunArgs, stop_after: str) -> int:
+    from nplus.pipeline import run_pipeline
+
+    cfg = args.resolve()
+    if args.dry_run:
+        print(json.dumps({**cfg.to_dict(), "hash": cfg.hash, "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}},
+                         indent=2))
+        return 0
+    _set_threads(args.threads)
+    summary = run_pipeline(cfg, args.out, args.cache, stop_after=stop_after, track=args.track)
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))
+    print(f"run directory: {args.out}", file=sys.stderr)
+    return 0
+
+
+@dataclass(frozen=True)
+class PipelineCmd(RunArgs):
+    """Run base → SFT → RM → PPO and write summary.json (upstream stages are reused from the cache)."""
+
+    def run(self) -> int:
+        return _run_stages(self, "ppo")
+
+
+@dataclass(frozen=True)
+class SftCmd(RunArgs):
+    """Run the SFT stage (and the base model it needs); writes the SFT evaluation (ROUGE, win rate)."""
+
+    def run(self) -> int:
+        return _run_stages(self, "sft")
+
+
+@dataclass(frozen=True)
+class RmCmd(RunArgs):
+    """Run the reward-model stage (and SFT before it); writes accuracy, calibration and normalization."""
+
+    def run(self) -> int:
+        return _run_stages(self, "rm")
+
+
+@dataclass(frozen=True)
+class PpoCmd(RunArgs):
+    """Run PPO (SFT and RM from the cache or trained first); same as `pipeline`."""
+
+    def run(self) -> int:
+        return _run_stages(self, "ppo")
+
+
+def _commands() -> dict[str, type]:
+    cmds: dict[str, type] = {"data": DataCmd, "details": DetailsCmd, "pipeline": PipelineCmd, "sft": SftCmd,
+                             "rm": RmCmd, "ppo": PpoCmd}
+    from nplus.evaluation.evaluate_cmd import EvalConfig
+
+    cmds["eval"] = EvalConfig
+    try:
+        from nplus.ablate.cli import AblateCmd, StatsCmd
+
+        cmds["ablate"], cmds["stats"] = AblateCmd, StatsCmd
+    except ImportError:
+        pass
+    try:
+        from nplus.report.cli import ReportCmd
+
+        cmds["report"] = ReportCmd
+    except ImportError:
+        pass
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmds = _commands()
+    try:
+        obj = tyro.extras.subcommand_cli_from_dict(cmds, args=argv, prog="nplus",
+                                                   description="nplus: the implementation details of RLHF with PPO, measured.")
+        if hasattr(obj, "run"):
+            return int(obj.run() or 0)
+        from nplus.evaluation.evaluate_cmd import run_eval
+
+        result = run_eval(obj)
+        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, indent=2))
+        return 0
+    except (DetailError, ValueError) as e:
+        from nplus.config import ConfigError
+
+        if isinstance(e, (DetailError, ConfigError)) or type(e).__name__.endswith("Error"):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

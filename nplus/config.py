@@ -1,0 +1,326 @@
+"""Frozen run configuration and presets.
+
+A ``Config`` is everything that determines a pipeline run: the task (data), the model, the stage
+hyperparameters, the details and the seed. Details (nplus/details.py) are *what* the implementation does;
+hyperparameters (here) are *how much*. Presets are short, commented functions; a variant is a small diff of a
+preset (``apply_overrides``). Configs are frozen after construction and validated up front (divisibility,
+ranges), so a bad value fails before any compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nplus.details import REGISTRY, Details, DetailError, with_overrides
+
+
+class ConfigError(ValueError):
+    """A configuration value that is invalid (named field, valid choices)."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Where the data comes from."""
+
+    name: Literal["tldr-synth", "tldr"] = "tldr-synth"
+    """`tldr-synth` (embedded, generated offline) or `tldr` (the public TL;DR datasets)."""
+    sft_source: str = "tldr-synth"
+    """`tldr-synth`, a hub dataset name or a local path (save_to_disk / json / parquet)."""
+    comparisons_source: str = "tldr-synth"
+    """`tldr-synth`, a hub dataset name or a local path."""
+    synth_seed: int = 0
+    """Seed of the generated corpus (shared by every training seed, like a public dataset)."""
+    synth_scale: Literal["default", "small", "tiny"] = "default"
+    """Size of the generated corpus."""
+    max_sft_train: int | None = None
+    """Use at most this many SFT training posts (None: all)."""
+    max_comparisons_train: int | None = None
+    """Use at most this many training comparisons (None: all)."""
+    max_eval: int = 256
+    """Validation prompts used for generation-based evaluation (ROUGE, win rate)."""
+    max_rm_eval: int = 1000
+    """Validation comparisons used for reward-model accuracy."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The base model: a rung of the embedded GPT-NeoX ladder or a hub name / local path."""
+
+    name: str = "tiny"
+    """Ladder rung (`nano`, `tiny`, `xs`, `s`, `m`, `l`) or a `transformers` causal LM name/path."""
+    pretrain_steps: int = 300
+    """Language-model pretraining updates on posts for ladder models (the analogue of Pythia's pretraining)."""
+    pretrain_lr: float = 3e-3
+    pretrain_batch: int = 32
+    pretrain_seq_len: int = 128
+    pretrain_seed: int = 0
+    """Base models are shared by every training seed, as Pythia checkpoints are."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Token limits (paper: query 512, SFT response 53 / total 562, preference response 169 / total 638)."""
+
+    query: int = 512
+    sft_response: int = 53
+    sft_total: int = 562
+    pref_response: int = 169
+    pref_total: int = 638
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One stage's optimizer settings. ``lr`` is used when details.learning_rate = per_stage."""
+
+    lr: float = 3e-6
+    epochs: int = 1
+    batch_size: int = 128
+    """Global batch (rollouts per batch for PPO)."""
+    micro_batch: int = 128
+    """Per-process micro-batch; batch_size = micro_batch × grad_accum × processes."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (Stiennon et al. except the learning rate)."""
+
+    lr: float = 3e-6
+    total_episodes: int = 1_000_000
+    batch_size: int = 512
+    micro_batch: int = 64
+    ppo_epochs: int = 4
+    num_minibatches: int = 1
+    response_length: int = 53
+    temperature: float = 0.7
+    kl_coef: float = 0.05
+    kl_target: float = 6.0
+    kl_horizon: int = 10_000
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    missing_eos_score: float = -1.0
+    """The score a response without EOS gets (replace) or loses (subtract)."""
+    eval_every: int = 0
+    """Evaluate on validation prompts every N PPO updates (0: only at the end)."""
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_episodes // self.batch_size
+
+
+@dataclass(frozen=True)
+class Config:
+    """A fully resolved pipeline run."""
+
+    preset: str = "smoke"
+    seed: int = 1
+    lr: float = 3e-6
+    """The single learning rate of every stage (details.learning_rate = single)."""
+    eval_temperature: float = 0.01
+    """Near-greedy evaluation temperature (details.eval_temperature = near_greedy)."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lengths: Lengths = field(default_factory=Lengths)
+    sft: OptimConfig = field(default_factory=OptimConfig)
+    rm: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=64, micro_batch=64))
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    details: Details = field(default_factory=Details)
+    processes: int = 1
+    """Data-parallel processes (accelerate); batch sizes are global."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # ---- derived values (one place) ----
+    def stage_lr(self, stage: Literal["sft", "rm", "ppo"]) -> float:
+        """details.learning_rate: one rate for every stage (paper) or the preset's per-stage rate."""
+        if self.details.learning_rate == "single":
+            return self.lr
+        return getattr(self, stage).lr
+
+    def grad_accum(self, stage: Literal["sft", "rm", "ppo"]) -> int:
+        cfg = getattr(self, stage)
+        return cfg.batch_size // (cfg.micro_batch * self.processes)
+
+    @property
+    def sampling_eval_temperature(self) -> float:
+        """details.eval_temperature: near-greedy (paper) or the training temperature."""
+        return self.eval_temperature if self.details.eval_temperature == "near_greedy" else self.ppo.temperature
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def stage_dict(self, stage: Literal["base", "sft", "rm", "ppo"]) -> dict[str, Any]:
+        """The part of the config a stage's artifact depends on (its own section and everything upstream)."""
+        d = self.to_dict()
+        base = {"task": d["task"], "model": d["model"]}
+        if stage == "base":
+            return base
+        upstream_stages = {"sft": {"data", "all", "sft", "eval"}, "rm": {"data", "all", "sft", "rm", "eval"}}
+        if stage == "ppo":
+            return {k: v for k, v in d.items() if k not in ("preset",)}
+        keep = upstream_stages[stage]
+        details = {k: v for k, v in d["details"].items() if REGISTRY[k].stage in keep}
+        out = {**base, "seed": d["seed"], "lengths": d["lengths"], "lr": d["lr"], "sft": d["sft"], "processes": d["processes"],
+               "eval_temperature": d["eval_temperature"], "details": details}
+        if stage == "rm":
+            out["rm"] = d["rm"]
+        return out
+
+    def stage_hash(self, stage: Literal["base", "sft", "rm", "ppo"]) -> str:
+        return config_hash(self.stage_dict(stage))
+
+    @property
+    def hash(self) -> str:
+        return config_hash({k: v for k, v in self.to_dict().items() if k != "preset"})
+
+
+def config_hash(obj: Any) -> str:
+    """A short content hash of a JSON-able object (sorted keys, so field order never matters)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and exact divisions up front, naming the field."""
+    for stage in ("sft", "rm", "ppo"):
+        s = getattr(cfg, stage)
+        if s.batch_size % (s.micro_batch * cfg.processes):
+            raise ConfigError(
+                f"{stage}.batch_size={s.batch_size} must be divisible by {stage}.micro_batch × processes "
+                f"= {s.micro_batch} × {cfg.processes}"
+            )
+    if cfg.ppo.batch_size % cfg.ppo.num_minibatches:
+        raise ConfigError(f"ppo.batch_size={cfg.ppo.batch_size} must be divisible by ppo.num_minibatches={cfg.ppo.num_minibatches}")
+    if cfg.ppo.total_episodes < cfg.ppo.batch_size:
+        raise ConfigError(f"ppo.total_episodes={cfg.ppo.total_episodes} must be at least ppo.batch_size={cfg.ppo.batch_size}")
+    if cfg.lengths.sft_total < cfg.lengths.sft_response or cfg.lengths.pref_total < cfg.lengths.pref_response:
+        raise ConfigError("lengths: totals must be at least the response limits")
+    if cfg.ppo.response_length > cfg.lengths.sft_response:
+        raise ConfigError(f"ppo.response_length={cfg.ppo.response_length} exceeds lengths.sft_response={cfg.lengths.sft_response}")
+    if not 0 < cfg.ppo.temperature:
+        raise ConfigError("ppo.temperature must be positive")
+    if cfg.task.name == "tldr-synth" and (cfg.task.sft_source != "tldr-synth" or cfg.task.comparisons_source != "tldr-synth"):
+        raise ConfigError("task.name=tldr-synth requires task.sft_source and task.comparisons_source = tldr-synth")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Presets. Each says why its values were chosen. Paper values: shared/reference/DETAILS.md §3.
+
+def _smoke(seed: int) -> Config:
+    # Whole pipeline in well under a minute on 2 CPU cores: the smallest rung, a small corpus, short windows.
+    # It exercises every code path (and reads every detail); its numbers are not meant to be meaningful.
+    return Config(
+        preset="smoke", seed=seed, lr=1e-3, eval_temperature=0.01,
+        task=TaskConfig(synth_scale="small", max_eval=32, max_rm_eval=128),
+        model=ModelConfig(name="nano", pretrain_steps=30, pretrain_batch=16, pretrain_seq_len=64),
+        lengths=Lengths(query=96, sft_response=24, sft_total=120, pref_response=40, pref_total=136),
+        sft=OptimConfig(lr=1e-3, epochs=1, batch_size=16, micro_batch=16),
+        rm=OptimConfig(lr=1e-3, epochs=1, batch_size=16, micro_batch=16),
+        ppo=PPOConfig(lr=1e-4, total_episodes=64, batch_size=16, micro_batch=16, ppo_epochs=2,
+                      response_length=16, eval_every=2),
+    )
+
+
+def _demo(seed: int) -> Config:
+    # Big enough that RLHF visibly works on the embedded task (PPO beats SFT on gold win rate), small enough
+    # for about 3 minutes per seed on 2 cores. Tiny models need far larger learning rates than Pythia's 3e-6;
+    # the single rate is chosen so SFT and RM still learn and PPO stays stable.
+    return Config(
+        preset="demo", seed=seed, lr=1e-3, eval_temperature=0.01,
+        task=TaskConfig(synth_scale="default", max_eval=256, max_rm_eval=1000),
+        model=ModelConfig(name="tiny", pretrain_steps=400, pretrain_batch=32, pretrain_seq_len=128),
+        lengths=Lengths(query=128, sft_response=32, sft_total=160, pref_response=48, pref_total=176),
+        sft=OptimConfig(lr=1e-3, epochs=2, batch_size=32, micro_batch=32),
+        rm=OptimConfig(lr=1e-3, epochs=1, batch_size=32, micro_batch=32),
+        ppo=PPOConfig(lr=1e-4, total_episodes=4096, batch_size=64, micro_batch=64, ppo_epochs=4,
+                      response_length=32, kl_coef=0.05, eval_every=16),
+    )
+
+
+# Per-size PPO memory knobs from the paper: micro-batch × accumulation × 8 GPUs = 512.
+_PAPER_SIZES = {"1b": ("EleutherAI/pythia-1b-deduped", 16), "2.8b": ("EleutherAI/pythia-2.8b-deduped", 4),
+                "6.9b": ("EleutherAI/pythia-6.9b-deduped", 1)}
+
+
+def _paper(size: str, seed: int) -> Config:
+    # The released configuration of the N+ paper (DETAILS.md §3): one LR 3e-6 everywhere, AdamW eps 1e-5,
+    # SFT batch 128 × 1 epoch, RM batch 64 × 1 epoch, PPO 1M episodes in batches of 512, 8 processes.
+    name, ppo_micro = _PAPER_SIZES[size]
+    return Config(
+        preset=f"paper-{size}", seed=seed, lr=3e-6, eval_temperature=0.01,
+        task=TaskConfig(name="tldr", sft_source="vwxyzjn/summarize_from_feedback_tldr_3_filtered",
+                        comparisons_source="openai/summarize_from_feedback", max_eval=6447, max_rm_eval=83802),
+        model=ModelConfig(name=name, pretrain_steps=0, dtype="bfloat16"),
+        lengths=Lengths(query=512, sft_response=53, sft_total=562, pref_response=169, pref_total=638),
+        sft=OptimConfig(lr=3e-6, epochs=1, batch_size=128, micro_batch=16),
+        rm=OptimConfig(lr=3e-6, epochs=1, batch_size=64, micro_batch=8),
+        ppo=PPOConfig(lr=3e-6, total_episodes=1_000_000, batch_size=512, micro_batch=ppo_micro, ppo_epochs=4,
+                      num_minibatches=1, response_length=53, temperature=0.7, kl_coef=0.05, gamma=1.0,
+                      lam=0.95, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, missing_eos_score=-1.0),
+        processes=8,
+    )
+
+
+PRESETS = {
+    "smoke": _smoke,
+    "demo": _demo,
+    **{f"paper-{s}": (lambda seed, s=s: _paper(s, seed)) for s in _PAPER_SIZES},
+}
+
+
+def preset(name: str, seed: int = 1) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name](seed)
+
+
+def _set_path(obj: Any, path: list[str], value: Any, full: str) -> Any:
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"--set {full}: {'.'.join(path)} is not a config section")
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    head = path[0]
+    if head not in names:
+        raise ConfigError(f"--set {full}: unknown field {head!r}; valid fields: {', '.join(names)}")
+    current = getattr(obj, head)
+    if len(path) > 1:
+        return dataclasses.replace(obj, **{head: _set_path(current, path[1:], value, full)})
+    return dataclasses.replace(obj, **{head: _coerce(current, value, full)})
+
+
+def _coerce(current: Any, value: Any, full: str) -> Any:
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    try:
+        if isinstance(current, bool):
+            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if current is None:
+            return None if value.lower() == "none" else int(value)
+    except ValueError as e:
+        raise ConfigError(f"--set {full}: cannot read {value!r} as {type(current).__name__}") from e
+    return value
+
+
+def apply_overrides(cfg: Config, hparams: dict[str, Any] | None = None, details: dict[str, str] | None = None) -> Config:
+    """A variant of ``cfg``: hyperparameter overrides by dotted path (``ppo.lr``) and detail overrides."""
+    if details:
+        cfg = dataclasses.replace(cfg, details=with_overrides(cfg.details, details))
+    for path, value in (hparams or {}).items():
+        if path.startswith("details."):
+            raise ConfigError(f"--set {path}: set details with --details.{path[8:]} (or a study's [details] table)")
+        cfg = _set_path(cfg, path.split("."), value, path)
+    return cfg
+
+
+__all__ = ["Config", "ConfigError", "DetailError", "Details", "PRESETS", "preset", "apply_overrides", "config_hash"]

@@ -1,0 +1,1 @@
+"""Datasets: loading and validation (``loader``), query formatting (``formatting``), pre-tokenization (``builder``)."""

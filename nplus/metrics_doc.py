@@ -1,0 +1,68 @@
+"""The metrics contract: every name written to metrics.jsonl or summary.json, documented once.
+
+Direction: "up" = higher is better, "down" = lower is better, "none" = descriptive (a change, not a verdict).
+Names are stable: reports and statistics read them, so renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+# name → (direction, doc)
+STEP_METRICS: dict[str, tuple[str, str]] = {
+    "base/loss": ("down", "language-model loss of base pretraining on posts"),
+    "sft/loss": ("down", "SFT next-token cross-entropy over details.sft_loss_tokens"),
+    "sft/lr": ("none", "SFT learning rate at the step"),
+    "rm/loss": ("down", "Bradley–Terry loss −log σ(r_chosen − r_rejected)"),
+    "rm/accuracy": ("up", "training-batch fraction with r_chosen > r_rejected"),
+    "rm/lr": ("none", "RM learning rate at the step"),
+    "objective/kl": ("none", "mean over rollouts of the summed per-token KL estimate (details.kl_estimator)"),
+    "objective/entropy": ("none", "mean over rollouts of −Σ log π(a_t) of the sampled tokens"),
+    "objective/non_score_reward": ("none", "mean of −β·Σ KL (0 when details.kl_placement = loss)"),
+    "objective/scores": ("up", "mean final score (normalized RM score after EOS penalty and clipping)"),
+    "objective/raw_scores": ("up", "mean normalized RM score before EOS penalty and clipping"),
+    "objective/rlhf_reward": ("up", "scores + non_score_reward: the objective PPO maximizes"),
+    "objective/kl_coef": ("none", "β in use (changes only with details.kl_controller = adaptive)"),
+    "policy/approxkl": ("none", "½·mean (log ratio)² over trained tokens, a PPO step-size diagnostic"),
+    "policy/clipfrac": ("none", "fraction of tokens where the policy ratio was clipped"),
+    "policy/entropy": ("none", "mean entropy of the training-time token distribution"),
+    "value/clipfrac": ("none", "fraction of tokens where the value prediction was clipped"),
+    "loss/policy": ("down", "clipped policy-gradient loss"),
+    "loss/value": ("down", "(clipped) value loss"),
+    "val/ratio": ("none", "mean π_new/π_old over trained tokens (1 at the first minibatch when consistent)"),
+    "val/num_eos": ("none", "rollouts in the batch that contain an EOS token"),
+    "val/eos_rate": ("up", "fraction of rollouts that contain an EOS token"),
+    "val/mean_length": ("none", "mean response length in tokens (EOS included) of the rollouts"),
+    "val/advantage_mean": ("none", "mean advantage over real tokens after whitening"),
+    "val/rewards_std": ("none", "standard deviation of the per-token rewards"),
+    "lr": ("none", "PPO learning rate at the update (details.lr_schedule)"),
+    "eval/win_rate": ("up", "gold/LLM-judge win rate against the reference on validation prompts"),
+    "eval/gold_score": ("up", "mean gold-judge score of validation samples"),
+    "eval/proxy_reward": ("up", "mean normalized RM score of validation samples"),
+}
+
+SUMMARY_METRICS: dict[str, tuple[str, str]] = {
+    "sft.rouge1": ("up", "ROUGE-1 F of near-greedy SFT samples against the reference"),
+    "sft.rouge2": ("up", "ROUGE-2 F"),
+    "sft.rouge_l": ("up", "ROUGE-L F"),
+    "sft.win_rate": ("up", "judge win rate of SFT samples against the reference"),
+    "sft.mean_length": ("none", "mean SFT response length in tokens"),
+    "sft.eos_rate": ("up", "fraction of SFT samples that end with EOS within the response limit"),
+    "sft.gold_score": ("up", "mean gold score of SFT samples"),
+    "rm.accuracy": ("up", "validation accuracy of the reward model"),
+    "rm.accuracy_valid1": ("up", "validation accuracy on split valid1"),
+    "rm.accuracy_valid2": ("up", "validation accuracy on split valid2"),
+    "rm.reward_bias": ("none", "bias subtracted from every reward (details.reward_normalization)"),
+    "ppo.win_rate": ("up", "judge win rate of near-greedy PPO samples against the reference"),
+    "ppo.kl": ("none", "sequence KL(π‖π_ref) at the training temperature on validation prompts (k1, summed)"),
+    "ppo.mean_length": ("none", "mean PPO response length in tokens"),
+    "ppo.eos_rate": ("up", "fraction of PPO samples that contain EOS"),
+    "ppo.proxy_reward": ("up", "mean normalized RM score of PPO samples"),
+    "ppo.gold_score": ("up", "mean gold score of PPO samples"),
+    "ppo.rouge_l": ("none", "ROUGE-L of PPO samples (RLHF is not trained for ROUGE)"),
+}
+
+
+def direction(name: str) -> str:
+    for table in (SUMMARY_METRICS, STEP_METRICS):
+        if name in table:
+            return table[name][0]
+    return "none"

@@ -1,0 +1,181 @@
+"""Models: the GPT-NeoX (Pythia-architecture) ladder, base pretraining, scalar reward/value models.
+
+Any ``transformers`` causal LM works through the same functions; the ladder only exists for the embedded task.
+Weights are saved and loaded with safetensors only (``save_pretrained(safe_serialization)`` and
+``safetensors.torch``), never by unpickling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForCausalLM, GPTNeoXConfig, PreTrainedModel
+
+from nplus import ops
+
+# Rungs of the ladder: (hidden, layers, heads). FFN = 4 × hidden, rotary on 25 % of head dims, parallel
+# residual and untied embeddings, as in Pythia. Parameter counts depend on the tokenizer's vocabulary.
+LADDER: dict[str, tuple[int, int, int]] = {
+    "nano": (32, 1, 2),
+    "tiny": (64, 2, 4),
+    "xs": (128, 3, 4),
+    "s": (192, 4, 6),
+    "m": (256, 6, 8),
+    "l": (384, 6, 6),
+}
+# Pythia's base configs have no dropout; GPT-2's have 0.1. The ladder keeps 0.1 so that details.dropout matters.
+BASE_DROPOUT = 0.1
+
+
+def ladder_config(rung: str, vocab_size: int, max_positions: int, eos_id: int, pad_id: int) -> GPTNeoXConfig:
+    hidden, layers, heads = LADDER[rung]
+    return GPTNeoXConfig(
+        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=4 * hidden, max_position_embeddings=max_positions,
+        attention_dropout=BASE_DROPOUT, hidden_dropout=BASE_DROPOUT, classifier_dropout=BASE_DROPOUT,
+        bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id, tie_word_embeddings=False,
+        use_parallel_residual=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+    )
+
+
+def is_ladder(name: str) -> bool:
+    return name in LADDER
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def set_dropout(model: nn.Module, mode: str) -> nn.Module:
+    """details.dropout: ``disabled`` zeroes every dropout probability (paper); ``model_default`` keeps them.
+
+    Covers nn.Dropout modules and attention modules that read a float ``attention_dropout`` at call time.
+    """
+    if mode == "model_default":
+        return model
+    if mode != "disabled":
+        raise ValueError(f"dropout={mode!r}")
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    config = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "classifier_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if config is not None and isinstance(getattr(config, key, None), float):
+            setattr(config, key, 0.0)
+    return model
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) attention mask → (B, L) positions counting only attended tokens (left padding starts at 0)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, L) ids → (B, L, V) logits, masking pads (``ids != pad_id``, as sfd does) with matching positions."""
+    mask = input_ids != pad_id
+    return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False).logits
+
+
+def load_causal_lm(path_or_name: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype, use_safetensors=True)
+
+
+def resize_for_tokenizer(model: PreTrainedModel, vocab_size: int) -> None:
+    """Grow the embeddings when the tokenizer gained tokens (e.g. Pythia + [PAD])."""
+    if model.get_input_embeddings().num_embeddings < vocab_size:
+        model.resize_token_embeddings(vocab_size)
+
+
+class ScalarModel(nn.Module):
+    """A transformer trunk with a linear head d_model → 1 applied at every position (reward model and critic)."""
+
+    def __init__(self, backbone: PreTrainedModel, head: nn.Linear | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head if head is not None else nn.Linear(backbone.config.hidden_size, 1)
+
+    def forward(self, input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """(B, L) ids → (B, L) scalar outputs."""
+        mask = input_ids != pad_id
+        hidden = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                               use_cache=False).last_hidden_state
+        return self.head(hidden).squeeze(-1)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        self.backbone.save_pretrained(path / "backbone", safe_serialization=True)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(path / "head.safetensors"))
+
+    @classmethod
+    def load(cls, path: Path, dtype: torch.dtype = torch.float32) -> "ScalarModel":
+        path = Path(path)
+        backbone = AutoModel.from_pretrained(str(path / "backbone"), dtype=dtype, use_safetensors=True)
+        head = nn.Linear(backbone.config.hidden_size, 1)
+        head.load_state_dict(load_file(str(path / "head.safetensors")))
+        return cls(backbone, head.to(dtype))
+
+
+def trunk_of(lm: PreTrainedModel) -> PreTrainedModel:
+    """The transformer trunk of a causal LM (GPT-NeoX: ``.gpt_neox``), sharing its weights."""
+    return lm.base_model
+
+
+def init_reward_head(hidden_size: int, mode: str, generator: torch.Generator | None = None) -> nn.Linear:
+    """details.reward_head_init: weight ~ N(0, 1/sqrt(d+1)), bias 0 (paper, lmhp) or nn.Linear's default."""
+    head = nn.Linear(hidden_size, 1)
+    if mode == "scaled_normal":
+        with torch.no_grad():
+            head.weight.normal_(0.0, 1.0 / math.sqrt(hidden_size + 1), generator=generator)
+            head.bias.zero_()
+    elif mode != "default":
+        raise ValueError(f"reward_head_init={mode!r}")
+    return head
+
+
+def init_critic(value_init: str, reward_model_dir: Path, sft_dir: Path, dtype: torch.dtype = torch.float32) -> ScalarModel:
+    """details.value_init: the critic starts as the reward model (paper), as SFT + a fresh scaled-normal head,
+    or as SFT + a zero head (``random_head``: a value of 0 everywhere, no reward knowledge)."""
+    if value_init == "reward_model":
+        return ScalarModel.load(reward_model_dir, dtype)
+    backbone = AutoModel.from_pretrained(str(sft_dir), dtype=dtype, use_safetensors=True)
+    if value_init == "sft":
+        return ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, "scaled_normal"))
+    if value_init == "random_head":
+        head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        return ScalarModel(backbone, head)
+    raise ValueError(f"value_init={value_init!r}")
+
+
+class SharedTrunkPolicy(nn.Module):
+    """details.value_network = shared_trunk: one trunk, an LM head and a value head (trlx / lmhp style)."""
+
+    def __init__(self, lm: PreTrainedModel, value_head: nn.Linear):
+        super().__init__()
+        self.lm = lm
+        self.value_head = value_head
+
+    def forward(self, input_ids: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = input_ids != pad_id
+        out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                      output_hidden_states=True, use_cache=False)
+        return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class RewardNormalization:
+    """Stored with the reward model: normalized score = gain · (score − bias). Also written to rm eval.json."""
+
+    bias: float = 0.0
+    gain: float = 1.0
+
+    def apply(self, score: torch.Tensor) -> torch.Tensor:
+        return ops.normalize_score(score, self.bias, self.gain)

@@ -1,0 +1,258 @@
+"""base → SFT → RM → PPO for one seed, with content-addressed reuse of upstream stages.
+
+1. provenance (config + hash, details, env, command) into the run directory, before any compute
+2. data: generate (tldr-synth) or load (hub / local), validate, tokenize into the paper's pre-tokenized form
+3. base model: pretrained ladder model (cached) or a hub / local checkpoint
+4. SFT (cached by the SFT stage hash) and its evaluation (ROUGE, win rate against the reference)
+5. RM (cached by the RM stage hash): accuracy, normalization, padding invariance
+6. PPO in the run directory, evaluation, sanity checks, summary.json, then the DONE marker
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from nplus import ops
+from nplus.config import Config
+from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
+from nplus.data.formatting import prepare_tokenizer
+from nplus.models import RewardNormalization, ScalarModel, is_ladder, lm_logits, load_causal_lm
+from nplus.rundir import (append_jsonl, artifact, atomic_write_json, mark_done, read_json, read_jsonl,
+                          write_provenance)
+from nplus.stages.base import pretrain_base
+from nplus.stages.common import as_tensor, sample, seed_everything
+from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
+from nplus.stages.ppo import response_logprobs, train_ppo
+from nplus.stages.rm import score_sequences, train_rm
+from nplus.stages.sft import train_sft
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("NPLUS_CACHE", "runs/.cache"))
+
+
+@dataclasses.dataclass
+class Data:
+    tokenizer: object
+    sft: object  # built DatasetDict
+    pref: object  # built DatasetDict
+    judge: object
+    data_dir: Path | None
+
+
+def synth_dir(cfg: Config, cache: Path) -> Path:
+    """Generate the embedded corpus once per (seed, scale, generator version), shared by every run."""
+    from nplus.tasks.synth import VERSION, generate
+
+    path = cache / "data" / f"tldr-synth-seed{cfg.task.synth_seed}-{cfg.task.synth_scale}-v{VERSION}"
+    with artifact(cache, "data", path.name) as (p, built):
+        if not built:
+            generate(p, seed=cfg.task.synth_seed, scale=cfg.task.synth_scale)
+    return path
+
+
+def load_data(cfg: Config, cache: Path) -> Data:
+    """Step 2: the same code path for both worlds after loading."""
+    from nplus.data.loader import load_comparisons, load_sft
+
+    if cfg.task.name == "tldr-synth":
+        from nplus.tasks.gold import GoldJudge
+        from nplus.tasks.tokenizer import load_tokenizer
+
+        data_dir = synth_dir(cfg, cache)
+        raw_sft, raw_cmp = load_sft("tldr-synth", data_dir), load_comparisons("tldr-synth", data_dir)
+        tokenizer = load_tokenizer(data_dir / "tokenizer")
+        judge = GoldJudge.from_dir(data_dir)
+    else:
+        from transformers import AutoTokenizer
+
+        from nplus.evaluation.judges import make_judge
+
+        data_dir = None
+        raw_sft, raw_cmp = load_sft(cfg.task.sft_source), load_comparisons(cfg.task.comparisons_source)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
+        judge = make_judge("openai", model="gpt-3.5-turbo-0125")
+    d = cfg.details
+    tokenizer = prepare_tokenizer(tokenizer, d.pad_token)
+    dd = DataDetails(d.query_truncation, d.query_padding_side, d.pad_token, d.reference_leading_space, d.reference_eos, d.preference_eos)
+    lengths = DataLengths(**dataclasses.asdict(cfg.lengths))
+    if cfg.task.max_sft_train:
+        raw_sft["train"] = raw_sft["train"].select(range(min(cfg.task.max_sft_train, len(raw_sft["train"]))))
+    if cfg.task.max_comparisons_train:
+        raw_cmp["train"] = raw_cmp["train"].select(range(min(cfg.task.max_comparisons_train, len(raw_cmp["train"]))))
+    sft, _ = build_sft(raw_sft, tokenizer, lengths, dd)
+    pref, _ = build_preferences(raw_cmp, tokenizer, lengths, dd)
+    return Data(tokenizer, sft, pref, judge, data_dir)
+
+
+def base_model(cfg: Config, data: Data, cache: Path) -> Path | str:
+    """Step 3: a cached pretrained ladder model, or the hub name / local path itself."""
+    if not is_ladder(cfg.model.name):
+        return cfg.model.name
+    with artifact(cache, "base", cfg.stage_hash("base")) as (path, built):
+        if not built:
+            atomic_write_json(path / "config.json", cfg.stage_dict("base"))
+            atomic_write_json(path / "result.json", pretrain_base(cfg, data.sft["train"], data.tokenizer, path))
+    return path / "model"
+
+
+def _eval_fn(cfg: Config, data: Data, es: EvalSet, reward=None):
+    def run(policy, temperature: float | None = None):
+        g = torch.Generator().manual_seed(cfg.seed + 7)
+        return evaluate_policy(policy, es, data.tokenizer, data.tokenizer.pad_token_id, data.tokenizer.eos_token_id,
+                               cfg.ppo.response_length, temperature or cfg.sampling_eval_temperature, data.judge,
+                               reward_fn=reward, generator=g)
+    return run
+
+
+def sft_stage(cfg: Config, data: Data, base: Path | str, cache: Path, es: EvalSet) -> Path:
+    """Step 4: train + evaluate SFT once per SFT stage hash."""
+    with artifact(cache, "sft", cfg.stage_hash("sft")) as (path, built):
+        if not built:
+            atomic_write_json(path / "config.json", cfg.stage_dict("sft"))
+            t0 = time.time()
+            train = train_sft(cfg, Path(base) if not isinstance(base, str) else base, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl")
+            policy = load_causal_lm(path / "model")
+            agg, rows = _eval_fn(cfg, data, es)(policy)
+            for r in rows:
+                append_jsonl(path / "samples.jsonl", {"stage": "sft", **r})
+            atomic_write_json(path / "eval.json", {**agg, **train, "wall_time_s": time.time() - t0})
+    return path
+
+
+def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
+    """Step 5: train + evaluate the reward model once per RM stage hash."""
+    with artifact(cache, "rm", cfg.stage_hash("rm")) as (path, built):
+        if not built:
+            atomic_write_json(path / "config.json", cfg.stage_dict("rm"))
+            t0 = time.time()
+
+            def policy_scores(rm: ScalarModel) -> torch.Tensor:
+                # lmhp's normalization target: scores of SFT policy samples on training queries.
+                policy = load_causal_lm(sft_path / "model").eval()
+                g = torch.Generator().manual_seed(cfg.seed + 11)
+                q = as_tensor(data.sft["train"].select(range(min(256, len(data.sft["train"]))))["query_token"])
+                tok = data.tokenizer
+                resp = ops.truncate_after_eos(sample(policy, q, tok.pad_token_id, tok.eos_token_id, cfg.ppo.response_length,
+                                                     cfg.ppo.temperature, "fixed_length_then_truncate", g).responses, tok.eos_token_id, tok.pad_token_id)
+                return score_sequences(rm, torch.cat([q, resp], 1), tok.pad_token_id, cfg.details.reward_token)
+
+            res = train_rm(cfg, sft_path / "model", data.pref, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl", policy_scores)
+            atomic_write_json(path / "eval.json", {**res, "wall_time_s": time.time() - t0})
+    return path
+
+
+@torch.no_grad()
+def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
+    """Sequence-level KL(π_T ‖ π_ref,T) on validation prompts: k1 summed over response tokens, averaged over
+    samples drawn at the training temperature. Always temperature-scaled, so variants are comparable."""
+    g = torch.Generator().manual_seed(cfg.seed + 13)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    total, n = 0.0, 0
+    for q in es.query_tokens.split(64):
+        resp = sample(policy, q, pad, eos, cfg.ppo.response_length, cfg.ppo.temperature, "fixed_length_then_truncate", g).responses
+        post = ops.truncate_after_eos(resp, eos, pad)
+        qr = torch.cat([q, resp], 1)
+        lp = response_logprobs(lm_logits(policy, qr, pad), resp, q.size(1), cfg.ppo.temperature, "on")
+        rlp = response_logprobs(lm_logits(ref, qr, pad), resp, q.size(1), cfg.ppo.temperature, "on")
+        keep = torch.arange(resp.size(1))[None, :] <= ops.first_true_indices(post == eos)[:, None]
+        total += float(((lp - rlp) * keep).sum())
+        n += q.size(0)
+    return total / max(n, 1)
+
+
+def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command: str | None = None,
+                 stop_after: str = "ppo", track: bool = False) -> dict:
+    """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json."""
+    t_start = time.time()
+    out_dir, cache = Path(out_dir), Path(cache or default_cache())
+    # 1. provenance before any compute
+    for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
+        (out_dir / stale).unlink(missing_ok=True)
+    write_provenance(out_dir, {**cfg.to_dict(), "hash": cfg.hash, "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}},
+                     cfg.details.as_dict(), command)
+    seed_everything(cfg.seed)
+    # 2. data
+    data = load_data(cfg, cache)
+    es = eval_set_from(data.sft["validation"], cfg.task.max_eval)
+    # 3.–5. upstream stages (reused across variants that share them)
+    base = base_model(cfg, data, cache)
+    sft_path = sft_stage(cfg, data, base, cache, es)
+    if stop_after == "sft":
+        return _partial(out_dir, "sft", read_json(sft_path / "eval.json"), sft_path)
+    rm_path = rm_stage(cfg, data, sft_path, cache)
+    if stop_after == "rm":
+        return _partial(out_dir, "rm", read_json(rm_path / "eval.json"), rm_path)
+    sft_eval, rm_eval = read_json(sft_path / "eval.json"), read_json(rm_path / "eval.json")
+    for src in (sft_path, rm_path):
+        for row in read_jsonl(src / "metrics.jsonl"):
+            append_jsonl(out_dir / "metrics.jsonl", row)
+    for row in read_jsonl(sft_path / "samples.jsonl"):
+        append_jsonl(out_dir / "samples.jsonl", row)
+    # 6. PPO
+    norm = RewardNormalization(bias=rm_eval["reward_bias"], gain=rm_eval["reward_gain"])
+    reward_model = ScalarModel.load(rm_path / "model").eval()
+    pad = data.tokenizer.pad_token_id
+
+    def reward(q: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
+        qr = torch.cat([q, resp], 1)
+        return norm.apply(ops.pool_reward(reward_model(qr, pad), qr, pad, cfg.details.reward_token))
+
+    evaluate = _eval_fn(cfg, data, es, reward)
+    t_ppo = time.time()
+
+    def periodic(policy, update):
+        agg, _ = evaluate(policy)
+        return agg
+
+    train_queries = as_tensor(data.sft["train"]["query_token"])
+    res = train_ppo(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic)
+    policy = res["actor"].lm()
+    agg, rows = evaluate(policy)
+    for r in rows:
+        append_jsonl(out_dir / "samples.jsonl", {"stage": "ppo", **r})
+    kl = policy_kl(cfg, policy, res["ref_policy"], es, data.tokenizer)
+    ppo_wall = time.time() - t_ppo
+    sanity = {**res["sanity"], "rm_padding_max_diff": rm_eval["padding_invariance_max_diff"],
+              "rm_padding_ok": rm_eval["padding_invariance_max_diff"] < 1e-3}
+    eval_out = {"sft": sft_eval, "rm": rm_eval, "ppo": {**agg, "kl": kl, "evals": res["evals"], "wall_time_s": ppo_wall}, "sanity": sanity}
+    atomic_write_json(out_dir / "eval.json", eval_out)
+    summary = {
+        "sft.rouge1": sft_eval["rouge1"], "sft.rouge2": sft_eval["rouge2"], "sft.rouge_l": sft_eval["rouge_l"],
+        "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
+        "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
+        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
+        "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
+        "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
+        "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
+        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"],
+        **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
+        "params": res["params"], "model": cfg.model.name, "seed": cfg.seed, "preset": cfg.preset,
+        "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
+        "artifacts": {"sft": str(sft_path), "rm": str(rm_path)},
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    if track:
+        from nplus.tracking import mirror_to_wandb
+
+        mirror_to_wandb(out_dir, cfg)
+    mark_done(out_dir, {"hash": cfg.hash})
+    return summary
+
+
+def _partial(out_dir: Path, stage: str, result: dict, artifact_path: Path) -> dict:
+    """A stage command's result: the stage evaluation flattened into summary.json keys."""
+    summary = {f"{stage}.{k}": v for k, v in result.items() if not isinstance(v, dict)}
+    summary["artifacts"] = {stage: str(artifact_path)}
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        for row in read_jsonl(artifact_path / name):
+            append_jsonl(out_dir / name, row)
+    atomic_write_json(out_dir / "summary.json", summary)
+    mark_done(out_dir)
+    return summary

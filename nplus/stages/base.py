@@ -1,0 +1,62 @@
+"""Base models for the embedded task: a short language-model pretraining on posts (the analogue of Pythia's).
+
+The base model is shared by every training seed and every detail variant (as a Pythia checkpoint is), so it
+keeps the ladder's dropout and is not affected by any detail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import GPTNeoXForCausalLM
+
+from nplus.config import Config
+from nplus.data.formatting import format_query
+from nplus.models import count_parameters, ladder_config
+from nplus.stages.common import MetricsLog, check_finite, lr_at, progress, seed_everything, set_lr
+
+
+def token_stream(sft_train, tokenizer) -> torch.Tensor:
+    """All training posts (formatted as queries, without summaries) joined by EOS → (N,) token ids."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    texts = [format_query(r["subreddit"], r["title"], r["post"]) for r in sft_train]
+    for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids.extend(enc)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path) -> dict:
+    """Train a ladder model from scratch on random windows of the post stream; save with safetensors."""
+    m = cfg.model
+    gen = seed_everything(m.pretrain_seed)
+    max_pos = max(cfg.lengths.sft_total, cfg.lengths.pref_total, cfg.lengths.query + cfg.ppo.response_length, m.pretrain_seq_len) + 8
+    model = GPTNeoXForCausalLM(ladder_config(m.name, len(tokenizer), max_pos, tokenizer.eos_token_id, tokenizer.pad_token_id))
+    model.train()
+    stream = token_stream(sft_train, tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=m.pretrain_lr, eps=1e-8)
+    log = MetricsLog(out_dir / "metrics.jsonl", "base")
+    bar = progress(m.pretrain_steps, f"base {m.name}")
+    loss_val = float("nan")
+    for step in range(m.pretrain_steps):
+        set_lr(opt, lr_at(m.pretrain_lr, step, m.pretrain_steps, "cosine"))
+        starts = torch.randint(0, stream.numel() - m.pretrain_seq_len - 1, (m.pretrain_batch,), generator=gen)
+        window = torch.stack([stream[s:s + m.pretrain_seq_len + 1] for s in starts.tolist()])  # (B, S+1)
+        logits = model(input_ids=window[:, :-1], use_cache=False).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1))
+        check_finite(loss, "base", step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_val = loss.item()
+        if step % 10 == 0 or step == m.pretrain_steps - 1:
+            log.log(step, **{"base/loss": loss_val})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_val:.3f}")
+    bar.close()
+    model.save_pretrained(out_dir / "model", safe_serialization=True)
+    tokenizer.save_pretrained(out_dir / "model")
+    return {"loss": loss_val, "params": count_parameters(model), "tokens": int(stream.numel())}

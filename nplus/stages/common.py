@@ -1,0 +1,155 @@
+"""What every stage shares: seeding, the optimizer, batching, sampling and the metrics log."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nplus import ops
+from nplus.models import position_ids_from_mask
+from nplus.rundir import append_jsonl
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised when a loss becomes NaN or inf; the runner records the run as failed."""
+
+
+def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
+    """Per-rank seed = seed + rank × 100003 (sfd). Returns a generator for sampling."""
+    s = seed + rank * 100003
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    g = torch.Generator()
+    g.manual_seed(s)
+    return g
+
+
+def make_optimizer(params, lr: float, adam_eps_mode: str) -> torch.optim.Optimizer:
+    """AdamW with details.adam_eps; weight decay left at the library default (as the paper did)."""
+    return torch.optim.AdamW(params, lr=lr, eps=ops.adam_eps(adam_eps_mode))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"{stage}: loss became {loss.item()} at step {step}")
+
+
+def minibatches(n: int, size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True) -> Iterator[torch.Tensor]:
+    """Index batches over ``n`` rows: a fresh seeded permutation each call."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = (n // size) * size if drop_last else n
+    for start in range(0, stop, size):
+        yield order[start:start + size]
+
+
+def progress(total: int, desc: str, disable: bool | None = None):
+    """A tqdm bar on stderr; silenced when NPLUS_PROGRESS=0 (workers) or stderr is not a terminal and CI is set."""
+    if disable is None:
+        disable = os.environ.get("NPLUS_PROGRESS", "1") == "0"
+    return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+class MetricsLog:
+    """Appends one JSON object per step to metrics.jsonl (names documented in nplus/metrics_doc.py)."""
+
+    def __init__(self, path: Path, stage: str):
+        self.path, self.stage, self.t0 = Path(path), stage, time.time()
+
+    def log(self, step: int, **metrics: float) -> None:
+        row = {"stage": self.stage, "step": step, "time_s": round(time.time() - self.t0, 3)}
+        row.update({k: float(v) for k, v in metrics.items()})
+        append_jsonl(self.path, row)
+
+
+@dataclass
+class Samples:
+    """Output of ``sample``: responses (B, T) as sampled and the log-probs of the sampling distribution."""
+
+    responses: torch.Tensor
+    logprobs: torch.Tensor
+
+
+@torch.no_grad()
+def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, temperature: float,
+           response_sampling: str, generator: torch.Generator) -> Samples:
+    """Sample ``length`` tokens per query with a KV cache. (B, Lq) left-padded queries → (B, T).
+
+    details.response_sampling: ``fixed_length_then_truncate`` (paper) keeps sampling after EOS (the caller
+    truncates); ``stop_at_eos`` forces pad after a row's first EOS and stops when every row has finished.
+    Written here rather than with ``generate()`` so that EOS never stops fixed-length sampling, no default
+    logits processor (top-k, repetition penalty) alters the distribution, and the returned log-probs are
+    exactly those of the distribution sampled from (logits / temperature).
+    """
+    B = queries.size(0)
+    mask = queries != pad_id
+    pos = position_ids_from_mask(mask)
+    out = model(input_ids=queries, attention_mask=mask, position_ids=pos, use_cache=True)
+    past, logits = out.past_key_values, out.logits[:, -1]
+    next_pos = pos[:, -1] + 1
+    tokens, logps = [], []
+    finished = torch.zeros(B, dtype=torch.bool)
+    for t in range(length):
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+        if response_sampling == "stop_at_eos":
+            tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
+        elif response_sampling != "fixed_length_then_truncate":
+            raise ValueError(f"response_sampling={response_sampling!r}")
+        tokens.append(tok)
+        logps.append(logp.gather(1, tok[:, None]).squeeze(1))
+        finished |= tok == eos_id
+        if t == length - 1 or (response_sampling == "stop_at_eos" and bool(finished.all())):
+            break
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool)], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                    past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1]
+        next_pos = next_pos + 1
+    responses = torch.stack(tokens, 1)
+    logprobs = torch.stack(logps, 1)
+    if responses.size(1) < length:  # stopped early: pad the rest
+        extra = length - responses.size(1)
+        responses = torch.cat([responses, torch.full((B, extra), pad_id, dtype=responses.dtype)], 1)
+        logprobs = torch.cat([logprobs, torch.zeros(B, extra)], 1)
+    return Samples(responses, logprobs)
+
+
+def batched(tensor: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, tensor.size(0), size):
+        yield tensor[start:start + size]
+
+
+def as_tensor(column, dtype=torch.long) -> torch.Tensor:
+    return torch.tensor(np.asarray(column), dtype=dtype)
+
+
+def lr_at(base_lr: float, step: int, total: int, schedule: str) -> float:
+    return base_lr * ops.lr_factor(step, total, schedule)
+
+
+def safe_mean(values) -> float:
+    values = list(values)
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def trim_right(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, L) right-padded → (B, L') dropping trailing columns that are pad in every row (cheaper batches)."""
+    nonpad = (ids != pad_id).any(0).nonzero()
+    width = int(nonpad.max()) + 1 if nonpad.numel() else 1
+    return ids[:, :width]

@@ -1,0 +1,114 @@
+"""Reward model: a scalar head on the SFT trunk trained with the Bradley–Terry loss (DETAILS.md §2, 13–17).
+
+1. SFT trunk + head (details.reward_head_init), details.dropout
+2. chosen and rejected in one forward; reward read per details.reward_token; loss −log σ(r_c − r_r)
+3. validation accuracy overall, by split (valid1/valid2) and by confidence
+4. normalization per details.reward_normalization (paper: bias = mean score of SFT-train references)
+5. sanity: scores of reference summaries left-padded vs right-padded must agree (rotary + mask invariance)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModel
+
+from nplus import ops
+from nplus.config import Config
+from nplus.evaluation.metrics import rm_accuracy_report, rm_calibration
+from nplus.models import RewardNormalization, ScalarModel, init_reward_head, set_dropout
+from nplus.stages.common import (MetricsLog, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
+                                 trim_right,
+                                 seed_everything, set_lr)
+
+
+def pair_rewards(rm: ScalarModel, chosen: torch.Tensor, rejected: torch.Tensor, pad_id: int, reward_token: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) chosen and rejected ids → (B,), (B,) rewards from one forward over the concatenated batch."""
+    ids = trim_right(torch.cat([chosen, rejected], 0), pad_id)
+    r = ops.pool_reward(rm(ids, pad_id), ids, pad_id, reward_token)
+    return r[: chosen.size(0)], r[chosen.size(0):]
+
+
+@torch.no_grad()
+def score_sequences(rm: ScalarModel, ids: torch.Tensor, pad_id: int, reward_token: str, batch_size: int = 128) -> torch.Tensor:
+    """(N, L) ids (any padding) → (N,) raw rewards."""
+    rm.eval()
+    out = [ops.pool_reward(rm(b, pad_id), b, pad_id, reward_token) for b in ids.split(batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def left_pad(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(N, L) right-padded → (N, L) the same tokens moved to the right end (left padding)."""
+    n_real = (ids != pad_id).sum(1)
+    out = torch.full_like(ids, pad_id)
+    for i in range(ids.size(0)):
+        k = int(n_real[i])
+        out[i, ids.size(1) - k:] = ids[i, :k]
+    return out
+
+
+def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_dir: Path, log_path: Path,
+             policy_sample_fn=None) -> dict:
+    """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset."""
+    d = cfg.details
+    gen = seed_everything(cfg.seed + 1)
+    pad_id = tokenizer.pad_token_id
+    # 1. trunk + head
+    backbone = AutoModel.from_pretrained(str(sft_dir), use_safetensors=True)
+    set_dropout(backbone, d.dropout)
+    rm = ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, d.reward_head_init, gen))
+    rm.train()
+    train = pref["train"]
+    chosen_all, rejected_all = as_tensor(train["query_chosen_token"]), as_tensor(train["query_rejected_token"])
+    total = (chosen_all.size(0) // cfg.rm.batch_size) * cfg.rm.epochs
+    base_lr = cfg.stage_lr("rm")
+    opt = make_optimizer(rm.parameters(), base_lr, d.adam_eps)
+    accum = cfg.grad_accum("rm")
+    log = MetricsLog(log_path, "rm")
+    bar = progress(total, "rm")
+    step = 0
+    # 2. Bradley–Terry training
+    for _ in range(cfg.rm.epochs):
+        for idx in minibatches(chosen_all.size(0), cfg.rm.batch_size, gen):
+            set_lr(opt, lr_at(base_lr, step, total, "cosine"))
+            opt.zero_grad(set_to_none=True)
+            loss_sum, acc_sum = 0.0, 0.0
+            for micro in idx.chunk(accum):
+                rc, rr = pair_rewards(rm, chosen_all[micro], rejected_all[micro], pad_id, d.reward_token)
+                loss, acc = ops.bradley_terry_loss(rc, rr)
+                check_finite(loss, "rm", step)
+                (loss / accum).backward()
+                loss_sum += loss.item() / accum
+                acc_sum += acc.mean().item() / accum
+            opt.step()
+            step += 1
+            log.log(step, **{"rm/loss": loss_sum, "rm/accuracy": acc_sum, "rm/lr": opt.param_groups[0]["lr"]})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{acc_sum:.2f}")
+    bar.close()
+    # 3. validation accuracy
+    val = pref["validation"].select(range(min(cfg.task.max_rm_eval, len(pref["validation"]))))
+    sc = score_sequences(rm, as_tensor(val["query_chosen_token"]), pad_id, d.reward_token)
+    sr = score_sequences(rm, as_tensor(val["query_rejected_token"]), pad_id, d.reward_token)
+    acc = rm_accuracy_report(sc.numpy(), sr.numpy(), list(val["split"]), [e["confidence"] for e in val["extra"]])
+    # 4. normalization from SFT reference summaries (and, for lmhp's variant, SFT policy samples)
+    refs = as_tensor(sft_train.select(range(min(len(sft_train), 2000)))["query_reference_response_token"])
+    ref_scores = score_sequences(rm, refs, pad_id, d.reward_token)
+    policy_scores = policy_sample_fn(rm) if d.reward_normalization == "policy_gain_bias" else None
+    bias, gain = ops.reward_normalization_params(d.reward_normalization, ref_scores, policy_scores)
+    norm = RewardNormalization(bias=bias, gain=gain)
+    # 5. padding invariance on reference summaries
+    sample = refs[:64]
+    diff = (score_sequences(rm, sample, pad_id, d.reward_token) - score_sequences(rm, left_pad(sample, pad_id), pad_id, d.reward_token)).abs()
+    rm.save(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    return {
+        "accuracy": acc["accuracy"], "accuracy_valid1": acc["by_split"].get("valid1"),
+        "accuracy_valid2": acc["by_split"].get("valid2"), "accuracy_report": acc,
+        "calibration": rm_calibration(sc.numpy(), sr.numpy()),
+        "reward_bias": bias, "reward_gain": gain, "reference_score_mean": float(ref_scores.mean()),
+        "reference_score_mean_normalized": float(norm.apply(ref_scores).mean()),
+        "padding_invariance_max_diff": float(diff.max()), "updates": step,
+    }
+

@@ -1,0 +1,268 @@
+"""Tests of nplus.data.builder on tiny in-memory datasets in the public schemas."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from datasets import Dataset, DatasetDict
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from nplus.data.builder import CNNDM_SPLIT, DataDetails, Lengths, build_preferences, build_sft
+from nplus.data.formatting import encode, format_query, prepare_tokenizer
+
+EOS = "<|endoftext|>"
+# small limits so that a few short rows exercise truncation
+LENGTHS = Lengths(query=48, sft_response=8, sft_total=56, pref_response=10, pref_total=58)
+
+LONG_POST = "\n".join(f"Paragraph {i}: my cat ignores me and the dog is not happy about it." for i in range(8))
+
+
+@functools.lru_cache(maxsize=1)
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """A tiny byte-level BPE (GPT-2 style: no prefix space, EOS special token, no pad token)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=500, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = ["SUBREDDIT: r/cats\n\nTITLE: Help\n\nPOST: my cat ignores me.\n\nTL;DR: my cat is sad", LONG_POST]
+    tok.train_from_iterator(corpus * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, clean_up_tokenization_spaces=False)
+
+
+@pytest.fixture
+def tok() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+@pytest.fixture
+def sft_ds() -> DatasetDict:
+    """`vwxyzjn/summarize_from_feedback_tldr_3_filtered` schema (summaries without a leading space)."""
+    rows = [
+        dict(id="t1", subreddit="cats", title="Help", post="my cat ignores me.", summary="my cat is sad"),
+        dict(id="t2", subreddit="cats", title="Help", post=LONG_POST, summary="cat"),
+        dict(id="t3", subreddit="dogs", title="Hi", post="dog", summary="a summary that is far too long for eight"),
+    ]
+    return DatasetDict(
+        train=Dataset.from_list(rows[:2]),
+        validation=Dataset.from_list(rows[2:]),
+    )
+
+
+def comparison(cid, post, texts, choice, batch, split, article=None, subreddit="cats", title="Help"):
+    """One row of `openai/summarize_from_feedback` (config `comparisons`)."""
+    return dict(
+        info=dict(id=cid, post=post, title=title, subreddit=subreddit, site=None, article=article),
+        summaries=[dict(text=t, policy=f"policy{i}", note=None) for i, t in enumerate(texts)],
+        choice=choice,
+        worker="w1",
+        batch=batch,
+        split=split,
+        extra=dict(confidence=7),
+    )
+
+
+@pytest.fixture
+def pref_ds() -> DatasetDict:
+    """Comparisons (summaries start with a space), including one CNN/DM row in validation."""
+    return DatasetDict(
+        train=Dataset.from_list(
+            [
+                comparison("c1", "my cat ignores me.", [" cat sad", " my cat ignores me"], 1, "batch3", "train"),
+                comparison("c2", LONG_POST, [" dog", " a cat"], 0, "batch4", "train"),
+            ]
+        ),
+        validation=Dataset.from_list(
+            [
+                comparison("c3", "dog", [" one", " two"], 0, "batch10", "valid1"),
+                comparison(
+                    "c4", None, [" news", " story"], 1, "cnndm0", "valid2",
+                    article="CNN article text.", subreddit=None, title=None,
+                ),
+            ]
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# SFT
+# --------------------------------------------------------------------------------------------------
+
+
+def test_build_sft_columns_shapes_and_contents(tok, sft_ds):
+    out, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    prepared = prepare_tokenizer(tok, "distinct")
+    pad_id = prepared.pad_token_id
+    assert set(out) == {"train", "validation"}
+    row = out["train"][0]
+    # original columns kept
+    assert {"id", "subreddit", "title", "post", "summary"} <= set(out["train"].column_names)
+    assert row["query"] == format_query("cats", "Help", "my cat ignores me.")
+    assert row["reference_response"] == " my cat is sad" + EOS
+    for split in out.values():
+        for r in split:
+            assert len(r["query_token"]) == LENGTHS.query
+            assert len(r["reference_response_token"]) == LENGTHS.sft_response
+            assert len(r["query_reference_response_token"]) == LENGTHS.sft_total
+            q = r["query_token"][LENGTHS.query - r["query_token_len"] :]  # left-padded
+            assert q == encode(prepared, r["query"])
+            assert r["query_token"][: LENGTHS.query - r["query_token_len"]] == [pad_id] * (
+                LENGTHS.query - r["query_token_len"]
+            )
+            resp = r["reference_response_token"][: r["response_token_len"]]
+            # training sequence = un-padded query + response, then right pads
+            n = r["query_token_len"] + r["response_token_len"]
+            assert r["query_reference_response_token"][:n] == q + resp
+            assert set(r["query_reference_response_token"][n:]) <= {pad_id}
+    assert stats["train"]["n_rows"] == 2
+
+
+def test_build_sft_truncation_stats(tok, sft_ds):
+    out, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    # t2 has a long post: truncated at a newline, keeps the TL;DR: cue
+    assert stats["train"]["n_query_truncated"] == 1
+    assert out["train"][1]["query"].endswith("\n\nTL;DR:")
+    # t3's summary is longer than sft_response: cut to the limit (its EOS is lost), and counted
+    assert stats["validation"]["n_response_truncated"] == 1
+    assert stats["validation"]["max_response_tokens"] > LENGTHS.sft_response
+    r = out["validation"][0]
+    assert r["response_token_len"] == LENGTHS.sft_response
+    assert tok.eos_token_id not in r["reference_response_token"]
+    assert stats["train"]["n_response_truncated"] == 0
+    assert stats["train"]["max_response_tokens"] == len(encode(tok, " my cat is sad")) + 1
+
+
+def test_build_sft_rejects_totals_over_the_limit(tok, sft_ds):
+    tight = Lengths(query=48, sft_response=8, sft_total=20, pref_response=10, pref_total=58)
+    with pytest.raises(ValueError, match="sft_total=20"):
+        build_sft(sft_ds, tok, tight, DataDetails())
+
+
+def test_build_sft_right_padding_and_eos_pad(tok, sft_ds):
+    out, _ = build_sft(sft_ds, tok, LENGTHS, DataDetails(query_padding_side="right", pad_token="eos"))
+    r = out["train"][0]
+    n = r["query_token_len"]
+    assert r["query_token"][:n] == encode(tok, r["query"])
+    assert r["query_token"][n:] == [tok.eos_token_id] * (LENGTHS.query - n)
+
+
+def test_build_sft_details_reach_the_columns(tok, sft_ds):
+    out, _ = build_sft(sft_ds, tok, LENGTHS, DataDetails(reference_leading_space="off", reference_eos="off"))
+    r = out["train"][0]
+    assert r["reference_response"] == "my cat is sad"
+    assert r["reference_response_token"][: r["response_token_len"]] == encode(tok, "my cat is sad")
+    hard, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails(query_truncation="hard"))
+    assert stats["train"]["n_query_truncated"] == 1
+    assert hard["train"][1]["query_token_len"] == LENGTHS.query
+    assert not hard["train"][1]["query"].endswith("TL;DR:")
+
+
+def test_build_sft_does_not_mutate_the_tokenizer(tok, sft_ds):
+    n = len(tok)
+    build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    assert tok.pad_token is None and len(tok) == n
+
+
+def test_build_sft_empty_split_has_the_same_columns(tok, sft_ds):
+    ds = DatasetDict(train=sft_ds["train"], test=sft_ds["train"].select([]))
+    out, stats = build_sft(ds, tok, LENGTHS, DataDetails())
+    assert out["test"].column_names == out["train"].column_names
+    assert stats["test"] == {"n_rows": 0, "n_query_truncated": 0, "max_response_tokens": 0, "n_response_truncated": 0}
+
+
+def test_build_sft_num_proc_gives_the_same_result(tok, sft_ds):
+    one, stats_one = build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    two, stats_two = build_sft(DatasetDict(train=sft_ds["train"]), tok, LENGTHS, DataDetails(), num_proc=2)
+    assert two["train"].to_dict() == one["train"].to_dict()
+    assert stats_two["train"] == stats_one["train"]
+
+
+def test_build_sft_requires_the_public_columns(tok):
+    with pytest.raises(ValueError, match="summary"):
+        build_sft(DatasetDict(train=Dataset.from_dict({"post": ["x"]})), tok, LENGTHS, DataDetails())
+
+
+# --------------------------------------------------------------------------------------------------
+# preferences
+# --------------------------------------------------------------------------------------------------
+
+
+def test_build_preferences_columns_shapes_and_contents(tok, pref_ds):
+    out, stats = build_preferences(pref_ds, tok, LENGTHS, DataDetails())
+    pad_id = prepare_tokenizer(tok, "distinct").pad_token_id
+    for column in ("info", "split", "batch", "extra", "worker", "summaries", "choice"):
+        assert column in out["train"].column_names
+    row = out["train"][0]
+    assert row["chosen"] == " my cat ignores me" + EOS  # summaries[choice], space already there: EOS only
+    assert row["rejected"] == " cat sad" + EOS
+    for name, split in out.items():
+        total = LENGTHS.pref_total if name != CNNDM_SPLIT else LENGTHS.query + LENGTHS.pref_response
+        for r in split:
+            assert len(r["query_token"]) == LENGTHS.query
+            q = r["query_token"][LENGTHS.query - r["query_token_len"] :]
+            for side in ("chosen", "rejected"):
+                assert len(r[f"{side}_token"]) == LENGTHS.pref_response
+                assert len(r[f"query_{side}_token"]) == total
+                resp = r[f"{side}_token"][: r[f"{side}_token_len"]]
+                assert resp == encode(tok, r[side].removesuffix(EOS)) + [tok.eos_token_id]
+                n = r["query_token_len"] + r[f"{side}_token_len"]
+                assert r[f"query_{side}_token"][:n] == q + resp
+                assert set(r[f"query_{side}_token"][n:]) <= {pad_id}
+    assert stats["train"]["n_query_truncated"] == 1
+    assert out["train"][1]["query"].endswith("\n\nTL;DR:")
+
+
+def test_build_preferences_moves_cnndm_rows_to_their_own_split(tok, pref_ds):
+    out, stats = build_preferences(pref_ds, tok, LENGTHS, DataDetails())
+    assert list(out) == ["train", "validation", CNNDM_SPLIT]
+    assert out["validation"]["batch"][:] == ["batch10"]
+    assert out[CNNDM_SPLIT]["batch"][:] == ["cnndm0"]
+    # the article stands in for the missing post
+    assert "POST: CNN article text.\n\nTL;DR:" in out[CNNDM_SPLIT][0]["query"]
+    assert stats[CNNDM_SPLIT]["n_rows"] == 1
+
+
+def test_build_preferences_without_cnndm_rows_adds_no_split(tok, pref_ds):
+    out, _ = build_preferences(DatasetDict(train=pref_ds["train"]), tok, LENGTHS, DataDetails())
+    assert list(out) == ["train"]
+
+
+def test_build_preferences_preference_eos_off(tok, pref_ds):
+    out, _ = build_preferences(pref_ds, tok, LENGTHS, DataDetails(preference_eos="off"))
+    r = out["train"][0]
+    assert r["chosen"] == " my cat ignores me"
+    assert r["chosen_token"][: r["chosen_token_len"]] == encode(tok, " my cat ignores me")
+
+
+def test_build_preferences_truncates_long_responses(tok, pref_ds):
+    short = Lengths(query=48, sft_response=8, sft_total=56, pref_response=3, pref_total=58)
+    out, stats = build_preferences(pref_ds, tok, short, DataDetails())
+    assert stats["train"]["n_response_truncated"] >= 1
+    assert stats["train"]["max_response_tokens"] > 3
+    assert all(len(t) == 3 for t in out["train"]["chosen_token"][:])
+
+
+def test_build_preferences_rejects_totals_over_the_limit(tok, pref_ds):
+    tight = Lengths(query=48, sft_response=8, sft_total=56, pref_response=10, pref_total=20)
+    with pytest.raises(ValueError, match="pref_total=20"):
+        build_preferences(pref_ds, tok, tight, DataDetails())
+
+
+# --------------------------------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------------------------------
+
+
+def test_options_are_frozen_and_validated():
+    assert Lengths() == Lengths(query=512, sft_response=53, sft_total=562, pref_response=169, pref_total=638)
+    with pytest.raises(ValueError):
+        Lengths(query=0)
+    with pytest.raises(ValueError):
+        Lengths(sft_response=600, sft_total=562)
+    with pytest.raises(ValueError, match="query_padding_side"):
+        DataDetails(query_padding_side="middle")
+    with pytest.raises(AttributeError):
+        DataDetails().pad_token = "eos"
