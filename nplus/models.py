@@ -15,6 +15,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForCausalLM, GPTNeoXConfig, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns nplus's own progress
 
 from nplus import ops
 
@@ -77,10 +80,15 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """(B, L) ids → (B, L, V) logits, masking pads (``ids != pad_id``, as sfd does) with matching positions."""
+def lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, keep: int = 0) -> torch.Tensor:
+    """(B, L) ids → (B, L, V) logits, masking pads (``ids != pad_id``, as sfd does) with matching positions.
+
+    ``keep > 0`` computes logits for the last ``keep`` positions only, (B, keep, V): PPO needs them for the
+    response alone, and the vocabulary projection over the query is most of a small model's cost.
+    """
     mask = input_ids != pad_id
-    return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False).logits
+    return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False,
+                 logits_to_keep=keep).logits
 
 
 def load_causal_lm(path_or_name: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
@@ -163,10 +171,10 @@ class SharedTrunkPolicy(nn.Module):
         self.lm = lm
         self.value_head = value_head
 
-    def forward(self, input_ids: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, pad_id: int, keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         mask = input_ids != pad_id
         out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                      output_hidden_states=True, use_cache=False)
+                      output_hidden_states=True, use_cache=False, logits_to_keep=keep)
         return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
 
 

@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 
 from nplus import ops
-from nplus.config import Config
+from nplus.config import Config, config_hash
 from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
 from nplus.data.formatting import prepare_tokenizer
-from nplus.models import RewardNormalization, ScalarModel, is_ladder, lm_logits, load_causal_lm
+from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rundir import (append_jsonl, artifact, atomic_write_json, mark_done, read_json, read_jsonl,
                           write_provenance)
 from nplus.stages.base import pretrain_base
 from nplus.stages.common import as_tensor, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
-from nplus.stages.ppo import response_logprobs, train_ppo
+from nplus.stages.ppo import ref_response_logits, response_logprobs, train_ppo
 from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
 
@@ -62,13 +62,13 @@ def load_data(cfg: Config, cache: Path) -> Data:
     from nplus.data.loader import load_comparisons, load_sft
 
     if cfg.task.name == "tldr-synth":
-        from nplus.tasks.gold import GoldJudge
+        from nplus.evaluation.judges import GoldJudgeAdapter
         from nplus.tasks.tokenizer import load_tokenizer
 
         data_dir = synth_dir(cfg, cache)
         raw_sft, raw_cmp = load_sft("tldr-synth", data_dir), load_comparisons("tldr-synth", data_dir)
         tokenizer = load_tokenizer(data_dir / "tokenizer")
-        judge = GoldJudge.from_dir(data_dir)
+        judge = GoldJudgeAdapter.from_dir(data_dir)
     else:
         from transformers import AutoTokenizer
 
@@ -80,15 +80,33 @@ def load_data(cfg: Config, cache: Path) -> Data:
         judge = make_judge("openai", model="gpt-3.5-turbo-0125")
     d = cfg.details
     tokenizer = prepare_tokenizer(tokenizer, d.pad_token)
+    source_id = data_dir.name if data_dir is not None else f"{cfg.task.sft_source}|{cfg.task.comparisons_source}|{cfg.model.name}"
+    sft, pref = built_datasets(cfg, raw_sft, raw_cmp, tokenizer, cache, source_id)
+    return Data(tokenizer, sft, pref, judge, data_dir)
+
+
+def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source_id: str):
+    """The pre-tokenized datasets, built once per (data source, tokenizer, lengths, data-stage details) and cached:
+    newline truncation re-encodes long posts many times, so building is the slowest part of a small run."""
+    from datasets import load_from_disk
+
+    d = cfg.details
     dd = DataDetails(d.query_truncation, d.query_padding_side, d.pad_token, d.reference_leading_space, d.reference_eos, d.preference_eos)
     lengths = DataLengths(**dataclasses.asdict(cfg.lengths))
-    if cfg.task.max_sft_train:
-        raw_sft["train"] = raw_sft["train"].select(range(min(cfg.task.max_sft_train, len(raw_sft["train"]))))
-    if cfg.task.max_comparisons_train:
-        raw_cmp["train"] = raw_cmp["train"].select(range(min(cfg.task.max_comparisons_train, len(raw_cmp["train"]))))
-    sft, _ = build_sft(raw_sft, tokenizer, lengths, dd)
-    pref, _ = build_preferences(raw_cmp, tokenizer, lengths, dd)
-    return Data(tokenizer, sft, pref, judge, data_dir)
+    key = config_hash({"task": dataclasses.asdict(cfg.task), "source": source_id,
+                       "lengths": dataclasses.asdict(lengths), "details": dataclasses.asdict(dd), "version": 1})
+    with artifact(cache, "built", key) as (path, built):
+        if not built:
+            if cfg.task.max_sft_train:
+                raw_sft["train"] = raw_sft["train"].select(range(min(cfg.task.max_sft_train, len(raw_sft["train"]))))
+            if cfg.task.max_comparisons_train:
+                raw_cmp["train"] = raw_cmp["train"].select(range(min(cfg.task.max_comparisons_train, len(raw_cmp["train"]))))
+            sft, sft_stats = build_sft(raw_sft, tokenizer, lengths, dd)
+            pref, pref_stats = build_preferences(raw_cmp, tokenizer, lengths, dd)
+            sft.save_to_disk(str(path / "sft"))
+            pref.save_to_disk(str(path / "preferences"))
+            atomic_write_json(path / "stats.json", {"sft": sft_stats, "preferences": pref_stats})
+    return load_from_disk(str(path / "sft")), load_from_disk(str(path / "preferences"))
 
 
 def base_model(cfg: Config, data: Data, cache: Path) -> Path | str:
@@ -159,8 +177,9 @@ def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
         resp = sample(policy, q, pad, eos, cfg.ppo.response_length, cfg.ppo.temperature, "fixed_length_then_truncate", g).responses
         post = ops.truncate_after_eos(resp, eos, pad)
         qr = torch.cat([q, resp], 1)
-        lp = response_logprobs(lm_logits(policy, qr, pad), resp, q.size(1), cfg.ppo.temperature, "on")
-        rlp = response_logprobs(lm_logits(ref, qr, pad), resp, q.size(1), cfg.ppo.temperature, "on")
+        T = resp.size(1)
+        lp = response_logprobs(ref_response_logits(policy, qr, pad, T), resp, cfg.ppo.temperature, "on")
+        rlp = response_logprobs(ref_response_logits(ref, qr, pad, T), resp, cfg.ppo.temperature, "on")
         keep = torch.arange(resp.size(1))[None, :] <= ops.first_true_indices(post == eos)[:, None]
         total += float(((lp - rlp) * keep).sum())
         n += q.size(0)

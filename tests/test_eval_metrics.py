@@ -170,8 +170,9 @@ def test_rouge_hand_checked_value():
     summary = rouge_scores(PREDICTIONS, REFERENCES, n_boot=200)
     for name in ("rouge1", "rouge2", "rougeL"):
         assert 0 <= summary[f"{name}_ci"][0] <= summary[name] <= summary[f"{name}_ci"][1] <= 1
-    # stemming merges cats/cat, sitting/sat does not change, mats/mat
-    assert rouge_scores(PREDICTIONS[:1], REFERENCES[:1])["rouge1"] > rouge_scores(PREDICTIONS[:1], REFERENCES[:1], use_stemmer=False)["rouge1"]
+    # the stemmer matches cats/cat and mats/mat
+    stemmed = rouge_scores(PREDICTIONS[:1], REFERENCES[:1])["rouge1"]
+    assert stemmed > rouge_scores(PREDICTIONS[:1], REFERENCES[:1], use_stemmer=False)["rouge1"]
 
 
 def test_evaluate_load_offline_matches_rouge_py(tmp_path):

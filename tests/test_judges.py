@@ -32,6 +32,7 @@ PARSE_CASES = [
     ("Both summaries are equally good.", None),
     ("I cannot determine which is better.", None),
     ("As an AI, I can't decide.", None),
+    ("Honestly I can't decide; Summary A is shorter.", None),
     ("A and B are similar", None),
     ("A tie.", None),
     ("Summary A is more concise than Summary B", None),

@@ -101,24 +101,26 @@ class Outcome:
 
 @contextlib.contextmanager
 def _output_to(path: Path) -> Iterator[None]:
-    """Send this process's stdout/stderr (file descriptors too, so C-level and child output) to ``path``."""
+    """Send stdout/stderr to ``path``: the file descriptors (C-level and child-process output) and the Python
+    streams (which a host such as pytest or submitit may have replaced)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    with open(path, "a") as log:
+    saved_fds, saved_streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
+    with open(path, "a", buffering=1) as log:
         log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
         log.flush()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log
         try:
             yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+            log.flush()
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            os.close(saved_fds[0])
+            os.close(saved_fds[1])
 
 
 def _first_line(e: BaseException) -> str:
@@ -179,6 +181,7 @@ def _init_worker(threads: int, parent: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ["NPLUS_PROGRESS"] = "0"
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # keep log.txt readable
     threading.Thread(target=_orphan_watchdog, args=(parent,), daemon=True).start()
 
 
@@ -208,15 +211,16 @@ def is_ready(deps: list[tuple[str, str, int]], finished: set[int], cache: Path) 
     return all(j in finished or artifact_built(cache, stage, key) for stage, key, j in deps)
 
 
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    return max(1, (cores or os.cpu_count() or 1) // workers)
+def threads_per_worker(workers: int) -> int:
+    """Torch threads per worker so that workers × threads ≤ the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 @dataclass
 class SweepResult:
     specs: list[RunSpec]
-    outcomes: list[Outcome]
-    already_complete: int
+    outcomes: list[Outcome]  # of the specs that were not already complete
 
     @property
     def failed(self) -> list[Outcome]:
@@ -239,8 +243,7 @@ def write_study_json(study: Study, specs: list[RunSpec], out: Path) -> None:
     })
 
 
-def run_local(specs: list[RunSpec], cache: Path, workers: int, run_fn: str, command: str,
-              echo: Callable[[str], None] | None = None) -> list[Outcome]:
+def run_local(specs: list[RunSpec], cache: Path, workers: int, run_fn: str, command: str) -> list[Outcome]:
     """Execute ``specs`` on a pool of ``workers`` processes; returns one outcome per spec, in finishing order."""
     from tqdm.auto import tqdm
 
@@ -252,7 +255,6 @@ def run_local(specs: list[RunSpec], cache: Path, workers: int, run_fn: str, comm
     outcomes: list[Outcome] = []
     running: dict[Future, int] = {}
     bar = tqdm(total=len(specs), desc="runs", unit="run", file=sys.stderr, dynamic_ncols=True)
-    say = echo or bar.write
 
     def new_pool() -> ProcessPoolExecutor:
         # spawn: no fork of a parent that may hold torch threads or locks.
@@ -281,14 +283,14 @@ def run_local(specs: list[RunSpec], cache: Path, workers: int, run_fn: str, comm
                 finished.add(i)
                 outcomes.append(outcome)
                 bar.update(1)
-                say(outcome.line())
+                bar.write(outcome.line())
             if broken:
                 for fut, i in list(running.items()):
                     running.pop(fut)
                     finished.add(i)
                     outcomes.append(_worker_died(specs[i], None))
                     bar.update(1)
-                    say(outcomes[-1].line())
+                    bar.write(outcomes[-1].line())
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = new_pool()
     finally:
@@ -314,7 +316,7 @@ def run_study(study: Study, out: Path, workers: int = 1, cache: Path | None = No
     echo(f"{study.name}: {len(specs) - len(todo)} complete, {len(todo)} to run"
          + (f" on {workers} workers × {threads_per_worker(workers)} threads" if todo else ""))
     outcomes = run_local(todo, cache, workers, run_fn_ref(), command) if todo else []
-    return SweepResult(specs, outcomes, len(specs) - len(todo))
+    return SweepResult(specs, outcomes)
 
 
 def failure_summary(result: SweepResult) -> str:
@@ -420,8 +422,8 @@ def make_plan(study: Study, specs: list[RunSpec], cache: Path, out: Path) -> Pla
         artifacts[stage] = len(keys)
         built = {k for k in keys if artifact_built(cache, stage, k)}
         cached[stage] = len(built)
-        needed = {k: s for k, s in keys.items() if k not in built and any(t.config.stage_hash(stage) == k for t in todo)}
-        serial += sum(seconds(stage, s) for s in needed.values())
+        needed = {s.config.stage_hash(stage) for s in todo} - built
+        serial += sum(seconds(stage, keys[k]) for k in needed)
     serial += sum(seconds("ppo", s) for s in todo)
     return Plan(specs, len(specs) - len(todo), artifacts, cached, _sharing(specs, study.baseline), serial, sorted(sources))
 

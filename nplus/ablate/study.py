@@ -202,9 +202,9 @@ def load_study(path: Path | str) -> Study:
         seeds = read_seeds(seed_path)
     except ValueError as e:
         raise _fail(path, "seeds", str(e)) from None
-    from nplus.models import LADDER  # torch + transformers: imported only when a study is loaded, not in workers
-
     sizes = tuple(_typed(path, "sizes", raw.get("sizes", []), list, "a list of model sizes"))
+    if sizes:
+        from nplus.models import LADDER  # imports torch + transformers: only for studies that name sizes
     for s in sizes:
         if s not in LADDER:
             raise _fail(path, "sizes", f"unknown size {s!r}; valid sizes: {', '.join(LADDER)}")

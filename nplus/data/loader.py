@@ -241,7 +241,8 @@ def validate_comparisons(ds: Dataset | DatasetDict) -> None:
             raise SchemaError(f"{where}: missing column 'summaries'")
         inner = getattr(summaries, "feature", None)
         if not isinstance(inner, dict):
-            raise SchemaError(f"{where}: column 'summaries' must be a list of structs {{text, policy, note}}, got {summaries}")
+            raise SchemaError(f"{where}: column 'summaries' must be a list of structs "
+                              f"{{text, policy, note}}, got {summaries}")
         _require_struct(where, "summaries[]", inner, {k: string for k in SUMMARY_FIELDS})
         if "choice" not in f:
             raise SchemaError(f"{where}: missing column 'choice'")

@@ -219,9 +219,11 @@ def check_config(cfg: EvalConfig) -> None:
         if not (Path(opts.data_dir) / "facts.jsonl").exists():
             raise EvalInputError(f"gold judge: {Path(opts.data_dir) / 'facts.jsonl'} does not exist")
     if cfg.judge == "hf" and (opts.judge_model is None or not Path(opts.judge_model).is_dir()):
-        raise EvalInputError(f"judge hf needs --judge-model set to a local model directory, got {opts.judge_model!r}")
+        raise EvalInputError("judge hf needs --judge-model set to a local model directory, "
+                             f"got {opts.judge_model!r}")
     if cfg.length_unit == "tokens" and (cfg.tokenizer is None or not Path(cfg.tokenizer).is_dir()):
-        raise EvalInputError(f"length_unit tokens needs --tokenizer set to a local tokenizer directory, got {cfg.tokenizer!r}")
+        raise EvalInputError("length_unit tokens needs --tokenizer set to a local tokenizer directory, "
+                             f"got {cfg.tokenizer!r}")
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalInputError(f"--limit must be positive, got {cfg.limit}")
 
@@ -232,9 +234,10 @@ def judge_from_options(kind: str, opts: JudgeOptions) -> Judge:
         return make_judge("gold", data_dir=opts.data_dir)
     if kind == "hf":
         return make_judge("hf", model=opts.judge_model, device=opts.device)
+    chosen_model = {"model": opts.judge_model} if opts.judge_model is not None else {}
     return make_judge(
         "openai",
-        model=opts.judge_model or "gpt-3.5-turbo-0125",
+        **chosen_model,
         base_url=opts.judge_base_url,
         api_key_env=opts.api_key_env,
         concurrency=opts.concurrency,
@@ -258,7 +261,7 @@ def default_out(cfg: EvalConfig) -> Path:
 
 def aggregate(records: list[dict[str, Any]], examples: list[Example], response_lengths: np.ndarray,
               reference_lengths: np.ndarray, both_orders: bool, n_boot: int, seed: int) -> dict[str, Any]:
-    """All eval.json metrics from the judgment records and the texts."""
+    """All eval.json metrics from the judgment records, the texts and their lengths."""
     outcomes = [r["outcome"] for r in records]
     x = metrics.log_length_ratio(response_lengths, reference_lengths)
     decided = np.array([o in ("win", "loss") for o in outcomes])
@@ -296,41 +299,41 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     rows, stage = select_stage(rows, cfg.stage, path)
     examples = examples_from_rows(rows, path)[: cfg.limit]
     count = length_counter(cfg.length_unit, cfg.tokenizer)
+    response_lengths = np.array([count(e.response) for e in examples])
+    reference_lengths = np.array([count(e.reference) for e in examples])
     out = default_out(cfg)
     out.mkdir(parents=True, exist_ok=True)
     # 2. the judge (an openai judge checks its API key here, the gold judge that it knows every post)
-    judge = judge_from_options(cfg.judge, cfg.judge_options)
+    opts = cfg.judge_options
+    judge = judge_from_options(cfg.judge, opts)
     if isinstance(judge, GoldJudgeAdapter):
         unknown = judge.unknown_posts([e.post for e in examples])
         if unknown:
-            raise EvalInputError(f"{path}: the post of example id {examples[unknown[0]].id!r} (and {len(unknown) - 1} "
-                                 f"more) is not in {cfg.judge_options.data_dir}/facts.jsonl; the gold judge needs "
-                                 "the exact tldr-synth post text")
+            raise EvalInputError(f"{path}: the post of example id {examples[unknown[0]].id!r} (and "
+                                 f"{len(unknown) - 1} more) is not in {opts.data_dir}/facts.jsonl; the gold "
+                                 "judge needs the exact tldr-synth post text")
     # 3. judge against the reference in a seeded random order
-    opts = cfg.judge_options
     records = judge_against_reference(
         judge, [e.post for e in examples], [e.response for e in examples], [e.reference for e in examples],
         finished=[e.finished for e in examples], seed=opts.judge_seed, both_orders=opts.both_orders,
     )
     # 4. metrics
-    response_lengths = np.array([count(e.response) for e in examples])
-    reference_lengths = np.array([count(e.reference) for e in examples])
     result = {
         "judge": judge.name, "judge_model": judge.model, "judge_seed": opts.judge_seed,
         "both_orders": opts.both_orders, "seed": cfg.seed, "stage": stage, "input": str(path),
         "length_unit": cfg.length_unit,
-        **aggregate(records, examples, response_lengths, reference_lengths, opts.both_orders, cfg.n_bootstrap, cfg.seed),
+        **aggregate(records, examples, response_lengths, reference_lengths, opts.both_orders, cfg.n_bootstrap,
+                    cfg.seed),
         "judge_stats": judge.stats(),
         "config": _jsonable_config(cfg),
     }
     # 5. write: one row per example, then the aggregates
     x = metrics.log_length_ratio(response_lengths, reference_lengths)
-    lines = []
-    for e, record, n_resp, n_ref, x_i in zip(examples, records, response_lengths, reference_lengths, x):
-        row = {**asdict(e), "response_length": int(n_resp), "reference_length": int(n_ref),
-               "log_length_ratio": float(x_i), **record}
-        lines.append(json.dumps(row) + "\n")
+    lines = [
+        json.dumps({**asdict(e), "response_length": int(n_resp), "reference_length": int(n_ref),
+                    "log_length_ratio": float(x_i), **record}) + "\n"
+        for e, record, n_resp, n_ref, x_i in zip(examples, records, response_lengths, reference_lengths, x)
+    ]
     atomic_write_text(out / "judgments.jsonl", "".join(lines))
     atomic_write_json(out / "eval.json", result)
     return result
-

@@ -384,9 +384,9 @@ class OpenAIJudge(Judge):
             reply = response.choices[0].message.content or ""
         except (AttributeError, IndexError, TypeError) as exc:
             raise _MalformedResponse(f"no choices[0].message.content in {str(response)[:200]!r}") from exc
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        if getattr(response, "usage", None) is not None:
-            usage = {"prompt_tokens": response.usage.prompt_tokens, "completion_tokens": response.usage.completion_tokens}
+        counted = getattr(response, "usage", None)  # some compatible servers omit usage
+        usage = {"prompt_tokens": counted.prompt_tokens if counted else 0,
+                 "completion_tokens": counted.completion_tokens if counted else 0}
         self._counters.add(**usage)
         return reply, usage
 

@@ -37,7 +37,7 @@ _PREFERENCE_PHRASE = re.compile(
 # Replies that decline to choose. Checked only when there is no verdict or bare-letter line, so "neither is
 # perfect.\nPreferred: A" still parses as A.
 _REFUSAL = re.compile(
-    r"\b(?:cannot|can ?not|can't|unable to|impossible to)\s+(?:determine|decide|choose|tell|judge|pick)"
+    r"\b(?:cannot|can ?not|can'?t|unable to|impossible to)\s+(?:determine|decide|choose|tell|judge|pick)"
     r"|\b(?:tie|neither|both (?:are|summaries are)|equally|similar|same quality|no preference)\b",
     re.IGNORECASE,
 )

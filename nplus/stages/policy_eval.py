@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from nplus import ops
+from nplus.evaluation.judges import judge_against_reference
 from nplus.evaluation.metrics import win_rate_summary
 from nplus.evaluation.rouge import rouge_scores
 from nplus.stages.common import as_tensor, sample
@@ -37,43 +38,49 @@ def eval_set_from(ds, n: int) -> EvalSet:
 @torch.no_grad()
 def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, length: int, temperature: float,
                     judge, reward_fn=None, batch_size: int = 64, generator: torch.Generator | None = None,
-                    response_sampling: str = "fixed_length_then_truncate") -> tuple[dict, list[dict]]:
+                    response_sampling: str = "fixed_length_then_truncate", judge_seed: int = 0) -> tuple[dict, list[dict]]:
     """Returns (aggregates, per-sample rows). ``reward_fn(query_tokens, responses) -> (B,) normalized score``."""
     was_training = policy.training
     policy.eval()
-    rows: list[dict] = []
+    texts, finished, lengths, scores = [], [], [], []
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     for start in range(0, len(es.ids), batch_size):
         q = es.query_tokens[start:start + batch_size]
         out = sample(policy, q, pad_id, eos_id, length, temperature, response_sampling, gen)
         responses = ops.truncate_after_eos(out.responses, eos_id, pad_id)
         has_eos = (responses == eos_id).any(1)
-        lengths = ops.response_lengths(responses, eos_id) if eos_id != pad_id else (responses != pad_id).sum(1) + has_eos.long()
-        scores = reward_fn(q, responses) if reward_fn is not None else None
-        for i in range(q.size(0)):
-            k = start + i
-            toks = [t for t in responses[i].tolist() if t not in (pad_id, eos_id)]
-            text = tokenizer.decode(toks, skip_special_tokens=True)
-            finished = bool(has_eos[i])
-            j = judge.compare(es.posts[k], text, " " + es.references[k].lstrip(), a_finished=finished, b_finished=True)
-            rows.append({
-                "id": es.ids[k], "post": es.posts[k], "query": es.queries[k], "reference": es.references[k],
-                "response": text, "finished": finished, "length": int(lengths[i]),
-                "proxy_score": None if scores is None else float(scores[i]),
-                "gold_score": float(j.score_a), "reference_gold_score": float(j.score_b),
-                "win": int(j.choice == "A"),
-            })
+        finished += has_eos.tolist()
+        lengths += ops.response_lengths(responses, eos_id).tolist()
+        texts += [tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True) for row in responses.tolist()]
+        if reward_fn is not None:
+            scores += reward_fn(q, responses).tolist()
+    # The judge sees the policy summary and the reference in a seeded random A/B order; an unparseable or
+    # failed verdict is an outcome of its own, never a side (see nplus/evaluation/judges.py).
+    refs = [" " + r.lstrip() for r in es.references]
+    records = judge_against_reference(judge, es.posts, texts, refs, finished, seed=judge_seed)
+    gold = getattr(judge, "gold", None)
+    rows: list[dict] = []
+    for k, rec in enumerate(records):
+        rows.append({
+            "id": es.ids[k], "post": es.posts[k], "query": es.queries[k], "reference": es.references[k],
+            "response": texts[k], "finished": bool(finished[k]), "length": int(lengths[k]),
+            "proxy_score": float(scores[k]) if scores else None,
+            "gold_score": float(gold.score(es.posts[k], texts[k], finished[k])) if gold is not None else None,
+            "reference_gold_score": float(gold.score(es.posts[k], refs[k], True)) if gold is not None else None,
+            "outcome": rec["outcome"], "win": {"win": 1, "loss": 0}.get(rec["outcome"]),
+            "judge_order": rec["order"], "judge_raw": rec["raw"],
+        })
     if was_training:
         policy.train()
-    wins = [r["win"] for r in rows]
-    wr = win_rate_summary(wins, seed=0)
+    wr = win_rate_summary([r["outcome"] for r in rows], seed=0)
     rouge = rouge_scores([r["response"] for r in rows], [r["reference"] for r in rows])
     agg = {
         "win_rate": wr["win_rate"], "win_rate_ci": wr["win_rate_ci_bootstrap"], "win_rate_ci_wilson": wr["win_rate_ci_wilson"],
         "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rouge_l": rouge["rougeL"],
         "mean_length": sum(r["length"] for r in rows) / len(rows),
         "eos_rate": sum(r["finished"] for r in rows) / len(rows),
-        "gold_score": sum(r["gold_score"] for r in rows) / len(rows),
+        "gold_score": sum(r["gold_score"] for r in rows) / len(rows) if gold is not None else None,
+        "n_unparseable": wr["n_unparseable"], "n_failed": wr["n_failed"],
     }
     if reward_fn is not None:
         agg["proxy_reward"] = sum(r["proxy_score"] for r in rows) / len(rows)

@@ -53,11 +53,14 @@ class Actor(nn.Module):
     def lm(self):
         return self.shared.lm if self.shared is not None else self.policy
 
-    def forward(self, query_responses: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L) → (B, L, V) logits and (B, L) values."""
+    def forward(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Lq+T) → (B, T, V) logits predicting the response tokens and (B, T) values of the states before them."""
+        keep = response_length + 1
         if self.shared is not None:
-            return self.shared(query_responses, pad_id)
-        return lm_logits(self.policy, query_responses, pad_id), self.critic(query_responses, pad_id)
+            logits, values = self.shared(query_responses, pad_id, keep)
+        else:
+            logits, values = lm_logits(self.policy, query_responses, pad_id, keep), self.critic(query_responses, pad_id)
+        return logits[:, :-1], values[:, -keep:-1]
 
 
 def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
@@ -83,11 +86,14 @@ def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
     raise ValueError(f"value_network={d.value_network!r}")
 
 
-def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, context_length: int, temperature: float,
-                      temperature_in_training: str) -> torch.Tensor:
-    """(B, Lq+T, V) logits over query+response → (B, T) log-probs of the response tokens."""
-    logits = logits[:, context_length - 1:-1]
+def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float, temperature_in_training: str) -> torch.Tensor:
+    """(B, T, V) logits predicting the response tokens → (B, T) log-probs of those tokens."""
     return ops.logprobs_of(ops.training_logits(logits, temperature, temperature_in_training), responses)
+
+
+def ref_response_logits(ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int) -> torch.Tensor:
+    """(B, Lq+T) → (B, T, V) logits of a plain causal LM for the response positions."""
+    return lm_logits(ref_policy, query_responses, pad_id, response_length + 1)[:, :-1]
 
 
 def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,22 +115,21 @@ def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, no
             queries: torch.Tensor, pad_id: int, eos_id: int, gen: torch.Generator) -> Rollout:
     """Steps 1–4 of an update: sample, postprocess, score and compute per-token KL."""
     d, p = cfg.details, cfg.ppo
-    context_length = queries.size(1)
     # 1. sample responses from the current policy at the training temperature
     out = sample(actor.lm(), queries, pad_id, eos_id, p.response_length, p.temperature, d.response_sampling, gen)
     responses = out.responses
     query_responses_raw = torch.cat([queries, responses], 1)
     # 2. old log-probs: from the sampling pass, or recomputed by a forward pass (details.rollout_logprobs)
-    logits, values = actor(query_responses_raw, pad_id)
+    T = responses.size(1)
+    logits, values = actor(query_responses_raw, pad_id, T)
     if d.rollout_logprobs == "from_generation":
         logprobs = out.logprobs
     elif d.rollout_logprobs == "recomputed":
-        logprobs = response_logprobs(logits, responses, context_length, p.temperature, d.temperature_in_training)
+        logprobs = response_logprobs(logits, responses, p.temperature, d.temperature_in_training)
     else:
         raise ValueError(f"rollout_logprobs={d.rollout_logprobs!r}")
-    ref_logits = lm_logits(ref_policy, query_responses_raw, pad_id)
-    ref_logprobs = response_logprobs(ref_logits, responses, context_length, p.temperature, d.temperature_in_training)
-    values = values[:, context_length - 1:-1]
+    ref_logits = ref_response_logits(ref_policy, query_responses_raw, pad_id, T)
+    ref_logprobs = response_logprobs(ref_logits, responses, p.temperature, d.temperature_in_training)
     # 3. truncate after the first EOS (EOS kept); score the truncated text
     post = ops.truncate_after_eos(responses, eos_id, pad_id)
     query_responses = torch.cat([queries, post], 1)
@@ -155,19 +160,19 @@ def advantages_and_returns(cfg: Config, ro: Rollout, kl_coef: float) -> tuple[to
 
 
 def ppo_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor, returns: torch.Tensor, mb: torch.Tensor,
-               context_length: int, pad_id: int, kl_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               pad_id: int, kl_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Step 8 on one micro-batch: pg_loss + vf_coef · vf_loss (+ β·KL when details.kl_placement = loss)."""
     d, p = cfg.details, cfg.ppo
-    logits, vpred = actor(ro.query_responses[mb], pad_id)
-    new_logprobs = response_logprobs(logits, ro.responses[mb], context_length, p.temperature, d.temperature_in_training)
+    logits, vpred = actor(ro.query_responses[mb], pad_id, ro.responses.size(1))
+    new_logprobs = response_logprobs(logits, ro.responses[mb], p.temperature, d.temperature_in_training)
     new_logprobs = new_logprobs.masked_fill(ro.padding_mask[mb], ops.INVALID_LOGPROB)
-    vpred = vpred[:, context_length - 1:-1].masked_fill(~ro.value_mask[mb], 0)
+    vpred = vpred.masked_fill(~ro.value_mask[mb], 0)
     pg_loss, pg_stats = ops.policy_loss(new_logprobs, ro.logprobs[mb], adv[mb], ~ro.padding_mask[mb], p.cliprange)
     vf_loss, vf_stats = ops.value_loss(vpred, ro.values[mb], returns[mb], ro.value_mask[mb], p.cliprange_value, d.value_clipping)
     kl_now = ops.kl_per_token(new_logprobs, ro.ref_logprobs[mb], d.kl_estimator)
     loss = pg_loss + p.vf_coef * vf_loss + ops.kl_loss_term(kl_now, ~ro.padding_mask[mb], kl_coef, d.kl_placement)
     stats = {"pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(), "vf_clipfrac": vf_stats["clipfrac"], **pg_stats,
-             "entropy": ops.masked_mean(ops.entropy_from_logits(logits[:, context_length - 1:-1].detach()), ~ro.padding_mask[mb])}
+             "entropy": ops.masked_mean(ops.entropy_from_logits(logits.detach()), ~ro.padding_mask[mb])}
     return loss, stats
 
 
@@ -197,7 +202,6 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     for update in range(1, num_updates + 1):
         set_lr(opt, lr_at(base_lr, update - 1, num_updates, d.lr_schedule))
         queries = train_queries[next(query_order)]
-        context_length = queries.size(1)
         # 1–4. rollout
         ro = rollout(cfg, actor, ref_policy, reward_model, norm, queries, pad_id, eos_id, gen)
         if update == 1:
@@ -211,7 +215,7 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
             for mb_idx, mb in enumerate(minibatches(p.batch_size, minibatch_size, gen)):
                 opt.zero_grad(set_to_none=True)
                 for micro in mb.chunk(accum):
-                    loss, stats = ppo_losses(cfg, actor, ro, adv, returns, micro, context_length, pad_id, kl_coef)
+                    loss, stats = ppo_losses(cfg, actor, ro, adv, returns, micro, pad_id, kl_coef)
                     check_finite(loss, "ppo", update)
                     (loss / accum).backward()
                     if update == 1 and epoch == 0 and mb_idx == 0 and "first_ratio" not in sanity:

@@ -72,7 +72,8 @@ def words(text: str) -> list[str]:
 
 def _phrase_index() -> dict[str, list[tuple[tuple[str, ...], str, str]]]:
     """first word → [(words of the phrase, slot, value)], longest phrase first."""
-    entries = [(slot, value, key) for slot, values in SLOT_KEYS.items() for value, keys in values.items() for key in keys]
+    entries = [(slot, value, key)
+               for slot, values in SLOT_KEYS.items() for value, keys in values.items() for key in keys]
     entries += [("distractor", m, m) for m in DISTRACTOR_MARKERS] + [("filler", f, f) for f in FILLER_PHRASES]
     index: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
     for slot, value, key in entries:
@@ -223,7 +224,8 @@ class GoldJudge:
         except KeyError:
             raise KeyError(f"post not found among the {len(self._expected)} posts of {self._source} "
                            f"(looked up by exact text; starts {post[:60]!r}). The gold judge only scores "
-                           "tldr-synth posts: pass the dataset's `post` column unchanged, not the formatted query.") from None
+                           "tldr-synth posts: pass the dataset's `post` column unchanged, "
+                           "not the formatted query.") from None
 
     def facts_for(self, post: str) -> dict:
         """The latent facts of a post (slot → value or None)."""

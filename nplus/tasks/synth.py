@@ -213,7 +213,8 @@ EVENTS: tuple[Event, ...] = (
     Event("locked_out", "me", PERSONAL, ("locked",),
           ("I locked my {rel} out of the house overnight by accident.",
            "Without thinking I locked the door and left my {rel} locked out all night."),
-          ("locked my {rel} out of the house", "accidentally locked my {rel} out"), "locking my {rel} out of the house"),
+          ("locked my {rel} out of the house", "accidentally locked my {rel} out"),
+          "locking my {rel} out of the house"),
 )
 EVENT = {e.name: e for e in EVENTS}
 
@@ -297,7 +298,8 @@ SUBREDDITS: tuple[Subreddit, ...] = (
     Subreddit("dating_advice", 0.04, tuple(n for n in _THEM if set(EVENT[n].relations) & set(ROMANTIC)), 0.9),
     Subreddit("AskReddit", 0.07, _PERSONAL_THEM, 0.8),
     Subreddit("tifu", 0.10, _ME, 0.3),
-    Subreddit("personalfinance", 0.06, ("borrowed_money", "hid_debt", "stopped_rent", "stole", "withheld_paycheck"), 0.9),
+    Subreddit("personalfinance", 0.06,
+              ("borrowed_money", "hid_debt", "stopped_rent", "stole", "withheld_paycheck"), 0.9),
     Subreddit("legaladvice", 0.07, ("kept_deposit", "without_notice", "backed_into_car", "cut_tree",
                                     "withheld_paycheck", "loud_parties", "fired"), 0.9),
     Subreddit("jobs", 0.05, ("took_credit", "fired", "withheld_paycheck", "yelled", "told_secret"), 0.9),
@@ -387,7 +389,8 @@ FILLER_SENTENCES: tuple[str, ...] = (
     "So yeah, that's where things are.",
 )
 DISTRACTOR_MARKERS: tuple[str, ...] = (
-    *PETS, *(n.lower() for n in PET_NAMES), *JOBS, *(s.lower() for s in STATES), *HOBBIES, *(c.lower() for c in COUNTRIES),
+    *PETS, *(n.lower() for n in PET_NAMES), *JOBS, *(s.lower() for s in STATES), *HOBBIES,
+    *(c.lower() for c in COUNTRIES),
     "gym", "concert", "college", "barbecue", "weather", "marathon", "netflix", "pizza", "thunderstorms", "podcast",
     "commute", "grandma", "guitar", "band", "throwaway", "lurker", "typos", "mobile", "formatting", "edit", "update",
     "replies",
@@ -544,7 +547,9 @@ def _title(facts: dict, fields: dict[str, str], rng: random.Random) -> str:
         return f"TIFU by {vp}"
     options = [
         f"My {fields['rel']} {vp}",
-        f"Me [{fields['na'][:-1]} {fields['na'][-1]}] with my {fields['rel']} [{fields['ca'][:-1]} {fields['ca'][-1]}], {fields['he']} {vp}",
+        # r/relationships style: "Me [24 F] with my boyfriend [26 M], ..."
+        f"Me [{fields['na'][:-1]} {fields['na'][-1]}] with my {fields['rel']} "
+        f"[{fields['ca'][:-1]} {fields['ca'][-1]}], {fields['he']} {vp}",
         f"Need advice: my {fields['rel']} {vp}",
     ]
     if facts["ask"]:
@@ -626,7 +631,7 @@ DURATION_PHRASES: dict[str, tuple[str, ...]] = {
     "roommate": ("of {dur}", "({dur} living together)"), "family": ("(going on {dur})",),
     "work": ("({dur} working together)",), "legal": ("({dur})",),
 }
-# Words for the counterpart that name no relation (used when the relation is left out).
+# A word for the counterpart that names no relation (used when the relation is left out).
 VAGUE_COUNTERPART = "partner"
 
 
@@ -654,13 +659,15 @@ def _narrator_event_clauses(facts: dict, event: Event, fields: dict[str, str], r
     if facts["counterpart"]:
         context.append(f"{fields['he']} is {facts['counterpart'].upper()}")
     if facts["duration"]:
-        context.append(f"{facts['duration']} together" if rel and rel.kind == "romantic" else f"known {fields['him']} {facts['duration']}")
+        romantic = rel is not None and rel.kind == "romantic"
+        context.append(f"{facts['duration']} together" if romantic else f"known {fields['him']} {facts['duration']}")
     if context:
         clauses.append(", ".join(context) + ".")
     return clauses
 
 
-def _counterpart_event_clauses(facts: dict, event: Event | None, fields: dict[str, str], rng: random.Random) -> list[str]:
+def _counterpart_event_clauses(facts: dict, event: Event | None, fields: dict[str, str],
+                               rng: random.Random) -> list[str]:
     """"I (24F) found out my bf (26M) of 2 years cheated on me." and variants."""
     who = _counterpart_phrase(facts, fields, rng)
     vp = _fill(_pick(rng, event.vp), fields) if event else _pick(rng, GENERIC_VPS)
@@ -703,9 +710,8 @@ def _present(facts: dict, slots) -> list[str]:
     return [s for s in slots if facts[s]]
 
 
-def reference_summary(post_facts: dict, gender: str, rng: random.Random) -> str:
+def reference_summary(facts: dict, gender: str, rng: random.Random) -> str:
     """A human-like reference: concise, but a quarter omit a lower-priority fact and some add a filler phrase."""
-    facts = post_facts
     optional = _present(facts, ("duration", "feeling", "narrator", "counterpart"))
     if optional and rng.random() < 0.25:
         facts = _drop(facts, _pick(rng, optional))
@@ -740,6 +746,8 @@ def _wrong_value(facts: dict, slot: str, rng: random.Random) -> str:
 
 
 POLICIES = ("ref", "sup", "omit", "wrong", "verbose", "repeat", "truncated", "title", "short")
+# The facts the omit policy may leave out (ages are too cheap for an omission to matter).
+OMITTABLE = ("event", "relation", "ask", "duration", "feeling")
 POLICY_WEIGHTS = (0.18, 0.18, 0.1, 0.1, 0.1, 0.09, 0.09, 0.08, 0.08)
 
 
@@ -756,7 +764,7 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
     if policy == "sup":
         return reference_summary(facts, gender, rng)
     if policy == "omit":
-        return " ".join(compose_summary(_drop(facts, _pick(rng, _present(facts, SLOTS[:5]))), gender, rng))
+        return " ".join(compose_summary(_drop(facts, _pick(rng, _present(facts, OMITTABLE))), gender, rng))
     if policy == "wrong":
         slot = _pick(rng, _present(facts, SLOTS))
         return " ".join(compose_summary({**facts, slot: _wrong_value(facts, slot, rng)}, gender, rng))
@@ -780,7 +788,7 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
         event = EVENT[facts["event"]]
         rel = RELATION[facts["relation"]]
         vp = _fill(event.vp[0], {**pronouns(gender), "rel": rel.short})
-        options = (vp, f"{rel.short} {vp}", f"{rel.short} drama") if event.actor == "them" else (vp, f"{rel.short} drama")
+        options = (vp, f"{rel.short} drama") + ((f"{rel.short} {vp}",) if event.actor == "them" else ())
         return _pick(rng, options)
     raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
 
@@ -819,8 +827,8 @@ def build_posts(seed: int, scale: Scale) -> dict[str, list[Post]]:
     rng = random.Random(seed)
     ids: set[str] = set()
     texts: set[str] = set()
-    return {split: make_posts(n, rng, ids, texts)
-            for split, n in (("train", sizes.sft_train), ("validation", sizes.sft_validation), ("test", sizes.sft_test))}
+    counts = (("train", sizes.sft_train), ("validation", sizes.sft_validation), ("test", sizes.sft_test))
+    return {split: make_posts(n, rng, ids, texts) for split, n in counts}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -902,7 +910,8 @@ def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, jud
     val = posts["validation"]
     half, n_val = len(val) // 2, sizes.comparisons_validation
     return {
-        "train": make_comparisons(posts["train"], sizes.comparisons_train, "train", tuple(range(3, 11)), judge, workers, rng),
+        "train": make_comparisons(posts["train"], sizes.comparisons_train, "train", tuple(range(3, 11)),
+                                  judge, workers, rng),
         "validation": make_comparisons(val[:half], n_val // 2, "valid1", (11, 12), judge, workers, rng)
         + make_comparisons(val[half:], n_val - n_val // 2, "valid2", (13, 14), judge, workers, rng),
     }
@@ -917,14 +926,11 @@ def label_gold_agreement(rows: list[dict]) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # Files: datasets in the public schemas, facts, tokenizer, card.
 
-SFT_FEATURES_SPEC = {name: "string" for name in ("id", "subreddit", "title", "post", "summary")}
-
-
 def sft_features():
     """``vwxyzjn/summarize_from_feedback_tldr_3_filtered``."""
     from datasets import Features, Value
 
-    return Features({name: Value(dtype) for name, dtype in SFT_FEATURES_SPEC.items()})
+    return Features({name: Value("string") for name in ("id", "subreddit", "title", "post", "summary")})
 
 
 def comparison_features():
@@ -982,14 +988,20 @@ def length_stats(values) -> dict[str, float]:
     return {k: round(float(v), 2) for k, v in stats.items()}
 
 
-def _card(seed: int, scale: str, posts: dict[str, list[Post]], comparisons: dict[str, list[dict]], tokenizer) -> dict:
-    def lengths(texts: list[str]) -> dict:
-        tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
-        return {"chars": length_stats([len(t) for t in texts]), "tokens": length_stats(tokens)}
+def _token_lengths(tokenizer, texts: list[str]) -> list[int]:
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
+
+def _card(seed: int, scale: str, posts: dict[str, list[Post]], comparisons: dict[str, list[dict]], tokenizer) -> dict:
     all_posts = [p for split in posts.values() for p in split]
-    post_tokens = np.array([len(i) for i in tokenizer([p.text for p in all_posts], add_special_tokens=False)["input_ids"]])
     rows = [r for split in comparisons.values() for r in split]
+    texts = {
+        "post": [p.text for p in all_posts],
+        "summary": [p.reference for p in all_posts],
+        "comparison_summary": [s["text"] for r in rows for s in r["summaries"]],
+    }
+    tokens = {name: _token_lengths(tokenizer, t) for name, t in texts.items()}
+    post_tokens = np.asarray(tokens["post"])
     policy_counts: dict[str, int] = {p: 0 for p in POLICIES}
     for r in rows:
         for s in r["summaries"]:
@@ -999,12 +1011,10 @@ def _card(seed: int, scale: str, posts: dict[str, list[Post]], comparisons: dict
         "version": VERSION,
         "seed": seed,
         "scale": scale,
-        "rows": {"sft": {k: len(v) for k, v in posts.items()}, "comparisons": {k: len(v) for k, v in comparisons.items()}},
-        "lengths": {
-            "post": lengths([p.text for p in all_posts]),
-            "summary": lengths([p.reference for p in all_posts]),
-            "comparison_summary": lengths([s["text"] for r in rows for s in r["summaries"]]),
-        },
+        "rows": {"sft": {k: len(v) for k, v in posts.items()},
+                 "comparisons": {k: len(v) for k, v in comparisons.items()}},
+        "lengths": {name: {"chars": length_stats([len(x) for x in t]), "tokens": length_stats(tokens[name])}
+                    for name, t in texts.items()},
         "posts_longer_than_tokens": {str(n): round(float((post_tokens > n).mean()), 4) for n in (128, 192, 512)},
         "label_gold_agreement": round(label_gold_agreement(rows), 4),
         "label_gold_agreement_by_split": {k: round(label_gold_agreement(v), 4) for k, v in comparisons.items()},

@@ -1,0 +1,355 @@
+"""Statistics over a study's runs: results.csv, stats.csv / stats.json, paired tests, Holm, verdicts, A/A.
+
+Inputs are run directories (``summary.json``, ``samples.jsonl``, ``error.txt``) listed by ``study.json``; outputs:
+
+- ``results.csv`` (tidy): study, variant, seed, size, metric, value — one row per numeric summary.json key of
+  every completed run; ``failures.csv``: study, variant, seed, size, run_dir, error (first line of error.txt).
+- ``stats.csv`` / ``stats.json``: per variant × size × metric the mean, std, n and 95 % t interval over seeds;
+  per non-baseline variant the paired difference against the baseline (same seeds, same size), its t interval,
+  the paired t-test and Wilcoxon signed-rank p-values, the Holm-adjusted p-value across the variants of that
+  metric (and size), and a verdict. Win rates also get a hierarchical bootstrap interval (seeds, then prompts).
+
+Verdicts come from the Holm-adjusted paired t-test: ``helps`` / ``hurts`` when p_holm < 0.05, signed by the
+metric's direction; ``changes`` for metrics where neither direction is better; ``no detectable effect``
+otherwise; ``insufficient data`` with fewer than 2 paired seeds; ``not assessed`` for metrics outside the table.
+The Wilcoxon p-value is reported alongside, not used: with n seeds its smallest two-sided p is 2/2^n (0.25 at 3
+seeds), so at the seed counts RLHF studies afford it can never reject.
+
+Metric directions (``METRIC_DIRECTIONS``, the one table):
+
+| metric | direction | meaning |
+|---|---|---|
+| sft.rouge1 / sft.rouge2 / sft.rouge_l | higher | ROUGE F1 of SFT samples (T 0.01) against the reference |
+| sft.win_rate, ppo.win_rate | higher | fraction of prompts where the judge prefers the sample over the reference |
+| sft.gold_score, ppo.gold_score | higher | mean gold-judge score of the samples (tldr-synth) |
+| sft.eos_rate, ppo.eos_rate | higher | fraction of samples that end with EOS within the response length |
+| ppo.rouge_l | higher | ROUGE-L of PPO samples against the reference |
+| rm.accuracy, rm.accuracy_valid1, rm.accuracy_valid2 | higher | RM agreement with the validation preference labels |
+| ppo.kl | neither | KL(policy ‖ reference) per sequence: a cost, not a goal; report the change |
+| sft.mean_length, ppo.mean_length | neither | mean response length in tokens (longer is not better) |
+| ppo.proxy_reward | neither | mean normalized RM score: rises under over-optimization too |
+| rm.reward_bias | neither | the normalization bias subtracted from RM scores |
+| wall_time_s, ppo_wall_time_s | lower | seconds of compute |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+N_BOOT = 2000
+
+METRIC_DIRECTIONS: dict[str, str] = {
+    **{m: "higher" for m in (
+        "sft.rouge1", "sft.rouge2", "sft.rouge_l", "sft.win_rate", "sft.gold_score", "sft.eos_rate",
+        "rm.accuracy", "rm.accuracy_valid1", "rm.accuracy_valid2",
+        "ppo.win_rate", "ppo.gold_score", "ppo.eos_rate", "ppo.rouge_l")},
+    **{m: "neither" for m in ("ppo.kl", "sft.mean_length", "ppo.mean_length", "ppo.proxy_reward", "rm.reward_bias")},
+    **{m: "lower" for m in ("wall_time_s", "ppo_wall_time_s")},
+}
+VERDICTS = ("helps", "hurts", "changes", "no detectable effect", "insufficient data", "not assessed")
+# Win-rate metrics whose prompt-level outcomes are in samples.jsonl (rows of that stage, "win" 0/1).
+BOOTSTRAP_STAGES = {"ppo.win_rate": "ppo", "sft.win_rate": "sft"}
+NOT_METRICS = ("seed",)  # numeric summary keys that identify a run rather than measure it
+
+
+# ---- pure statistics ------------------------------------------------------------------------------------------
+
+def t_interval(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float | None, float | None]:
+    """(mean, std, lo, hi): Student t interval for the mean; no interval with fewer than 2 values."""
+    from scipy import stats
+
+    x = np.asarray(x, dtype=float)
+    mean = float(x.mean()) if len(x) else math.nan
+    if len(x) < 2:
+        return mean, math.nan, None, None
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1)) * std / math.sqrt(len(x))
+    return mean, std, mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A variant against the baseline on the seeds both have."""
+
+    n: int
+    diff: float
+    ci_low: float | None
+    ci_high: float | None
+    p_t: float | None
+    p_wilcoxon: float | None
+
+
+def paired_test(v: np.ndarray, b: np.ndarray, wilcoxon: bool = True) -> Paired:
+    """Paired difference v − b (aligned by seed): t interval, ``ttest_rel`` and (optionally) ``wilcoxon`` p-values."""
+    from scipy import stats
+
+    v, b = np.asarray(v, dtype=float), np.asarray(b, dtype=float)
+    d = v - b
+    mean, _, lo, hi = t_interval(d)
+    if len(d) < 2:
+        p_t = None
+    elif np.all(d == d[0]):  # zero variance: scipy gives nan; the difference is then exactly 0 or certain
+        p_t = 1.0 if d[0] == 0 else 0.0
+    else:
+        p_t = float(stats.ttest_rel(v, b).pvalue)
+    p_w = None if not wilcoxon or len(d) < 2 or np.all(d == 0) else float(stats.wilcoxon(v, b).pvalue)
+    return Paired(len(d), mean, lo, hi, p_t, p_w)
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm step-down adjustment over the defined p-values (None stays None).
+
+    Same values as ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]`` (tests/test_stats.py
+    checks it), computed directly because that call costs tens of milliseconds, too slow for the A/A simulation:
+    sort ascending, multiply the i-th smallest (0-based) by m − i, take the running maximum, cap at 1."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and not math.isnan(p)]
+    out: list[float | None] = [None] * len(pvalues)
+    order = sorted(idx, key=lambda i: pvalues[i])
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+def verdict(p_adjusted: float | None, diff: float, direction: str | None, alpha: float = ALPHA) -> str:
+    """helps / hurts / changes / no detectable effect / insufficient data / not assessed."""
+    if direction is None:
+        return "not assessed"
+    if p_adjusted is None:
+        return "insufficient data"
+    if p_adjusted >= alpha or diff == 0:
+        return "no detectable effect"
+    if direction == "neither":
+        return "changes"
+    better = diff > 0 if direction == "higher" else diff < 0
+    return "helps" if better else "hurts"
+
+
+def _resampled_means(values: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Means of bootstrap resamples (with replacement, same size) of ``values``, for every cell of ``shape``.
+
+    Outcomes are discrete (wins 0/1, paired differences -1/0/1), so a resample is a multinomial draw over the
+    distinct values: exact, and O(distinct values) instead of O(prompts) per resample."""
+    uniq, counts = np.unique(np.asarray(values, dtype=float), return_counts=True)
+    n = counts.sum()
+    draws = rng.multinomial(n, counts / n, size=shape)  # shape + (len(uniq),)
+    return draws @ uniq / n
+
+
+def hierarchical_bootstrap(groups: list[np.ndarray], n_boot: int = N_BOOT, confidence: float = CONFIDENCE,
+                           rng: np.random.Generator | None = None) -> tuple[float, float] | None:
+    """Percentile interval of the mean over seeds of per-seed prompt means: resample seeds, then prompts within
+    each drawn seed (a seed drawn twice gets two independent prompt resamples)."""
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if not groups:
+        return None
+    rng = rng or np.random.default_rng(0)
+    k = len(groups)
+    seed_draw = rng.integers(0, k, size=(n_boot, k))
+    # prompt_means[g, b, j]: prompt-resampled mean of group g for slot j of bootstrap b.
+    prompt_means = np.stack([_resampled_means(g, (n_boot, k), rng) for g in groups])
+    boot = prompt_means[seed_draw, np.arange(n_boot)[:, None], np.arange(k)[None, :]].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(boot, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def aa_false_positive_rate(n_sims: int = 2000, n_seeds: int = 3, n_variants: int = 1,
+                           sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None,
+                           alpha: float = ALPHA, direction: str = "higher", seed: int = 0) -> float:
+    """Fraction of simulated A/A studies in which the verdict procedure claims any effect.
+
+    Each simulation draws a baseline and ``n_variants`` copies of it on disjoint seeds (``sampler(rng, n)`` gives
+    n per-seed values of one arm: default normal), pairs them by seed index, and applies exactly the procedure
+    used on real studies: paired t-test per variant, Holm across variants, verdict. The nominal rate is ``alpha``
+    (Holm controls the family-wise rate across variants)."""
+    rng = np.random.default_rng(seed)
+    sampler = sampler or (lambda r, n: r.normal(0.5, 0.05, n))
+    hits = 0
+    for _ in range(n_sims):
+        b = sampler(rng, n_seeds)
+        # The Wilcoxon p-value is reported, never used for the verdict, so it is not computed here.
+        tests = [paired_test(sampler(rng, n_seeds), b, wilcoxon=False) for _ in range(n_variants)]
+        adjusted = holm([t.p_t for t in tests])
+        hits += any(verdict(p, t.diff, direction, alpha) not in ("no detectable effect", "insufficient data")
+                    for p, t in zip(adjusted, tests))
+    return hits / n_sims
+
+
+# ---- collecting run directories -------------------------------------------------------------------------------
+
+@dataclass
+class RunRef:
+    variant: str
+    size: str  # "" when the study has no sizes
+    seed: int
+    run_dir: Path
+
+
+def find_runs(out: Path) -> tuple[str, str, list[RunRef]]:
+    """(study name, baseline, runs) from ``study.json``; without one, from the ``<variant>/[size=]/seed=`` tree."""
+    out = Path(out)
+    if (out / "study.json").is_file():
+        meta = json.loads((out / "study.json").read_text())
+        runs = [RunRef(s["variant"], s.get("size") or "", int(s["seed"]), out / s["run_dir"]) for s in meta["specs"]]
+        return meta["study"]["name"], meta["study"]["baseline"], runs
+    runs = []
+    for seed_dir in sorted(out.glob("**/seed=*")):
+        rel = seed_dir.relative_to(out).parts
+        size = rel[-2][5:] if len(rel) >= 3 and rel[-2].startswith("size=") else ""
+        variant = "/".join(rel[: -2 if size else -1])
+        runs.append(RunRef(variant, size, int(rel[-1][5:]), seed_dir))
+    return out.name, "baseline", runs
+
+
+def numeric_items(summary: dict) -> list[tuple[str, float]]:
+    """The summary.json keys that are numbers (bools, lists, strings and the seed excluded)."""
+    return [(k, float(v)) for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS and math.isfinite(v)]
+
+
+def collect(out: Path) -> tuple[Any, Any, str, str]:
+    """(results, failures, study, baseline) as DataFrames; a run counts when its DONE marker exists."""
+    import pandas as pd
+
+    study, baseline, runs = find_runs(out)
+    rows, fails = [], []
+    for r in runs:
+        if (r.run_dir / "DONE").exists() and (r.run_dir / "summary.json").exists():
+            summary = json.loads((r.run_dir / "summary.json").read_text())
+            rows += [(study, r.variant, r.seed, r.size, k, v) for k, v in numeric_items(summary)]
+        elif (r.run_dir / "error.txt").exists():
+            first = (r.run_dir / "error.txt").read_text().strip().splitlines()
+            fails.append((study, r.variant, r.seed, r.size, str(r.run_dir), first[0] if first else ""))
+    results = pd.DataFrame(rows, columns=["study", "variant", "seed", "size", "metric", "value"])
+    failures = pd.DataFrame(fails, columns=["study", "variant", "seed", "size", "run_dir", "error"])
+    return results, failures, study, baseline
+
+
+def prompt_outcomes(run_dir: Path, stage: str) -> dict[str, float]:
+    """``{prompt id: win}`` from samples.jsonl rows of one stage (rows without a judged win skipped)."""
+    path = Path(run_dir) / "samples.jsonl"
+    out: dict[str, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("stage") == stage and row.get("win") is not None:
+                    out[str(row["id"])] = float(row["win"])
+    return out
+
+
+# ---- the tables -----------------------------------------------------------------------------------------------
+
+def compare(results: Any, baseline: str, study: str = "", alpha: float = ALPHA) -> Any:
+    """One row per variant × size × metric: summary over seeds, and for non-baseline variants the paired test
+    against the baseline, Holm-adjusted across the variants of each (size, metric)."""
+    import pandas as pd
+
+    rows = []
+    for (variant, size, metric), g in results.groupby(["variant", "size", "metric"], sort=False):
+        mean, std, lo, hi = t_interval(g["value"].to_numpy())
+        row = {"study": study, "variant": variant, "size": size, "metric": metric,
+               "direction": METRIC_DIRECTIONS.get(metric), "n": len(g), "mean": mean, "std": std,
+               "ci_low": lo, "ci_high": hi, "baseline": baseline}
+        base = results[(results.variant == baseline) & (results["size"] == size) & (results.metric == metric)]
+        if variant != baseline and len(base):
+            joined = g.merge(base, on="seed", suffixes=("", "_b"))
+            p = paired_test(joined["value"].to_numpy(), joined["value_b"].to_numpy())
+            row.update(n_pairs=p.n, diff=p.diff, diff_ci_low=p.ci_low, diff_ci_high=p.ci_high,
+                       p_t=p.p_t, p_wilcoxon=p.p_wilcoxon)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for col in ("n_pairs", "diff", "diff_ci_low", "diff_ci_high", "p_t", "p_wilcoxon"):
+        if col not in table:
+            table[col] = None
+    table["p_holm"] = None
+    table["verdict"] = None
+    for _, idx in table[table.variant != baseline].groupby(["size", "metric"]).groups.items():
+        pvals = [None if pd.isna(p) else float(p) for p in table.loc[idx, "p_t"]]
+        table.loc[idx, "p_holm"] = pd.Series(holm(pvals), index=idx, dtype=object)
+    for i, row in table[table.variant != baseline].iterrows():
+        p = None if pd.isna(row["p_holm"]) else float(row["p_holm"])
+        diff = 0.0 if pd.isna(row["diff"]) else float(row["diff"])
+        table.at[i, "verdict"] = verdict(p, diff, row["direction"], alpha) if not pd.isna(row["n_pairs"]) else "insufficient data"
+    return table
+
+
+def bootstrap_win_rates(table: Any, runs: list[RunRef], baseline: str, n_boot: int = N_BOOT) -> Any:
+    """Add hierarchical-bootstrap intervals (seeds, then prompts) for the win-rate rows: of the variant mean
+    (boot_ci_*) and of the paired difference against the baseline (boot_diff_ci_*, prompts paired by id)."""
+    for col in ("boot_ci_low", "boot_ci_high", "boot_diff_ci_low", "boot_diff_ci_high"):
+        table[col] = None
+    done = {(r.variant, r.size, r.seed): r for r in runs if (r.run_dir / "DONE").exists()}
+    for i, row in table[table.metric.isin(list(BOOTSTRAP_STAGES))].iterrows():
+        stage = BOOTSTRAP_STAGES[row.metric]
+        seeds = sorted(s for (v, z, s) in done if v == row.variant and z == row["size"])
+        outcomes = {s: prompt_outcomes(done[(row.variant, row["size"], s)].run_dir, stage) for s in seeds}
+        ci = hierarchical_bootstrap([np.array(list(o.values())) for o in outcomes.values()], n_boot)
+        if ci:
+            table.at[i, "boot_ci_low"], table.at[i, "boot_ci_high"] = ci
+        if row.variant == baseline:
+            continue
+        diffs = []
+        for s in seeds:
+            if (baseline, row["size"], s) in done:
+                b = prompt_outcomes(done[(baseline, row["size"], s)].run_dir, stage)
+                shared = sorted(set(outcomes[s]) & set(b))
+                diffs.append(np.array([outcomes[s][k] - b[k] for k in shared]))
+        ci = hierarchical_bootstrap(diffs, n_boot)
+        if ci:
+            table.at[i, "boot_diff_ci_low"], table.at[i, "boot_diff_ci_high"] = ci
+    return table
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def write_stats(out: Path, n_boot: int = N_BOOT) -> dict[str, Any]:
+    """Write results.csv, failures.csv, stats.csv and stats.json into ``out``; returns the stats.json object."""
+    from nplus.rundir import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    results, failures, study, baseline = collect(out)
+    atomic_write_text(out / "results.csv", results.to_csv(index=False))
+    atomic_write_text(out / "failures.csv", failures.to_csv(index=False))
+    table = compare(results, baseline, study) if len(results) else None
+    if table is not None:
+        table = bootstrap_win_rates(table, find_runs(out)[2], baseline, n_boot)
+        atomic_write_text(out / "stats.csv", table.to_csv(index=False))
+    else:
+        atomic_write_text(out / "stats.csv", "")
+    records = [] if table is None else [{k: _clean(v) for k, v in r.items()} for r in table.to_dict("records")]
+    obj = {
+        "study": study, "baseline": baseline, "alpha": ALPHA, "confidence": CONFIDENCE,
+        "metric_directions": METRIC_DIRECTIONS, "rows": records,
+        "failures": [{k: _clean(v) for k, v in r.items()} for r in failures.to_dict("records")],
+    }
+    atomic_write_json(out / "stats.json", obj)
+    return obj
+
+
+def verdict_lines(stats: dict[str, Any], metrics: tuple[str, ...] = ("ppo.win_rate", "ppo.gold_score", "ppo.kl",
+                                                                     "ppo.mean_length")) -> list[str]:
+    """A short console table: the verdict of every variant on the headline metrics."""
+    lines = []
+    for r in stats["rows"]:
+        if r["metric"] in metrics and r["variant"] != stats["baseline"] and r.get("diff") is not None:
+            size = f" size={r['size']}" if r["size"] else ""
+            p = "—" if r["p_holm"] is None else f"{r['p_holm']:.3f}"
+            lines.append(f"  {r['variant'] + size:<40} {r['metric']:<16} Δ={r['diff']:+.4f}  p_holm={p:<6} {r['verdict']}")
+    return lines

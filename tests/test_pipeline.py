@@ -1,0 +1,97 @@
+"""End to end: the smoke pipeline, its run directory, sanity checks, liveness of every detail, reproducibility."""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from nplus.config import apply_overrides, preset
+from nplus.details import REGISTRY, Details
+from nplus.pipeline import run_pipeline
+from nplus.rundir import read_json, read_jsonl
+
+SUMMARY_KEYS = ["sft.rouge_l", "sft.win_rate", "rm.accuracy", "ppo.win_rate", "ppo.kl", "ppo.mean_length",
+                "ppo.eos_rate", "ppo.win_rate_ci"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke run with a spy recording which details the pipeline reads (outside the dataclass machinery)."""
+    root = tmp_path_factory.mktemp("smoke")
+    read: set[str] = set()
+    original = Details.__getattribute__
+
+    def spy(self, name):
+        if name in REGISTRY:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller not in ("dataclasses", "nplus.details", "copy"):
+                read.add(name)
+        return original(self, name)
+
+    Details.__getattribute__ = spy
+    try:
+        summary = run_pipeline(preset("smoke", 1), root / "run", cache=root / "cache")
+    finally:
+        Details.__getattribute__ = original
+    return {"root": root, "summary": summary, "read": read}
+
+
+def test_smoke_summary_and_run_directory(smoke):
+    run = smoke["root"] / "run"
+    summary = read_json(run / "summary.json")
+    for key in SUMMARY_KEYS:
+        assert key in summary, key
+    lo, hi = summary["ppo.win_rate_ci"]
+    assert 0.0 <= lo <= summary["ppo.win_rate"] <= hi <= 1.0
+    for name in ("config.json", "details.json", "env.json", "command.txt", "metrics.jsonl", "samples.jsonl", "eval.json", "DONE"):
+        assert (run / name).exists(), name
+    cfg = read_json(run / "config.json")
+    assert cfg["hash"] == preset("smoke", 1).hash
+    assert read_json(run / "env.json")["packages"]["torch"].startswith("2.13")
+    names = set().union(*(r.keys() for r in read_jsonl(run / "metrics.jsonl") if r["stage"] == "ppo"))
+    for metric in ("objective/kl", "objective/scores", "objective/rlhf_reward", "policy/approxkl", "policy/clipfrac", "val/ratio", "val/num_eos"):
+        assert metric in names, metric
+    stages = {r["stage"] for r in read_jsonl(run / "samples.jsonl")}
+    assert stages == {"sft", "ppo"}
+    # weights are safetensors, never pickles
+    cache = smoke["root"] / "cache"
+    assert list(cache.glob("sft/*/model/model.safetensors")) and list(cache.glob("rm/*/model/head.safetensors"))
+    assert not list(cache.rglob("*.bin")) and not list(cache.rglob("*.pt"))
+
+
+def test_sanity_checks_pass_with_paper_details(smoke):
+    s = smoke["summary"]
+    assert s["sanity.first_ratio_ok"] and s["sanity.initial_kl_ok"] and s["sanity.rm_padding_ok"]
+    assert s["sanity.score_position_ok"] and s["sanity.score_position_offset"] == 1.0
+
+
+def test_every_detail_is_read_by_the_smoke_pipeline(smoke):
+    assert set(REGISTRY) - smoke["read"] == set()
+
+
+def test_same_seed_same_metrics(smoke, tmp_path):
+    again = run_pipeline(preset("smoke", 1), tmp_path / "run", cache=tmp_path / "cache")
+    a = {k: v for k, v in smoke["summary"].items() if "wall_time" not in k and k != "artifacts"}
+    b = {k: v for k, v in again.items() if "wall_time" not in k and k != "artifacts"}
+    assert a == b
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+    assert strip(read_jsonl(smoke["root"] / "run" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "run" / "metrics.jsonl"))
+
+
+@pytest.mark.parametrize("flip", [{"dropout": "model_default"}, {"temperature_in_training": "off"}])
+def test_sanity_first_ratio_fails_visibly_when_flipped(smoke, flip):
+    cfg = apply_overrides(preset("smoke", 1), details=flip)
+    s = run_pipeline(cfg, smoke["root"] / f"flip-{next(iter(flip))}", cache=smoke["root"] / "cache")
+    assert s["sanity.first_ratio_ok"] is False
+    assert abs(s["sanity.first_ratio"] - 1.0) > 1e-4
+
+
+def test_ppo_only_flip_reuses_sft_and_rm(smoke):
+    cfg = apply_overrides(preset("smoke", 1), details={"missing_eos_penalty": "off"})
+    base = preset("smoke", 1)
+    assert cfg.stage_hash("sft") == base.stage_hash("sft") and cfg.stage_hash("rm") == base.stage_hash("rm")
+    assert cfg.stage_hash("ppo") != base.stage_hash("ppo")
+    data_flip = apply_overrides(base, details={"pad_token": "eos"})
+    assert data_flip.stage_hash("sft") != base.stage_hash("sft")

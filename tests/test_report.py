@@ -1,0 +1,379 @@
+"""The HTML report, from a fake study written in the ablation runner's exact on-disk format.
+
+``make_study`` is the fixture generator (also used by tests/test_report_browser.py): variants with known
+effects, 2–3 seeds, optional model sizes, realistic metrics.jsonl / samples.jsonl rows, stats files, and one
+failed run. Nothing here trains a model, so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from nplus.report import Options, ReportError, build_report, load_study
+from nplus.report.build import normalize_stats
+
+XSS_SCRIPT = "<script>alert(1)</script>"
+XSS_IMG = "<img src=x onerror=alert(2)>"
+
+# variant → (detail overrides, effect on win rate, effect on KL, effect on length, gold drift per eval)
+VARIANTS = {
+    "baseline": ({}, 0.0, 0.0, 0.0, 0.0),
+    "no_eos_penalty": ({"missing_eos_penalty": "off"}, -0.12, 6.0, 9.0, -0.04),
+    "reward_whitening_on": ({"reward_whitening": "on"}, 0.01, -0.5, 0.5, 0.0),
+    "advantage_whitening_off": ({"advantage_whitening": "off"}, 0.08, 2.0, 3.0, 0.01),
+}
+SIZE_PARAMS = {"nano": 310_000, "tiny": 1_250_000, "xs": 4_900_000}
+IDS = [f"val-{i:03d}" for i in range(10)]
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def _metrics_rows(rng: random.Random, effect: tuple, updates: int = 12, batch: int = 64) -> list[dict]:
+    _, dwin, dkl, dlen, drift = effect
+    rows = [{"stage": "sft", "step": s, "time_s": 0.1 * s, "sft/loss": 3.0 / s + rng.random() * 0.05, "sft/lr": 3e-4}
+            for s in range(1, 11)]
+    rows += [{"stage": "rm", "step": s, "time_s": 0.1 * s, "rm/loss": 0.69 - 0.01 * s, "rm/accuracy": 0.5 + 0.02 * s,
+              "rm/lr": 3e-4} for s in range(1, 11)]
+    for u in range(1, updates + 1):
+        rows.append({"stage": "ppo", "step": u, "episode": u * batch, "time_s": 0.5 * u,
+                     "objective/kl": (0.4 + dkl / updates) * u + rng.gauss(0, 0.2),
+                     "objective/scores": 0.05 * u + (0.02 * u if drift < 0 else 0.0) + rng.gauss(0, 0.03),
+                     "objective/entropy": 20.0 - 0.3 * u, "val/mean_length": 24 + (1 + dlen / updates) * u * 0.5 + rng.gauss(0, 0.4),
+                     "val/eos_rate": max(0.0, 0.95 - (0.04 * u if drift < 0 else 0.005 * u)), "val/ratio": 1.0,
+                     "policy/clipfrac": 0.05, "lr": 3e-6 * (1 - u / updates)})
+        if u % 4 == 0 and u != updates:
+            rows.append({"stage": "ppo", "step": u, "episode": u * batch, "time_s": 0.5 * u,
+                         "eval/win_rate": 0.4 + 0.01 * u + dwin / 3, "eval/gold_score": 0.2 + drift * u + 0.005 * u,
+                         "eval/proxy_reward": 0.1 * u / 4 + rng.gauss(0, 0.02)})
+    return rows
+
+
+def _sample_rows(rng: random.Random, variant: str, seed: int, inject: bool) -> list[dict]:
+    rows = []
+    for stage in ("sft", "ppo"):
+        for k, i in enumerate(IDS):
+            post = (f"SUBREDDIT: r/relationships\nTITLE: Question {k}\n"
+                    f"POST: I (24F) and my roommate (25F) disagree about chores & bills.\nIt has gone on for {k + 2} months.")
+            resp = f"{'My roommate and I' if stage == 'ppo' else 'Roommate'} disagree about chores ({variant}, seed {seed}, #{k})"
+            if inject and stage == "ppo" and k == 0:
+                resp = f"{XSS_SCRIPT} {XSS_IMG} \"quoted\" & done"
+            proxy = None if stage == "sft" else rng.gauss(0.5, 0.5) + (3.0 if inject and k == 0 else 0.0)
+            rows.append({"stage": stage, "id": i, "post": post, "query": post + "\nTL;DR:",
+                         "reference": f" Roommate fight over chores, {k + 2} months.",
+                         "response": resp, "finished": rng.random() > 0.1, "length": rng.randint(12, 40),
+                         "proxy_score": proxy, "gold_score": -0.5 if inject and stage == "ppo" and k == 0 else rng.gauss(0.3, 0.2),
+                         "reference_gold_score": 0.55,
+                         "win": int(rng.random() < (0.35 if stage == "sft" else 0.55))})
+    return rows
+
+
+def _summary(rng: random.Random, effect: tuple, seed: int, size: str) -> dict:
+    _, dwin, dkl, dlen, _ = effect
+    scale = math.log10(SIZE_PARAMS.get(size, 1e6))
+    return {
+        "sft.rouge1": 0.30, "sft.rouge2": 0.10, "sft.rouge_l": 0.20 + 0.02 * scale + rng.gauss(0, 0.004),
+        "sft.win_rate": 0.3, "sft.win_rate_ci": [0.2, 0.4], "sft.mean_length": 24.0, "sft.eos_rate": 0.95,
+        "sft.gold_score": 0.3, "rm.accuracy": 0.55 + 0.03 * scale + rng.gauss(0, 0.005), "rm.accuracy_valid1": 0.6,
+        "rm.accuracy_valid2": 0.6, "rm.reward_bias": -0.3,
+        "ppo.win_rate": 0.45 + 0.03 * scale + dwin + rng.gauss(0, 0.006), "ppo.win_rate_ci": [0.3, 0.7],
+        "ppo.kl": 5.0 + dkl + rng.gauss(0, 0.3), "ppo.mean_length": 30.0 + dlen + rng.gauss(0, 0.5),
+        "ppo.eos_rate": 0.9, "ppo.proxy_reward": 0.6 + rng.gauss(0, 0.05), "ppo.gold_score": 0.35 + dwin + rng.gauss(0, 0.02),
+        "ppo.rouge_l": 0.18, "sanity.first_ratio": 1.0, "sanity.first_ratio_ok": True, "sanity.initial_kl": 0.0,
+        "sanity.initial_kl_ok": True, "sanity.rm_padding_max_diff": 2e-7, "sanity.rm_padding_ok": True,
+        "sanity.score_position_ok": seed != 2 or effect[0] == {}, "sanity.score_position_offset": 1.0,
+        "sanity.score_position_expected_offset": 1.0,
+        "params": SIZE_PARAMS.get(size, 1_250_000), "model": size or "tiny", "seed": seed, "preset": "smoke",
+        "wall_time_s": 61.5 + seed, "ppo_wall_time_s": 30.0, "artifacts": {"sft": "/cache/sft/abc", "rm": "/cache/rm/def"},
+    }
+
+
+def _write_run(run: Path, study: str, variant: str, size: str, seed: int, inject: bool, failed: bool,
+               task: str = "tldr-synth") -> None:
+    effect = VARIANTS[variant]
+    rng = random.Random(f"{variant}/{size}/{seed}")
+    details = {"missing_eos_penalty": "replace", "reward_whitening": "off", "advantage_whitening": "on", **effect[0]}
+    cfg_hash = f"{abs(hash((variant, size, seed))) % 16**12:012x}"
+    _write_json(run / "config.json", {"hash": cfg_hash, "seed": seed, "preset": "smoke", "details": details,
+                                      "task": {"name": task, "max_eval": 10}, "model": {"name": size or "tiny"}})
+    _write_json(run / "details.json", details)
+    _write_json(run / "env.json", {"git": {"revision": "0123456789abcdef0123", "dirty": False}, "python": "3.11.7",
+                                   "platform": "Linux-x86_64", "device": "cpu",
+                                   "packages": {"torch": "2.13.0+cpu", "nplus": "0.1.0", "numpy": "2.4.6"}})
+    cmd = f"nplus pipeline --preset smoke --seed {seed} --out runs/{study}/{run.parent.name}/seed={seed}"
+    flips = " ".join(f"--details.{k.replace('_', '-')} {v}" for k, v in effect[0].items())
+    (run / "command.txt").write_text(f"{cmd} {flips}".strip() + "\n")
+    if failed:
+        (run / "error.txt").write_text(f"RuntimeError: loss is NaN at ppo update 3 {XSS_SCRIPT}\n\n"
+                                       "Traceback (most recent call last):\n  ...\n")
+        _write_jsonl(run / "metrics.jsonl", _metrics_rows(rng, effect)[:25])
+        return
+    _write_jsonl(run / "metrics.jsonl", _metrics_rows(rng, effect))
+    _write_jsonl(run / "samples.jsonl", _sample_rows(rng, variant, seed, inject))
+    _write_json(run / "eval.json", {"ppo": {"win_rate": 0.5}})
+    _write_json(run / "summary.json", _summary(rng, effect, seed, size))
+    _write_json(run / "DONE", {"finished": time.strftime("%Y-%m-%dT%H:%M:%S+0000"), "hash": cfg_hash})
+
+
+def make_study(root: Path, seeds=(1, 2, 3), sizes: tuple[str, ...] = (), variants=tuple(VARIANTS), inject: bool = False,
+               failed: tuple[str, int] | None = ("reward_whitening_on", 3), stats: bool = True,
+               task: str = "tldr-synth") -> Path:
+    """Write a fake study directory in the runner's format (study.json with its spec list, one directory per
+    spec) and, with ``stats``, results.csv / stats.csv / stats.json / failures.csv from `nplus.stats`."""
+    name = root.name
+    specs = []
+    for v in variants:
+        for s in sizes or ("",):
+            for n in seeds:
+                run = root / v / (f"size={s}" if s else "") / f"seed={n}"
+                _write_run(run, name, v, s, n, inject and v == "baseline" and n == seeds[0],
+                           failed is not None and (v, n) == failed, task)
+                specs.append({"variant": v, "size": s or None, "seed": n, "run_dir": str(run.relative_to(root)),
+                              "hash": json.loads((run / "config.json").read_text())["hash"],
+                              "stage_hashes": {}, "details": VARIANTS[v][0]})
+    _write_json(root / "study.json", {
+        "study": {"path": "ablations/fixture.toml", "name": name, "description": "report fixture", "preset": "smoke",
+                  "seeds_name": "fixture", "seeds": list(seeds), "sizes": list(sizes), "baseline": "baseline",
+                  "hparams": {}, "variants": [{"name": v, "details": VARIANTS[v][0], "framework": None, "hparams": {}}
+                                              for v in variants]},
+        "specs": specs})
+    if stats:
+        from nplus.stats import write_stats
+
+        write_stats(root, n_boot=200)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+def _figures_in(html: str) -> list[str]:
+    return re.findall(r'<img src="(data:image/png;base64,[^"]+)"', html)
+
+
+def _external_refs(html: str) -> list[str]:
+    """Anything in src/href/url()/srcset/@import that points at a host, or at a scheme other than data/file/#."""
+    attrs = re.findall(r'(?:src|href|srcset|action|poster|data)\s*=\s*["\']?([^"\'\s>]+)', html, flags=re.I)
+    attrs += re.findall(r'url\(\s*["\']?([^"\')]+)', html, flags=re.I)
+    attrs += re.findall(r'@import\s+["\']([^"\']+)', html, flags=re.I)
+    return [a for a in attrs if re.match(r"^(?:[a-z][a-z0-9+.-]*:|//)", a, flags=re.I) and not a.startswith("data:image/")]
+
+
+@pytest.fixture(scope="module")
+def study_report(tmp_path_factory) -> tuple[Path, Path, str]:
+    root = make_study(tmp_path_factory.mktemp("s") / "fixture", inject=True)
+    index = build_report(root, root.parent / "report")
+    return root, index, index.read_text()
+
+
+# --------------------------------------------------------------------------------------------------- tests
+
+def test_report_files(study_report):
+    _, index, html = study_report
+    out = index.parent
+    assert index.name == "index.html"
+    pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    pdfs = sorted(p.stem for p in (out / "figures").glob("*.pdf"))
+    assert pngs == pdfs and len(pngs) >= 4, pngs
+    for p in (out / "figures").iterdir():
+        assert p.stat().st_size > 2000, p
+    tables = {p.name for p in (out / "tables").glob("*.csv")}
+    assert {"headline.csv", "stats.csv", "runs.csv", "sanity.csv", "provenance.csv", "failures.csv", "samples.csv"} <= tables
+    runs = list(csv.DictReader(open(out / "tables" / "runs.csv")))
+    assert len(runs) == 12 and sum(r["status"] == "failed" for r in runs) == 1
+
+
+def test_verdict_table_and_colours(study_report):
+    _, _, html = study_report
+    assert 'id="verdict-table"' in html
+    table = html[html.index('id="verdict-table"'):html.index("</table>", html.index('id="verdict-table"'))]
+    for variant in ("no_eos_penalty", "reward_whitening_on", "advantage_whitening_off"):
+        assert variant in table
+    # The fixture's no_eos_penalty variant loses 0.12 win rate on every seed: a red "hurts" cell.
+    row = table[table.index("no_eos_penalty"):]
+    row = row[:row.index("</tr>")]
+    assert 'class="num cell hurts"' in row and "missing_eos_penalty = off" in row
+    assert 'class="num cell helps"' in table
+
+
+def test_at_least_four_figures_and_sections(study_report):
+    _, _, html = study_report
+    assert len(_figures_in(html)) >= 4
+    for section in ("headline", "effects", "scaling", "training", "overoptimization", "samples", "sanity", "provenance"):
+        assert f'<section id="{section}">' in html and f'href="#{section}"' in html
+    assert "<script" not in html.replace("&lt;script", "")
+
+
+def test_self_contained(study_report):
+    _, _, html = study_report
+    assert _external_refs(html) == []
+    # No URL of any host anywhere, even in text: the fixture has none, so the page must have none.
+    assert "http://" not in html and "https://" not in html
+    assert "<link" not in html
+
+
+def test_text_is_escaped(study_report):
+    _, _, html = study_report
+    assert XSS_SCRIPT not in html and XSS_IMG not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+
+
+def test_failed_run_shown(study_report):
+    _, _, html = study_report
+    assert "reward_whitening_on/seed=3" in html and "failed" in html
+    assert "RuntimeError: loss is NaN at ppo update 3" in html
+
+
+def test_samples_side_by_side(study_report):
+    _, _, html = study_report
+    first = html[html.index('id="prompt-1"'):html.index("</article>", html.index('id="prompt-1"'))]
+    for source in ("reference", "SFT", "PPO baseline (baseline)", "PPO no_eos_penalty", "PPO advantage_whitening_off"):
+        assert f"<strong>{source}</strong>" in first
+
+
+def test_overoptimization_examples_rank_the_gap(study_report):
+    root, index, html = study_report
+    rows = list(csv.DictReader(open(index.parent / "tables" / "overoptimization_examples.csv")))
+    gaps = [float(r["gap"]) for r in rows]
+    assert gaps == sorted(gaps, reverse=True) and len(rows) == 8
+    # The injected sample got +3 on its proxy score: the reward model "likes" it far more than the gold judge.
+    assert rows[0]["id"] == "val-000" and rows[0]["label"] == "baseline"
+
+
+def test_stats_fallback_matches_without_stats_file(tmp_path):
+    root = make_study(tmp_path / "nostats", seeds=(1, 2, 3), stats=False, failed=None)
+    index = build_report(root, tmp_path / "out", Options(formats=("png",)))
+    html = index.read_text()
+    assert "computed by the report with nplus.stats" in html and 'id="verdict-table"' in html
+    assert 'class="num cell hurts"' in html
+    assert not list((tmp_path / "out" / "figures").glob("*.pdf"))
+
+
+def test_stats_columns_read_defensively(tmp_path):
+    root = make_study(tmp_path / "renamed", seeds=(1, 2), failed=None)
+    text = (root / "stats.csv").read_text().splitlines()
+    header = text[0].replace("diff_ci_low", "diff_lo").replace("diff_ci_high", "diff_hi").replace("ci_low", "CI low")
+    (root / "stats.csv").write_text("\n".join([header, *text[1:]]) + "\n")
+    study = load_study(root)
+    from nplus.report.build import read_stats
+
+    stats = read_stats(study.root)
+    assert stats is not None and stats["diff_ci_low"].notna().any() and stats["ci_low"].notna().any()
+
+
+def test_single_run_dir(tmp_path):
+    root = make_study(tmp_path / "one", seeds=(1,), variants=("baseline",), failed=None, stats=False)
+    run = root / "baseline" / "seed=1"
+    index = build_report(run, tmp_path / "out")
+    html = index.read_text()
+    assert "single run" in html and 'id="means-table"' in html
+    assert "not available" in html  # no effects to compare
+    assert len(_figures_in(html)) >= 3
+
+
+def test_missing_metrics_say_not_available(tmp_path):
+    run = tmp_path / "sftonly" / "seed=1"
+    _write_json(run / "config.json", {"hash": "h", "seed": 1, "task": {"name": "tldr-synth"}})
+    _write_json(run / "summary.json", {"sft.rouge_l": 0.2, "artifacts": {}})
+    (run / "DONE").write_text("")
+    index = build_report(run.parent, tmp_path / "out")
+    html = index.read_text()
+    for name in ("forest", "training", "proxy_gold", "kl_frontier"):
+        assert f'<p class="na" id="fig-{name}">' in html
+
+
+def test_all_runs_failed(tmp_path):
+    run = tmp_path / "broken" / "baseline" / "seed=1"
+    _write_json(run / "config.json", {"hash": "h", "seed": 1})
+    (run / "error.txt").write_text("ValueError: bad config\ntrace\n")
+    html = build_report(run.parent.parent, tmp_path / "out").read_text()
+    assert "ValueError: bad config" in html and "Not available" in html
+
+
+def test_sizes_scaling_and_spearman(tmp_path):
+    root = make_study(tmp_path / "ladder", seeds=(1, 2), sizes=("nano", "tiny", "xs"),
+                      variants=("baseline", "no_eos_penalty"), failed=None)
+    out = tmp_path / "out"
+    html = build_report(root, out, Options(formats=("png",))).read_text()
+    assert 'id="spearman-table"' in html and "rises with size" in html
+    rows = list(csv.DictReader(open(out / "tables" / "spearman.csv")))
+    rouge = next(r for r in rows if r["variant"] == "baseline" and r["metric"] == "sft.rouge_l")
+    assert float(rouge["rho"]) > 0.8 and float(rouge["ci_low"]) > 0
+    assert "published values are not drawn" in html  # embedded task: no paper overlay
+
+
+def test_missing_study_raises(tmp_path):
+    with pytest.raises(ReportError):
+        build_report(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError):
+        build_report(tmp_path / "empty", tmp_path / "out")
+
+
+def test_normalize_stats_requires_variant_and_metric():
+    import pandas as pd
+
+    assert normalize_stats(pd.DataFrame({"x": [1]})) is None
+
+
+def test_published_values_package_data():
+    from nplus.report.build import load_published
+
+    pub = load_published()
+    assert pub["metrics"]["ppo.win_rate"]["values"]["1b"] == [0.62, 0.54, 0.22, 0.20]
+    assert pub["sizes"]["6.9b"]["params"] == 6_857_302_016
+
+
+def test_cli(tmp_path, capsys):
+    from nplus.report.cli import ReportCmd
+
+    root = make_study(tmp_path / "clistudy", seeds=(1, 2), variants=("baseline", "reward_whitening_on"), failed=None)
+    assert ReportCmd(study=root, out=tmp_path / "rep", formats=("png",)).run() == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "rep" / "index.html")
+
+
+def test_spec_never_started_is_listed(tmp_path):
+    root = make_study(tmp_path / "partial", seeds=(1, 2), variants=("baseline", "no_eos_penalty"), failed=None, stats=False)
+    meta = json.loads((root / "study.json").read_text())
+    meta["specs"].append({"variant": "no_eos_penalty", "size": None, "seed": 3, "run_dir": "no_eos_penalty/seed=3"})
+    _write_json(root / "study.json", meta)
+    study = load_study(root)
+    missing = [r for r in study.runs if r.status == "missing"]
+    assert [(r.variant, r.seed) for r in missing] == [("no_eos_penalty", 3)]
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    assert "no_eos_penalty/seed=3" in html and "not started" in html
+
+
+def test_display_text_collapses_whitespace():
+    from nplus.report.build import display_text
+
+    assert display_text("\n\n\n\n") == ("(no visible text: 4 whitespace characters)", True)
+    assert display_text(None) == ("(empty response)", True)
+    assert display_text("  a\n\n\n\n b \n") == ("a\n\n b", False)
+
+
+def test_stale_stats_are_recomputed(tmp_path):
+    root = make_study(tmp_path / "stale", seeds=(1, 2, 3), variants=("baseline", "no_eos_penalty"), failed=None)
+    (root / "no_eos_penalty" / "seed=3" / "DONE").unlink()  # a run that "finished" after stats now has not
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    assert "stats.csv is older than the runs" in html
+
+
+def test_real_task_draws_published_values(tmp_path):
+    root = make_study(tmp_path / "tldr", seeds=(1, 2), variants=("baseline",), failed=None, stats=False, task="tldr")
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    assert "Paper values: Huang et al. (2024)" in html and "published values are not drawn" not in html

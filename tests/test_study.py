@@ -1,0 +1,121 @@
+"""Study files: validation before anything runs, and expansion into run specs."""
+
+from pathlib import Path
+
+import pytest
+
+from nplus.ablate.study import StudyError, expand, load_study
+from nplus.details import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_study(tmp_path: Path, body: str, seeds: str = "1\n2\n") -> Path:
+    (tmp_path / "seeds").mkdir(exist_ok=True)
+    (tmp_path / "seeds" / "mine.txt").write_text(seeds)
+    (tmp_path / "ablations").mkdir(exist_ok=True)
+    path = tmp_path / "ablations" / "s.toml"
+    path.write_text(body)
+    return path
+
+
+BASE = 'name = "s"\npreset = "smoke"\nseeds = "mine"\n'
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "ablations").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_study_loads_and_expands(path, tmp_path):
+    study = load_study(path)
+    specs = expand(study, tmp_path / study.name)
+    assert len(specs) == len(study.variants) * len(study.seeds) * max(1, len(study.sizes))
+    assert specs[0].variant == study.baseline
+    assert len({s.run_dir for s in specs}) == len(specs)
+    for s in specs:
+        assert s.config.seed == s.seed
+        assert s.run_dir.name == f"seed={s.seed}"
+        if s.size:
+            assert s.config.model.name == s.size and s.run_dir.parent.name == f"size={s.size}"
+
+
+def test_demo_study_is_the_documented_one():
+    study = load_study(ROOT / "ablations" / "demo.toml")
+    assert study.seeds == (1, 2, 3) and study.preset == "demo"
+    assert {v.name for v in study.variants} == {"baseline", "missing_eos_penalty=off", "temperature_in_training=off",
+                                                "dropout=model_default", "reward_whitening=on", "value_init=sft"}
+
+
+def test_one_at_a_time_covers_every_alternative():
+    study = load_study(ROOT / "ablations" / "one_at_a_time.toml")
+    expected = {f"{d.name}={a}" for d in REGISTRY.values() for a in d.alternatives}
+    assert {v.name for v in study.variants} == expected | {"baseline"}
+    v = study.variant("kl_estimator=k3")
+    assert v.details == {"kl_estimator": "k3"}
+
+
+def test_variant_configs(tmp_path):
+    path = write_study(tmp_path, BASE + """
+sizes = ["nano", "tiny"]
+[hparams]
+"ppo.total_episodes" = 32
+[[variants]]
+name = "trl"
+framework = "trl-ppo"
+details = { kl_estimator = "k3" }
+hparams = { "ppo.lr" = 2e-4 }
+""")
+    study = load_study(path)
+    specs = expand(study, tmp_path / "out")
+    assert len(specs) == 2 * 2 * 2
+    trl = [s for s in specs if s.variant == "trl" and s.size == "tiny" and s.seed == 2][0]
+    assert trl.run_dir == tmp_path / "out" / "trl" / "size=tiny" / "seed=2"
+    cfg = trl.config
+    assert cfg.model.name == "tiny" and cfg.ppo.total_episodes == 32 and cfg.ppo.lr == 2e-4
+    assert cfg.details.kl_estimator == "k3"  # the variant's own detail wins over its framework
+    assert cfg.details.missing_eos_penalty == "off"  # from trl-ppo
+    base = [s for s in specs if s.variant == "baseline" and s.size == "tiny" and s.seed == 2][0]
+    assert base.config.ppo.lr != 2e-4 and base.config.ppo.total_episodes == 32
+    assert base.config.details.diff() == {}
+
+
+def test_ppo_only_flip_shares_upstream_hashes(tmp_path):
+    study = load_study(ROOT / "ablations" / "smoke.toml")
+    specs = expand(study, tmp_path)
+    by = {(s.variant, s.seed): s.stage_hashes() for s in specs}
+    a, b = by[("baseline", 1)], by[("missing_eos_penalty=off", 1)]
+    assert a["sft"] == b["sft"] and a["rm"] == b["rm"] and a["ppo"] != b["ppo"]
+    assert by[("baseline", 1)]["sft"] != by[("baseline", 2)]["sft"]
+
+
+@pytest.mark.parametrize("body, key, choices", [
+    (BASE + "colour = 1\n", "colour", "valid keys"),
+    ('name = "s"\npreset = "huge"\nseeds = "mine"\n', "preset", "smoke"),
+    ('name = "s"\npreset = "smoke"\nseeds = "nope"\n', "seeds", "mine"),
+    (BASE + 'sizes = ["xxl"]\n', "sizes", "nano"),
+    (BASE + '[[variants]]\nname = "v"\ndetails = { not_a_detail = "on" }\n', "variants[0].details.not_a_detail", "query_truncation"),
+    (BASE + '[[variants]]\nname = "v"\ndetails = { kl_estimator = "k9" }\n', "variants[0].details.kl_estimator", "k1, k2, k3"),
+    (BASE + '[[variants]]\nname = "v"\nframework = "trl"\n', "variants[0].framework", "trl-ppo"),
+    (BASE + '[[variants]]\nname = "v"\ncolour = 1\n', "variants[0].colour", "details"),
+    (BASE + '[[variants]]\nname = "v"\nhparams = { "ppo.nonsense" = 1 }\n', "variant 'v'", "valid fields"),
+    (BASE + '[[variants]]\nname = "a/b"\n', "variants[0].name", "directory"),
+    (BASE + '[[variants]]\nname = "v"\n[[variants]]\nname = "v"\n', "variants", "duplicate"),
+    (BASE + 'baseline = "ref"\n', "baseline", "no variant named"),
+    ('preset = "smoke"\nseeds = "mine"\n', "name", "missing"),
+    (BASE + "one_at_a_time = 1\n", "one_at_a_time", "true or false"),
+])
+def test_invalid_studies_fail_with_file_key_and_choices(tmp_path, body, key, choices):
+    path = write_study(tmp_path, body)
+    with pytest.raises(StudyError) as e:
+        load_study(path)
+    msg = str(e.value)
+    assert str(path) in msg and key in msg and choices in msg, msg
+
+
+def test_bad_seed_file(tmp_path):
+    path = write_study(tmp_path, BASE, seeds="1\n1\n")
+    with pytest.raises(StudyError, match="duplicates"):
+        load_study(path)
+
+
+def test_not_toml(tmp_path):
+    path = write_study(tmp_path, "name = \n")
+    with pytest.raises(StudyError, match="not valid TOML"):
+        load_study(path)
