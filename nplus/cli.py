@@ -179,6 +179,11 @@ def _commands() -> dict[str, type]:
     return cmds
 
 
+# Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
+USER_ERRORS = ("DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
+               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError")
+
+
 def main(argv: list[str] | None = None) -> int:
     cmds = _commands()
     try:
@@ -191,10 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_eval(obj)
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, indent=2))
         return 0
-    except (DetailError, ValueError) as e:
-        from nplus.config import ConfigError
-
-        if isinstance(e, (DetailError, ConfigError)) or type(e).__name__.endswith("Error"):
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
+        if type(e).__name__ in USER_ERRORS:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise

@@ -283,17 +283,15 @@ def preset(name: str, seed: int = 1) -> Config:
     return PRESETS[name](seed)
 
 
-def _set_path(obj: Any, path: list[str], value: Any, full: str) -> Any:
-    if not dataclasses.is_dataclass(obj):
-        raise ConfigError(f"--set {full}: {'.'.join(path)} is not a config section")
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    head = path[0]
-    if head not in names:
-        raise ConfigError(f"--set {full}: unknown field {head!r}; valid fields: {', '.join(names)}")
-    current = getattr(obj, head)
-    if len(path) > 1:
-        return dataclasses.replace(obj, **{head: _set_path(current, path[1:], value, full)})
-    return dataclasses.replace(obj, **{head: _coerce(current, value, full)})
+def _sections() -> dict[str, type]:
+    return {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``to_dict()`` output (validated once, at the end)."""
+    kinds = {"task": TaskConfig, "model": ModelConfig, "lengths": Lengths, "sft": OptimConfig, "rm": OptimConfig,
+             "ppo": PPOConfig, "details": Details}
+    return Config(**{k: (kinds[k](**v) if k in kinds else v) for k, v in d.items()})
 
 
 def _coerce(current: Any, value: Any, full: str) -> Any:
@@ -314,14 +312,30 @@ def _coerce(current: Any, value: Any, full: str) -> Any:
 
 
 def apply_overrides(cfg: Config, hparams: dict[str, Any] | None = None, details: dict[str, str] | None = None) -> Config:
-    """A variant of ``cfg``: hyperparameter overrides by dotted path (``ppo.lr``) and detail overrides."""
+    """A variant of ``cfg``: hyperparameter overrides by dotted path (``ppo.lr``) and detail overrides.
+
+    All overrides are applied first and the result is validated once, so that values that only make sense
+    together (``processes=2`` with ``sft.micro_batch=8``) can be given together.
+    """
     if details:
         cfg = dataclasses.replace(cfg, details=with_overrides(cfg.details, details))
+    d = cfg.to_dict()
     for path, value in (hparams or {}).items():
         if path.startswith("details."):
             raise ConfigError(f"--set {path}: set details with --details.{path[8:]} (or a study's [details] table)")
-        cfg = _set_path(cfg, path.split("."), value, path)
-    return cfg
+        node, keys = d, path.split(".")
+        for i, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(keys[:i]) or "config"
+                valid = ", ".join(node) if isinstance(node, dict) else "(none)"
+                raise ConfigError(f"--set {path}: unknown field {key!r} in {where}; valid fields: {valid}")
+            if i == len(keys) - 1:
+                if isinstance(node[key], dict):
+                    raise ConfigError(f"--set {path}: {path} is a config section, set one of its fields")
+                node[key] = _coerce(node[key], value, path)
+            else:
+                node = node[key]
+    return config_from_dict(d)
 
 
 __all__ = ["Config", "ConfigError", "DetailError", "Details", "PRESETS", "preset", "apply_overrides", "config_hash"]

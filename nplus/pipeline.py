@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import shutil
 import os
 import time
 from pathlib import Path
@@ -19,14 +21,14 @@ from pathlib import Path
 import torch
 
 from nplus import ops
-from nplus.config import Config, config_hash
+from nplus.config import Config, ConfigError, config_hash
 from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
 from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
-from nplus.rundir import (append_jsonl, artifact, atomic_write_json, mark_done, read_json, read_jsonl,
+from nplus.rundir import (append_jsonl, artifact, atomic_write_json, is_done, mark_done, read_json, read_jsonl,
                           write_provenance)
 from nplus.stages.base import pretrain_base
-from nplus.stages.common import as_tensor, sample, seed_everything
+from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
 from nplus.stages.ppo import ref_response_logits, response_logprobs, train_ppo
 from nplus.stages.rm import score_sequences, train_rm
@@ -129,13 +131,38 @@ def _eval_fn(cfg: Config, data: Data, es: EvalSet, reward=None):
     return run
 
 
+@contextlib.contextmanager
+def stage_artifact(cache: Path, stage: str, key: str):
+    """``rundir.artifact`` for a stage that every rank trains together: under `accelerate launch` the main
+    process owns the directory and the marker, and the ranks meet at barriers instead of a file lock."""
+    D = dist()
+    if D.world == 1:
+        with artifact(cache, stage, key) as result:
+            yield result
+        return
+    path = Path(cache) / stage / key
+    built = is_done(path)
+    D.barrier()
+    if not built and D.is_main:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    D.barrier()
+    yield path, built
+    D.barrier()
+    if not built and D.is_main:
+        mark_done(path)
+    D.barrier()
+
+
 def sft_stage(cfg: Config, data: Data, base: Path | str, cache: Path, es: EvalSet) -> Path:
     """Step 4: train + evaluate SFT once per SFT stage hash."""
-    with artifact(cache, "sft", cfg.stage_hash("sft")) as (path, built):
+    with stage_artifact(cache, "sft", cfg.stage_hash("sft")) as (path, built):
         if not built:
-            atomic_write_json(path / "config.json", cfg.stage_dict("sft"))
             t0 = time.time()
             train = train_sft(cfg, Path(base) if not isinstance(base, str) else base, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl")
+            if not dist().is_main:
+                return path
+            atomic_write_json(path / "config.json", cfg.stage_dict("sft"))
             policy = load_causal_lm(path / "model")
             agg, rows = _eval_fn(cfg, data, es)(policy)
             for r in rows:
@@ -146,9 +173,8 @@ def sft_stage(cfg: Config, data: Data, base: Path | str, cache: Path, es: EvalSe
 
 def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
     """Step 5: train + evaluate the reward model once per RM stage hash."""
-    with artifact(cache, "rm", cfg.stage_hash("rm")) as (path, built):
+    with stage_artifact(cache, "rm", cfg.stage_hash("rm")) as (path, built):
         if not built:
-            atomic_write_json(path / "config.json", cfg.stage_dict("rm"))
             t0 = time.time()
 
             def policy_scores(rm: ScalarModel) -> torch.Tensor:
@@ -162,7 +188,9 @@ def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
                 return score_sequences(rm, torch.cat([q, resp], 1), tok.pad_token_id, cfg.details.reward_token)
 
             res = train_rm(cfg, sft_path / "model", data.pref, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl", policy_scores)
-            atomic_write_json(path / "eval.json", {**res, "wall_time_s": time.time() - t0})
+            if dist().is_main:
+                atomic_write_json(path / "config.json", cfg.stage_dict("rm"))
+                atomic_write_json(path / "eval.json", {**res, "wall_time_s": time.time() - t0})
     return path
 
 
@@ -191,12 +219,21 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json."""
     t_start = time.time()
     out_dir, cache = Path(out_dir), Path(cache or default_cache())
+    if track:  # fail before any compute, not after training, when wandb is missing
+        from nplus.tracking import require_wandb
+
+        require_wandb()
     # 1. provenance before any compute
-    for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
-        (out_dir / stale).unlink(missing_ok=True)
-    write_provenance(out_dir, {**cfg.to_dict(), "hash": cfg.hash, "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}},
-                     cfg.details.as_dict(), command)
-    seed_everything(cfg.seed)
+    D = dist()
+    if D.world != cfg.processes:
+        raise ConfigError(f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set processes={D.world} "
+                          f"(and micro-batches so that batch = micro_batch × grad_accum × processes)")
+    if D.is_main:
+        for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
+            (out_dir / stale).unlink(missing_ok=True)
+        write_provenance(out_dir, {**cfg.to_dict(), "hash": cfg.hash, "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}},
+                         cfg.details.as_dict(), command)
+    seed_everything(cfg.seed, D.rank)
     # 2. data
     data = load_data(cfg, cache)
     es = eval_set_from(data.sft["validation"], cfg.task.max_eval)
@@ -204,16 +241,21 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     base = base_model(cfg, data, cache)
     sft_path = sft_stage(cfg, data, base, cache, es)
     if stop_after == "sft":
-        return _partial(out_dir, "sft", read_json(sft_path / "eval.json"), sft_path)
+        if not D.is_main:
+            return {}
+        return _partial(out_dir, "sft", read_json(sft_path / "eval.json"), {"sft": sft_path})
     rm_path = rm_stage(cfg, data, sft_path, cache)
     if stop_after == "rm":
-        return _partial(out_dir, "rm", read_json(rm_path / "eval.json"), rm_path)
+        if not D.is_main:
+            return {}
+        return _partial(out_dir, "rm", read_json(rm_path / "eval.json"), {"sft": sft_path, "rm": rm_path})
     sft_eval, rm_eval = read_json(sft_path / "eval.json"), read_json(rm_path / "eval.json")
-    for src in (sft_path, rm_path):
-        for row in read_jsonl(src / "metrics.jsonl"):
-            append_jsonl(out_dir / "metrics.jsonl", row)
-    for row in read_jsonl(sft_path / "samples.jsonl"):
-        append_jsonl(out_dir / "samples.jsonl", row)
+    if D.is_main:
+        for src in (sft_path, rm_path):
+            for row in read_jsonl(src / "metrics.jsonl"):
+                append_jsonl(out_dir / "metrics.jsonl", row)
+        for row in read_jsonl(sft_path / "samples.jsonl"):
+            append_jsonl(out_dir / "samples.jsonl", row)
     # 6. PPO
     norm = RewardNormalization(bias=rm_eval["reward_bias"], gain=rm_eval["reward_gain"])
     reward_model = ScalarModel.load(rm_path / "model").eval()
@@ -232,6 +274,8 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
 
     train_queries = as_tensor(data.sft["train"]["query_token"])
     res = train_ppo(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic)
+    if not D.is_main:  # evaluation and the summary are written once
+        return {}
     policy = res["actor"].lm()
     agg, rows = evaluate(policy)
     for r in rows:
@@ -265,13 +309,14 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     return summary
 
 
-def _partial(out_dir: Path, stage: str, result: dict, artifact_path: Path) -> dict:
-    """A stage command's result: the stage evaluation flattened into summary.json keys."""
+def _partial(out_dir: Path, stage: str, result: dict, artifacts: dict[str, Path]) -> dict:
+    """A stage command's result: the stage evaluation flattened into summary.json keys, upstream logs copied."""
     summary = {f"{stage}.{k}": v for k, v in result.items() if not isinstance(v, dict)}
-    summary["artifacts"] = {stage: str(artifact_path)}
-    for name in ("metrics.jsonl", "samples.jsonl"):
-        for row in read_jsonl(artifact_path / name):
-            append_jsonl(out_dir / name, row)
+    summary["artifacts"] = {k: str(v) for k, v in artifacts.items()}
+    for path in artifacts.values():
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            for row in read_jsonl(path / name):
+                append_jsonl(out_dir / name, row)
     atomic_write_json(out_dir / "summary.json", summary)
     mark_done(out_dir)
     return summary

@@ -22,9 +22,16 @@ tokenizer that did would otherwise insert one in the middle of ``query + respons
 
 from __future__ import annotations
 
+import bisect
 import copy
-from itertools import islice
+import json
+import sys
+import unicodedata
+import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import dropwhile, islice
 from typing import NamedTuple
 
 QUERY_TEMPLATE = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
@@ -41,6 +48,9 @@ DISTINCT_PAD_TOKEN = "[PAD]"
 # Candidate prefixes of the post are encoded in growing batches: most queries fit at once (batch of 1),
 # and a long newline-free post needing thousands of one-character cuts is scanned 64 candidates a time.
 _MAX_CANDIDATE_BATCH = 64
+# The fast path (see `_FastTruncation`) starts its scan with this many candidates per row: the proven
+# bound usually leaves the answer among the first few dozen.
+_FIRST_FAST_BATCH = 32
 
 
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:

@@ -25,14 +25,67 @@ class NonFiniteLoss(RuntimeError):
 
 
 def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
-    """Per-rank seed = seed + rank × 100003 (sfd). Returns a generator for sampling."""
+    """Seeds the global RNGs per rank (seed + rank × 100003, as sfd) and returns a *data-order* generator seeded
+    identically on every rank, so that all ranks agree on each global batch and take their own slice of it."""
     s = seed + rank * 100003
     random.seed(s)
     np.random.seed(s % 2**32)
     torch.manual_seed(s)
     g = torch.Generator()
-    g.manual_seed(s)
+    g.manual_seed(seed)
     return g
+
+
+def rank_generator(seed: int, rank: int) -> torch.Generator:
+    """A per-rank generator for sampling: ranks draw different responses for their different queries."""
+    g = torch.Generator()
+    g.manual_seed(seed + rank * 100003)
+    return g
+
+
+class Dist:
+    """The data-parallel context of a stage (accelerate under `accelerate launch`, a no-op otherwise).
+
+    global batch = micro_batch × grad_accum × processes: every rank sees the same permutation (shared seed), takes
+    ``rank_slice`` of each global batch and splits it into ``grad_accum`` micro-batches; DDP averages gradients.
+    """
+
+    def __init__(self):
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+
+    def prepare(self, *objs):
+        return self.accelerator.prepare(*objs) if self.world > 1 else (objs[0] if len(objs) == 1 else objs)
+
+    def unwrap(self, model):
+        return self.accelerator.unwrap_model(model) if self.world > 1 else model
+
+    def rank_slice(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx.chunk(self.world)[self.rank]
+
+    def mean(self, value: float) -> float:
+        """The mean of a per-rank scalar over ranks (what a single process would log for the whole batch)."""
+        if self.world == 1:
+            return value
+        return float(self.accelerator.reduce(torch.tensor([value]), reduction="mean").item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
+
+
+_DIST: Dist | None = None
+
+
+def dist() -> Dist:
+    """The process's Dist, created once (accelerate's state is per process)."""
+    global _DIST
+    if _DIST is None:
+        _DIST = Dist()
+    return _DIST
 
 
 def make_optimizer(params, lr: float, adam_eps_mode: str) -> torch.optim.Optimizer:

@@ -18,8 +18,8 @@ from nplus import ops
 from nplus.config import Config
 from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, count_parameters, init_critic,
                           init_reward_head, lm_logits, load_causal_lm, set_dropout)
-from nplus.stages.common import (MetricsLog, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
-                                 sample, seed_everything, set_lr)
+from nplus.stages.common import (MetricsLog, as_tensor, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
+                                 rank_generator, sample, seed_everything, set_lr)
 
 # A sanity check passes when the quantity is within this of its ideal value (fp32 on CPU reaches ~1e-6).
 SANITY_TOL = 1e-4
@@ -180,10 +180,13 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
               tokenizer, run_dir: Path, evaluate=None) -> dict:
     """The PPO loop. ``evaluate(actor_lm, update) -> dict`` is called every ``eval_every`` updates and at the end."""
     d, p = cfg.details, cfg.ppo
-    gen = seed_everything(cfg.seed + 2)
+    D = dist()
+    gen = seed_everything(cfg.seed + 2, D.rank)  # data order, shared by all ranks
+    sample_gen = rank_generator(cfg.seed + 3, D.rank)  # sampling, per rank
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     actor = build_actor(cfg, sft_dir, rm_dir)
     actor.train()
+    ddp_actor = D.prepare(actor)  # DDP averages policy and critic gradients over ranks
     ref_policy = load_causal_lm(sft_dir).eval()
     reward_model = ScalarModel.load(rm_dir).eval()
     for m in (ref_policy, reward_model):
@@ -193,17 +196,19 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     log = MetricsLog(run_dir / "metrics.jsonl", "ppo")
     kl_coef = p.kl_coef
     num_updates = p.num_updates
-    minibatch_size = p.batch_size // p.num_minibatches
-    accum = max(1, minibatch_size // p.micro_batch)
+    # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
+    local_batch_size = p.batch_size // D.world
+    local_minibatch_size = local_batch_size // p.num_minibatches
+    accum = max(1, local_minibatch_size // p.micro_batch)
     sanity: dict = {}
     evals: list[dict] = []
     query_order = _query_stream(train_queries.size(0), p.batch_size, gen)
-    bar = progress(num_updates, "ppo")
+    bar = progress(num_updates, "ppo", disable=None if D.is_main else True)
     for update in range(1, num_updates + 1):
         set_lr(opt, lr_at(base_lr, update - 1, num_updates, d.lr_schedule))
-        queries = train_queries[next(query_order)]
+        queries = train_queries[D.rank_slice(next(query_order))]
         # 1–4. rollout
-        ro = rollout(cfg, actor, ref_policy, reward_model, norm, queries, pad_id, eos_id, gen)
+        ro = rollout(cfg, actor, ref_policy, reward_model, norm, queries, pad_id, eos_id, sample_gen)
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())
             sanity.update(_check_score_position(ro, d.score_position, eos_id))
@@ -212,10 +217,10 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
         # 8. PPO epochs over minibatches (micro-batches accumulated)
         stats_acc: dict[str, list[float]] = {}
         for epoch in range(p.ppo_epochs):
-            for mb_idx, mb in enumerate(minibatches(p.batch_size, minibatch_size, gen)):
+            for mb_idx, mb in enumerate(minibatches(local_batch_size, local_minibatch_size, gen)):
                 opt.zero_grad(set_to_none=True)
                 for micro in mb.chunk(accum):
-                    loss, stats = ppo_losses(cfg, actor, ro, adv, returns, micro, pad_id, kl_coef)
+                    loss, stats = ppo_losses(cfg, ddp_actor, ro, adv, returns, micro, pad_id, kl_coef)
                     check_finite(loss, "ppo", update)
                     (loss / accum).backward()
                     if update == 1 and epoch == 0 and mb_idx == 0 and "first_ratio" not in sanity:
@@ -223,8 +228,8 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
                     for k, v in stats.items():
                         stats_acc.setdefault(k, []).append(float(v))
                 opt.step()
-        # 9. log (names documented in nplus/metrics_doc.py) and adapt β
-        mean_kl = float(ro.kl.sum(1).mean())
+        # 9. log (names documented in nplus/metrics_doc.py; means over ranks) and adapt β
+        mean_kl = D.mean(float(ro.kl.sum(1).mean()))
         nonscore = -kl_coef * ro.kl.sum(1) if d.kl_placement == "reward" else torch.zeros_like(ro.scores)
         row = {
             "episode": update * p.batch_size, "objective/kl": mean_kl,
@@ -241,14 +246,18 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
                       "clipfrac": "policy/clipfrac", "approxkl": "policy/approxkl", "ratio": "val/ratio",
                       "entropy": "policy/entropy"}[k]
             row[prefix] = sum(v) / len(v)
-        log.log(update, **row)
+        row = {k: (D.mean(v) if k not in ("episode", "objective/kl") else v) for k, v in row.items()}
+        if D.is_main:
+            log.log(update, **row)
         kl_coef = ops.next_kl_coef(kl_coef, mean_kl, p.batch_size, d.kl_controller, p.kl_target, p.kl_horizon)
         bar.update(1)
         bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{mean_kl:.2f}")
         if evaluate is not None and p.eval_every and update % p.eval_every == 0 and update != num_updates:
-            e = evaluate(actor.lm(), update)
-            log.log(update, episode=update * p.batch_size, **{f"eval/{k}": v for k, v in e.items() if isinstance(v, float)})
-            evals.append({"update": update, **e})
+            if D.is_main:
+                e = evaluate(actor.lm(), update)
+                log.log(update, episode=update * p.batch_size, **{f"eval/{k}": v for k, v in e.items() if isinstance(v, float)})
+                evals.append({"update": update, **e})
+            D.barrier()
     bar.close()
     sanity["first_ratio_ok"] = abs(sanity["first_ratio"] - 1.0) < SANITY_TOL
     sanity["initial_kl_ok"] = abs(sanity["initial_kl"]) < SANITY_TOL

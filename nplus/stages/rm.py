@@ -18,7 +18,7 @@ from nplus import ops
 from nplus.config import Config
 from nplus.evaluation.metrics import rm_accuracy_report, rm_calibration
 from nplus.models import RewardNormalization, ScalarModel, init_reward_head, set_dropout
-from nplus.stages.common import (MetricsLog, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
+from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
                                  trim_right,
                                  seed_everything, set_lr)
 
@@ -52,13 +52,15 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
              policy_sample_fn=None) -> dict:
     """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset."""
     d = cfg.details
-    gen = seed_everything(cfg.seed + 1)
+    D = dist()
+    gen = seed_everything(cfg.seed + 1, D.rank)
     pad_id = tokenizer.pad_token_id
     # 1. trunk + head
     backbone = AutoModel.from_pretrained(str(sft_dir), use_safetensors=True)
     set_dropout(backbone, d.dropout)
     rm = ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, d.reward_head_init, gen))
     rm.train()
+    rm = D.prepare(rm)
     train = pref["train"]
     chosen_all, rejected_all = as_tensor(train["query_chosen_token"]), as_tensor(train["query_rejected_token"])
     total = (chosen_all.size(0) // cfg.rm.batch_size) * cfg.rm.epochs
@@ -66,7 +68,7 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     opt = make_optimizer(rm.parameters(), base_lr, d.adam_eps)
     accum = cfg.grad_accum("rm")
     log = MetricsLog(log_path, "rm")
-    bar = progress(total, "rm")
+    bar = progress(total, "rm", disable=None if D.is_main else True)
     step = 0
     # 2. Bradley–Terry training
     for _ in range(cfg.rm.epochs):
@@ -74,7 +76,7 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
             set_lr(opt, lr_at(base_lr, step, total, "cosine"))
             opt.zero_grad(set_to_none=True)
             loss_sum, acc_sum = 0.0, 0.0
-            for micro in idx.chunk(accum):
+            for micro in D.rank_slice(idx).chunk(accum):
                 rc, rr = pair_rewards(rm, chosen_all[micro], rejected_all[micro], pad_id, d.reward_token)
                 loss, acc = ops.bradley_terry_loss(rc, rr)
                 check_finite(loss, "rm", step)
@@ -83,10 +85,16 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
                 acc_sum += acc.mean().item() / accum
             opt.step()
             step += 1
-            log.log(step, **{"rm/loss": loss_sum, "rm/accuracy": acc_sum, "rm/lr": opt.param_groups[0]["lr"]})
+            loss_sum, acc_sum = D.mean(loss_sum), D.mean(acc_sum)
+            if D.is_main:
+                log.log(step, **{"rm/loss": loss_sum, "rm/accuracy": acc_sum, "rm/lr": opt.param_groups[0]["lr"]})
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{acc_sum:.2f}")
     bar.close()
+    rm = D.unwrap(rm)
+    if not D.is_main:  # evaluation, normalization and saving happen once, on the main process
+        D.barrier()
+        return {}
     # 3. validation accuracy
     val = pref["validation"].select(range(min(cfg.task.max_rm_eval, len(pref["validation"]))))
     sc = score_sequences(rm, as_tensor(val["query_chosen_token"]), pad_id, d.reward_token)
@@ -103,6 +111,7 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     diff = (score_sequences(rm, sample, pad_id, d.reward_token) - score_sequences(rm, left_pad(sample, pad_id), pad_id, d.reward_token)).abs()
     rm.save(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
+    D.barrier()
     return {
         "accuracy": acc["accuracy"], "accuracy_valid1": acc["by_split"].get("valid1"),
         "accuracy_valid2": acc["by_split"].get("valid2"), "accuracy_report": acc,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from nplus import ops
 from nplus.config import Config
 from nplus.models import count_parameters, lm_logits, load_causal_lm, resize_for_tokenizer, set_dropout
-from nplus.stages.common import (MetricsLog, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
+from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
                                  trim_right,
                                  seed_everything, set_lr)
 
@@ -33,13 +33,15 @@ def sft_step_loss(model, ids: torch.Tensor, query_lengths: torch.Tensor, pad_id:
 def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, log_path: Path) -> dict:
     """Train and save the SFT policy into ``out_dir``; returns training aggregates."""
     d = cfg.details
-    gen = seed_everything(cfg.seed)
+    D = dist()
+    gen = seed_everything(cfg.seed, D.rank)
     pad_id = tokenizer.pad_token_id
     # 1. base model (dropout detail applies from here on; the base pretraining kept the config's dropout)
     model = load_causal_lm(base_dir)
     resize_for_tokenizer(model, len(tokenizer))
     set_dropout(model, d.dropout)
     model.train()
+    model = D.prepare(model)
     # 2. optimizer and schedule
     ids_all = as_tensor(train_ds["query_reference_response_token"])
     qlen_all = as_tensor(train_ds["query_token_len"])
@@ -49,7 +51,7 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
     opt = make_optimizer(model.parameters(), base_lr, d.adam_eps)
     accum = cfg.grad_accum("sft")
     log = MetricsLog(log_path, "sft")
-    bar = progress(total, "sft")
+    bar = progress(total, "sft", disable=None if D.is_main else True)
     step = 0
     losses = []
     # 3. epochs of shuffled batches; each batch = accum micro-batches
@@ -58,7 +60,7 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
             set_lr(opt, lr_at(base_lr, step, total, "cosine"))
             opt.zero_grad(set_to_none=True)
             batch_loss = 0.0
-            for micro in idx.chunk(accum):
+            for micro in D.rank_slice(idx).chunk(accum):
                 ids = trim_right(ids_all[micro], pad_id)
                 loss = sft_step_loss(model, ids, qlen_all[micro], pad_id, d.sft_loss_tokens) / accum
                 check_finite(loss, "sft", step)
@@ -66,14 +68,19 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
                 batch_loss += loss.item()
             opt.step()
             step += 1
+            batch_loss = D.mean(batch_loss)
             losses.append(batch_loss)
-            log.log(step, **{"sft/loss": batch_loss, "sft/lr": opt.param_groups[0]["lr"]})
+            if D.is_main:
+                log.log(step, **{"sft/loss": batch_loss, "sft/lr": opt.param_groups[0]["lr"]})
             bar.update(1)
             bar.set_postfix(loss=f"{batch_loss:.3f}")
     bar.close()
-    # 4. save
-    model.save_pretrained(out_dir / "model", safe_serialization=True)
-    tokenizer.save_pretrained(out_dir / "model")
+    # 4. save (one writer)
+    model = D.unwrap(model)
+    if D.is_main:
+        model.save_pretrained(out_dir / "model", safe_serialization=True)
+        tokenizer.save_pretrained(out_dir / "model")
+    D.barrier()
     tail = losses[-max(1, len(losses) // 10):]
     return {"train_loss": sum(tail) / len(tail), "updates": step, "params": count_parameters(model)}
 
