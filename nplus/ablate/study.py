@@ -192,8 +192,8 @@ def load_study(path: Path | str) -> Study:
             raise _fail(path, key, "missing (required keys: name, preset, seeds)")
     name = _typed(path, "name", raw["name"], str, "a string")
     base_preset = _typed(path, "preset", raw["preset"], str, "a string")
-    if base_preset not in PRESETS:
-        raise _fail(path, "preset", f"unknown preset {base_preset!r}; valid presets: {', '.join(PRESETS)}")
+    if base_preset not in PRESETS and base_preset != "paper":
+        raise _fail(path, "preset", f"unknown preset {base_preset!r}; valid presets: paper (with sizes), {', '.join(PRESETS)}")
     seeds_name = _typed(path, "seeds", raw["seeds"], str, "the name of a seed list in seeds/ (e.g. \"default\")")
     seed_path = seeds_file(path, seeds_name)
     if not seed_path.is_file():
@@ -203,11 +203,18 @@ def load_study(path: Path | str) -> Study:
     except ValueError as e:
         raise _fail(path, "seeds", str(e)) from None
     sizes = tuple(_typed(path, "sizes", raw.get("sizes", []), list, "a list of model sizes"))
-    if sizes:
+    if base_preset == "paper":
+        # the published grid: `preset = "paper"` with sizes from the paper presets (paper-1b, paper-2.8b, ...)
+        valid_sizes = tuple(k[len("paper-"):] for k in PRESETS if k.startswith("paper-"))
+        if not sizes:
+            raise _fail(path, "sizes", f"preset 'paper' needs sizes; valid sizes: {', '.join(valid_sizes)}")
+    elif sizes:
         from nplus.models import LADDER  # imports torch + transformers: only for studies that name sizes
+
+        valid_sizes = tuple(LADDER)
     for s in sizes:
-        if s not in LADDER:
-            raise _fail(path, "sizes", f"unknown size {s!r}; valid sizes: {', '.join(LADDER)}")
+        if s not in valid_sizes:
+            raise _fail(path, "sizes", f"unknown size {s!r}; valid sizes: {', '.join(valid_sizes)}")
     if len(set(sizes)) != len(sizes):
         raise _fail(path, "sizes", "duplicate sizes")
     baseline = _typed(path, "baseline", raw.get("baseline", "baseline"), str, "a variant name")
@@ -241,8 +248,11 @@ def load_study(path: Path | str) -> Study:
 
 def resolve(study: Study, variant: Variant, size: str | None, seed: int) -> Config:
     """preset(seed) → size → study hparams → framework details → variant details → variant hparams."""
-    cfg = preset(study.preset, seed)
-    hparams = {**({"model.name": size} if size else {}), **study.hparams}
+    if study.preset == "paper":  # a paper size is a whole preset (model, batch split, processes)
+        cfg, hparams = preset(f"paper-{size}", seed), dict(study.hparams)
+    else:
+        cfg = preset(study.preset, seed)
+        hparams = {**({"model.name": size} if size else {}), **study.hparams}
     cfg = apply_overrides(cfg, hparams=hparams)
     if variant.framework:
         cfg = apply_overrides(cfg, details=framework_details(variant.framework))

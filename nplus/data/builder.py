@@ -28,14 +28,15 @@ from nplus.data.formatting import (
     PAD_TOKEN_MODES,
     PADDING_SIDES,
     TRUNCATION_MODES,
+    QueryCache,
     check_choice,
     encode_queries,
     pad,
-    preference_response_ids,
+    preference_response_ids_many,
     preference_text,
     prepare_tokenizer,
     sft_reference_text,
-    sft_response_ids,
+    sft_response_ids_many,
 )
 
 CNNDM_BATCHES = ("batch0_cnndm", "cnndm0", "cnndm2")
@@ -152,15 +153,19 @@ def _column(d: Dataset, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def _sft_batch(batch: dict, *, tokenizer, lengths: Lengths, details: DataDetails, pad_id: int) -> dict:
+def _sft_batch(
+    batch: dict, *, tokenizer, lengths: Lengths, details: DataDetails, pad_id: int, cache: QueryCache | None = None
+) -> dict:
     """Pre-tokenize a batch of SFT rows (``datasets.map(batched=True)``)."""
     out: dict[str, list] = {k: [] for k in (*SFT_FEATURES, *_PRIVATE_COLUMNS)}
-    # 1. queries: truncated to `lengths.query` (one batched tokenizer call for the rows that fit)
+    # 1. queries: truncated to `lengths.query` (batched tokenizer calls; truncations remembered in `cache`)
     rows = list(zip(batch["subreddit"], batch["title"], batch["post"]))
-    queries = encode_queries(rows, tokenizer, lengths.query, details.query_truncation)
-    for q, summary in zip(queries, batch["summary"]):
-        # 2. reference response: leading space / EOS per details, cut to the SFT response limit
-        response = sft_response_ids(summary, tokenizer, details.reference_leading_space, details.reference_eos)
+    queries = encode_queries(rows, tokenizer, lengths.query, details.query_truncation, cache)
+    # 2. reference responses: leading space / EOS per details, cut to the SFT response limit
+    responses = sft_response_ids_many(
+        batch["summary"], tokenizer, details.reference_leading_space, details.reference_eos
+    )
+    for q, summary, response in zip(queries, batch["summary"], responses):
         kept = response[: lengths.sft_response]
         # 3. training sequence: un-padded query + response, right-padded (as generation will see it)
         out["query"].append(q.text)
@@ -178,21 +183,27 @@ def _sft_batch(batch: dict, *, tokenizer, lengths: Lengths, details: DataDetails
     return out
 
 
-def _preference_batch(batch: dict, *, tokenizer, lengths: Lengths, details: DataDetails, pad_id: int) -> dict:
+def _preference_batch(
+    batch: dict, *, tokenizer, lengths: Lengths, details: DataDetails, pad_id: int, cache: QueryCache | None = None
+) -> dict:
     """Pre-tokenize a batch of comparisons (``datasets.map(batched=True)``)."""
     out: dict[str, list] = {k: [] for k in (*PREFERENCE_FEATURES, *_PRIVATE_COLUMNS)}
-    # 1. queries, exactly as for SFT
+    # 1. queries, exactly as for SFT (comparisons repeat their posts: `cache` truncates each once)
     rows = [_query_fields(info) for info in batch["info"]]
-    queries = encode_queries(rows, tokenizer, lengths.query, details.query_truncation)
-    for q, summaries, choice in zip(queries, batch["summaries"], batch["choice"]):
+    queries = encode_queries(rows, tokenizer, lengths.query, details.query_truncation, cache)
+    # 2. chosen = summaries[choice]; the texts already start with a space, only EOS is appended
+    pairs = [(summaries[choice], summaries[1 - choice]) for summaries, choice in zip(batch["summaries"], batch["choice"])]
+    responses = iter(
+        preference_response_ids_many([s["text"] for pair in pairs for s in pair], tokenizer, details.preference_eos)
+    )
+    for q, pair in zip(queries, pairs):
         out["query"].append(q.text)
         out["query_token"].append(pad(q.ids, lengths.query, pad_id, details.query_padding_side))
         out["query_token_len"].append(len(q.ids))
         out[_QUERY_TRUNCATED].append(int(q.truncated))
-        # 2. chosen = summaries[choice]; the texts already start with a space, only EOS is appended
         raw_lens = []
-        for name, summary in (("chosen", summaries[choice]), ("rejected", summaries[1 - choice])):
-            response = preference_response_ids(summary["text"], tokenizer, details.preference_eos)
+        for name, summary in zip(("chosen", "rejected"), pair):
+            response = next(responses)
             kept = response[: lengths.pref_response]
             raw_lens.append(len(response))
             out[name].append(preference_text(summary["text"], tokenizer, details.preference_eos))
@@ -285,7 +296,7 @@ def build_sft(
     """
     _require_columns(ds, SFT_INPUT_COLUMNS)
     tok = prepare_tokenizer(tokenizer, details.pad_token)
-    kwargs = dict(tokenizer=tok, lengths=lengths, details=details, pad_id=tok.pad_token_id)
+    kwargs = dict(tokenizer=tok, lengths=lengths, details=details, pad_id=tok.pad_token_id, cache=QueryCache())
     built, stats = {}, {}
     for split, d in ds.items():
         d = _map_split(d, _sft_batch, SFT_FEATURES, kwargs, num_proc, f"sft {split}")
@@ -322,9 +333,10 @@ def build_preferences(
     if all("batch" in d.column_names for d in ds.values()):
         ds = split_cnndm(ds)
     built, stats = {}, {}
+    cache = QueryCache()  # one for all splits: the key holds the query limit
     for split, d in ds.items():
         split_lengths = cnndm_lengths if split == CNNDM_SPLIT else lengths
-        kwargs = dict(tokenizer=tok, lengths=split_lengths, details=details, pad_id=tok.pad_token_id)
+        kwargs = dict(tokenizer=tok, lengths=split_lengths, details=details, pad_id=tok.pad_token_id, cache=cache)
         d = _map_split(d, _preference_batch, PREFERENCE_FEATURES, kwargs, num_proc, f"preferences {split}")
         for name in ("chosen", "rejected"):
             _check_total(d, split, f"{name}_token_len", split_lengths.pref_total, "pref_total")

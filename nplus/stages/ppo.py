@@ -8,6 +8,7 @@ Batch vocabulary: ``batch_size`` rollouts per update, split into ``num_minibatch
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,8 +208,10 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     for update in range(1, num_updates + 1):
         set_lr(opt, lr_at(base_lr, update - 1, num_updates, d.lr_schedule))
         queries = train_queries[D.rank_slice(next(query_order))]
+        t_rollout = time.perf_counter()
         # 1–4. rollout
         ro = rollout(cfg, actor, ref_policy, reward_model, norm, queries, pad_id, eos_id, sample_gen)
+        t_train = time.perf_counter()
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())
             sanity.update(_check_score_position(ro, d.score_position, eos_id))
@@ -228,6 +231,7 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
                     for k, v in stats.items():
                         stats_acc.setdefault(k, []).append(float(v))
                 opt.step()
+        t_done = time.perf_counter()
         # 9. log (names documented in nplus/metrics_doc.py; means over ranks) and adapt β
         mean_kl = D.mean(float(ro.kl.sum(1).mean()))
         nonscore = -kl_coef * ro.kl.sum(1) if d.kl_placement == "reward" else torch.zeros_like(ro.scores)
@@ -240,6 +244,10 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
             "val/mean_length": float((ro.seq_last + 1).float().mean()),
             "val/advantage_mean": float(ops.masked_mean(adv, ~ro.padding_mask)), "val/rewards_std": float(rewards.std()),
             "lr": opt.param_groups[0]["lr"],
+            # throughput (make bench): rollout = sampling + scoring passes, train = the PPO epochs
+            "time/rollout_s": t_train - t_rollout, "time/train_s": t_done - t_train,
+            "time/sampled_tokens": float(ro.responses.numel()),
+            "time/train_tokens": float(ro.query_responses.numel() * p.ppo_epochs),
         }
         for k, v in stats_acc.items():
             prefix = {"pg_loss": "loss/policy", "vf_loss": "loss/value", "vf_clipfrac": "value/clipfrac",
