@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 
 import pytest
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_from_disk
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from nplus.data import builder
 from nplus.data.builder import CNNDM_SPLIT, DataDetails, Lengths, build_preferences, build_sft
 from nplus.data.formatting import encode, format_query, prepare_tokenizer
 
@@ -180,6 +181,20 @@ def test_build_sft_num_proc_gives_the_same_result(tok, sft_ds):
     assert stats_two["train"] == stats_one["train"]
 
 
+def test_build_sft_cache_files_follow_the_code(tok, sft_ds, tmp_path, monkeypatch):
+    """A dataset loaded from disk gets cached columns back only while the formatting code is unchanged
+    (``datasets`` fingerprints the map function without the functions it calls)."""
+    sft_ds.save_to_disk(str(tmp_path / "sft"))
+    ds = load_from_disk(str(tmp_path / "sft"))
+    first, _ = build_sft(ds, tok, LENGTHS, DataDetails())
+    again, _ = build_sft(ds, tok, LENGTHS, DataDetails())
+    assert again["train"].cache_files == first["train"].cache_files  # unchanged code: a cache hit
+    monkeypatch.setattr(builder, "_code_version", lambda: "changed")
+    changed, _ = build_sft(ds, tok, LENGTHS, DataDetails())
+    assert changed["train"].cache_files != first["train"].cache_files
+    assert changed["train"].to_dict() == first["train"].to_dict()
+
+
 def test_build_sft_requires_the_public_columns(tok):
     with pytest.raises(ValueError, match="summary"):
         build_sft(DatasetDict(train=Dataset.from_dict({"post": ["x"]})), tok, LENGTHS, DataDetails())
@@ -249,6 +264,36 @@ def test_build_preferences_rejects_totals_over_the_limit(tok, pref_ds):
     tight = Lengths(query=48, sft_response=8, sft_total=56, pref_response=10, pref_total=20)
     with pytest.raises(ValueError, match="pref_total=20"):
         build_preferences(pref_ds, tok, tight, DataDetails())
+
+
+def paper_query(subreddit, title, post, tokenizer, max_tokens):
+    """The paper's truncation loop, one candidate at a time: the query text it keeps."""
+    while len(encode(tokenizer, format_query(subreddit, title, post))) > max_tokens:
+        cut = post.rfind("\n")
+        post = post[:cut] if cut >= 0 else post[:-1]
+    return format_query(subreddit, title, post)
+
+
+def test_build_preferences_repeated_posts_match_the_paper_loop(tok):
+    """Comparisons repeat posts within and across splits (the build's query cache): every row still gets
+    exactly the paper's query, whether it is truncated at a newline or character by character."""
+    flat = LONG_POST.replace("\n", " ")  # no newline: character trimming only
+    posts = [LONG_POST, flat, "short post", flat + " tail \u4e2d\u6587 😀", LONG_POST]
+    train = [comparison(f"t{i}", p, [" a", " b"], i % 2, "batch3", "train") for i, p in enumerate(posts * 2)]
+    valid = [comparison(f"v{i}", p, [" c", " d"], 0, "batch10", "valid1") for i, p in enumerate(posts[::-1])]
+    ds = DatasetDict(train=Dataset.from_list(train), validation=Dataset.from_list(valid))
+    one, stats = build_preferences(ds, tok, LENGTHS, DataDetails())
+    prepared = prepare_tokenizer(tok, "distinct")
+    for split, rows in (("train", posts * 2), ("validation", posts[::-1])):
+        for r, post in zip(one[split], rows):
+            assert r["query"] == paper_query("cats", "Help", post, prepared, LENGTHS.query)
+            assert r["query_token"][LENGTHS.query - r["query_token_len"] :] == encode(prepared, r["query"])
+    assert stats["train"]["n_query_truncated"] == 8 and stats["validation"]["n_query_truncated"] == 4
+    # worker processes start with empty caches and give the same rows
+    two, stats_two = build_preferences(ds, tok, LENGTHS, DataDetails(), num_proc=2)
+    for split in one:
+        assert two[split].to_dict() == one[split].to_dict()
+        assert stats_two[split] == stats[split]
 
 
 # --------------------------------------------------------------------------------------------------

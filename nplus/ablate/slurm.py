@@ -1,12 +1,12 @@
 """The SLURM executor: the same run specs and run directories, submitted as job arrays with stage dependencies.
 
-Three arrays, as the paper's runs were launched (DETAILS.md §7): one task per distinct SFT artifact not yet in
+Three arrays, as the paper's runs were launched (DETAILS.md §7): one job per distinct SFT artifact not yet in
 the cache, then one per distinct RM artifact, then one per PPO-level run that is not complete. Each array
-depends on the previous one with ``afterany`` rather than ``afterok``: with ``afterok`` one failed SFT task
-(say a NaN under ``dropout=model_default``) would cancel every RM and PPO task of the sweep, whereas with
+depends on the previous one with ``afterany`` rather than ``afterok``: with ``afterok`` one failed SFT job
+(say a NaN under ``dropout=model_default``) would cancel every RM and PPO job of the sweep, whereas with
 ``afterany`` the specs whose artifact is missing fail on their own (and rebuild it, or leave error.txt) and the
-rest of the sweep goes on, as it does locally. A PPO task is ``runner.execute_spec``: the same run-dir lock,
-log.txt, error.txt and DONE rules as the local runner, so a sweep can be resumed by either executor.
+rest of the sweep goes on, as it does locally. A PPO job runs ``runner.execute_spec`` (on rank 0): the same
+run-dir lock, log.txt, error.txt and DONE rules as the local runner, so a sweep can be resumed by either executor.
 
 One run is one job of ``cfg.processes`` SLURM tasks on one node (8 for the paper presets: one 8-GPU node per run,
 DETAILS.md §7), one task per data-parallel process. Each task exports the torch.distributed environment that
@@ -41,12 +41,12 @@ DEPENDENCY = "afterany"
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """sbatch resources of every task (one pipeline run or one stage build per task)."""
+    """sbatch resources of every job (one pipeline run or one stage build per job, one SLURM task per process)."""
 
     partition: str | None = None
     """SLURM partition (default: the cluster's)."""
     time_min: int = 24 * 60
-    """Time limit of each task in minutes."""
+    """Time limit of each job in minutes."""
     gpus_per_node: int | None = None
     """GPUs per job (one node per run). Default: one per process of the run, i.e. the config's `processes` (8 for
     the paper presets, 1 for the embedded task); 0 runs on CPUs (gloo)."""

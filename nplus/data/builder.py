@@ -18,11 +18,16 @@ way for a trainer to build masks (which is exactly why that alternative hurts in
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets
 
+from nplus.data import formatting
 from nplus.data.formatting import (
     ON_OFF,
     PAD_TOKEN_MODES,
@@ -154,9 +159,17 @@ def _column(d: Dataset, name: str) -> np.ndarray:
 
 
 def _sft_batch(
-    batch: dict, *, tokenizer, lengths: Lengths, details: DataDetails, pad_id: int, cache: QueryCache | None = None
+    batch: dict,
+    *,
+    tokenizer,
+    lengths: Lengths,
+    details: DataDetails,
+    pad_id: int,
+    cache: QueryCache | None = None,
+    code_version: str = "",
 ) -> dict:
-    """Pre-tokenize a batch of SFT rows (``datasets.map(batched=True)``)."""
+    """Pre-tokenize a batch of SFT rows (``datasets.map(batched=True)``); ``code_version`` only enters
+    the ``datasets`` fingerprint (see :func:`_code_version`)."""
     out: dict[str, list] = {k: [] for k in (*SFT_FEATURES, *_PRIVATE_COLUMNS)}
     # 1. queries: truncated to `lengths.query` (batched tokenizer calls; truncations remembered in `cache`)
     rows = list(zip(batch["subreddit"], batch["title"], batch["post"]))
@@ -184,15 +197,23 @@ def _sft_batch(
 
 
 def _preference_batch(
-    batch: dict, *, tokenizer, lengths: Lengths, details: DataDetails, pad_id: int, cache: QueryCache | None = None
+    batch: dict,
+    *,
+    tokenizer,
+    lengths: Lengths,
+    details: DataDetails,
+    pad_id: int,
+    cache: QueryCache | None = None,
+    code_version: str = "",
 ) -> dict:
-    """Pre-tokenize a batch of comparisons (``datasets.map(batched=True)``)."""
+    """Pre-tokenize a batch of comparisons (``datasets.map(batched=True)``); ``code_version`` only enters
+    the ``datasets`` fingerprint (see :func:`_code_version`)."""
     out: dict[str, list] = {k: [] for k in (*PREFERENCE_FEATURES, *_PRIVATE_COLUMNS)}
     # 1. queries, exactly as for SFT (comparisons repeat their posts: `cache` truncates each once)
     rows = [_query_fields(info) for info in batch["info"]]
     queries = encode_queries(rows, tokenizer, lengths.query, details.query_truncation, cache)
     # 2. chosen = summaries[choice]; the texts already start with a space, only EOS is appended
-    pairs = [(summaries[choice], summaries[1 - choice]) for summaries, choice in zip(batch["summaries"], batch["choice"])]
+    pairs = [(summaries[c], summaries[1 - c]) for summaries, c in zip(batch["summaries"], batch["choice"])]
     responses = iter(
         preference_response_ids_many([s["text"] for pair in pairs for s in pair], tokenizer, details.preference_eos)
     )
@@ -235,11 +256,23 @@ def _check_total(d: Dataset, split: str, response_len_column: str, limit: int, n
         )
 
 
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    """A hash of the code that computes the columns.
+
+    ``datasets`` fingerprints a map function without the functions it calls, so a dataset loaded from
+    disk would otherwise get its cached columns back after :mod:`nplus.data.formatting` changed.
+    """
+    source = inspect.getsource(formatting) + inspect.getsource(sys.modules[__name__])
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
 def _map_split(d: Dataset, fn, added: dict, fn_kwargs: dict, num_proc: int | None, desc: str) -> Dataset:
     """``d.map(fn, batched=True)`` with a fixed schema; an empty split gets the same (empty) columns."""
     features = Features({**d.features, **added, **_PRIVATE_FEATURES})
     if len(d) == 0:  # `map` would skip the function and leave the new columns out
         return Dataset.from_dict({name: [] for name in features}, features=features)
+    fn_kwargs = {**fn_kwargs, "code_version": _code_version()}
     return d.map(fn, batched=True, fn_kwargs=fn_kwargs, features=features, num_proc=num_proc, desc=desc)
 
 

@@ -18,12 +18,18 @@ detail                      values (paper first)        function
 
 Every function encodes with ``add_special_tokens=False``: GPT-NeoX/Pythia adds no BOS, and a
 tokenizer that did would otherwise insert one in the middle of ``query + response``.
+
+The paper's truncation re-encodes the whole query once per dropped character; :func:`encode_queries`
+gives exactly its result from a few short encodings per row where a proof (next to
+:func:`_truncate_fast`) covers the tokenizer -- byte-level BPE such as Pythia's and ours -- and runs
+the paper's loop elsewhere.
 """
 
 from __future__ import annotations
 
 import bisect
 import copy
+from array import array
 import json
 import sys
 import unicodedata
@@ -67,9 +73,15 @@ def encode(tokenizer, text: str) -> list[int]:
 
 def _encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     """Batch version of :func:`encode` (fast tokenizers encode a batch in parallel)."""
+    return _encode_batch(tokenizer, texts)[0]
+
+
+def _encode_batch(tokenizer, texts: list[str]) -> tuple[list[list[int]], list | None]:
+    """:func:`_encode_many`, and the ``tokenizers.Encoding`` of each text for a fast tokenizer."""
     if not texts:  # transformers fails on an empty batch
-        return []
-    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [], []
+    batch = tokenizer(texts, add_special_tokens=False)
+    return [list(ids) for ids in batch["input_ids"]], getattr(batch, "encodings", None)
 
 
 def _require_eos_id(tokenizer) -> int:
@@ -143,8 +155,9 @@ class EncodedQuery(NamedTuple):
 def _truncate_at_newlines(subreddit, title, post, tokenizer, max_tokens) -> EncodedQuery:
     """The paper's truncation: the longest candidate of :func:`post_cut_candidates` that fits.
 
-    Equivalent to sfd's one-candidate-at-a-time loop (the first fitting candidate in its order), but
-    candidates are encoded in batches so that very long newline-free posts stay cheap.
+    Equivalent to sfd's one-candidate-at-a-time loop (the first fitting candidate in its order), with
+    candidates encoded in batches. Costly on long newline-free posts (one encoding of the whole query per
+    dropped character): :func:`encode_queries` runs it only where :func:`_truncate_fast`'s premise fails.
     """
     candidates = post_cut_candidates(post)
     tried = 0  # candidates tried so far; the first one is the untouched post
@@ -197,34 +210,38 @@ def encode_queries(
     Repeated rows are encoded once, all full queries in one (parallel) tokenizer call; only the rows
     over the limit -- a minority in TL;DR -- are truncated, with :func:`_truncate_fast` where its premise
     holds for the tokenizer and row and the paper's loop otherwise. ``cache`` (one per build) keeps the
-    truncated rows across calls: comparisons repeat their posts. Every returned row owns its ``ids``.
+    newline-truncated rows across calls: comparisons repeat their posts. Every returned row owns its
+    ``ids``.
     """
     check_choice("query_truncation", mode, TRUNCATION_MODES)
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    if mode != "newline":
+        cache = None  # the ablation's truncation costs one decode: nothing to keep
     if cache is not None:
         cache.bind(tokenizer)
-    found: dict[tuple, EncodedQuery | ValueError] = {}
+    found: dict[tuple, EncodedQuery] = {}
     todo = []
     for row in dict.fromkeys(tuple(r) for r in rows):
-        hit = cache.get((max_tokens, mode, row)) if cache is not None else None
+        hit = cache.get(max_tokens, row) if cache is not None else None
         if hit is not None:
             found[row] = hit
         else:
             todo.append(row)
     texts = [format_query(*row) for row in todo]
-    over: list[tuple[tuple, str, list[int]]] = []
-    for row, text, ids in zip(todo, texts, _encode_many(tokenizer, texts)):
+    all_ids, encodings = _encode_batch(tokenizer, texts)
+    over: list[tuple[tuple, str, list[int], object]] = []  # (row, text, ids, encoding or None)
+    for i, (row, text, ids) in enumerate(zip(todo, texts, all_ids)):
         if len(ids) <= max_tokens:
             found[row] = EncodedQuery(ids, text, truncated=False)
         else:
-            over.append((row, text, ids))
+            over.append((row, text, ids, encodings[i] if encodings else None))
     if mode == "hard":
-        for row, _, ids in over:
+        for row, _, ids, _ in over:
             found[row] = _truncate_hard(ids, tokenizer, max_tokens)
     else:
         fast = _truncate_fast(over, tokenizer, max_tokens)
-        for row, _, _ in over:  # in input order, so that the first row that cannot fit raises
+        for row, *_ in over:  # in input order, so that the first row that cannot fit raises
             q = fast[row]
             if isinstance(q, ValueError):
                 raise q
@@ -232,24 +249,25 @@ def encode_queries(
                 q = _truncate_at_newlines(row[0], row[1], row[2] or "", tokenizer, max_tokens)
             found[row] = q
     if cache is not None:
-        for row, _, _ in over:
-            cache.put((max_tokens, mode, row), found[row])
+        for row, *_ in over:
+            cache.put(max_tokens, row, found[row])
     return [(q := found[tuple(row)])._replace(ids=list(q.ids)) for row in rows]
 
 
 class QueryCache:
-    """Truncated queries of one dataset build, keyed by ``(max_tokens, mode, row)``.
+    """Newline-truncated queries of one dataset build, keyed by ``(max_tokens, row)``.
 
     Only rows over the limit are kept (the others cost a share of one batched call), at most
-    ``max_entries`` of them. The cache binds to the first tokenizer it serves and empties itself when
-    it sees another one (or the same one with a different vocabulary size). It pickles empty, so the
+    ``max_entries`` of them, each as the kept post length and its ids (about 6 KB a row at the paper's
+    512 tokens). The cache binds to the first tokenizer it serves and empties itself when it sees
+    another one (or the same one with a different vocabulary size). It pickles empty, so the
     ``datasets`` fingerprint of a ``map`` that receives it stays stable and each worker process of a
     ``num_proc`` map starts its own.
     """
 
-    def __init__(self, max_entries: int = 50_000) -> None:
+    def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
-        self._entries: dict = {}
+        self._entries: dict[tuple, tuple[int, array]] = {}
         self._owner = None  # (weakref to the tokenizer, its len)
 
     def __reduce__(self):
@@ -264,12 +282,17 @@ class QueryCache:
             self._entries.clear()
             self._owner = (weakref.ref(tokenizer), len(tokenizer))
 
-    def get(self, key):
-        return self._entries.get(key)
+    def get(self, max_tokens: int, row: tuple) -> EncodedQuery | None:
+        entry = self._entries.get((max_tokens, row))
+        if entry is None:
+            return None
+        kept, ids = entry
+        return EncodedQuery(list(ids), format_query(row[0], row[1], (row[2] or "")[:kept]), truncated=True)
 
-    def put(self, key, value: EncodedQuery) -> None:
+    def put(self, max_tokens: int, row: tuple, query: EncodedQuery) -> None:
         if len(self._entries) < self.max_entries:
-            self._entries[key] = value
+            kept = len(query.text) - len(format_query(row[0], row[1], ""))
+            self._entries[(max_tokens, row)] = (kept, array("q", query.ids))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,21 +331,23 @@ class QueryCache:
 #    [0, s) without ending there (it would be one of them), and no regex match looks behind, so the
 #    splits of Q(c) after s are those of Q(c)[s:] encoded on its own: f(c) = L(c) + len(encode(Q(c)[s:]))
 #    with L(c) the stable splits' tokens: each candidate costs the encoding of a few dozen characters.
-# 3. Lower bound. If no added token can overlap T (as in 1), the text from T's first non-space
-#    character, "TL;DR:", starts a piece (the character before it is "\n", which no piece continues
-#    past) and is split and encoded as on its own; the piece holding that "\n" is one more split, and a
-#    BPE model whose vocabulary holds every ByteLevel character gives every split at least one token.
-#    So f(c) >= L(c) + t, t = len(encode("TL;DR:")) (+ 1), all after the stable splits; L is
+# 3. Lower bound. If no added token can overlap T (as in 1), T = "\n\n" + "TL;DR:" lies in one regex
+#    gap. "TL;DR:" starts a piece (no alternative matches across "\n" into a letter) and, as nothing
+#    looks behind, is split and encoded as on its own. The whitespace run ending with T's "\n\n" is split
+#    by `\s+(?!\S)` into all but its last character, then `\s+` takes that last "\n": two more splits.
+#    A BPE model whose vocabulary holds every ByteLevel character gives every split at least one token.
+#    So f(c) >= L(c) + t, t = len(encode("TL;DR:")) (+ 2), all after the stable splits; L is
 #    nondecreasing in c, so c_b = min{c : L(c) > limit - t} = (end of the split that pushes the running
 #    count of Q(len(post)) over limit - t) + K - |H|.
-# The splits and their token counts come from one encoding of Q(len(post)) by a copy of the tokenizer
-# without post-processor (whose offsets are untrimmed); it must give the same ids as the tokenizer and its
-# splits must tile the text. As a canary, the tokenizer itself re-encodes every kept query, which must
-# give the ids composed in 2; any failure sends the row to the paper's loop.
+# The splits and their token counts come from one encoding of Q(len(post)) with untrimmed offsets: the
+# tokenizer's own when its post-processor leaves offsets alone, else that of a copy without
+# post-processor, which must then give the same ids. Its splits must tile the text. As a canary, the
+# tokenizer itself re-encodes every kept query, which must give the ids composed in 2; any failure sends
+# the row to the paper's loop.
 
 _QUERY_TAIL = QUERY_TEMPLATE.split("{post}")[1]  # T
 _QUERY_CUE = _QUERY_TAIL.lstrip()  # "TL;DR:"
-assert _QUERY_TAIL[-len(_QUERY_CUE) - 1] == "\n"  # lemma 3 needs a non-space whitespace before the cue
+assert _QUERY_TAIL == "\n\n" + _QUERY_CUE and _QUERY_CUE[0].isalpha()  # the shape lemma 3 relies on
 _BYTE_LEVEL_KEYS = {"type", "add_prefix_space", "trim_offsets", "use_regex"}
 
 
@@ -333,6 +358,7 @@ class _FastPlan:
     added: tuple[str, ...]  # contents of the added tokens
     tail_tokens: int  # t of lemma 3 (0 where some added token may overlap T)
     nfc: bool  # rows must pass the NFC quick check
+    own_offsets: bool  # the tokenizer's encodings have untrimmed offsets (no copy needed)
 
     def row_margin(self, text: str) -> int:
         """K for the row whose full query is ``text`` (lemma 1)."""
@@ -351,7 +377,7 @@ def _fast_plan(tokenizer) -> _FastPlan | None:
     if backend is None:
         return None
     try:
-        from tokenizers import models, normalizers, pre_tokenizers
+        from tokenizers import models, normalizers, pre_tokenizers, processors
 
         added = list(backend.get_added_tokens_decoder().values())
         pre_state = backend.pre_tokenizer.__getstate__() if backend.pre_tokenizer is not None else b"null"
@@ -363,6 +389,8 @@ def _fast_plan(tokenizer) -> _FastPlan | None:
             tuple((t.content, t.lstrip, t.rstrip, t.single_word, t.normalized) for t in added),
             type(backend.model).__name__,
             getattr(backend.model, "dropout", None),
+            backend.post_processor.__getstate__() if backend.post_processor is not None else b"null",
+            bool(getattr(tokenizer, "split_special_tokens", False)),
         )
         cached = _PLANS.get(tokenizer)
         if cached is not None and cached[0] == fingerprint:
@@ -378,9 +406,13 @@ def _fast_plan(tokenizer) -> _FastPlan | None:
             and pre.get("add_prefix_space") is False
             and not getattr(backend.model, "dropout", None)
             and all(t.content and not (t.lstrip or t.rstrip or t.single_word) for t in added)
+            and not getattr(tokenizer, "split_special_tokens", False)  # (a): special tokens are split out
         ):
-            structure = copy.deepcopy(backend)
+            structure = copy.deepcopy(backend)  # encodes as the tokenizer's calls do, keeping offsets
             structure.post_processor = None
+            structure.no_truncation()
+            structure.no_padding()
+            structure.encode_special_tokens = False
             contents = tuple(t.content for t in added)
             raw = max((len(t.content) for t in added if not t.normalized), default=0)
             normalized = max((len(t.content) for t in added if t.normalized), default=0)
@@ -392,13 +424,18 @@ def _fast_plan(tokenizer) -> _FastPlan | None:
                 if type(backend.model) is models.BPE and set(pre_tokenizers.ByteLevel.alphabet()) <= set(
                     backend.get_vocab(with_added_tokens=False)
                 ):
-                    tail_tokens += 1
+                    tail_tokens += 2
             plan = _FastPlan(
                 structure=structure,
                 margin=max(raw - 1, 0) + max(normalized - 1, 0) + 2,
                 added=contents,
                 tail_tokens=tail_tokens,
                 nfc=backend.normalizer is not None,
+                own_offsets=backend.post_processor is None
+                or (
+                    type(backend.post_processor) is processors.ByteLevel
+                    and json.loads(backend.post_processor.__getstate__()).get("trim_offsets") is False
+                ),
             )
         _PLANS[tokenizer] = (fingerprint, plan)
         return plan
@@ -422,7 +459,9 @@ def _nfc_maybe() -> frozenset[int]:
 def _nfc_yes(ch: str) -> bool:
     """NFC quick check of one character is YES (conservatively: unassigned characters are not, as the
     tokenizer's Unicode version may be newer than Python's)."""
-    return unicodedata.category(ch) != "Cn" and ord(ch) not in _nfc_maybe() and unicodedata.normalize("NFC", ch) == ch
+    return (
+        unicodedata.category(ch) != "Cn" and ord(ch) not in _nfc_maybe() and unicodedata.normalize("NFC", ch) == ch
+    )
 
 
 def _nfc_quick_check_yes(text: str) -> bool:
@@ -489,21 +528,25 @@ class _Scan:
 
 
 def _truncate_fast(
-    over: list[tuple[tuple, str, list[int]]], tokenizer, max_tokens: int
+    over: list[tuple[tuple, str, list[int], object]], tokenizer, max_tokens: int
 ) -> dict[tuple, EncodedQuery | ValueError | None]:
-    """The paper's truncation for rows over the limit (``(row, full query, its ids)``), same results.
+    """The paper's truncation for rows over the limit (``(row, full query, its ids, its encoding)``),
+    same results.
 
     Returns per row its query, the error the paper's loop would raise, or ``None`` where the premise of
     the proof above fails (the caller then runs the paper's loop).
     """
-    result: dict[tuple, EncodedQuery | ValueError | None] = {row: None for row, _, _ in over}
+    result: dict[tuple, EncodedQuery | ValueError | None] = {row: None for row, *_ in over}
     plan = _fast_plan(tokenizer) if over else None
     if plan is None:
         return result
-    eligible = [(row, text, ids) for row, text, ids in over if not plan.nfc or _nfc_quick_check_yes(text)]
-    encodings = plan.structure.encode_batch([text for _, text, _ in eligible], add_special_tokens=False)
+    eligible = [item for item in over if not plan.nfc or _nfc_quick_check_yes(item[1])]
+    # the splits of each full query: the tokenizer's own encodings where their offsets are untrimmed
+    if not plan.own_offsets or any(enc is None for *_, enc in eligible):
+        encodings = plan.structure.encode_batch([text for _, text, *_ in eligible], add_special_tokens=False)
+        eligible = [(row, text, ids, enc) for (row, text, ids, _), enc in zip(eligible, encodings)]
     pending: list[_Scan] = []
-    for (row, text, ids), enc in zip(eligible, encodings):
+    for row, text, ids, enc in eligible:
         bounds = _split_bounds(enc, max_tokens - plan.tail_tokens) if enc.ids == ids else None
         if bounds is not None:
             pending.append(_Scan(row, ids, *bounds, plan.row_margin(text)))
