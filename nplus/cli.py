@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import tyro
 
@@ -67,6 +67,19 @@ class DetailsCmd:
         return 0
 
 
+def _detail_flags() -> type:
+    """``--details.NAME VALUE`` flags generated from the registry. Each defaults to None = "as the preset says",
+    so a flag overrides the preset's value only when given (help text and choices come from the registry)."""
+    fields = []
+    for d in REGISTRY.values():
+        typ = Annotated[Optional[Literal[d.choices]], tyro.conf.arg(help=f"{d.doc} (paper: {d.paper})")]
+        fields.append((d.name, typ, dataclasses.field(default=None)))
+    return dataclasses.make_dataclass("DetailFlags", fields, frozen=True)
+
+
+DetailFlags = _detail_flags()
+
+
 @dataclass(frozen=True)
 class RunArgs:
     """A pipeline run: a preset, a seed, detail flips and hyperparameter overrides."""
@@ -77,10 +90,12 @@ class RunArgs:
     """Preset: smoke, demo, paper-1b, paper-2.8b or paper-6.9b."""
     seed: int = 1
     """Training seed (data order, sampling, head init)."""
-    details: Details = field(default_factory=Details)
-    """Implementation details (defaults: the paper's values)."""
+    details: DetailFlags = field(default_factory=DetailFlags)
+    """Implementation details to flip (default: the preset's values, which are the paper's except where a preset
+    says otherwise)."""
     framework: str | None = None
-    """Framework-emulation preset applied to details left at the paper value (paper, trl-ppo, openrlhf, ...)."""
+    """Framework-emulation preset (paper, trl-ppo, openrlhf, deepspeed-chat, trlx, lmhp): its detail values
+    replace the preset's; --details flags still override them."""
     set: tuple[str, ...] = ()
     """Hyperparameter overrides as dotted KEY=VALUE, e.g. --set ppo.total_episodes=2048 ppo.lr=1e-4."""
     cache: Path | None = None
@@ -96,12 +111,12 @@ class RunArgs:
         from nplus.config import apply_overrides, preset
 
         cfg = preset(self.preset, self.seed)
-        cfg = dataclasses.replace(cfg, details=self.details)
-        if self.framework:
+        if self.framework:  # a framework's values first, then the flags given on the command line
             from nplus.frameworks import framework_details
 
-            flips = {k: v for k, v in framework_details(self.framework).items() if getattr(self.details, k) == REGISTRY[k].paper}
-            cfg = apply_overrides(cfg, details=flips)
+            cfg = apply_overrides(cfg, details=framework_details(self.framework))
+        given = {k: v for k, v in dataclasses.asdict(self.details).items() if v is not None}
+        cfg = apply_overrides(cfg, details=given)
         hp = {}
         for item in self.set:
             if "=" not in item:
@@ -164,6 +179,9 @@ def _commands() -> dict[str, type]:
     from nplus.evaluation.evaluate_cmd import EvalConfig
 
     cmds["eval"] = EvalConfig
+    from nplus.data.build_cmd import DataBuildCmd
+
+    cmds["data-build"] = DataBuildCmd
     try:
         from nplus.ablate.cli import AblateCmd, StatsCmd
 

@@ -230,18 +230,22 @@ def _smoke(seed: int) -> Config:
 
 
 def _demo(seed: int) -> Config:
-    # Big enough that RLHF visibly works on the embedded task (PPO beats SFT on gold win rate), small enough
-    # for about 3 minutes per seed on 2 cores. Lengths cover the corpus: references are ≤ 44 tokens (p99 39),
-    # and 160 query tokens keep the facts of all but the long posts. Tiny models need far larger learning rates
-    # than Pythia's 3e-6; the single rate is one that SFT, RM and PPO all tolerate.
+    # The embedded task at a size where RLHF visibly moves the policy on 2 CPU cores in about 3 minutes per seed.
+    # Lengths cover the corpus: references are <= 44 tokens (p99 39) and 160 query tokens keep all but the long
+    # posts whole. The base model is pretrained longer (800 updates) because copying facts from post to summary
+    # only appears with it.
+    # One deviation from the paper's details, measured: at 0.3M parameters no single learning rate serves every
+    # stage. SFT needs ~2e-3 to learn the summary form in 2 epochs; PPO at 1e-3 lost EOS on 2 of 3 seeds (KL 16,
+    # gold below SFT) and at 1e-4 did not move (KL 1.7). So the demo uses per-stage rates; flipping
+    # details.learning_rate to `single` (one rate, cfg.lr) is itself an ablation.
     return Config(
-        preset="demo", seed=seed, lr=3e-4, eval_temperature=0.01,
+        preset="demo", seed=seed, lr=1e-3, eval_temperature=0.01, details=Details(learning_rate="per_stage"),
         task=TaskConfig(synth_scale="default", max_eval=256, max_rm_eval=1000),
-        model=ModelConfig(name="tiny", pretrain_steps=200, pretrain_lr=3e-3, pretrain_batch=32, pretrain_seq_len=128),
+        model=ModelConfig(name="tiny", pretrain_steps=800, pretrain_lr=3e-3, pretrain_batch=32, pretrain_seq_len=128),
         lengths=Lengths(query=160, sft_response=40, sft_total=200, pref_response=48, pref_total=208),
-        sft=OptimConfig(lr=1e-3, epochs=1, batch_size=32, micro_batch=32),
-        rm=OptimConfig(lr=5e-4, epochs=1, batch_size=32, micro_batch=32),
-        ppo=PPOConfig(lr=1e-4, total_episodes=4096, batch_size=64, micro_batch=64, ppo_epochs=4,
+        sft=OptimConfig(lr=2e-3, epochs=2, batch_size=32, micro_batch=32),
+        rm=OptimConfig(lr=1e-3, epochs=1, batch_size=32, micro_batch=32),
+        ppo=PPOConfig(lr=3e-4, total_episodes=2048, batch_size=64, micro_batch=64, ppo_epochs=4,
                       response_length=40, kl_coef=0.05, eval_every=16),
     )
 

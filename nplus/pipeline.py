@@ -78,7 +78,9 @@ def load_data(cfg: Config, cache: Path) -> Data:
 
         data_dir = None
         raw_sft, raw_cmp = load_sft(cfg.task.sft_source), load_comparisons(cfg.task.comparisons_source)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
+        from nplus.data.build_cmd import load_hub_tokenizer
+
+        tokenizer = load_hub_tokenizer(cfg.model.name)
         judge = make_judge("openai", model="gpt-3.5-turbo-0125")
     d = cfg.details
     tokenizer = prepare_tokenizer(tokenizer, d.pad_token)
@@ -179,9 +181,9 @@ def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
 
             def policy_scores(rm: ScalarModel) -> torch.Tensor:
                 # lmhp's normalization target: scores of SFT policy samples on training queries.
-                policy = load_causal_lm(sft_path / "model").eval()
+                policy = load_causal_lm(sft_path / "model").to(dist().device).eval()
                 g = torch.Generator().manual_seed(cfg.seed + 11)
-                q = as_tensor(data.sft["train"].select(range(min(256, len(data.sft["train"]))))["query_token"])
+                q = as_tensor(data.sft["train"].select(range(min(256, len(data.sft["train"]))))["query_token"]).to(dist().device)
                 tok = data.tokenizer
                 resp = ops.truncate_after_eos(sample(policy, q, tok.pad_token_id, tok.eos_token_id, cfg.ppo.response_length,
                                                      cfg.ppo.temperature, "fixed_length_then_truncate", g).responses, tok.eos_token_id, tok.pad_token_id)
@@ -201,14 +203,15 @@ def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
     g = torch.Generator().manual_seed(cfg.seed + 13)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     total, n = 0.0, 0
-    for q in es.query_tokens.split(64):
+    device = next(policy.parameters()).device
+    for q in es.query_tokens.to(device).split(64):
         resp = sample(policy, q, pad, eos, cfg.ppo.response_length, cfg.ppo.temperature, "fixed_length_then_truncate", g).responses
         post = ops.truncate_after_eos(resp, eos, pad)
         qr = torch.cat([q, resp], 1)
         T = resp.size(1)
         lp = response_logprobs(ref_response_logits(policy, qr, pad, T), resp, cfg.ppo.temperature, "on")
         rlp = response_logprobs(ref_response_logits(ref, qr, pad, T), resp, cfg.ppo.temperature, "on")
-        keep = torch.arange(resp.size(1))[None, :] <= ops.first_true_indices(post == eos)[:, None]
+        keep = torch.arange(resp.size(1), device=resp.device)[None, :] <= ops.first_true_indices(post == eos)[:, None]
         total += float(((lp - rlp) * keep).sum())
         n += q.size(0)
     return total / max(n, 1)
@@ -258,7 +261,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
             append_jsonl(out_dir / "samples.jsonl", row)
     # 6. PPO
     norm = RewardNormalization(bias=rm_eval["reward_bias"], gain=rm_eval["reward_gain"])
-    reward_model = ScalarModel.load(rm_path / "model").eval()
+    reward_model = ScalarModel.load(rm_path / "model").to(D.device).eval()
     pad = data.tokenizer.pad_token_id
 
     def reward(q: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:

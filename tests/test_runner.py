@@ -227,7 +227,11 @@ def test_kill_9_then_resume(tmp_path, fake, monkeypatch, capsys):
 # ---- dry runs and SLURM ---------------------------------------------------------------------------------------
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, fake, capsys):
-    study = ROOT / "ablations" / "demo.toml"
+    # a PPO-only flip (shares SFT and RM) and an all-stage flip (needs its own), 3 seeds
+    study = tmp_path / "plan_test.toml"
+    study.write_text('name = "plan_test"\npreset = "demo"\nseeds = "default"\n'
+                     '[[variants]]\nname = "missing_eos_penalty=off"\ndetails = { missing_eos_penalty = "off" }\n'
+                     '[[variants]]\nname = "dropout=model_default"\ndetails = { dropout = "model_default" }\n')
     out, cache = tmp_path / "runs" / "demo", tmp_path / "cache"
     specs = expand(load_study(study), out)
     # one measured SFT artifact: the estimate uses it
@@ -238,7 +242,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, fake, capsys):
     before = sorted(tmp_path.rglob("*"))
     assert AblateCmd(study, out=out, workers=2, cache=cache, dry_run=True).run() == 0
     text = capsys.readouterr().out
-    assert "PPO-level runs: 18 (0 complete, 18 to run)" in text
+    assert "PPO-level runs: 9 (0 complete, 9 to run)" in text
     assert "sft 6 (1 in cache), rm 6 (0 in cache)" in text
     assert "missing_eos_penalty=off" in text and "shares base, SFT and RM" in text
     assert "dropout=model_default" in text and "new SFT and RM" in text

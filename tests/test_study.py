@@ -33,14 +33,18 @@ def test_every_shipped_study_loads_and_expands(path, tmp_path):
         assert s.config.seed == s.seed
         assert s.run_dir.name == f"seed={s.seed}"
         if s.size:
-            assert s.config.model.name == s.size and s.run_dir.parent.name == f"size={s.size}"
+            assert s.run_dir.parent.name == f"size={s.size}"
+            if study.preset == "paper":  # a paper size selects the whole paper preset
+                assert s.config.preset == f"paper-{s.size}"
+            else:
+                assert s.config.model.name == s.size
 
 
 def test_demo_study_is_the_documented_one():
     study = load_study(ROOT / "ablations" / "demo.toml")
     assert study.seeds == (1, 2, 3) and study.preset == "demo"
     assert {v.name for v in study.variants} == {"baseline", "missing_eos_penalty=off", "temperature_in_training=off",
-                                                "dropout=model_default", "reward_whitening=on", "value_init=sft"}
+                                                "reward_whitening=on", "value_init=sft"}
 
 
 def test_one_at_a_time_covers_every_alternative():

@@ -315,8 +315,28 @@ def run_study(study: Study, out: Path, workers: int = 1, cache: Path | None = No
     todo = [s for s in specs if not is_complete(s)]
     echo(f"{study.name}: {len(specs) - len(todo)} complete, {len(todo)} to run"
          + (f" on {workers} workers × {threads_per_worker(workers)} threads" if todo else ""))
+    if todo and run_fn_ref() == DEFAULT_RUN_FN:
+        prepare_shared(todo, cache, echo)
     outcomes = run_local(todo, cache, workers, run_fn_ref(), command) if todo else []
     return SweepResult(specs, outcomes)
+
+
+def prepare_shared(specs: list[RunSpec], cache: Path, echo: Callable[[str], None]) -> None:
+    """Build what every spec shares (generated data, tokenized datasets, base models) once, in this process with
+    every core, before the pool starts: otherwise one single-threaded worker builds it while the others wait.
+    A failure here is only reported: the specs that need the artifact then fail on their own, contained."""
+    from nplus.pipeline import base_model, load_data
+
+    seen: set[str] = set()
+    for spec in specs:
+        key = spec.config.stage_hash("base") + str(spec.config.lengths) + str(spec.config.details)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            base_model(spec.config, load_data(spec.config, cache), cache)
+        except Exception as e:  # noqa: BLE001 - contained; the specs report it
+            echo(f"could not prepare shared artifacts for {spec.label}: {_first_line(e)}")
 
 
 def failure_summary(result: SweepResult) -> str:

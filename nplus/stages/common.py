@@ -56,6 +56,7 @@ class Dist:
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
+        self.device = self.accelerator.device
 
     def prepare(self, *objs):
         return self.accelerator.prepare(*objs) if self.world > 1 else (objs[0] if len(objs) == 1 else objs)
@@ -70,7 +71,7 @@ class Dist:
         """The mean of a per-rank scalar over ranks (what a single process would log for the whole batch)."""
         if self.world == 1:
             return value
-        return float(self.accelerator.reduce(torch.tensor([value]), reduction="mean").item())
+        return float(self.accelerator.reduce(torch.tensor([value], device=self.device), reduction="mean").item())
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -156,10 +157,12 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
     past, logits = out.past_key_values, out.logits[:, -1]
     next_pos = pos[:, -1] + 1
     tokens, logps = [], []
-    finished = torch.zeros(B, dtype=torch.bool)
+    dev = queries.device
+    finished = torch.zeros(B, dtype=torch.bool, device=dev)
     for t in range(length):
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+        # sampled on the CPU generator for reproducibility across devices; (B, V) probabilities are small
+        tok = torch.multinomial(logp.exp().cpu(), 1, generator=generator).squeeze(1).to(dev)
         if response_sampling == "stop_at_eos":
             tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
         elif response_sampling != "fixed_length_then_truncate":
@@ -169,7 +172,7 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
         finished |= tok == eos_id
         if t == length - 1 or (response_sampling == "stop_at_eos" and bool(finished.all())):
             break
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool)], dim=1)
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=dev)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                     past_key_values=past, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1]
@@ -178,8 +181,8 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
     logprobs = torch.stack(logps, 1)
     if responses.size(1) < length:  # stopped early: pad the rest
         extra = length - responses.size(1)
-        responses = torch.cat([responses, torch.full((B, extra), pad_id, dtype=responses.dtype)], 1)
-        logprobs = torch.cat([logprobs, torch.zeros(B, extra)], 1)
+        responses = torch.cat([responses, torch.full((B, extra), pad_id, dtype=responses.dtype, device=dev)], 1)
+        logprobs = torch.cat([logprobs, torch.zeros(B, extra, device=dev)], 1)
     return Samples(responses, logprobs)
 
 

@@ -45,7 +45,7 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
     texts, finished, lengths, scores = [], [], [], []
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     for start in range(0, len(es.ids), batch_size):
-        q = es.query_tokens[start:start + batch_size]
+        q = es.query_tokens[start:start + batch_size].to(next(policy.parameters()).device)
         out = sample(policy, q, pad_id, eos_id, length, temperature, response_sampling, gen)
         responses = ops.truncate_after_eos(out.responses, eos_id, pad_id)
         has_eos = (responses == eos_id).any(1)
@@ -53,7 +53,7 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
         lengths += ops.response_lengths(responses, eos_id).tolist()
         texts += [tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True) for row in responses.tolist()]
         if reward_fn is not None:
-            scores += reward_fn(q, responses).tolist()
+            scores += reward_fn(q, responses).float().cpu().tolist()
     # The judge sees the policy summary and the reference in a seeded random A/B order; an unparseable or
     # failed verdict is an outcome of its own, never a side (see nplus/evaluation/judges.py).
     refs = [" " + r.lstrip() for r in es.references]

@@ -105,7 +105,7 @@ def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tupl
     """
     T = responses.size(1)
     seq_last = (ops.first_true_indices(responses == pad_id) - 1).clamp(min=0)
-    idx = torch.arange(T)[None, :]
+    idx = torch.arange(T, device=responses.device)[None, :]
     padding_mask = idx > seq_last[:, None]
     value_mask = ~(idx > ops.score_index(seq_last, T, score_position)[:, None])
     return seq_last, padding_mask, value_mask
@@ -185,11 +185,13 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     gen = seed_everything(cfg.seed + 2, D.rank)  # data order, shared by all ranks
     sample_gen = rank_generator(cfg.seed + 3, D.rank)  # sampling, per rank
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    actor = build_actor(cfg, sft_dir, rm_dir)
+    actor = build_actor(cfg, sft_dir, rm_dir).to(D.device)
     actor.train()
     ddp_actor = D.prepare(actor)  # DDP averages policy and critic gradients over ranks
-    ref_policy = load_causal_lm(sft_dir).eval()
-    reward_model = ScalarModel.load(rm_dir).eval()
+    # frozen models may use the low-precision dtype (model.dtype); trained ones stay fp32
+    frozen_dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" and D.device.type == "cuda" else torch.float32
+    ref_policy = load_causal_lm(sft_dir, frozen_dtype).to(D.device).eval()
+    reward_model = ScalarModel.load(rm_dir, frozen_dtype).to(D.device).eval()
     for m in (ref_policy, reward_model):
         m.requires_grad_(False)
     base_lr = cfg.stage_lr("ppo")
@@ -207,7 +209,7 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     bar = progress(num_updates, "ppo", disable=None if D.is_main else True)
     for update in range(1, num_updates + 1):
         set_lr(opt, lr_at(base_lr, update - 1, num_updates, d.lr_schedule))
-        queries = train_queries[D.rank_slice(next(query_order))]
+        queries = train_queries[D.rank_slice(next(query_order))].to(D.device)
         t_rollout = time.perf_counter()
         # 1–4. rollout
         ro = rollout(cfg, actor, ref_policy, reward_model, norm, queries, pad_id, eos_id, sample_gen)

@@ -34,7 +34,8 @@ def pair_rewards(rm: ScalarModel, chosen: torch.Tensor, rejected: torch.Tensor, 
 def score_sequences(rm: ScalarModel, ids: torch.Tensor, pad_id: int, reward_token: str, batch_size: int = 128) -> torch.Tensor:
     """(N, L) ids (any padding) → (N,) raw rewards."""
     rm.eval()
-    out = [ops.pool_reward(rm(b, pad_id), b, pad_id, reward_token) for b in ids.split(batch_size)]
+    device = next(rm.parameters()).device
+    out = [ops.pool_reward(rm(b.to(device), pad_id), b.to(device), pad_id, reward_token).float().cpu() for b in ids.split(batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -59,7 +60,7 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     backbone = AutoModel.from_pretrained(str(sft_dir), use_safetensors=True)
     set_dropout(backbone, d.dropout)
     rm = ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, d.reward_head_init, gen))
-    rm.train()
+    rm.to(D.device).train()
     rm = D.prepare(rm)
     train = pref["train"]
     chosen_all, rejected_all = as_tensor(train["query_chosen_token"]), as_tensor(train["query_rejected_token"])
@@ -77,7 +78,7 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
             opt.zero_grad(set_to_none=True)
             loss_sum, acc_sum = 0.0, 0.0
             for micro in D.rank_slice(idx).chunk(accum):
-                rc, rr = pair_rewards(rm, chosen_all[micro], rejected_all[micro], pad_id, d.reward_token)
+                rc, rr = pair_rewards(rm, chosen_all[micro].to(D.device), rejected_all[micro].to(D.device), pad_id, d.reward_token)
                 loss, acc = ops.bradley_terry_loss(rc, rr)
                 check_finite(loss, "rm", step)
                 (loss / accum).backward()

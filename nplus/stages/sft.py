@@ -40,7 +40,7 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
     model = load_causal_lm(base_dir)
     resize_for_tokenizer(model, len(tokenizer))
     set_dropout(model, d.dropout)
-    model.train()
+    model.to(D.device).train()
     model = D.prepare(model)
     # 2. optimizer and schedule
     ids_all = as_tensor(train_ds["query_reference_response_token"])
@@ -61,8 +61,8 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
             opt.zero_grad(set_to_none=True)
             batch_loss = 0.0
             for micro in D.rank_slice(idx).chunk(accum):
-                ids = trim_right(ids_all[micro], pad_id)
-                loss = sft_step_loss(model, ids, qlen_all[micro], pad_id, d.sft_loss_tokens) / accum
+                ids = trim_right(ids_all[micro], pad_id).to(D.device)
+                loss = sft_step_loss(model, ids, qlen_all[micro].to(D.device), pad_id, d.sft_loss_tokens) / accum
                 check_finite(loss, "sft", step)
                 loss.backward()
                 batch_loss += loss.item()
