@@ -1,15 +1,10 @@
 """End to end: the smoke pipeline, its run directory, sanity checks, liveness of every detail, reproducibility."""
 
-import dataclasses
-import json
-import sys
-from pathlib import Path
-
 import pytest
 
 from nplus.config import apply_overrides, preset
-from nplus.details import REGISTRY, Details
-from nplus.pipeline import run_pipeline
+from nplus.details import REGISTRY
+from nplus.testing import run_isolated
 from nplus.rundir import read_json, read_jsonl
 
 SUMMARY_KEYS = ["sft.rouge_l", "sft.win_rate", "rm.accuracy", "ppo.win_rate", "ppo.kl", "ppo.mean_length",
@@ -18,24 +13,10 @@ SUMMARY_KEYS = ["sft.rouge_l", "sft.win_rate", "rm.accuracy", "ppo.win_rate", "p
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One smoke run with a spy recording which details the pipeline reads (outside the dataclass machinery)."""
+    """One smoke run (in a fresh process) recording which details the pipeline reads."""
     root = tmp_path_factory.mktemp("smoke")
-    read: set[str] = set()
-    original = Details.__getattribute__
-
-    def spy(self, name):
-        if name in REGISTRY:
-            caller = sys._getframe(1).f_globals.get("__name__", "")
-            if caller not in ("dataclasses", "nplus.details", "copy"):
-                read.add(name)
-        return original(self, name)
-
-    Details.__getattribute__ = spy
-    try:
-        summary = run_pipeline(preset("smoke", 1), root / "run", cache=root / "cache")
-    finally:
-        Details.__getattribute__ = original
-    return {"root": root, "summary": summary, "read": read}
+    summary, read = run_isolated(preset("smoke", 1), root / "run", root / "cache", spy=True)
+    return {"root": root, "summary": summary, "read": set(read)}
 
 
 def test_smoke_summary_and_run_directory(smoke):
@@ -72,7 +53,7 @@ def test_every_detail_is_read_by_the_smoke_pipeline(smoke):
 
 
 def test_same_seed_same_metrics(smoke, tmp_path):
-    again = run_pipeline(preset("smoke", 1), tmp_path / "run", cache=tmp_path / "cache")
+    again, _ = run_isolated(preset("smoke", 1), tmp_path / "run", tmp_path / "cache")
     a = {k: v for k, v in smoke["summary"].items() if "wall_time" not in k and k != "artifacts"}
     b = {k: v for k, v in again.items() if "wall_time" not in k and k != "artifacts"}
     assert a == b
@@ -84,7 +65,7 @@ def test_same_seed_same_metrics(smoke, tmp_path):
 @pytest.mark.parametrize("flip", [{"dropout": "model_default"}, {"temperature_in_training": "off"}])
 def test_sanity_first_ratio_fails_visibly_when_flipped(smoke, flip):
     cfg = apply_overrides(preset("smoke", 1), details=flip)
-    s = run_pipeline(cfg, smoke["root"] / f"flip-{next(iter(flip))}", cache=smoke["root"] / "cache")
+    s, _ = run_isolated(cfg, smoke["root"] / f"flip-{next(iter(flip))}", smoke["root"] / "cache")
     assert s["sanity.first_ratio_ok"] is False
     assert abs(s["sanity.first_ratio"] - 1.0) > 1e-4
 
