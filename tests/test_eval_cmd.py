@@ -200,10 +200,13 @@ def test_hf_judge_and_token_lengths(tmp_path, corpus):
     assert [j["response_length"] for j in judged] == expected
 
 
-def test_help_shows_field_docs(capsys):
-    with pytest.raises(SystemExit):
-        tyro.cli(EvalConfig, args=["--help"])
-    text = capsys.readouterr().out
+def test_help_shows_field_docs():
+    # in a subprocess: tyro's --help binds a console to the streams of the moment, which pytest closes afterwards
+    import subprocess
+    import sys
+
+    text = subprocess.run([sys.executable, "-m", "nplus.cli", "eval", "--help"], capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "COLUMNS": "200"}).stdout
     for flag in ("--input", "--judge", "--judge-model", "--both-orders", "--api-key-env", "--data-dir", "--cache-dir"):
         assert flag in text, flag
     assert "Seed of the per-example A/B order" in text
