@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional
 
 import tyro
 
-from nplus.details import Details, DetailError, registry_json, REGISTRY
+from nplus.details import REGISTRY, registry_json
 
 
 def _set_threads(threads: int | None) -> None:

@@ -287,10 +287,6 @@ def preset(name: str, seed: int = 1) -> Config:
     return PRESETS[name](seed)
 
 
-def _sections() -> dict[str, type]:
-    return {f.name: f.type for f in dataclasses.fields(Config)}
-
-
 def config_from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a Config from ``to_dict()`` output (validated once, at the end)."""
     kinds = {"task": TaskConfig, "model": ModelConfig, "lengths": Lengths, "sft": OptimConfig, "rm": OptimConfig,

@@ -59,9 +59,11 @@ SUMMARY_METRICS: dict[str, tuple[str, str]] = {
     "ppo.kl": ("none", "sequence KL(π‖π_ref) at the training temperature on validation prompts (k1, summed)"),
     "ppo.mean_length": ("none", "mean PPO response length in tokens"),
     "ppo.eos_rate": ("up", "fraction of PPO samples that contain EOS"),
-    "ppo.proxy_reward": ("up", "mean normalized RM score of PPO samples"),
+    "ppo.proxy_reward": ("none", "mean normalized RM score of PPO samples: rises under over-optimization too"),
     "ppo.gold_score": ("up", "mean gold score of PPO samples"),
-    "ppo.rouge_l": ("none", "ROUGE-L of PPO samples (RLHF is not trained for ROUGE)"),
+    "ppo.rouge_l": ("up", "ROUGE-L of PPO samples against the reference (RLHF is not trained for it)"),
+    "wall_time_s": ("down", "seconds of compute of the whole run"),
+    "ppo_wall_time_s": ("down", "seconds of compute of the PPO stage"),
 }
 
 

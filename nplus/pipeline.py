@@ -30,7 +30,7 @@ from nplus.rundir import (append_jsonl, artifact, atomic_write_json, is_done, ma
 from nplus.stages.base import pretrain_base
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
-from nplus.stages.ppo import ref_response_logits, response_logprobs, train_ppo
+from nplus.stages.ppo import response_logits, response_logprobs, train_ppo
 from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
 
@@ -72,8 +72,6 @@ def load_data(cfg: Config, cache: Path) -> Data:
         tokenizer = load_tokenizer(data_dir / "tokenizer")
         judge = GoldJudgeAdapter.from_dir(data_dir)
     else:
-        from transformers import AutoTokenizer
-
         from nplus.evaluation.judges import make_judge
 
         data_dir = None
@@ -209,8 +207,8 @@ def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
         post = ops.truncate_after_eos(resp, eos, pad)
         qr = torch.cat([q, resp], 1)
         T = resp.size(1)
-        lp = response_logprobs(ref_response_logits(policy, qr, pad, T), resp, cfg.ppo.temperature, "on")
-        rlp = response_logprobs(ref_response_logits(ref, qr, pad, T), resp, cfg.ppo.temperature, "on")
+        lp = response_logprobs(response_logits(policy, qr, pad, T), resp, cfg.ppo.temperature, "on")
+        rlp = response_logprobs(response_logits(ref, qr, pad, T), resp, cfg.ppo.temperature, "on")
         keep = torch.arange(resp.size(1), device=resp.device)[None, :] <= ops.first_true_indices(post == eos)[:, None]
         total += float(((lp - rlp) * keep).sum())
         n += q.size(0)

@@ -15,7 +15,7 @@ otherwise; ``insufficient data`` with fewer than 2 paired seeds; ``not assessed`
 The Wilcoxon p-value is reported alongside, not used: with n seeds its smallest two-sided p is 2/2^n (0.25 at 3
 seeds), so at the seed counts RLHF studies afford it can never reject.
 
-Metric directions (``METRIC_DIRECTIONS``, the one table):
+Metric directions (``METRIC_DIRECTIONS``, derived from ``nplus.metrics_doc.SUMMARY_METRICS``):
 
 | metric | direction | meaning |
 |---|---|---|
@@ -42,18 +42,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nplus.metrics_doc import SUMMARY_METRICS
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
 N_BOOT = 2000
 
-METRIC_DIRECTIONS: dict[str, str] = {
-    **{m: "higher" for m in (
-        "sft.rouge1", "sft.rouge2", "sft.rouge_l", "sft.win_rate", "sft.gold_score", "sft.eos_rate",
-        "rm.accuracy", "rm.accuracy_valid1", "rm.accuracy_valid2",
-        "ppo.win_rate", "ppo.gold_score", "ppo.eos_rate", "ppo.rouge_l")},
-    **{m: "neither" for m in ("ppo.kl", "sft.mean_length", "ppo.mean_length", "ppo.proxy_reward", "rm.reward_bias")},
-    **{m: "lower" for m in ("wall_time_s", "ppo_wall_time_s")},
-}
+# Derived from the metrics contract (nplus/metrics_doc.py), where each metric and its direction is declared once.
+METRIC_DIRECTIONS: dict[str, str] = {name: {"up": "higher", "down": "lower", "none": "neither"}[d]
+                                     for name, (d, _doc) in SUMMARY_METRICS.items()}
 VERDICTS = ("helps", "hurts", "changes", "no detectable effect", "insufficient data", "not assessed")
 # Win-rate metrics whose prompt-level outcomes are in samples.jsonl (rows of that stage, "win" 0/1).
 BOOTSTRAP_STAGES = {"ppo.win_rate": "ppo", "sft.win_rate": "sft"}

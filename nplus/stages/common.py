@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import sys
@@ -197,11 +196,6 @@ def as_tensor(column, dtype=torch.long) -> torch.Tensor:
 
 def lr_at(base_lr: float, step: int, total: int, schedule: str) -> float:
     return base_lr * ops.lr_factor(step, total, schedule)
-
-
-def safe_mean(values) -> float:
-    values = list(values)
-    return float(sum(values) / len(values)) if values else math.nan
 
 
 def trim_right(ids: torch.Tensor, pad_id: int) -> torch.Tensor:

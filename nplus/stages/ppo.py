@@ -19,7 +19,7 @@ from nplus import ops
 from nplus.config import Config
 from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, count_parameters, init_critic,
                           init_reward_head, lm_logits, load_causal_lm, set_dropout)
-from nplus.stages.common import (MetricsLog, as_tensor, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
+from nplus.stages.common import (MetricsLog, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
                                  rank_generator, sample, seed_everything, set_lr)
 
 # A sanity check passes when the quantity is within this of its ideal value (fp32 on CPU reaches ~1e-6).
@@ -92,7 +92,7 @@ def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature
     return ops.logprobs_of(ops.training_logits(logits, temperature, temperature_in_training), responses)
 
 
-def ref_response_logits(ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int) -> torch.Tensor:
+def response_logits(ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int) -> torch.Tensor:
     """(B, Lq+T) → (B, T, V) logits of a plain causal LM for the response positions."""
     return lm_logits(ref_policy, query_responses, pad_id, response_length + 1)[:, :-1]
 
@@ -129,7 +129,7 @@ def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, no
         logprobs = response_logprobs(logits, responses, p.temperature, d.temperature_in_training)
     else:
         raise ValueError(f"rollout_logprobs={d.rollout_logprobs!r}")
-    ref_logits = ref_response_logits(ref_policy, query_responses_raw, pad_id, T)
+    ref_logits = response_logits(ref_policy, query_responses_raw, pad_id, T)
     ref_logprobs = response_logprobs(ref_logits, responses, p.temperature, d.temperature_in_training)
     # 3. truncate after the first EOS (EOS kept); score the truncated text
     post = ops.truncate_after_eos(responses, eos_id, pad_id)
