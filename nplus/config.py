@@ -113,6 +113,10 @@ class PPOConfig:
     """The score a response without EOS gets (replace) or loses (subtract)."""
     eval_every: int = 0
     """Evaluate on validation prompts every N PPO updates (0: only at the end)."""
+    frozen_offload: bool = False
+    """Wrap the frozen reference policy and reward model in DeepSpeed ZeRO-3 with CPU parameter offload
+    (nplus/configs/ds_zero3_offload_frozen.json), as the paper did at 6.9B. Needs `pip install deepspeed` and
+    GPUs launched with `accelerate launch`; the trained policy and critic are unaffected."""
 
     @property
     def num_updates(self) -> int:
@@ -277,7 +281,8 @@ def _paper(size: str, seed: int) -> Config:
         rm=OptimConfig(lr=3e-6, epochs=1, batch_size=64, micro_batch=8),
         ppo=PPOConfig(lr=3e-6, total_episodes=1_000_000, batch_size=512, micro_batch=ppo_micro, ppo_epochs=4,
                       num_minibatches=1, response_length=53, temperature=0.7, kl_coef=0.05, gamma=1.0,
-                      lam=0.95, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, missing_eos_score=-1.0),
+                      lam=0.95, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, missing_eos_score=-1.0,
+                      frozen_offload=size == "6.9b"),
         processes=8,
     )
 

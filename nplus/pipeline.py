@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import dataclasses
 import math
 import shutil
@@ -224,6 +225,9 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         from nplus.tracking import require_wandb
 
         require_wandb()
+    if cfg.ppo.frozen_offload and stop_after == "ppo" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
+                          "launch on GPUs with `accelerate launch`, or pass --set ppo.frozen_offload=false")
     # 1. provenance before any compute
     D = dist()
     if D.world != cfg.processes:

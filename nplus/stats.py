@@ -29,7 +29,8 @@ Metric directions (``METRIC_DIRECTIONS``, derived from ``nplus.metrics_doc.SUMMA
 | sft.mean_length, ppo.mean_length | neither | mean response length in tokens (longer is not better) |
 | ppo.proxy_reward | neither | mean normalized RM score: rises under over-optimization too |
 | rm.reward_bias | neither | the normalization bias subtracted from RM scores |
-| wall_time_s, ppo_wall_time_s | lower | seconds of compute |
+| ppo_wall_time_s | lower | seconds of compute of the PPO stage |
+| wall_time_s | neither | seconds of the whole run, upstream stages it built included |
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ gives the same training trajectory. Runs two CPU processes with gloo through tor
 Stated tolerance: per-step losses agree to 1e-4 absolute (fp32 all-reduce order differs from local summation).
 """
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -69,3 +70,32 @@ def test_indivisible_batch_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nplus.cli", "pipeline", "--preset", "smoke", "--out", str(tmp_path / "x"),
                         "--set", "sft.micro_batch=5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "must be divisible" in r.stderr
+
+
+def test_single_process_training_is_not_wrapped_and_backward_averages_micro_batches():
+    import torch
+
+    from nplus.stages.common import dist
+
+    D = dist()
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert D.prepare_training(model, opt, micro_batch=2, accum=2) == (model, opt)
+    x = torch.arange(12.0).view(4, 3)
+    for i, micro in enumerate(x.chunk(2)):
+        D.backward(model(micro).sum(), accum=2, last=i == 1)
+    got = model.weight.grad.clone()
+    model.zero_grad()
+    (model(x).sum() / 2).backward()
+    assert torch.allclose(got, model.weight.grad)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
+def test_frozen_offload_without_deepspeed_fails_before_any_output(tmp_path):
+    from nplus.config import ConfigError, apply_overrides, preset
+    from nplus.pipeline import run_pipeline
+
+    cfg = apply_overrides(preset("smoke"), {"ppo.frozen_offload": "true"})
+    with pytest.raises(ConfigError, match="pip install deepspeed"):
+        run_pipeline(cfg, tmp_path / "run", cache=tmp_path / "cache")
+    assert not (tmp_path / "run").exists()

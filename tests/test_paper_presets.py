@@ -147,12 +147,14 @@ def test_details_are_the_papers(size):
     assert all(getattr(cfg.details, name) == d.paper for name, d in REGISTRY.items())
 
 
-def test_sizes_differ_only_in_model_and_ppo_micro_batch():
-    """Apart from the model and the PPO memory knobs (which do not change the maths), the three presets are one
-    configuration: the scaling study varies model size and nothing else."""
+def test_sizes_differ_only_in_model_and_memory_knobs():
+    """Apart from the model and the PPO memory knobs (micro-batch; ZeRO-3 offload of the frozen models at 6.9B),
+    which do not change the maths, the three presets are one configuration: the scaling study varies model size
+    and nothing else."""
     dicts = {s: preset(f"paper-{s}").to_dict() for s in SIZES}
+    assert {s: d["ppo"]["frozen_offload"] for s, d in dicts.items()} == {"1b": False, "2.8b": False, "6.9b": True}
     for d in dicts.values():
-        d.pop("preset"), d["model"].pop("name"), d["ppo"].pop("micro_batch")
+        d.pop("preset"), d["model"].pop("name"), d["ppo"].pop("micro_batch"), d["ppo"].pop("frozen_offload")
     assert dicts["1b"] == dicts["2.8b"] == dicts["6.9b"]
 
 

@@ -77,3 +77,13 @@ def test_ppo_only_flip_reuses_sft_and_rm(smoke):
     assert cfg.stage_hash("ppo") != base.stage_hash("ppo")
     data_flip = apply_overrides(base, details={"pad_token": "eos"})
     assert data_flip.stage_hash("sft") != base.stage_hash("sft")
+
+
+def test_base_model_keeps_the_ladder_dropout_in_its_config_and_records_the_copy_probe(smoke):
+    """Pretraining runs without dropout, but the saved config keeps 0.1: the `model_default` that the dropout
+    detail re-enables (test_sanity_first_ratio_fails_visibly_when_flipped depends on it)."""
+    (base,) = (smoke["root"] / "cache" / "base").glob("*/")
+    config = read_json(base / "model" / "config.json")
+    assert config["hidden_dropout"] == config["attention_dropout"] == 0.1
+    result = read_json(base / "result.json")
+    assert {"copy_nll_first", "copy_nll_repeat", "copy_gain"} <= set(result)

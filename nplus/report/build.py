@@ -614,15 +614,21 @@ def headline_table(study: Study, stats: pd.DataFrame) -> dict:
     return {"metrics": metrics, "baseline": baseline, "rows": rows, "has_sizes": bool(study.sizes)}
 
 
-def findings(headline: dict) -> list[dict]:
-    """The headline table in sentences: per variant, the key metrics it detectably moved."""
+def findings(headline: dict, stats: pd.DataFrame | None = None) -> list[dict]:
+    """The headline table in sentences: per variant, the key metrics it detectably moved, then any other metric
+    of stats.csv judged helps / hurts (so a finding outside the table is not lost)."""
+    key_names = {m["key"] for m in headline["metrics"]}
     out, quiet = [], []
     for row in headline["rows"]:
-        moved = [(m, c) for m, c in zip(headline["metrics"], row["cells"]) if c["cls"] in ("helps", "hurts", "changes")]
+        moved = [(m["label"], c) for m, c in zip(headline["metrics"], row["cells"]) if c["cls"] in ("helps", "hurts", "changes")]
+        if stats is not None:
+            sel = stats[(stats.variant == row["variant"]) & (stats["size"] == row["size"]) & ~stats.metric.isin(key_names)]
+            moved += [(r["metric"], c) for r in sel.to_dict("records")
+                      if (c := _effect_cell(r, r["metric"]))["cls"] in ("helps", "hurts")]
         name = row["variant"] + (f" [{row['size']}]" if row["size"] else "")
         if moved:
-            parts = [{"verdict": c["verdict"], "cls": c["cls"], "metric": m["label"],
-                      "value": f"{c['text']} {c['interval']}".strip()} for m, c in moved]
+            parts = [{"verdict": c["verdict"], "cls": c["cls"], "metric": label,
+                      "value": f"{c['text']} {c['interval']}".strip()} for label, c in moved]
             out.append({"variant": name, "overrides": row["overrides"], "parts": parts})
         elif not row["all_failed"]:
             quiet.append(name)
@@ -1068,7 +1074,7 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "title": options.title or f"{study.name}: RLHF implementation details",
         "kind": "single run" if study.single else f"study of {len(study.variants)} variant(s) × {len(study.seeds)} seed(s)",
         "generated": time.strftime("%Y-%m-%d %H:%M"), "toc": TOC, "facts": what_was_run(study), "failures": fails,
-        "headline": headline, "findings": findings(headline), "means": means_table(study, stats),
+        "headline": headline, "findings": findings(headline, stats), "means": means_table(study, stats),
         "variants": variants_table(study), "baseline": study.baseline, "single": study.single,
         "stats_source": stats_source, "direction_text": DIRECTION_TEXT, "ci_level": round(100 * (1 - ALPHA)),
         "figs": figs, "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",

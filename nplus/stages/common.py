@@ -57,11 +57,53 @@ class Dist:
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
 
-    def prepare(self, *objs):
-        return self.accelerator.prepare(*objs) if self.world > 1 else (objs[0] if len(objs) == 1 else objs)
+    @property
+    def deepspeed(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+    @property
+    def wraps(self) -> bool:
+        """Whether accelerate wraps the trained model: several processes, DeepSpeed, or mixed precision."""
+        return self.world > 1 or self.deepspeed or self.accelerator.mixed_precision != "no"
+
+    def prepare_training(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batch: int, accum: int):
+        """Wrap a stage's trained model and its optimizer together (DDP, mixed precision or DeepSpeed ZeRO).
+
+        Under DeepSpeed the engine owns accumulation and the optimizer step, so its config gets this stage's
+        micro-batch and accumulation steps before the engine is built; gradient clipping stays off (0.0) unless
+        the launch config sets it, as in the paper (no clipping among its hyperparameters). Plain single-process
+        runs get the objects back unchanged.
+        """
+        if not self.wraps:
+            return model, optimizer
+        if self.deepspeed:
+            ds = self.accelerator.state.deepspeed_plugin.deepspeed_config
+            ds.update(train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=accum,
+                      train_batch_size=micro_batch * accum * self.world)
+            if ds.get("gradient_clipping", "auto") == "auto":
+                ds["gradient_clipping"] = 0.0
+            self.accelerator.gradient_accumulation_steps = accum
+        return self.accelerator.prepare(model, optimizer)
+
+    def backward(self, loss: torch.Tensor, accum: int, last: bool) -> None:
+        """Backward of one of ``accum`` micro-batches; ``last`` marks the global batch's final one.
+
+        Gradients add up to the global batch mean: (loss / accum) per micro-batch, through the accelerator when it
+        wraps (mixed-precision scaling). Under DeepSpeed the engine divides by its accumulation steps itself and
+        steps the optimizer at ``last`` (the wrapped optimizer's step() is then a no-op).
+        """
+        if self.deepspeed:
+            self.accelerator.gradient_state._set_sync_gradients(last)
+            self.accelerator.backward(loss)
+        elif self.wraps:
+            self.accelerator.backward(loss / accum)
+        else:
+            (loss / accum).backward()
 
     def unwrap(self, model):
-        return self.accelerator.unwrap_model(model) if self.world > 1 else model
+        return self.accelerator.unwrap_model(model) if self.wraps else model
 
     def rank_slice(self, idx: torch.Tensor) -> torch.Tensor:
         return idx.chunk(self.world)[self.rank]
@@ -75,6 +117,19 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             self.accelerator.wait_for_everyone()
+
+
+FROZEN_OFFLOAD_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ds_zero3_offload_frozen.json"
+
+
+def zero3_offload(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen (forward-only) model as a DeepSpeed ZeRO-3 engine with CPU parameter offload, called like the
+    model itself. Written for the paper's 6.9B reference and reward models; not run on this project's CPU CI."""
+    import deepspeed  # optional; config validation has checked it is installed
+
+    engine, *_ = deepspeed.initialize(model=model, config=str(FROZEN_OFFLOAD_CONFIG))
+    engine.eval()
+    return engine
 
 
 _DIST: Dist | None = None

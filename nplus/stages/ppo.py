@@ -19,7 +19,7 @@ from nplus import ops
 from nplus.config import Config
 from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, count_parameters, init_critic,
                           init_reward_head, lm_logits, load_causal_lm, set_dropout)
-from nplus.stages.common import (MetricsLog, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
+from nplus.stages.common import (zero3_offload, MetricsLog, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
                                  rank_generator, sample, seed_everything, set_lr)
 
 # A sanity check passes when the quantity is within this of its ideal value (fp32 on CPU reaches ~1e-6).
@@ -187,13 +187,14 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     actor = build_actor(cfg, sft_dir, rm_dir).to(D.device)
     actor.train()
-    ddp_actor = D.prepare(actor)  # DDP averages policy and critic gradients over ranks
     # frozen models may use the low-precision dtype (model.dtype); trained ones stay fp32
     frozen_dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" and D.device.type == "cuda" else torch.float32
     ref_policy = load_causal_lm(sft_dir, frozen_dtype).to(D.device).eval()
     reward_model = ScalarModel.load(rm_dir, frozen_dtype).to(D.device).eval()
     for m in (ref_policy, reward_model):
         m.requires_grad_(False)
+    if p.frozen_offload:  # the paper at 6.9B: frozen models under ZeRO-3 with parameters offloaded to the CPU
+        ref_policy, reward_model = zero3_offload(ref_policy), zero3_offload(reward_model)
     base_lr = cfg.stage_lr("ppo")
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, d.adam_eps)
     log = MetricsLog(run_dir / "metrics.jsonl", "ppo")
@@ -203,6 +204,8 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     local_batch_size = p.batch_size // D.world
     local_minibatch_size = local_batch_size // p.num_minibatches
     accum = max(1, local_minibatch_size // p.micro_batch)
+    # DDP averages policy and critic gradients over ranks; rollouts use the unwrapped module (same parameters)
+    ddp_actor, opt = D.prepare_training(actor, opt, p.micro_batch, accum)
     sanity: dict = {}
     evals: list[dict] = []
     query_order = _query_stream(train_queries.size(0), p.batch_size, gen)
@@ -224,10 +227,11 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
         for epoch in range(p.ppo_epochs):
             for mb_idx, mb in enumerate(minibatches(local_batch_size, local_minibatch_size, gen)):
                 opt.zero_grad(set_to_none=True)
-                for micro in mb.chunk(accum):
+                micros = mb.chunk(accum)
+                for i, micro in enumerate(micros):
                     loss, stats = ppo_losses(cfg, ddp_actor, ro, adv, returns, micro, pad_id, kl_coef)
                     check_finite(loss, "ppo", update)
-                    (loss / accum).backward()
+                    D.backward(loss, accum, last=i == len(micros) - 1)
                     if update == 1 and epoch == 0 and mb_idx == 0 and "first_ratio" not in sanity:
                         sanity["first_ratio"] = float(stats["ratio"])
                     for k, v in stats.items():

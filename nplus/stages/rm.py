@@ -61,13 +61,13 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     set_dropout(backbone, d.dropout)
     rm = ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, d.reward_head_init, gen))
     rm.to(D.device).train()
-    rm = D.prepare(rm)
     train = pref["train"]
     chosen_all, rejected_all = as_tensor(train["query_chosen_token"]), as_tensor(train["query_rejected_token"])
     total = (chosen_all.size(0) // cfg.rm.batch_size) * cfg.rm.epochs
     base_lr = cfg.stage_lr("rm")
     opt = make_optimizer(rm.parameters(), base_lr, d.adam_eps)
     accum = cfg.grad_accum("rm")
+    rm, opt = D.prepare_training(rm, opt, cfg.rm.micro_batch, accum)
     log = MetricsLog(log_path, "rm")
     bar = progress(total, "rm", disable=None if D.is_main else True)
     step = 0
@@ -77,11 +77,12 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
             set_lr(opt, lr_at(base_lr, step, total, "cosine"))
             opt.zero_grad(set_to_none=True)
             loss_sum, acc_sum = 0.0, 0.0
-            for micro in D.rank_slice(idx).chunk(accum):
+            micros = D.rank_slice(idx).chunk(accum)
+            for i, micro in enumerate(micros):
                 rc, rr = pair_rewards(rm, chosen_all[micro].to(D.device), rejected_all[micro].to(D.device), pad_id, d.reward_token)
                 loss, acc = ops.bradley_terry_loss(rc, rr)
                 check_finite(loss, "rm", step)
-                (loss / accum).backward()
+                D.backward(loss, accum, last=i == len(micros) - 1)
                 loss_sum += loss.item() / accum
                 acc_sum += acc.mean().item() / accum
             opt.step()

@@ -41,8 +41,7 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
     resize_for_tokenizer(model, len(tokenizer))
     set_dropout(model, d.dropout)
     model.to(D.device).train()
-    model = D.prepare(model)
-    # 2. optimizer and schedule
+    # 2. optimizer and schedule; the model and optimizer are wrapped together (DDP / DeepSpeed under accelerate)
     ids_all = as_tensor(train_ds["query_reference_response_token"])
     qlen_all = as_tensor(train_ds["query_token_len"])
     steps_per_epoch = ids_all.size(0) // cfg.sft.batch_size
@@ -50,6 +49,7 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
     base_lr = cfg.stage_lr("sft")
     opt = make_optimizer(model.parameters(), base_lr, d.adam_eps)
     accum = cfg.grad_accum("sft")
+    model, opt = D.prepare_training(model, opt, cfg.sft.micro_batch, accum)
     log = MetricsLog(log_path, "sft")
     bar = progress(total, "sft", disable=None if D.is_main else True)
     step = 0
@@ -60,12 +60,13 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
             set_lr(opt, lr_at(base_lr, step, total, "cosine"))
             opt.zero_grad(set_to_none=True)
             batch_loss = 0.0
-            for micro in D.rank_slice(idx).chunk(accum):
+            micros = D.rank_slice(idx).chunk(accum)
+            for i, micro in enumerate(micros):
                 ids = trim_right(ids_all[micro], pad_id).to(D.device)
-                loss = sft_step_loss(model, ids, qlen_all[micro].to(D.device), pad_id, d.sft_loss_tokens) / accum
+                loss = sft_step_loss(model, ids, qlen_all[micro].to(D.device), pad_id, d.sft_loss_tokens)
                 check_finite(loss, "sft", step)
-                loss.backward()
-                batch_loss += loss.item()
+                D.backward(loss, accum, last=i == len(micros) - 1)
+                batch_loss += loss.item() / accum
             opt.step()
             step += 1
             batch_loss = D.mean(batch_loss)
