@@ -8,6 +8,7 @@ config hash) written last. Its behaviour is chosen by the spec's details so one 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -54,6 +55,11 @@ def fake_run(cfg, out_dir, cache, command=None, stop_after="ppo"):
             f.write(json.dumps({"stage": "ppo", "id": str(i), "win": int(i < 10 + 5 * (effect > 0))}) + "\n")
     atomic_write_json(out_dir / "summary.json", summary)
     print("fake run finished", flush=True)
+    if os.environ.get("FAKE_LOG"):  # a library logger created on first use, as transformers' is
+        lg = logging.getLogger("fake-library")
+        if not lg.handlers:
+            lg.addHandler(logging.StreamHandler())
+        lg.warning("library warning for seed %d", cfg.seed)
     mark_done(out_dir, {"hash": cfg.hash})
     if os.environ.get("FAKE_COUNTER"):
         with open(os.environ["FAKE_COUNTER"], "a") as f:
@@ -168,6 +174,16 @@ def test_execute_spec_writes_log_and_error(tmp_path, fake):
     outcome = execute_spec(spec, tmp_path / "cache", FAKE, "cmd")
     assert outcome.status == "failed" and outcome.error.startswith("RuntimeError: fake failure")
     assert "Traceback" in (spec.run_dir / "log.txt").read_text()
+
+
+def test_a_logger_created_in_one_spec_writes_to_the_next_specs_log(tmp_path, fake, monkeypatch):
+    """Two specs in one worker process: the handler made during the first must not hold its closed log."""
+    monkeypatch.setenv("FAKE_LOG", "1")
+    specs = expand(load_study(make_study(tmp_path, "")), tmp_path / "runs")
+    for spec in specs:
+        assert execute_spec(spec, tmp_path / "cache", FAKE, "cmd").status == "ok"
+    second = (specs[1].run_dir / "log.txt").read_text()
+    assert f"library warning for seed {specs[1].seed}" in second and "Logging error" not in second
 
 
 def test_scheduling_builds_each_artifact_once_first(tmp_path):

@@ -111,10 +111,15 @@ def _output_to(path: Path) -> Iterator[None]:
         log.flush()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        sys.stdout = sys.stderr = log
+        # A stream on descriptor 2 itself, never closed: logging handlers created during this spec (transformers
+        # makes one on first use) keep it, and it writes wherever fd 2 points, i.e. the next spec's log. Handing
+        # them `log` instead left them writing to a closed file ("--- Logging error ---") from the second spec on.
+        stream = open(2, "w", buffering=1, closefd=False, encoding="utf-8", errors="backslashreplace")
+        sys.stdout = sys.stderr = stream
         try:
             yield
         finally:
+            stream.flush()
             log.flush()
             sys.stdout, sys.stderr = saved_streams
             os.dup2(saved_fds[0], 1)
