@@ -377,3 +377,16 @@ def test_real_task_draws_published_values(tmp_path):
     root = make_study(tmp_path / "tldr", seeds=(1, 2), variants=("baseline",), failed=None, stats=False, task="tldr")
     html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
     assert "Paper values: Huang et al. (2024)" in html and "published values are not drawn" not in html
+
+
+def test_spearman_reports_a_metric_that_is_the_same_at_every_size():
+    import pandas as pd
+
+    from nplus.report.build import spearman_rows
+
+    rows = [{"variant": "baseline", "metric": m, "params": p, "value": v}
+            for p, rouge in ((1e5, 0.3), (3e5, 0.5), (1e6, 0.55)) for seed in (1, 2)
+            for m, v in (("sft.rouge_l", rouge + 0.001 * seed), ("ppo.win_rate", 0.0))]
+    got = {r["metric"]: r for r in spearman_rows(pd.DataFrame(rows), n_boot=200)}
+    assert got["sft.rouge_l"]["trend"] == "rises with size"
+    assert got["ppo.win_rate"]["trend"].startswith("the same at every size") and math.isnan(got["ppo.win_rate"]["rho"])

@@ -682,7 +682,12 @@ def spearman_rows(results: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> l
         for metric, label in SCALING_METRICS:
             m = g[g.metric == metric]
             x, y = m["params"].to_numpy(float), m["value"].to_numpy(float)
-            if np.unique(x).size < 2 or np.ptp(y) == 0:
+            if np.unique(x).size < 2:
+                continue
+            if np.ptp(y) == 0:  # say so rather than drop the row: "win rate 0 at every size" is a finding
+                rows.append({"variant": variant, "metric": metric, "label": label, "rho": math.nan, "ci_low": math.nan,
+                             "ci_high": math.nan, "n": int(x.size), "sizes": int(np.unique(x).size),
+                             "trend": f"the same at every size ({fmt(y[0])}): no trend to test", "cls": "none"})
                 continue
             rho = float(stats.spearmanr(x, y).statistic)
             lo, hi = _bootstrap_spearman(x, y, n_boot, seed)
