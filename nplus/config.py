@@ -168,12 +168,12 @@ class Config:
     def stage_dict(self, stage: Literal["base", "sft", "rm", "ppo"]) -> dict[str, Any]:
         """The part of the config a stage's artifact depends on (its own section and everything upstream)."""
         d = self.to_dict()
-        base = {"task": d["task"], "model": d["model"]}
+        base = {"task": d["task"], "model": d["model"], "base_recipe": BASE_RECIPE}
         if stage == "base":
             return base
         upstream_stages = {"sft": {"data", "all", "sft", "eval"}, "rm": {"data", "all", "sft", "rm", "eval"}}
         if stage == "ppo":
-            return {k: v for k, v in d.items() if k not in ("preset",)}
+            return {**{k: v for k, v in d.items() if k not in ("preset",)}, "base_recipe": BASE_RECIPE}
         keep = upstream_stages[stage]
         details = {k: v for k, v in d["details"].items() if REGISTRY[k].stage in keep}
         out = {**base, "seed": d["seed"], "lengths": d["lengths"], "lr": d["lr"], "sft": d["sft"], "processes": d["processes"],
@@ -187,7 +187,14 @@ class Config:
 
     @property
     def hash(self) -> str:
-        return config_hash({k: v for k, v in self.to_dict().items() if k != "preset"})
+        """The whole run's identity (what a run directory's DONE marker records)."""
+        return self.stage_hash("ppo")
+
+
+# The base-model recipe: bumped when pretrain_base's output for the same config changes (a code change, not a
+# config change), so that cached base models, and the SFT/RM artifacts and finished runs built on them, are not
+# reused across it. 2 (2026-11-21): pretraining without dropout, posts followed by their TL;DR lines.
+BASE_RECIPE = 2
 
 
 def config_hash(obj: Any) -> str:

@@ -33,6 +33,7 @@ LADDER: dict[str, tuple[int, int, int]] = {
 }
 # Pythia's base configs have no dropout; GPT-2's have 0.1. The ladder keeps 0.1 so that details.dropout matters.
 BASE_DROPOUT = 0.1
+LADDER_DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "classifier_dropout")
 
 
 def ladder_config(rung: str, vocab_size: int, max_positions: int, eos_id: int, pad_id: int) -> GPTNeoXConfig:
@@ -40,7 +41,7 @@ def ladder_config(rung: str, vocab_size: int, max_positions: int, eos_id: int, p
     return GPTNeoXConfig(
         vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=4 * hidden, max_position_embeddings=max_positions,
-        attention_dropout=BASE_DROPOUT, hidden_dropout=BASE_DROPOUT, classifier_dropout=BASE_DROPOUT,
+        **dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT),
         bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id, tie_word_embeddings=False,
         use_parallel_residual=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
     )

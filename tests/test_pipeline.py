@@ -87,3 +87,14 @@ def test_base_model_keeps_the_ladder_dropout_in_its_config_and_records_the_copy_
     assert config["hidden_dropout"] == config["attention_dropout"] == 0.1
     result = read_json(base / "result.json")
     assert {"copy_nll_first", "copy_nll_repeat", "copy_gain"} <= set(result)
+
+
+def test_base_recipe_version_enters_every_cached_artifact_and_run_hash(monkeypatch):
+    """A change to how base models are pretrained must not reuse base, SFT, RM or finished runs built before it."""
+    import nplus.config as config
+
+    cfg = preset("smoke", 1)
+    before = {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")} | {"run": cfg.hash}
+    monkeypatch.setattr(config, "BASE_RECIPE", config.BASE_RECIPE + 1)
+    after = {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")} | {"run": cfg.hash}
+    assert all(before[k] != after[k] for k in before)

@@ -14,11 +14,11 @@ from transformers import GPTNeoXForCausalLM
 
 from nplus.config import Config
 from nplus.data.formatting import format_query
-from nplus.models import BASE_DROPOUT, count_parameters, ladder_config, set_dropout
+from nplus.models import BASE_DROPOUT, LADDER_DROPOUT_KEYS, count_parameters, ladder_config, set_dropout
 from nplus.stages.common import MetricsLog, check_finite, lr_at, progress, seed_everything, set_lr
 
 
-def token_stream(sft_train, tokenizer, corpus: str = "posts") -> torch.Tensor:
+def token_stream(sft_train, tokenizer, corpus: str) -> torch.Tensor:
     """All training posts (formatted as queries; with ``posts_tldr`` followed by the summary) joined by EOS
     → (N,) token ids."""
     eos = tokenizer.eos_token_id
@@ -63,8 +63,7 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{loss_val:.3f}")
     bar.close()
-    for key in ("attention_dropout", "hidden_dropout", "classifier_dropout"):  # set_dropout zeroed the config too
-        setattr(model.config, key, BASE_DROPOUT)
+    model.config.update(dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT))  # set_dropout zeroed the config too
     model.save_pretrained(out_dir / "model", safe_serialization=True)
     tokenizer.save_pretrained(out_dir / "model")
     model.eval()

@@ -125,7 +125,7 @@ FROZEN_OFFLOAD_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ds_ze
 def zero3_offload(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen (forward-only) model as a DeepSpeed ZeRO-3 engine with CPU parameter offload, called like the
     model itself. Written for the paper's 6.9B reference and reward models; not run on this project's CPU CI."""
-    import deepspeed  # optional; config validation has checked it is installed
+    import deepspeed  # optional; run_pipeline checks that it is installed before writing anything
 
     engine, *_ = deepspeed.initialize(model=model, config=str(FROZEN_OFFLOAD_CONFIG))
     engine.eval()

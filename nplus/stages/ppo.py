@@ -19,8 +19,8 @@ from nplus import ops
 from nplus.config import Config
 from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, count_parameters, init_critic,
                           init_reward_head, lm_logits, load_causal_lm, set_dropout)
-from nplus.stages.common import (zero3_offload, MetricsLog, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
-                                 rank_generator, sample, seed_everything, set_lr)
+from nplus.stages.common import (MetricsLog, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
+                                 rank_generator, sample, seed_everything, set_lr, zero3_offload)
 
 # A sanity check passes when the quantity is within this of its ideal value (fp32 on CPU reaches ~1e-6).
 SANITY_TOL = 1e-4
