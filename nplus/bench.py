@@ -26,8 +26,9 @@ def bench(name: str, seed: int = 1) -> dict:
         t0 = time.time()
         summary = run_pipeline(preset(name, seed), out, cache)
         total = time.time() - t0
-        base = next(cache.glob("base/*/result.json"), None)
-        base_rows = read_jsonl(next(cache.glob("base/*/metrics.jsonl")))
+        # a committed base model (nplus/bases) is an input, like Pythia: nothing is pretrained then
+        base = next(cache.glob("base/*/manifest.json"), None)
+        base_rows = read_jsonl(base.parent / "metrics.jsonl") if base else []
         ppo = [r for r in read_jsonl(out / "metrics.jsonl") if r["stage"] == "ppo" and "time/rollout_s" in r]
         sft_eval, rm_eval = read_json(next(cache.glob("sft/*/eval.json"))), read_json(next(cache.glob("rm/*/eval.json")))
         rollout_s = sum(r["time/rollout_s"] for r in ppo)

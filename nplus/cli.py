@@ -43,6 +43,44 @@ class DataCmd:
 
 
 @dataclass(frozen=True)
+class BaseCmd:
+    """Build a base model of the embedded ladder with the pretraining recipe (deterministic on CPU; minutes to
+    tens of minutes) and write it with its manifest into nplus/bases/RUNG (what the repository ships)."""
+
+    action: tyro.conf.Positional[Literal["build"]]
+    """`build`: run the recipe."""
+    rung: str = "tiny"
+    """Ladder rung (nano, tiny, xs, s, m, l)."""
+    preset: str = "demo"
+    """Preset whose task and model settings (recipe hyperparameters) the base is built with."""
+    out: Path | None = None
+    """Write here instead of nplus/bases/RUNG."""
+    cache: Path | None = None
+    """Cache for the generated corpus (default: $NPLUS_CACHE or runs/.cache)."""
+    threads: int | None = None
+    """torch threads (the result does not depend on it)."""
+
+    def run(self) -> int:
+        from nplus import bases
+        from nplus.config import ConfigError, apply_overrides, preset
+        from nplus.models import LADDER
+        from nplus.pipeline import default_cache, load_data
+
+        if self.rung not in LADDER:
+            raise ConfigError(f"--rung {self.rung!r}: not a ladder rung; valid rungs: {', '.join(LADDER)}")
+        cfg = apply_overrides(preset(self.preset), hparams={"model.name": self.rung})
+        if cfg.task.name != "tldr-synth":
+            raise ConfigError(f"--preset {self.preset}: base models are built for the embedded task (tldr-synth) only")
+        _set_threads(self.threads)
+        out = self.out or bases.BASES_DIR / self.rung
+        data = load_data(cfg, self.cache or default_cache())
+        manifest = bases.build(cfg, data, out, command=f"nplus base build --rung {self.rung} --preset {self.preset}")
+        print(json.dumps({k: manifest[k] for k in ("rung", "recipe", "base_hash", "probes", "build_time_s")}, indent=2))
+        print(f"base model: {out}", file=sys.stderr)
+        return 0
+
+
+@dataclass(frozen=True)
 class DetailsCmd:
     """List the implementation details: name, stage, paper value, alternatives, doc and source."""
 
@@ -173,7 +211,7 @@ class PpoCmd(RunArgs):
 
 
 def _commands() -> dict[str, type]:
-    cmds: dict[str, type] = {"data": DataCmd, "details": DetailsCmd, "pipeline": PipelineCmd, "sft": SftCmd,
+    cmds: dict[str, type] = {"data": DataCmd, "base": BaseCmd, "details": DetailsCmd, "pipeline": PipelineCmd, "sft": SftCmd,
                              "rm": RmCmd, "ppo": PpoCmd}
     from nplus.evaluation.evaluate_cmd import EvalConfig
 
@@ -197,7 +235,7 @@ def _commands() -> dict[str, type]:
 
 
 # Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
-USER_ERRORS = ("DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
+USER_ERRORS = ("BaseModelError", "DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
                "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError")
 
 

@@ -53,16 +53,31 @@ class ModelConfig:
     name: str = "tiny"
     """Ladder rung (`nano`, `tiny`, `xs`, `s`, `m`, `l`) or a `transformers` causal LM name/path."""
     pretrain_steps: int = 300
-    """Language-model pretraining updates for ladder models (the analogue of Pythia's pretraining)."""
+    """Language-model updates of base pretraining for ladder models (the analogue of Pythia's pretraining), after
+    the induction phase."""
+    pretrain_induction_steps: int = 0
+    """Updates on repeated random-token spans before the language phase: the induction circuit (in-context
+    copying) forms there; language-model training on posts alone does not produce it at this size."""
+    pretrain_span_mix: float = 0.0
+    """Share of each language-phase batch's rows that are repeated random spans (keeps the copying circuit
+    exercised while the model learns language)."""
+    pretrain_extra_posts: int = 0
+    """Fresh generated posts (with their TL;DR lines) added to the pretraining corpus beyond the SFT training
+    posts, so that the corpus does not repeat and predicting a TL;DR pays only by reading its post."""
     pretrain_lr: float = 3e-3
     pretrain_batch: int = 32
     pretrain_seq_len: int = 128
+    """Window of the language phase (each window starts at a document)."""
+    pretrain_span_len: int = 128
+    """Window of the induction phase."""
     pretrain_seed: int = 0
     """Base models are shared by every training seed, as Pythia checkpoints are."""
     pretrain_corpus: Literal["posts", "posts_tldr"] = "posts_tldr"
     """`posts`: training posts only. `posts_tldr`: each training post followed by its author's TL;DR line, as
     Reddit posts carry them (the TL;DR dataset was mined from such lines). Copying facts from post to summary
     needs attention circuits that only form on text where facts repeat; Pythia learned them on web text."""
+    rotary_pct: float = 0.25
+    """Share of each head's dimensions that carry rotary position embeddings in ladder models (Pythia: 0.25)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
 
 
@@ -170,7 +185,13 @@ class Config:
         d = self.to_dict()
         base = {"task": d["task"], "model": d["model"], "base_recipe": BASE_RECIPE}
         if stage == "base":
-            return base
+            # Only what the base model depends on: the corpus it is pretrained on (generator version included) and
+            # the model section. Evaluation sizes or length limits must not make a committed base unusable.
+            from nplus.tasks.synth import VERSION
+
+            corpus = {k: d["task"][k] for k in ("name", "synth_seed", "synth_scale", "max_sft_train")}
+            return {"task": corpus, "generator": VERSION if self.task.name == "tldr-synth" else None,
+                    "model": d["model"], "base_recipe": BASE_RECIPE}
         upstream_stages = {"sft": {"data", "all", "sft", "eval"}, "rm": {"data", "all", "sft", "rm", "eval"}}
         if stage == "ppo":
             return {**{k: v for k, v in d.items() if k not in ("preset",)}, "base_recipe": BASE_RECIPE}
@@ -194,7 +215,9 @@ class Config:
 # The base-model recipe: bumped when pretrain_base's output for the same config changes (a code change, not a
 # config change), so that cached base models, and the SFT/RM artifacts and finished runs built on them, are not
 # reused across it. 2 (2026-11-21): pretraining without dropout, posts followed by their TL;DR lines.
-BASE_RECIPE = 2
+# 3 (2026-12-01): an induction phase on repeated random spans, then document-aligned posts+TL;DR windows from a
+# corpus with fresh generated posts, mixed with span batches; the base-stage hash covers the corpus only.
+BASE_RECIPE = 3
 
 
 def config_hash(obj: Any) -> str:
@@ -235,7 +258,8 @@ def _smoke(seed: int) -> Config:
     return Config(
         preset="smoke", seed=seed, lr=1e-3, eval_temperature=0.01,
         task=TaskConfig(synth_scale="small", max_eval=32, max_rm_eval=128),
-        model=ModelConfig(name="nano", pretrain_steps=30, pretrain_batch=16, pretrain_seq_len=64),
+        model=ModelConfig(name="nano", pretrain_steps=30, pretrain_induction_steps=6, pretrain_span_mix=0.25,
+                          pretrain_extra_posts=32, pretrain_batch=16, pretrain_seq_len=64, pretrain_span_len=64),
         lengths=Lengths(query=96, sft_response=24, sft_total=120, pref_response=40, pref_total=136),
         sft=OptimConfig(lr=1e-3, epochs=1, batch_size=16, micro_batch=16),
         rm=OptimConfig(lr=1e-3, epochs=1, batch_size=16, micro_batch=16),

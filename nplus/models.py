@@ -21,8 +21,8 @@ hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load dr
 
 from nplus import ops
 
-# Rungs of the ladder: (hidden, layers, heads). FFN = 4 × hidden, rotary on 25 % of head dims, parallel
-# residual and untied embeddings, as in Pythia. Parameter counts depend on the tokenizer's vocabulary.
+# Rungs of the ladder: (hidden, layers, heads). FFN = 4 × hidden, parallel residual and untied embeddings, as in
+# Pythia; rotary on 25 % of head dims as in Pythia unless ModelConfig.rotary_pct says otherwise. Parameter counts depend on the tokenizer's vocabulary.
 LADDER: dict[str, tuple[int, int, int]] = {
     "nano": (32, 1, 2),
     "tiny": (64, 2, 4),
@@ -36,14 +36,15 @@ BASE_DROPOUT = 0.1
 LADDER_DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "classifier_dropout")
 
 
-def ladder_config(rung: str, vocab_size: int, max_positions: int, eos_id: int, pad_id: int) -> GPTNeoXConfig:
+def ladder_config(rung: str, vocab_size: int, max_positions: int, eos_id: int, pad_id: int,
+                  rotary_pct: float = 0.25) -> GPTNeoXConfig:
     hidden, layers, heads = LADDER[rung]
     return GPTNeoXConfig(
         vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=4 * hidden, max_position_embeddings=max_positions,
         **dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT),
         bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id, tie_word_embeddings=False,
-        use_parallel_residual=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+        use_parallel_residual=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": rotary_pct},
     )
 
 

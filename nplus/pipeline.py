@@ -28,7 +28,7 @@ from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rundir import (append_jsonl, artifact, atomic_write_json, is_done, mark_done, read_json, read_jsonl,
                           write_provenance)
-from nplus.stages.base import pretrain_base
+from nplus import bases
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
 from nplus.stages.ppo import response_logits, response_logprobs, train_ppo
@@ -113,13 +113,17 @@ def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source
 
 
 def base_model(cfg: Config, data: Data, cache: Path) -> Path | str:
-    """Step 3: a cached pretrained ladder model, or the hub name / local path itself."""
+    """Step 3: the committed base model built with this configuration (nplus/bases, checked), else one built into
+    the cache with the same recipe, or the hub name / local path itself."""
     if not is_ladder(cfg.model.name):
         return cfg.model.name
+    tokenizer_file = data.data_dir / "tokenizer" / "tokenizer.json" if data.data_dir else None
+    committed = bases.committed_base(cfg, tokenizer_file)
+    if committed is not None:
+        return committed
     with artifact(cache, "base", cfg.stage_hash("base")) as (path, built):
         if not built:
-            atomic_write_json(path / "config.json", cfg.stage_dict("base"))
-            atomic_write_json(path / "result.json", pretrain_base(cfg, data.sft["train"], data.tokenizer, path))
+            bases.build(cfg, data, path)
     return path / "model"
 
 
@@ -168,7 +172,8 @@ def sft_stage(cfg: Config, data: Data, base: Path | str, cache: Path, es: EvalSe
             agg, rows = _eval_fn(cfg, data, es)(policy)
             for r in rows:
                 append_jsonl(path / "samples.jsonl", {"stage": "sft", **r})
-            atomic_write_json(path / "eval.json", {**agg, **train, "wall_time_s": time.time() - t0})
+            probes = bases.base_probes(cfg, data, policy)  # does the policy read the post? (post_swap_gap)
+            atomic_write_json(path / "eval.json", {**agg, **probes, **train, "wall_time_s": time.time() - t0})
     return path
 
 
@@ -295,11 +300,12 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         "sft.rouge1": sft_eval["rouge1"], "sft.rouge2": sft_eval["rouge2"], "sft.rouge_l": sft_eval["rouge_l"],
         "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
         "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
+        "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
         "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
         "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
         "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
         "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
-        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"],
+        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
         **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
         "params": res["params"], "model": cfg.model.name, "seed": cfg.seed, "preset": cfg.preset,
         "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,

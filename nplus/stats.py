@@ -309,6 +309,35 @@ def bootstrap_win_rates(table: Any, runs: list[RunRef], baseline: str, n_boot: i
     return table
 
 
+def rlhf_effect(runs: list[RunRef], n_boot: int = N_BOOT) -> list[dict]:
+    """What PPO adds over its own SFT policy, per variant and size: the win-rate difference PPO − SFT on the same
+    validation prompts (paired by prompt id) per seed, its hierarchical seed × prompt bootstrap interval, and the
+    per-seed differences of the gold score and of the win rate from summary.json."""
+    done = [r for r in runs if (r.run_dir / "DONE").exists() and (r.run_dir / "summary.json").exists()]
+    out = []
+    for key in dict.fromkeys((r.variant, r.size) for r in done):
+        group = sorted((r for r in done if (r.variant, r.size) == key), key=lambda r: r.seed)
+        diffs, seeds = [], []
+        for r in group:
+            sft, ppo = prompt_outcomes(r.run_dir, "sft"), prompt_outcomes(r.run_dir, "ppo")
+            shared = sorted(set(sft) & set(ppo))
+            if shared:
+                diffs.append(np.array([ppo[k] - sft[k] for k in shared]))
+                s = json.loads((r.run_dir / "summary.json").read_text())
+                seeds.append({"seed": r.seed, "sft_win_rate": s.get("sft.win_rate"), "ppo_win_rate": s.get("ppo.win_rate"),
+                              "win_rate_diff": float(diffs[-1].mean()), "sft_gold_score": s.get("sft.gold_score"),
+                              "ppo_gold_score": s.get("ppo.gold_score"), "prompts": len(shared)})
+        if not diffs:
+            continue
+        ci = hierarchical_bootstrap(diffs, n_boot)
+        gold = [x["ppo_gold_score"] - x["sft_gold_score"] for x in seeds
+                if x["ppo_gold_score"] is not None and x["sft_gold_score"] is not None]
+        out.append({"variant": key[0], "size": key[1], "n": len(seeds), "win_rate_diff": float(np.mean([d.mean() for d in diffs])),
+                    "win_rate_diff_ci": list(ci) if ci else None, "gold_score_diff": float(np.mean(gold)) if gold else None,
+                    "min_seed_win_rate_diff": min(x["win_rate_diff"] for x in seeds), "seeds": seeds})
+    return out
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, (np.floating, np.integer)):
         v = v.item()
@@ -335,6 +364,7 @@ def write_stats(out: Path, n_boot: int = N_BOOT) -> dict[str, Any]:
     obj = {
         "study": study, "baseline": baseline, "alpha": ALPHA, "confidence": CONFIDENCE,
         "metric_directions": METRIC_DIRECTIONS, "rows": records,
+        "rlhf_effect": [{k: _clean(v) for k, v in e.items()} for e in rlhf_effect(find_runs(out)[2], n_boot)],
         "failures": [{k: _clean(v) for k, v in r.items()} for r in failures.to_dict("records")],
     }
     atomic_write_json(out / "stats.json", obj)

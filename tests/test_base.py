@@ -6,7 +6,8 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from nplus.models import ladder_config
-from nplus.stages.base import copy_probe, token_stream
+from nplus.evaluation.probes import copy_probe
+from nplus.stages.base import pretraining_texts, token_stream
 
 
 class _Tok:
@@ -26,11 +27,12 @@ ROWS = [{"subreddit": "tifu", "title": "TIFU by forgetting", "post": "I forgot i
 
 def test_posts_tldr_corpus_appends_the_summary_and_posts_does_not():
     tok = _Tok()
-    posts = token_stream(ROWS, tok, "posts")
-    with_tldr = token_stream(ROWS, tok, "posts_tldr")
+    posts, starts = token_stream(pretraining_texts(ROWS, "posts"), tok)
+    with_tldr, _ = token_stream(pretraining_texts(ROWS, "posts_tldr"), tok)
     keys = tok.vocab["keys"]
     assert keys not in posts.tolist() and keys in with_tldr.tolist()
     assert with_tldr.numel() == posts.numel() + 4 and with_tldr[-1] == 0 and posts[-1] == 0  # ends with EOS
+    assert starts.tolist() == [0]
 
 
 class _Copier(torch.nn.Module):

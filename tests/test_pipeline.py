@@ -85,8 +85,9 @@ def test_base_model_keeps_the_ladder_dropout_in_its_config_and_records_the_copy_
     (base,) = (smoke["root"] / "cache" / "base").glob("*/")
     config = read_json(base / "model" / "config.json")
     assert config["hidden_dropout"] == config["attention_dropout"] == 0.1
-    result = read_json(base / "result.json")
-    assert {"copy_nll_first", "copy_nll_repeat", "copy_gain"} <= set(result)
+    manifest = read_json(base / "manifest.json")
+    assert {"copy_nll_first", "copy_nll_repeat", "copy_gain", "post_swap_gap"} <= set(manifest["probes"])
+    assert manifest["base_hash"] == base.name and len(manifest["weights_sha256"]) == 64
 
 
 def test_base_recipe_version_enters_every_cached_artifact_and_run_hash(monkeypatch):

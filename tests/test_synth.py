@@ -144,9 +144,13 @@ def test_references_are_concise_and_human_like(small_posts):
     assert np.percentile(n_words, 5) >= 9 and np.percentile(n_words, 95) <= 27
     judge = GoldJudge({p.text: p.facts for p in posts})
     analyses = [analyze(judge._lookup(p.text), p.reference, True) for p in posts]
-    incomplete = np.mean([set(a.covered) != set(a.present) for a in analyses])
     with_filler = np.mean([a.components["irrelevant"] < 0 for a in analyses])
-    assert 0.1 <= incomplete <= 0.35 and 0.05 <= with_filler <= 0.25
+    asks = [a for a in analyses if "ask" in a.present]
+    ask_dropped = np.mean([("ask" not in a.covered) for a in asks])
+    # most writers leave the question out (synth.REFERENCE_ASK_OMIT); a quarter of the others drop a minor fact
+    assert abs(ask_dropped - synth.REFERENCE_ASK_OMIT) < 0.08
+    other_incomplete = np.mean([set(a.covered) - {"ask"} != set(a.present) - {"ask"} for a in analyses])
+    assert 0.1 <= other_incomplete <= 0.35 and 0.05 <= with_filler <= 0.25
     assert all(a.components["wrong"] == 0 for a in analyses)
 
 

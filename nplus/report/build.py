@@ -614,6 +614,23 @@ def headline_table(study: Study, stats: pd.DataFrame) -> dict:
     return {"metrics": metrics, "baseline": baseline, "rows": rows, "has_sizes": bool(study.sizes)}
 
 
+def rlhf_effect_rows(study: Study) -> list[dict]:
+    """What PPO adds over its SFT policy per variant (nplus.stats.rlhf_effect: win-rate difference on the same
+    prompts with its seed × prompt bootstrap interval, per-seed figures, gold-score difference), baseline first."""
+    from nplus.stats import RunRef, rlhf_effect
+
+    refs = [RunRef(r.variant, r.size, r.seed, r.path) for r in study.ok_runs if r.seed is not None]
+    rows = rlhf_effect(refs)
+    rows.sort(key=lambda e: (e["variant"] != study.baseline, study.variants.index(e["variant"]) if e["variant"] in study.variants else 0))
+    for e in rows:
+        ci = e["win_rate_diff_ci"]
+        e["label"] = e["variant"] + (f" [{e['size']}]" if e["size"] else "")
+        e["interval"] = fmt_interval(ci[0], ci[1], True) if ci else ""
+        e["excludes_zero"] = bool(ci) and (ci[0] > 0 or ci[1] < 0)
+        e["per_seed"] = ", ".join(f"{fmt(x['sft_win_rate'])} → {fmt(x['ppo_win_rate'])}" for x in e["seeds"])
+    return rows
+
+
 def findings(headline: dict, stats: pd.DataFrame | None = None) -> list[dict]:
     """The headline table in sentences: per variant, the key metrics it detectably moved, then any other metric
     of stats.csv judged helps / hurts (so a finding outside the table is not lost)."""
@@ -1080,6 +1097,7 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "kind": "single run" if study.single else f"study of {len(study.variants)} variant(s) × {len(study.seeds)} seed(s)",
         "generated": time.strftime("%Y-%m-%d %H:%M"), "toc": TOC, "facts": what_was_run(study), "failures": fails,
         "headline": headline, "findings": findings(headline, stats), "means": means_table(study, stats),
+        "rlhf": rlhf_effect_rows(study),
         "variants": variants_table(study), "baseline": study.baseline, "single": study.single,
         "stats_source": stats_source, "direction_text": DIRECTION_TEXT, "ci_level": round(100 * (1 - ALPHA)),
         "figs": figs, "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",

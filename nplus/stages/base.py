@@ -1,11 +1,23 @@
-"""Base models for the embedded task: a short language-model pretraining on posts (the analogue of Pythia's).
+"""Base models for the embedded task: the analogue of Pythia's pretraining (recipe ``BASE_RECIPE``).
 
-The base model is shared by every training seed and every detail variant (as a Pythia checkpoint is), so it
-keeps the ladder's dropout and is not affected by any detail.
+A base model must have what a pretrained LM has and the task needs: it reads the post it continues. Language-model
+training on posts alone does not produce that at this size (docs/tldr-synth.md, "Capability"), so the recipe has
+two phases:
+
+1. induction: repeated random-token spans at random offsets, the one distribution that only in-context copying
+   predicts, until the induction circuit forms (``copy_gain`` jumps from ≈ 0 to several nats);
+2. language: posts followed by their TL;DR lines, each window starting at a document so that the TL;DR's post is
+   in context, from a corpus large enough never to repeat (``pretrain_extra_posts`` fresh posts beyond the SFT
+   training posts), so that reading the body pays and memorizing title → TL;DR does not; a share of each
+   batch's rows stays span rows, which keeps the circuit exercised.
+
+The base model is shared by every training seed and every detail variant (as a Pythia checkpoint is), keeps the
+ladder's dropout in its saved config and is not affected by any detail. Built ones are committed (nplus/bases).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -14,72 +26,129 @@ from transformers import GPTNeoXForCausalLM
 
 from nplus.config import Config
 from nplus.data.formatting import format_query
+from nplus.evaluation.probes import copy_probe
 from nplus.models import BASE_DROPOUT, LADDER_DROPOUT_KEYS, count_parameters, ladder_config, set_dropout
-from nplus.stages.common import MetricsLog, check_finite, lr_at, progress, seed_everything, set_lr
+from nplus.stages.common import MetricsLog, check_finite, progress, seed_everything, set_lr
+
+# Spans of the induction phase: random tokens, each repeated once after a random gap. Offsets must vary: a
+# fixed-length repeat [x, x] is solved by a head that looks back a fixed distance, which copies nothing else.
+SPAN_LENGTHS = (6, 48)
+SPAN_GAPS = (0, 24)
+WARMUP = 100
+MAX_POSITIONS = 2048
 
 
-def token_stream(sft_train, tokenizer, corpus: str) -> torch.Tensor:
-    """All training posts (formatted as queries; with ``posts_tldr`` followed by the summary) joined by EOS
-    → (N,) token ids."""
+def pretraining_texts(sft_train, corpus: str, extra_posts: int = 0, synth_seed: int = 0) -> list[str]:
+    """The documents of base pretraining: every SFT training post formatted as a query (with ``posts_tldr``
+    followed by its TL;DR line), then ``extra_posts`` fresh generated posts with their TL;DR lines."""
+    def doc(subreddit: str, title: str, post: str, summary: str) -> str:
+        return format_query(subreddit, title, post) + (" " + summary if corpus == "posts_tldr" else "")
+
+    texts = [doc(r["subreddit"], r["title"], r["post"], r["summary"]) for r in sft_train]
+    if extra_posts:
+        from nplus.tasks.synth import pretraining_posts
+
+        texts += [doc(p.subreddit, p.title, p.text, p.reference) for p in pretraining_posts(synth_seed, extra_posts)]
+    return texts
+
+
+def token_stream(texts: list[str], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Documents joined by EOS → ((N,) token ids, (D,) index of each document's first token)."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
-    texts = [format_query(r["subreddit"], r["title"], r["post"]) + (" " + r["summary"] if corpus == "posts_tldr" else "")
-             for r in sft_train]
+    starts: list[int] = []
     for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        starts.append(len(ids))
         ids.extend(enc)
         ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(starts, dtype=torch.long)
 
 
-def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path) -> dict:
-    """Train a ladder model from scratch on random windows of the post stream; save with safetensors."""
+def span_batch(batch: int, seq: int, vocab_size: int, gen: torch.Generator, bos: int = 0) -> torch.Tensor:
+    """(batch, seq + 1) rows of random spans (tokens 2..V-1), each followed by a random gap and its repeat."""
+    (lo, hi), (glo, ghi) = SPAN_LENGTHS, SPAN_GAPS
+    rows = []
+    for _ in range(batch):
+        parts = [torch.tensor([bos])]
+        n = 1
+        while n < seq + 1:
+            k = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+            gap = int(torch.randint(glo, ghi + 1, (1,), generator=gen))
+            x = torch.randint(2, vocab_size, (k,), generator=gen)
+            parts += [x, torch.randint(2, vocab_size, (gap,), generator=gen), x]
+            n += 2 * k + gap
+        rows.append(torch.cat(parts)[:seq + 1])
+    return torch.stack(rows)
+
+
+def document_batch(stream: torch.Tensor, starts: torch.Tensor, batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:
+    """(batch, seq + 1) windows that each begin at a random document's first token (running into the next
+    document when it is short), so a TL;DR line always has its post in context."""
+    first = starts[torch.randint(0, starts.numel(), (batch,), generator=gen)].clamp(max=stream.numel() - seq - 1)
+    return torch.stack([stream[s:s + seq + 1] for s in first.tolist()])
+
+
+def recipe_lr(base_lr: float, step: int, induction_steps: int, language_steps: int) -> float:
+    """Linear warm-up, constant through the induction phase, then cosine to 5 % over the language phase."""
+    if step < induction_steps:
+        return base_lr * min(1.0, (step + 1) / WARMUP)
+    k = step - induction_steps
+    warm = min(1.0, (step + 1) / WARMUP)
+    return base_lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / max(1, language_steps))))
+
+
+def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: int | None = None,
+                  probe=None) -> dict:
+    """Train a ladder model from scratch with the two-phase recipe; save it with safetensors into out_dir/model.
+
+    ``stop_after`` ends after that many updates without saving (the schedule is the full run's): the test that
+    the committed weights come from this recipe replays the first updates. ``probe(model) -> dict`` adds probe
+    figures (post_swap_gap) to the result."""
     m = cfg.model
     gen = seed_everything(m.pretrain_seed)
-    max_pos = max(cfg.lengths.sft_total, cfg.lengths.pref_total, cfg.lengths.query + cfg.ppo.response_length, m.pretrain_seq_len) + 8
-    model = GPTNeoXForCausalLM(ladder_config(m.name, len(tokenizer), max_pos, tokenizer.eos_token_id, tokenizer.pad_token_id))
+    # Rotary positions have no learned table: the size only bounds generation, so it is fixed rather than taken
+    # from the run's lengths (which are not part of the base model's identity).
+    max_pos = MAX_POSITIONS
+    model = GPTNeoXForCausalLM(ladder_config(m.name, len(tokenizer), max_pos, tokenizer.eos_token_id,
+                                             tokenizer.pad_token_id, rotary_pct=m.rotary_pct))
     # Pretrained without dropout, as Pythia was; the saved config keeps the ladder's 0.1, which is the "model
-    # default" that details.dropout=model_default re-enables downstream. Measured on demo: SFT gold -5.4 with
-    # posts_tldr and no dropout vs -7.6 with dropout (event copied 78 % vs 65 % of the time).
+    # default" that details.dropout=model_default re-enables downstream.
     set_dropout(model, "disabled")
     model.train()
-    stream = token_stream(sft_train, tokenizer, m.pretrain_corpus)
+    stream, starts = token_stream(pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts,
+                                                    cfg.task.synth_seed), tokenizer)
+    V = len(tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=m.pretrain_lr, eps=1e-8)
     log = MetricsLog(out_dir / "metrics.jsonl", "base")
-    bar = progress(m.pretrain_steps, f"base {m.name}")
-    loss_val = float("nan")
-    for step in range(m.pretrain_steps):
-        set_lr(opt, lr_at(m.pretrain_lr, step, m.pretrain_steps, "cosine"))
-        starts = torch.randint(0, stream.numel() - m.pretrain_seq_len - 1, (m.pretrain_batch,), generator=gen)
-        window = torch.stack([stream[s:s + m.pretrain_seq_len + 1] for s in starts.tolist()])  # (B, S+1)
-        logits = model(input_ids=window[:, :-1], use_cache=False).logits
+    total = m.pretrain_induction_steps + m.pretrain_steps
+    n_span_rows = round(m.pretrain_batch * m.pretrain_span_mix)
+    bar = progress(total if stop_after is None else min(total, stop_after), f"base {m.name}")
+    losses: list[float] = []
+    for step in range(total if stop_after is None else min(total, stop_after)):
+        set_lr(opt, recipe_lr(m.pretrain_lr, step, m.pretrain_induction_steps, m.pretrain_steps))
+        if step < m.pretrain_induction_steps:  # 1. induction phase
+            window = span_batch(m.pretrain_batch, m.pretrain_span_len, V, gen, tokenizer.eos_token_id)
+        else:  # 2. language phase: document windows, the first rows replaced by span rows
+            window = document_batch(stream, starts, m.pretrain_batch, m.pretrain_seq_len, gen)
+            if n_span_rows:
+                window[:n_span_rows] = span_batch(n_span_rows, m.pretrain_seq_len, V, gen, tokenizer.eos_token_id)
+        logits = model(input_ids=window[:, :-1], use_cache=False).logits  # (B, S, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1))
         check_finite(loss, "base", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_val = loss.item()
-        if step % 10 == 0 or step == m.pretrain_steps - 1:
-            log.log(step, **{"base/loss": loss_val})
+        losses.append(loss.item())
+        if step % 10 == 0 or step == total - 1:
+            log.log(step, **{"base/loss": losses[-1]})
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_val:.3f}")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="induction" if step < m.pretrain_induction_steps else "language")
     bar.close()
+    if stop_after is not None:
+        return {"losses": losses}
     model.config.update(dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT))  # set_dropout zeroed the config too
     model.save_pretrained(out_dir / "model", safe_serialization=True)
     tokenizer.save_pretrained(out_dir / "model")
     model.eval()
-    return {"loss": loss_val, "params": count_parameters(model), "tokens": int(stream.numel()),
-            **copy_probe(model, len(tokenizer))}
-
-
-@torch.no_grad()
-def copy_probe(model, vocab_size: int, n: int = 16, length: int = 48, seed: int = 0) -> dict:
-    """In-context copying, the capability behind "state the post's facts": mean NLL of a random token sequence
-    the first time (≈ ln V) and when it is repeated. A model with induction heads predicts the repeat
-    (second ≪ first); ``copy_gain`` = first − second. Summaries that restate ages and durations need it."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(2, vocab_size, (n, length), generator=g)
-    ids = torch.cat([x, x], 1)  # (n, 2·length)
-    logp = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), -1)
-    nll = -logp.gather(2, ids[:, 1:, None]).squeeze(2)  # (n, 2·length − 1): position t predicts token t+1
-    first, second = float(nll[:, :length - 1].mean()), float(nll[:, length:].mean())
-    return {"copy_nll_first": first, "copy_nll_repeat": second, "copy_gain": first - second}
+    return {"loss": losses[-1], "first_losses": losses[:8], "params": count_parameters(model), "tokens": int(stream.numel()),
+            "documents": int(starts.numel()), **copy_probe(model, V), **(probe(model) if probe else {})}

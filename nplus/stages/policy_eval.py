@@ -3,7 +3,8 @@
 1. sample near-greedy (details.eval_temperature) responses for the first ``max_eval`` validation queries,
 2. truncate after the first EOS,
 3. judge each response against the reference with the task's judge (gold for tldr-synth),
-4. score with the proxy reward model when one is given, and compute ROUGE against the reference.
+4. score with the proxy reward model when one is given, and compute ROUGE against the reference,
+5. with the gold judge, the share of post-body facts in the query that the summaries restate (fact_accuracy).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from nplus import ops
 from nplus.evaluation.judges import judge_against_reference
 from nplus.evaluation.metrics import win_rate_summary
+from nplus.evaluation.probes import fact_accuracy
 from nplus.evaluation.rouge import rouge_scores
 from nplus.stages.common import as_tensor, sample
 
@@ -82,6 +84,8 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
         "gold_score": sum(r["gold_score"] for r in rows) / len(rows) if gold is not None else None,
         "n_unparseable": wr["n_unparseable"], "n_failed": wr["n_failed"],
     }
+    if gold is not None:
+        agg.update(fact_accuracy(gold, es.posts, es.queries, texts))
     if reward_fn is not None:
         agg["proxy_reward"] = sum(r["proxy_score"] for r in rows) / len(rows)
     return agg, rows

@@ -232,6 +232,10 @@ class GoldJudge:
         self._lookup(post)
         return dict(self._facts[post])
 
+    def stated(self, post: str, text: str) -> set[str]:
+        """The slots of the post's facts that ``text`` states with the post's value (the judge's coverage)."""
+        return set(analyze(self._lookup(post), text, True).covered)
+
     def score(self, post: str, summary: str, finished: bool = True) -> float:
         return analyze(self._lookup(post), summary, finished).total
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,11 @@ from typing import Literal
 import numpy as np
 
 # Bump whenever the generated files change for a given (seed, scale).
-VERSION = "tldr-synth-1"
+VERSION = "tldr-synth-2"
+# 2 (2026-12-01): facts copyable token for token. A post and its summaries write an age the same way, "(24F)"
+# (summaries in lower case keep it), and a duration with a space before the number ("for 2 years"), so the
+# tokens to restate are the tokens of the post; shorter ordinary posts (25-90 words); references leave the
+# question out more often (see reference_summary).
 
 Scale = Literal["default", "small", "tiny"]
 
@@ -506,7 +511,7 @@ BONDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 INTROS: tuple[str, ...] = (
     "My {rel} ({ca}) and I ({na}) {bond}.",
     "I ({na}) and my {rel} ({ca}) {bond}.",
-    "Some background: I'm {na} and my {rel} is {ca}. We {bond}.",
+    "Some background: me ({na}), my {rel} ({ca}). We {bond}.",
     "Me ({na}) and my {rel} ({ca}) {bond}.",
 )
 FEELING_SENTENCES: tuple[str, ...] = (
@@ -562,7 +567,7 @@ def _target_words(rng: random.Random) -> tuple[int, bool]:
     """(target word count, long) — about 15 % of posts are long enough to need query truncation."""
     if rng.random() < 0.15:
         return rng.randint(250, 450), True
-    return int(rng.triangular(40, 150, 50)), False
+    return int(rng.triangular(25, 90, 35)), False
 
 
 def _words(paragraphs: list[list[str]]) -> int:
@@ -600,8 +605,8 @@ def render_post(facts: dict, gender: str, rng: random.Random) -> tuple[str, str,
     # Backstory goes between the intro and the event; neutral sentences pad the event and later paragraphs.
     backstory: list[list[str]] = [[]]
     words = _words([opener, edits, *core])
-    # Every post carries at least two distractors so that the verbose policy always has material.
-    while (words < target or len(used) < 2) and (pool or neutral):
+    # Every post carries at least one distractor so that the verbose policy always has material.
+    while (words < target or len(used) < 1) and (pool or neutral):
         if pool and (rng.random() < 0.6 or not neutral):
             sentence = pool.pop()
             used.append(sentence)
@@ -627,9 +632,9 @@ FEELING_CLAUSES = ("I feel {feeling}", "feeling {feeling}", "I'm {feeling}", "no
 GENERIC_VPS = ("did something that upset me", "messed up badly", "crossed a line")
 # "for how long", attached to the counterpart ("my bf of 2 years") or as its own clause.
 DURATION_PHRASES: dict[str, tuple[str, ...]] = {
-    "romantic": ("of {dur}", "({dur} together)"), "friend": ("of {dur}", "({dur} friends)"),
-    "roommate": ("of {dur}", "({dur} living together)"), "family": ("(going on {dur})",),
-    "work": ("({dur} working together)",), "legal": ("({dur})",),
+    "romantic": ("of {dur}", "(together for {dur})"), "friend": ("of {dur}", "(friends for {dur})"),
+    "roommate": ("of {dur}", "(living together for {dur})"), "family": ("(going on {dur})",),
+    "work": ("(working together for {dur})",), "legal": ("(for {dur})",),
 }
 # A word for the counterpart that names no relation (used when the relation is left out).
 VAGUE_COUNTERPART = "partner"
@@ -657,10 +662,10 @@ def _narrator_event_clauses(facts: dict, event: Event, fields: dict[str, str], r
     clauses = [f"{subject} {_fill(_pick(rng, event.vp), {**fields, 'rel': word})}."]
     context = []
     if facts["counterpart"]:
-        context.append(f"{fields['he']} is {facts['counterpart'].upper()}")
+        context.append(f"{fields['he']} ({facts['counterpart'].upper()})")
     if facts["duration"]:
         romantic = rel is not None and rel.kind == "romantic"
-        context.append(f"{facts['duration']} together" if romantic else f"known {fields['him']} {facts['duration']}")
+        context.append(f"together for {facts['duration']}" if romantic else f"known {fields['him']} for {facts['duration']}")
     if context:
         clauses.append(", ".join(context) + ".")
     return clauses
@@ -676,9 +681,9 @@ def _counterpart_event_clauses(facts: dict, event: Event | None, fields: dict[st
     if style == 0:
         return [f"I ({narrator}) found out {who} {vp}."]
     if style == 1:
-        return [f"I'm {narrator}, {who} {vp}."]
+        return [f"Me ({narrator}): {who} {vp}."]
     if style == 2:
-        return [f"{who} {vp}.", f"I'm {narrator}."]
+        return [f"{who} {vp}.", f"Me ({narrator})."]
     return [f"{who} {vp}."]
 
 
@@ -697,9 +702,12 @@ def compose_summary(facts: dict, gender: str, rng: random.Random) -> list[str]:
         clauses.append(_pick(rng, FEELING_CLAUSES).format(feeling=facts["feeling"]) + ".")
     if facts["ask"]:
         clauses.append(_fill(_pick(rng, ASK[facts["ask"]].summary), fields))
-    if rng.random() < 0.3:  # many real TL;DRs are written all lowercase
-        return [c.lower() for c in clauses]
+    if rng.random() < 0.3:  # many real TL;DRs are written all lowercase (ages stay as written in the post)
+        return [_AGE.sub(lambda m: m.group(0).upper(), c.lower()) for c in clauses]
     return [c[0].upper() + c[1:] for c in clauses]
+
+
+_AGE = re.compile(r"\(\d+[fm]\)")
 
 
 def _drop(facts: dict, slot: str) -> dict:
@@ -710,8 +718,19 @@ def _present(facts: dict, slots) -> list[str]:
     return [s for s in slots if facts[s]]
 
 
+# Share of reference writers who leave the post's question out of their TL;DR. The summary then reports what
+# happened and not what the poster asks; the gold judge still counts the ask (weight 2), so a policy that
+# restates it beats such a reference. Above one half, so that imitation (SFT, decoded near-greedily) learns to
+# leave it out too and there is something for a reward model trained on preferences to teach (DETAILS.md §4:
+# SFT is below the references, PPO above them).
+REFERENCE_ASK_OMIT = 0.6
+
+
 def reference_summary(facts: dict, gender: str, rng: random.Random) -> str:
-    """A human-like reference: concise, but a quarter omit a lower-priority fact and some add a filler phrase."""
+    """A human-like reference: concise, but most leave the question out, a quarter omit a lower-priority fact
+    and some add a filler phrase."""
+    if facts["ask"] and rng.random() < REFERENCE_ASK_OMIT:
+        facts = _drop(facts, "ask")
     optional = _present(facts, ("duration", "feeling", "narrator", "counterpart"))
     if optional and rng.random() < 0.25:
         facts = _drop(facts, _pick(rng, optional))
@@ -829,6 +848,13 @@ def build_posts(seed: int, scale: Scale) -> dict[str, list[Post]]:
     texts: set[str] = set()
     counts = (("train", sizes.sft_train), ("validation", sizes.sft_validation), ("test", sizes.sft_test))
     return {split: make_posts(n, rng, ids, texts) for split, n in counts}
+
+
+def pretraining_posts(seed: int, n: int) -> list[Post]:
+    """Fresh posts with their TL;DR lines for base-model pretraining (the embedded world's web text): a stream of
+    their own, disjoint in text from every SFT post of the default-scale corpus with this seed."""
+    taken = {p.text for split in build_posts(seed, "default").values() for p in split}
+    return make_posts(n, random.Random(f"tldr-synth/pretrain/{seed}"), set(), taken)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""Base models of the embedded world as versioned inputs, the way Pythia checkpoints are for the real one.
+
+``nplus base build --rung R`` runs the pretraining recipe (nplus/stages/base.py) and writes ``nplus/bases/R/``:
+``model/`` (safetensors, config, tokenizer) and ``manifest.json`` (recipe version, base-stage hash and config,
+sha256 of the weights, of the tokenizer and of the pretraining token stream, probe figures, build time,
+package versions). The repository ships the rungs the presets use, so a fresh clone never pretrains.
+
+A pipeline whose base-stage configuration is the one a committed base was built with loads it, after checking the
+weights' sha256, the recipe version and that this corpus's tokenizer is the one it was trained with; any mismatch
+is an error that names the command that rebuilds it. Other configurations build their base into the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+BASES_DIR = Path(__file__).resolve().parent
+WEIGHTS = "model.safetensors"
+
+
+class BaseModelError(RuntimeError):
+    """A committed base model that cannot be used as it is (missing or altered file, stale recipe or corpus)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_tensor(t) -> str:
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+def rebuild_command(rung: str) -> str:
+    return f"nplus base build --rung {rung}"
+
+
+def manifest_path(rung: str, root: Path = BASES_DIR) -> Path:
+    return root / rung / "manifest.json"
+
+
+def read_manifest(rung: str, root: Path = BASES_DIR) -> dict | None:
+    path = manifest_path(rung, root)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def committed_base(cfg, tokenizer_file: Path | None, root: Path = BASES_DIR) -> Path | None:
+    """The committed base model directory for ``cfg`` (checked), or None when none was built with its base-stage
+    configuration. Raises BaseModelError when the one that was is missing, altered or stale."""
+    from nplus.config import BASE_RECIPE
+
+    rung = cfg.model.name
+    manifest = read_manifest(rung, root)
+    if manifest is None or manifest.get("base_hash") != cfg.stage_hash("base"):
+        return None
+    fix = f"rebuild it with `{rebuild_command(rung)}`"
+    model_dir = root / rung / "model"
+    if manifest.get("recipe") != BASE_RECIPE:
+        raise BaseModelError(f"committed base model {rung}: built with recipe {manifest.get('recipe')}, this code is "
+                             f"recipe {BASE_RECIPE}; {fix}")
+    weights = model_dir / WEIGHTS
+    if not weights.is_file():
+        raise BaseModelError(f"committed base model {rung}: {weights} is missing; {fix} (or restore it from git)")
+    actual = sha256_file(weights)
+    if actual != manifest["weights_sha256"]:
+        raise BaseModelError(f"committed base model {rung}: sha256 of {weights} is {actual[:12]}…, its manifest says "
+                             f"{manifest['weights_sha256'][:12]}…; {fix} (or restore it from git)")
+    if tokenizer_file is not None and sha256_file(tokenizer_file) != manifest["tokenizer_sha256"]:
+        raise BaseModelError(f"committed base model {rung}: trained with another tokenizer than this corpus's "
+                             f"({tokenizer_file}; the generator changed?); {fix}")
+    return model_dir
+
+
+def build(cfg, data, out_dir: Path, command: str | None = None) -> dict:
+    """Run the recipe for ``cfg`` into ``out_dir`` (model/ and manifest.json); returns the manifest."""
+    import torch
+    import transformers
+
+    from nplus.config import BASE_RECIPE
+    from nplus.stages.base import pretrain_base, pretraining_texts, token_stream
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = data.tokenizer
+    t0 = time.time()
+    result = pretrain_base(cfg, data.sft["train"], tok, out_dir, probe=lambda model: base_probes(cfg, data, model))
+    stream, _ = token_stream(pretraining_texts(data.sft["train"], cfg.model.pretrain_corpus, cfg.model.pretrain_extra_posts,
+                                               cfg.task.synth_seed), tok)
+    tokenizer_file = data.data_dir / "tokenizer" / "tokenizer.json" if data.data_dir else None
+    manifest = {
+        "rung": cfg.model.name, "recipe": BASE_RECIPE, "base_hash": cfg.stage_hash("base"), "config": cfg.stage_dict("base"),
+        "weights_sha256": sha256_file(out_dir / "model" / WEIGHTS),
+        "tokenizer_sha256": sha256_file(tokenizer_file) if tokenizer_file else None,
+        "corpus_sha256": sha256_tensor(stream),
+        "probes": {k: result[k] for k in ("copy_gain", "copy_nll_first", "copy_nll_repeat", "post_swap_gap", "reference_nll") if k in result},
+        "loss": result["loss"], "first_losses": result["first_losses"], "params": result["params"],
+        "tokens": result["tokens"], "documents": result["documents"],
+        "build_time_s": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "command": command or rebuild_command(cfg.model.name),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def base_probes(cfg, data, model, n: int = 256) -> dict:
+    """post_swap_gap of a model on the first ``n`` validation posts, with the run's query format and truncation."""
+    from nplus.data.formatting import sft_response_ids, truncate_query
+    from nplus.evaluation.probes import post_swap_gap
+
+    d, tok = cfg.details, data.tokenizer
+    rows = data.sft["validation"].select(range(min(n, len(data.sft["validation"]))))
+    rows = [{k: r[k] for k in ("subreddit", "title", "post", "summary")} for r in rows]
+    return post_swap_gap(
+        model, rows,
+        lambda sub, title, post: truncate_query(sub, title, post, tok, cfg.lengths.query, d.query_truncation),
+        lambda summary: sft_response_ids(summary, tok, d.reference_leading_space, d.reference_eos),
+        tok.pad_token_id)

@@ -1,0 +1,103 @@
+"""Committed base models (nplus/bases): probes, integrity checks, and proof that the recipe made the weights."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nplus import bases
+from nplus.config import BASE_RECIPE, apply_overrides, preset
+from nplus.pipeline import load_data
+from nplus.stages.base import pretrain_base, pretraining_texts, token_stream
+
+MANIFESTS = sorted(bases.BASES_DIR.glob("*/manifest.json"))
+RUNGS = [p.parent.name for p in MANIFESTS]
+
+
+def _cfg(rung: str):
+    manifest = bases.read_manifest(rung)
+    cfg = apply_overrides(preset("demo"), hparams={"model.name": rung})
+    assert cfg.stage_dict("base") == manifest["config"], "the demo preset no longer builds the committed base"
+    return cfg, manifest
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The corpus a fresh clone generates for the demo preset (the committed bases' corpus)."""
+    cache = tmp_path_factory.mktemp("cache")
+    return load_data(preset("demo"), cache)
+
+
+def test_the_presets_rungs_are_committed():
+    assert preset("demo").model.name in RUNGS
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+def test_committed_base_copies_in_context_and_matches_its_manifest(rung):
+    cfg, manifest = _cfg(rung)
+    assert manifest["recipe"] == BASE_RECIPE and manifest["base_hash"] == cfg.stage_hash("base")
+    assert manifest["probes"]["copy_gain"] >= 2.0  # induction: the repeat of a random sequence is predicted
+    assert bases.sha256_file(bases.BASES_DIR / rung / "model" / bases.WEIGHTS) == manifest["weights_sha256"]
+    assert bases.committed_base(cfg, None) == bases.BASES_DIR / rung / "model"
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+def test_committed_base_was_trained_on_the_corpus_a_fresh_clone_generates(rung, corpus):
+    """Byte-identical tokenizer and pretraining token stream, regenerated here from the generator's seed."""
+    cfg, manifest = _cfg(rung)
+    assert bases.sha256_file(corpus.data_dir / "tokenizer" / "tokenizer.json") == manifest["tokenizer_sha256"]
+    m = cfg.model
+    stream, starts = token_stream(pretraining_texts(corpus.sft["train"], m.pretrain_corpus, m.pretrain_extra_posts,
+                                                    cfg.task.synth_seed), corpus.tokenizer)
+    assert bases.sha256_tensor(stream) == manifest["corpus_sha256"] and starts.numel() == manifest["documents"]
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+def test_the_recipe_reproduces_the_first_updates_of_the_committed_build(rung, corpus, tmp_path):
+    cfg, manifest = _cfg(rung)
+    first = manifest["first_losses"]
+    replay = pretrain_base(cfg, corpus.sft["train"], corpus.tokenizer, tmp_path, stop_after=len(first))["losses"]
+    assert replay == pytest.approx(first, abs=1e-5)
+    assert not (tmp_path / "model").exists()  # a replay saves nothing
+
+
+def _copy(rung: str, tmp_path: Path) -> Path:
+    shutil.copytree(bases.BASES_DIR / rung, tmp_path / rung)
+    return tmp_path
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+def test_an_altered_or_missing_committed_base_is_a_clear_error(rung, tmp_path):
+    cfg, _ = _cfg(rung)
+    root = _copy(rung, tmp_path)
+    weights = root / rung / "model" / bases.WEIGHTS
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(bases.BaseModelError, match=rf"sha256 .* nplus base build --rung {rung}"):
+        bases.committed_base(cfg, None, root=root)
+    weights.unlink()
+    with pytest.raises(bases.BaseModelError, match=rf"missing; rebuild it with `nplus base build --rung {rung}`"):
+        bases.committed_base(cfg, None, root=root)
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+def test_a_stale_recipe_or_another_tokenizer_is_refused(rung, tmp_path):
+    cfg, manifest = _cfg(rung)
+    root = _copy(rung, tmp_path)
+    (root / rung / "manifest.json").write_text(json.dumps({**manifest, "recipe": BASE_RECIPE - 1}))
+    with pytest.raises(bases.BaseModelError, match="recipe"):
+        bases.committed_base(cfg, None, root=root)
+    (root / rung / "manifest.json").write_text(json.dumps(manifest))
+    other = tmp_path / "tokenizer.json"
+    other.write_text("{}")
+    with pytest.raises(bases.BaseModelError, match="another tokenizer"):
+        bases.committed_base(cfg, other, root=root)
+
+
+def test_a_configuration_no_base_was_built_with_builds_its_own():
+    """Another corpus or recipe setting is not the committed model: the pipeline builds one into the cache."""
+    cfg = apply_overrides(preset("demo"), hparams={"model.pretrain_steps": 7})
+    assert bases.committed_base(cfg, None) is None
+    assert bases.committed_base(preset("smoke"), None) is None
