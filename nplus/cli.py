@@ -198,7 +198,7 @@ def _commands() -> dict[str, type]:
 
 # Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
 USER_ERRORS = ("DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
-               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError")
+               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nplus.data.builder import DataDetails, Lengths
+from nplus.data.builder import DataDetails, Lengths, applied_lengths
 from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError
 from nplus.details import REGISTRY, DetailError, Details
 
@@ -139,6 +139,8 @@ class DataBuildCmd:
                           "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
                           "pad_added": len(tokenizer) > len(raw_tokenizer)},
             "lengths": dataclasses.asdict(self.lengths),
+            # the totals enforced: raised to query + response under query_truncation=hard (applied_lengths)
+            "applied_lengths": dataclasses.asdict(applied_lengths(self.lengths, dd.query_truncation)),
             "details": dataclasses.asdict(dd),
         }
         atomic_write_json(out / "stats.json", stats)
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = tyro.cli(DataBuildCmd, args=argv, prog="nplus data-build")
     try:
         return cmd.run()
-    except (DataSourceError, DetailError, ValueError) as e:  # SchemaError is a ValueError
+    except (DataSourceError, DetailError, ValueError) as e:  # SchemaError and DataBuildError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -35,7 +35,11 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path) -> dict:
     """Train a ladder model from scratch on random windows of the post stream; save with safetensors."""
     m = cfg.model
     gen = seed_everything(m.pretrain_seed)
-    max_pos = max(cfg.lengths.sft_total, cfg.lengths.pref_total, cfg.lengths.query + cfg.ppo.response_length, m.pretrain_seq_len) + 8
+    # Positions for the longest sequence of any variant: the base model is shared, so it must also fit the
+    # query + response totals that query_truncation=hard builds (nplus.data.builder.applied_lengths).
+    n = cfg.lengths
+    max_pos = max(n.sft_total, n.pref_total, n.query + max(n.sft_response, n.pref_response, cfg.ppo.response_length),
+                  m.pretrain_seq_len) + 8
     model = GPTNeoXForCausalLM(ladder_config(m.name, len(tokenizer), max_pos, tokenizer.eos_token_id, tokenizer.pad_token_id))
     # Pretrained without dropout, as Pythia was; the saved config keeps the ladder's 0.1, which is the "model
     # default" that details.dropout=model_default re-enables downstream. Measured on demo: SFT gold -5.4 with
