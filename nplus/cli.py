@@ -198,7 +198,8 @@ def _commands() -> dict[str, type]:
 
 # Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
 USER_ERRORS = ("DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
-               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError")
+               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError",
+               "JudgeFailedError")
 
 
 def main(argv: list[str] | None = None) -> int:
