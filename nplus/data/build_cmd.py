@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nplus.data.builder import DataDetails, Lengths, applied_lengths
+from nplus.data.formatting import DataBuildError
 from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError
 from nplus.details import REGISTRY, DetailError, Details
 
@@ -54,7 +55,8 @@ def load_hub_tokenizer(name_or_path: str, flag: str = "--tokenizer"):
     if not _HUB_NAME.match(name_or_path):
         raise DataSourceError(f"tokenizer {name_or_path!r} is neither an existing local directory nor a hub name "
                               f"such as {DEFAULT_TOKENIZER!r}")
-    fix = f"download it where the hub is reachable with {tokenizer_download_hint(name_or_path)} and pass {flag} DIR"
+    sep = "" if flag.endswith("=") else " "  # "--tokenizer DIR", "--set model.name=DIR"
+    fix = f"download it where the hub is reachable with {tokenizer_download_hint(name_or_path)} and pass {flag}{sep}DIR"
     if not _hub_offline():
         reason = _hub_unreachable()
         if reason:
@@ -113,6 +115,9 @@ class DataBuildCmd:
                                   "pass --overwrite to replace it")
         # Cheap checks first: a missing tokenizer or dataset fails before any tokenization.
         raw_tokenizer = load_hub_tokenizer(self.tokenizer)
+        if raw_tokenizer.eos_token_id is None:  # every data-stage detail that appends EOS or pads with it needs one
+            raise DataBuildError(f"--tokenizer {self.tokenizer}: the tokenizer has no eos_token; set one in its "
+                                 "tokenizer_config.json (Pythia's is '<|endoftext|>')")
         tokenizer = prepare_tokenizer(raw_tokenizer, dd.pad_token)
         raw_sft = load_sft(self.sft_source)
         raw_cmp = load_comparisons(self.comparisons_source)

@@ -322,7 +322,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     )
     if all(r["outcome"] == "failed" for r in records):  # a null win rate with exit 0 would pass for a result
         errors = sorted({side["error"] for r in records for side in [r, r.get("swapped") or {}] if side.get("error")})
-        raise JudgeFailedError(f"every judgment failed ({len(records)} examples; errors: "
+        raise JudgeFailedError(f"every judgment failed ({len(records)} example{'s' * (len(records) != 1)}; errors: "
                                f"{'; '.join(errors[:3]) or 'none recorded'}); nothing written to {out}. Check the "
                                "judge's endpoint, model and quota and rerun (replies already received are cached)")
     # 4. metrics
