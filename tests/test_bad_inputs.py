@@ -304,3 +304,15 @@ def test_the_real_command_line_exits_non_zero_without_traceback(case, inputs, tm
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert all(expected in _flat(r.stderr) for expected in case.says), r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_repeated_set_flags_all_apply(capsys):
+    """tyro alone keeps only the last `--set`: `--set A --set B` silently dropped A. Both forms now mean the same."""
+    configs = []
+    for argv in (["--set", "ppo.lr=0.5", "--set", "ppo.kl_coef=0.25", "rm.lr=0.125"],
+                 ["--set", "ppo.lr=0.5", "ppo.kl_coef=0.25", "rm.lr=0.125"],
+                 ["--set=ppo.lr=0.5", "--seed", "1", "--set", "ppo.kl_coef=0.25", "--set=rm.lr=0.125"]):
+        assert main(["pipeline", "--preset", "smoke", "--dry-run", *argv]) == 0
+        configs.append(json.loads(capsys.readouterr().out))
+    assert configs[0] == configs[1] == configs[2]
+    assert (configs[0]["ppo"]["lr"], configs[0]["ppo"]["kl_coef"], configs[0]["rm"]["lr"]) == (0.5, 0.25, 0.125)
