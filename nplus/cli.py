@@ -157,7 +157,9 @@ class RunArgs:
         hp = {}
         for item in self.set:
             if "=" not in item:
-                raise SystemExit(f"error: --set expects KEY=VALUE, got {item!r}")
+                from nplus.config import ConfigError
+
+                raise ConfigError(f"--set expects KEY=VALUE (e.g. --set ppo.lr=1e-4), got {item!r}")
             k, v = item.split("=", 1)
             hp[k] = v
         return apply_overrides(cfg, hparams=hp)
@@ -236,12 +238,50 @@ def _commands() -> dict[str, type]:
 
 # Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
 USER_ERRORS = ("BaseModelError", "DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
-               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError")
+               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError",
+               "JudgeFailedError")
+
+
+def merge_repeated_set(argv: list[str]) -> list[str]:
+    """Gather the values of every ``--set`` flag behind the first one. tyro keeps only the last occurrence of a
+    flag, so ``--set task.name=tldr --set model.name=DIR`` would silently drop ``task.name``; both that form
+    and ``--set A=1 B=2`` mean all the overrides given."""
+    if sum(a == "--set" or a.startswith("--set=") for a in argv) < 2:
+        return argv
+    rest: list[str] = []
+    values: list[str] = []
+    first, i = None, 0
+    while i < len(argv):
+        if argv[i] == "--set" or argv[i].startswith("--set="):
+            first = len(rest) if first is None else first
+            if argv[i] != "--set":
+                values.append(argv[i].removeprefix("--set="))
+            i += 1
+            while argv[i:] and argv[i] != "--set" and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            continue
+        rest.append(argv[i])
+        i += 1
+    return rest[:first] + ["--set", *values] + rest[first:]
+
+
+def check_detail_flags(argv: list[str]) -> None:
+    """An unknown ``--details.NAME`` names the valid details (tyro would only say "unrecognized option")."""
+    from nplus.details import DetailError
+
+    for arg in argv:
+        if arg.startswith("--details."):
+            name = arg.removeprefix("--details.").split("=", 1)[0].replace("-", "_")
+            if name not in REGISTRY:
+                raise DetailError(f"--details.{name}: unknown detail; valid details: {', '.join(REGISTRY)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     cmds = _commands()
+    argv = merge_repeated_set(list(sys.argv[1:] if argv is None else argv))
     try:
+        check_detail_flags(argv)
         obj = tyro.extras.subcommand_cli_from_dict(cmds, args=argv, prog="nplus",
                                                    description="nplus: the implementation details of RLHF with PPO, measured.")
         if hasattr(obj, "run"):

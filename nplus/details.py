@@ -56,7 +56,7 @@ class Details:
     # ---- data ----
     query_truncation: Literal["newline", "hard"] = "newline"
     """Shorten over-long queries by cutting the post at its last newline (paper) or by a hard token cut that
-    can slice mid-sentence and drop the TL;DR: cue."""
+    can slice mid-sentence and drop the TL;DR: cue (query + response totals then grow to query + response limit)."""
     query_padding_side: Literal["left", "right"] = "left"
     """Pad generation queries on the left (paper) or the right (generation then continues after pads)."""
     pad_token: Literal["distinct", "eos"] = "distinct"

@@ -60,8 +60,52 @@ def synth_dir(cfg: Config, cache: Path) -> Path:
     return path
 
 
-def load_data(cfg: Config, cache: Path) -> Data:
-    """Step 2: the same code path for both worlds after loading."""
+@dataclasses.dataclass
+class Sources:
+    """What a run reads before building anything: raw datasets (schema-checked), tokenizer, judge."""
+
+    raw_sft: object  # DatasetDict in the public SFT schema
+    raw_cmp: object  # DatasetDict in the public comparisons schema
+    tokenizer: object
+    judge: object
+    data_dir: Path | None
+    source_id: str
+
+
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_model_source(name: str) -> None:
+    """Fail fast, naming ``model.name``, on a base model that cannot be loaded: not a ladder rung, an existing
+    directory or a hub name; a directory without config.json; or one whose weights are pickles only
+    (``pytorch_model.bin``). nplus loads safetensors only and never unpickles a checkpoint."""
+    from nplus.data.build_cmd import _HUB_NAME
+    from nplus.models import LADDER
+
+    if is_ladder(name):
+        return
+    path = Path(name)
+    if not path.exists():
+        if _HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
+            return  # a hub name: the tokenizer check that follows fails fast without hub access
+        raise ConfigError(f"model.name={name!r} is neither a ladder rung ({', '.join(LADDER)}), an existing model "
+                          "directory nor a hub name such as 'EleutherAI/pythia-1b-deduped'")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ConfigError(f"model.name={name!r}: expected a model directory with config.json (a `save_pretrained` "
+                          "or `hf download` directory)")
+    files = [p.name for p in path.iterdir() if p.is_file()]
+    if not any(f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in files):
+        pickles = sorted(f for f in files if f.endswith(PICKLE_WEIGHTS))
+        found = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+        raise ConfigError(f"model.name={name!r} holds {found}; nplus loads *.safetensors only and never unpickles a "
+                          "checkpoint: download the model's safetensors files, or convert it where you trust the "
+                          "file (`AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)` writes them)")
+
+
+def open_sources(cfg: Config, cache: Path) -> Sources:
+    """Step 0 of a run: everything that can be checked without compute. For the public task (``tldr``) that
+    is the model directory, the judge's API key, the tokenizer (it must have EOS) and both datasets' schemas,
+    so that a bad input fails before provenance, data building or training."""
     from nplus.data.loader import load_comparisons, load_sft
 
     if cfg.task.name == "tldr-synth":
@@ -69,23 +113,29 @@ def load_data(cfg: Config, cache: Path) -> Data:
         from nplus.tasks.tokenizer import load_tokenizer
 
         data_dir = synth_dir(cfg, cache)
-        raw_sft, raw_cmp = load_sft("tldr-synth", data_dir), load_comparisons("tldr-synth", data_dir)
-        tokenizer = load_tokenizer(data_dir / "tokenizer")
-        judge = GoldJudgeAdapter.from_dir(data_dir)
-    else:
-        from nplus.evaluation.judges import make_judge
+        return Sources(load_sft("tldr-synth", data_dir), load_comparisons("tldr-synth", data_dir),
+                       load_tokenizer(data_dir / "tokenizer"), GoldJudgeAdapter.from_dir(data_dir), data_dir,
+                       data_dir.name)
+    from nplus.data.build_cmd import load_hub_tokenizer
+    from nplus.evaluation.judges import make_judge
 
-        data_dir = None
-        raw_sft, raw_cmp = load_sft(cfg.task.sft_source), load_comparisons(cfg.task.comparisons_source)
-        from nplus.data.build_cmd import load_hub_tokenizer
+    check_model_source(cfg.model.name)  # again: open_sources is also called on its own (load_data)
+    judge = make_judge("openai", model="gpt-3.5-turbo-0125")  # needs OPENAI_API_KEY
+    tokenizer = load_hub_tokenizer(cfg.model.name, flag="--set model.name=")
+    if tokenizer.eos_token_id is None:  # every data-stage detail that appends EOS needs one
+        raise ConfigError(f"model.name={cfg.model.name!r}: its tokenizer has no eos_token; set one in its "
+                          "tokenizer_config.json (Pythia's is '<|endoftext|>')")
+    raw_sft, raw_cmp = load_sft(cfg.task.sft_source), load_comparisons(cfg.task.comparisons_source)
+    return Sources(raw_sft, raw_cmp, tokenizer, judge, None,
+                   f"{cfg.task.sft_source}|{cfg.task.comparisons_source}|{cfg.model.name}")
 
-        tokenizer = load_hub_tokenizer(cfg.model.name)
-        judge = make_judge("openai", model="gpt-3.5-turbo-0125")
-    d = cfg.details
-    tokenizer = prepare_tokenizer(tokenizer, d.pad_token)
-    source_id = data_dir.name if data_dir is not None else f"{cfg.task.sft_source}|{cfg.task.comparisons_source}|{cfg.model.name}"
-    sft, pref = built_datasets(cfg, raw_sft, raw_cmp, tokenizer, cache, source_id)
-    return Data(tokenizer, sft, pref, judge, data_dir)
+
+def load_data(cfg: Config, cache: Path, sources: Sources | None = None) -> Data:
+    """Step 2: the same code path for both worlds after loading (``sources`` from :func:`open_sources`)."""
+    s = sources if sources is not None else open_sources(cfg, cache)
+    tokenizer = prepare_tokenizer(s.tokenizer, cfg.details.pad_token)
+    sft, pref = built_datasets(cfg, s.raw_sft, s.raw_cmp, tokenizer, cache, s.source_id)
+    return Data(tokenizer, sft, pref, s.judge, s.data_dir)
 
 
 def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source_id: str):
@@ -233,6 +283,10 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     if cfg.ppo.frozen_offload and stop_after == "ppo" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
                           "launch on GPUs with `accelerate launch`, or pass --set ppo.frozen_offload=false")
+    # 0. inputs that can be checked without compute, before anything is written: the base model's directory
+    #    and, for the public task, the judge's key, the tokenizer and the datasets' schemas
+    check_model_source(cfg.model.name)
+    sources = open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
     # 1. provenance before any compute
     D = dist()
     if D.world != cfg.processes:
@@ -245,7 +299,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
                          cfg.details.as_dict(), command)
     seed_everything(cfg.seed, D.rank)
     # 2. data
-    data = load_data(cfg, cache)
+    data = load_data(cfg, cache, sources)
     es = eval_set_from(data.sft["validation"], cfg.task.max_eval)
     # 3.–5. upstream stages (reused across variants that share them)
     base = base_model(cfg, data, cache)

@@ -211,3 +211,54 @@ def test_load_hub_tokenizer_local_and_unknown(sources):
     assert load_hub_tokenizer(str(sources["tokenizer"])).eos_token == EOS
     with pytest.raises(DataSourceError, match="neither an existing local directory nor a hub name"):
         load_hub_tokenizer("no such tokenizer")
+
+
+def test_hard_truncation_builds_at_the_paper_lengths(sources, tmp_path):
+    """Issue #16: a hard cut leaves over-long queries at exactly 512 tokens, so with a reference cut to 53 tokens
+    512 + 53 > 562 (and 512 + 169 > 638 for preferences); the ablation raises the totals to query + response
+    (565 / 681) instead of refusing to build. The summaries are repeated so that they reach the response limits,
+    as the longest real ones do."""
+    sft_dir, cmp_dir = tmp_path / "long_sft", tmp_path / "long_cmp"
+    load_sft(str(sources["data"] / "sft")).map(lambda r: {"summary": " ".join([r["summary"]] * 4)}).save_to_disk(str(sft_dir))
+    load_comparisons(str(sources["data"])).map(
+        lambda r: {"summaries": [{**s, "text": s["text"] * 12} for s in r["summaries"]]}).save_to_disk(str(cmp_dir))
+    out = tmp_path / "hard"
+    cmd = DataBuildCmd(out=out, sft_source=str(sft_dir), comparisons_source=str(cmp_dir),
+                       tokenizer=str(sources["tokenizer"]), details=Details(query_truncation="hard"))
+    assert cmd.lengths == Lengths()  # the paper's
+    assert cmd.run() == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["applied_lengths"] == {**stats["lengths"], "sft_total": 565, "pref_total": 681}
+    assert stats["sft"]["train"]["n_query_truncated"] > 0 and stats["preferences"]["train"]["n_query_truncated"] > 0
+    sft = load_from_disk(str(out / "sft"))["train"]
+    assert _matrix(sft, "query_token").shape[1] == 512 and _matrix(sft, "query_reference_response_token").shape[1] == 565
+    totals = np.asarray(sft["query_token_len"]) + np.asarray(sft["response_token_len"])
+    assert totals.max() == 512 + 53  # a hard-cut query with a full-length reference: what 562 refused
+    pref = load_from_disk(str(out / "preferences"))["train"]
+    assert _matrix(pref, "query_token").shape[1] == 512 and _matrix(pref, "query_chosen_token").shape[1] == 681
+    totals = np.asarray(pref["query_token_len"]) + np.asarray(pref["chosen_token_len"])
+    assert totals.max() == 512 + 169
+
+
+def _cli(args: list[str], capsys) -> tuple[int, list[str]]:
+    """Run `nplus` in-process; its exit code and the stderr lines other than the datasets progress bars."""
+    from nplus.cli import main
+
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return rc, [line for line in err.splitlines() if line.strip() and "examples/s]" not in line]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lengths.sft-total", "60"], "rows have query + response longer than Lengths.sft_total=60"),
+    (["--lengths.query", "4", "--lengths.sft-total", "57"], "could not truncate the query to 4 tokens"),
+], ids=["total-overflow", "cannot-truncate"])
+def test_cli_build_errors_are_one_line(sources, tmp_path, capsys, flags, message):
+    """Issue #16: `nplus data-build` prints the builder's own errors in one line and exits 2, like
+    `python -m nplus.data.build_cmd`; nothing is written."""
+    rc, lines = _cli(["data-build", "--out", str(tmp_path / "out"), "--sft-source", str(sources["data"]),
+                      "--comparisons-source", str(sources["data"]), "--tokenizer", str(sources["synth_tokenizer"]),
+                      *flags], capsys)
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -151,7 +151,7 @@ def test_input_errors_come_before_any_work(tmp_path, corpus, mutate, message):
     with pytest.raises(EvalInputError, match=message) as info:
         run_eval(gold_config(path, data_dir))
     assert "bad.jsonl" in str(info.value)
-    assert not (tmp_path / "bad_eval" / "eval.json").exists()
+    assert not (tmp_path / "bad_eval").exists()  # issue #16: a refused eval leaves no (empty) output folder
 
 
 def test_configuration_errors(tmp_path, corpus):

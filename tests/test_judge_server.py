@@ -224,3 +224,24 @@ def test_authentication_error_stops_the_job(tmp_path, api_key):
         with pytest.raises(judges.JudgeConfigError):
             judge.compare_many([Comparison(p, g, b) for p, g, b in zip(POSTS[1:], GOOD[1:], BAD[1:])])
         assert server.total_requests - 1 <= 2 * judge.concurrency < len(POSTS) - 1
+
+
+def test_eval_in_which_every_request_fails_exits_non_zero(tmp_path, api_key, capsys):
+    """Issue #16: when no judgment succeeds, `nplus eval` says so in one line and exits 2, writing nothing;
+    a null win rate with exit 0 would pass for a result."""
+    from nplus.cli import main
+
+    rows = [{"id": f"ex{i}", "post": p, "response": g, "reference": b.strip()} for i, (p, g, b) in
+            enumerate(zip(POSTS[:3], GOOD, BAD))]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with ChatServer({post: ["500"] * (MAX_RETRIES + 1) for post in POSTS}) as server:
+        rc = main(["eval", "--input", str(samples), "--out", str(tmp_path / "out"), "--judge", "openai",
+                   "--judge-model", "gpt-4o-mini", "--judge-base-url", server.base_url,
+                   "--api-key-env", "NPLUS_TEST_JUDGE_KEY", "--max-retries", str(MAX_RETRIES),
+                   "--retry-base-delay-s", "0.01", "--timeout-s", str(CLIENT_TIMEOUT_S), "--cache-dir", "None"])
+        assert server.total_requests == 3 * (MAX_RETRIES + 1)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("error: every judgment failed (3 examples") and "InternalServerError" in err[0]
+    assert not (tmp_path / "out").exists()

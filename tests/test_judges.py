@@ -40,6 +40,21 @@ PARSE_CASES = [
     ("Preferred: Neither", None),
     ("Preferred: a summary that covers every fact", None),
     ("", None),
+    # issue #16: the prompt ends with "Preferred: <A or B>", and a judge may copy the brackets
+    ("Comparison: Summary A keeps the age and the question.\nPreferred: <A>", "A"),
+    ("Preferred: <B>", "B"),
+    ("Preferred: <A or B>", None),
+    # issue #16: "similar", "tie", "both summaries are" describe content and do not veto a named winner
+    ("Summary A is better as it includes the request for similar experiences.", "A"),
+    ("Both summaries are accurate, but Summary B is better.", "B"),
+    ("Summary B is better because it keeps the tie to her family.", "B"),
+    ("I prefer Summary A; the two are similar in length.", "A"),
+    # ... but still veto a bare mention, and genuine ties and refusals stay unparseable
+    ("Both summaries are similar; Summary A is shorter.", None),
+    ("It's a tie.", None),
+    ("Neither summary is better.", None),
+    ("There is no clear preference, although Summary A is better on style.", None),
+    ("I can't decide. Summary B is better in places, Summary A in others.", None),
 ]
 
 

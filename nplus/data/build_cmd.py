@@ -25,7 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nplus.data.builder import DataDetails, Lengths
+from nplus.data.builder import DataDetails, Lengths, applied_lengths
+from nplus.data.formatting import DataBuildError
 from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError
 from nplus.details import REGISTRY, DetailError, Details
 
@@ -54,7 +55,8 @@ def load_hub_tokenizer(name_or_path: str, flag: str = "--tokenizer"):
     if not _HUB_NAME.match(name_or_path):
         raise DataSourceError(f"tokenizer {name_or_path!r} is neither an existing local directory nor a hub name "
                               f"such as {DEFAULT_TOKENIZER!r}")
-    fix = f"download it where the hub is reachable with {tokenizer_download_hint(name_or_path)} and pass {flag} DIR"
+    sep = "" if flag.endswith("=") else " "  # "--tokenizer DIR", "--set model.name=DIR"
+    fix = f"download it where the hub is reachable with {tokenizer_download_hint(name_or_path)} and pass {flag}{sep}DIR"
     if not _hub_offline():
         reason = _hub_unreachable()
         if reason:
@@ -113,6 +115,9 @@ class DataBuildCmd:
                                   "pass --overwrite to replace it")
         # Cheap checks first: a missing tokenizer or dataset fails before any tokenization.
         raw_tokenizer = load_hub_tokenizer(self.tokenizer)
+        if raw_tokenizer.eos_token_id is None:  # every data-stage detail that appends EOS or pads with it needs one
+            raise DataBuildError(f"--tokenizer {self.tokenizer}: the tokenizer has no eos_token; set one in its "
+                                 "tokenizer_config.json (Pythia's is '<|endoftext|>')")
         tokenizer = prepare_tokenizer(raw_tokenizer, dd.pad_token)
         raw_sft = load_sft(self.sft_source)
         raw_cmp = load_comparisons(self.comparisons_source)
@@ -139,6 +144,8 @@ class DataBuildCmd:
                           "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
                           "pad_added": len(tokenizer) > len(raw_tokenizer)},
             "lengths": dataclasses.asdict(self.lengths),
+            # the totals enforced: raised to query + response under query_truncation=hard (applied_lengths)
+            "applied_lengths": dataclasses.asdict(applied_lengths(self.lengths, dd.query_truncation)),
             "details": dataclasses.asdict(dd),
         }
         atomic_write_json(out / "stats.json", stats)
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = tyro.cli(DataBuildCmd, args=argv, prog="nplus data-build")
     try:
         return cmd.run()
-    except (DataSourceError, DetailError, ValueError) as e:  # SchemaError is a ValueError
+    except (DataSourceError, DetailError, ValueError) as e:  # SchemaError and DataBuildError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
 

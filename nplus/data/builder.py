@@ -33,6 +33,7 @@ from nplus.data.formatting import (
     PAD_TOKEN_MODES,
     PADDING_SIDES,
     TRUNCATION_MODES,
+    DataBuildError,
     QueryCache,
     check_choice,
     encode_queries,
@@ -97,9 +98,26 @@ class Lengths:
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Lengths.{name} must be a positive int, got {value!r}")
+                raise DataBuildError(f"Lengths.{name} must be a positive int, got {value!r}")
         if self.sft_response > self.sft_total or self.pref_response > self.pref_total:
-            raise ValueError(f"a response limit exceeds its total limit: {self}")
+            raise DataBuildError(f"a response limit exceeds its total limit: {self}")
+
+
+def applied_lengths(lengths: Lengths, query_truncation: str) -> Lengths:
+    """The limits a build enforces for the ``query_truncation`` detail.
+
+    Newline truncation (paper) keeps ``lengths`` as they are: the cut lands at a newline, so query + response
+    stays within the measured totals (562 / 638 at the paper's lengths, sfd asserts it). A hard cut leaves every
+    over-long query at exactly ``lengths.query`` tokens, so with the paper's lengths 512 + 53 > 562 and the
+    ablation could never be built: under ``hard`` each total is raised to at least query + its response limit
+    (565 / 681), the rule CNN/DM comparisons already follow. Queries keep their ``lengths.query`` width, so the
+    ablation changes only how queries are cut, not how long they may be.
+    """
+    check_choice("query_truncation", query_truncation, TRUNCATION_MODES)
+    if query_truncation != "hard":
+        return lengths
+    return replace(lengths, sft_total=max(lengths.sft_total, lengths.query + lengths.sft_response),
+                   pref_total=max(lengths.pref_total, lengths.query + lengths.pref_response))
 
 
 @dataclass(frozen=True)
@@ -145,7 +163,7 @@ def _require_columns(ds: DatasetDict, columns: tuple[str, ...]) -> None:
     for split, d in ds.items():
         missing = [c for c in columns if c not in d.column_names]
         if missing:
-            raise ValueError(f"split {split!r} lacks columns {missing}; has {d.column_names}")
+            raise DataBuildError(f"split {split!r} lacks columns {missing}; has {d.column_names}")
 
 
 def _column(d: Dataset, name: str) -> np.ndarray:
@@ -249,7 +267,7 @@ def _check_total(d: Dataset, split: str, response_len_column: str, limit: int, n
     totals = _column(d, "query_token_len") + _column(d, response_len_column)  # (n_rows,)
     over = int((totals > limit).sum())
     if over:
-        raise ValueError(
+        raise DataBuildError(
             f"split {split!r}: {over} rows have query + {response_len_column.removesuffix('_token_len')} "
             f"longer than Lengths.{name}={limit} (longest: {int(totals.max())} tokens). "
             f"Raise Lengths.{name} or lower Lengths.query / the response limit."
@@ -300,7 +318,7 @@ def split_cnndm(ds: DatasetDict) -> DatasetDict:
             kept[split] = d
     if moved:
         if CNNDM_SPLIT in kept:
-            raise ValueError(f"input already has a {CNNDM_SPLIT!r} split and CNN/DM rows elsewhere")
+            raise DataBuildError(f"input already has a {CNNDM_SPLIT!r} split and CNN/DM rows elsewhere")
         kept[CNNDM_SPLIT] = concatenate_datasets(moved)
     return DatasetDict(kept)
 
@@ -322,12 +340,14 @@ def build_sft(
     Adds ``query`` (str), ``query_token`` (lengths.query, padded on ``details.query_padding_side``),
     ``query_token_len``, ``reference_response`` (str), ``reference_response_token`` (lengths.sft_response,
     right-padded), ``response_token_len``, ``query_reference_response_token`` (lengths.sft_total,
-    right-padded un-padded-query + response). Original columns are kept.
+    right-padded un-padded-query + response). Original columns are kept. Under ``query_truncation=hard`` the
+    total is :func:`applied_lengths`'s.
 
     ``tokenizer`` is passed through :func:`prepare_tokenizer` (a copy; idempotent), so use the same
     call to get the tokenizer/pad id that matches these ids. Returns ``(dataset, stats per split)``.
     """
     _require_columns(ds, SFT_INPUT_COLUMNS)
+    lengths = applied_lengths(lengths, details.query_truncation)
     tok = prepare_tokenizer(tokenizer, details.pad_token)
     kwargs = dict(tokenizer=tok, lengths=lengths, details=details, pad_id=tok.pad_token_id, cache=QueryCache())
     built, stats = {}, {}
@@ -357,9 +377,11 @@ def build_preferences(
     Rows of the CNN/DM batches move to the split ``validation_cnndm``; their ``info`` has ``article``
     instead of ``post``, formatted with the same template. Their articles are long, so the 512-token
     query plus a response can exceed the TL;DR total: they use ``cnndm_lengths``, by default ``lengths``
-    with ``pref_total = query + pref_response``. Returns ``(dataset, stats per split)``.
+    with ``pref_total = query + pref_response``. Under ``query_truncation=hard`` every split's total is
+    :func:`applied_lengths`'s. Returns ``(dataset, stats per split)``.
     """
     _require_columns(ds, PREFERENCE_INPUT_COLUMNS)
+    lengths = applied_lengths(lengths, details.query_truncation)
     tok = prepare_tokenizer(tokenizer, details.pad_token)
     if cnndm_lengths is None:
         cnndm_lengths = replace(lengths, pref_total=max(lengths.pref_total, lengths.query + lengths.pref_response))

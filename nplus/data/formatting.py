@@ -59,6 +59,12 @@ _MAX_CANDIDATE_BATCH = 64
 _FIRST_FAST_BATCH = 8
 
 
+class DataBuildError(ValueError):
+    """A dataset cannot be built as asked (a query that cannot fit, query + response over a total limit, a
+    missing column, a tokenizer without EOS): the user fixes the lengths, the data or the tokenizer.
+    ``nplus`` prints it in one line and exits 2."""
+
+
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``allowed``; fail fast with the detail's name otherwise."""
     if value not in allowed:
@@ -87,7 +93,7 @@ def _encode_batch(tokenizer, texts: list[str]) -> tuple[list[list[int]], list | 
 def _require_eos_id(tokenizer) -> int:
     """The tokenizer's EOS id; every detail that appends EOS or pads with it needs one."""
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos_token; set one (e.g. eos_token='<|endoftext|>')")
+        raise DataBuildError("the tokenizer has no eos_token; set one (e.g. eos_token='<|endoftext|>')")
     return int(tokenizer.eos_token_id)
 
 
@@ -172,8 +178,8 @@ def _truncate_at_newlines(subreddit, title, post, tokenizer, max_tokens) -> Enco
     raise _cannot_truncate(subreddit, title, max_tokens)
 
 
-def _cannot_truncate(subreddit, title, max_tokens) -> ValueError:
-    return ValueError(
+def _cannot_truncate(subreddit, title, max_tokens) -> DataBuildError:
+    return DataBuildError(
         f"could not truncate the query to {max_tokens} tokens: it is longer even with an empty post "
         f"(subreddit={subreddit!r}, title={title!r})"
     )

@@ -94,6 +94,10 @@ class EvalInputError(ValueError):
     """The input or the configuration is unusable; raised before any judging."""
 
 
+class JudgeFailedError(RuntimeError):
+    """Every judge request failed (endpoint down, timeouts, quota): there is no result to write."""
+
+
 @dataclass(frozen=True)
 class Example:
     """One policy summary to judge against its reference."""
@@ -301,8 +305,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     count = length_counter(cfg.length_unit, cfg.tokenizer)
     response_lengths = np.array([count(e.response) for e in examples])
     reference_lengths = np.array([count(e.reference) for e in examples])
-    out = default_out(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    out = default_out(cfg)  # created only when there are results to write: a refused eval leaves nothing
     # 2. the judge (an openai judge checks its API key here, the gold judge that it knows every post)
     opts = cfg.judge_options
     judge = judge_from_options(cfg.judge, opts)
@@ -317,6 +320,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         judge, [e.post for e in examples], [e.response for e in examples], [e.reference for e in examples],
         finished=[e.finished for e in examples], seed=opts.judge_seed, both_orders=opts.both_orders,
     )
+    if all(r["outcome"] == "failed" for r in records):  # a null win rate with exit 0 would pass for a result
+        errors = sorted({side["error"] for r in records for side in [r, r.get("swapped") or {}] if side.get("error")})
+        raise JudgeFailedError(f"every judgment failed ({len(records)} example{'s' * (len(records) != 1)}; errors: "
+                               f"{'; '.join(errors[:3]) or 'none recorded'}); nothing written to {out}. Check the "
+                               "judge's endpoint, model and quota and rerun (replies already received are cached)")
     # 4. metrics
     result = {
         "judge": judge.name, "judge_model": judge.model, "judge_seed": opts.judge_seed,
@@ -328,6 +336,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         "config": _jsonable_config(cfg),
     }
     # 5. write: one row per example, then the aggregates
+    out.mkdir(parents=True, exist_ok=True)
     x = metrics.log_length_ratio(response_lengths, reference_lengths)
     lines = [
         json.dumps({**asdict(e), "response_length": int(n_resp), "reference_length": int(n_ref),

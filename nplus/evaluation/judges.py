@@ -299,7 +299,8 @@ class OpenAIJudge(Judge):
         if not api_key:
             raise JudgeConfigError(f"environment variable {api_key_env} (the judge's API key) is not set")
         if concurrency < 1 or max_retries < 0:
-            raise ValueError(f"need concurrency >= 1 and max_retries >= 0, got {concurrency}, {max_retries}")
+            raise JudgeConfigError(f"openai judge: need concurrency >= 1 and max_retries >= 0, got concurrency="
+                                   f"{concurrency}, max_retries={max_retries}")
         # The client's own retries are disabled: retries, back-off and their counting happen here.
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
         self.model = model

@@ -3,6 +3,8 @@
 sfd's parser counts any reply other than exactly "A"/"B" as a reference win and gives unparseable replies a
 random pick (reference/DETAILS.md §5). Here an explicit verdict line wins, a few common informal styles are
 understood, and everything else (refusals, ties, "A and B are similar") is ``None``: reported, never assigned.
+Words such as "similar" or "both summaries are" veto only a bare mention of one summary, never a sentence that
+names a winner ("Summary A is better as it includes the request for similar experiences" is A).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Literal
 
 Choice = Literal["A", "B"]
 
-# Markdown emphasis, code ticks, quotes and brackets around the letter ("**B**", "`A`", "[A]") carry no meaning.
-_DECORATION = re.compile(r"[*_`\"'\[\]{}]")
+# Markdown emphasis, code ticks, quotes and brackets around the letter ("**B**", "`A`", "[A]", "<A>": nplus's
+# prompt ends with "Preferred: <A or B>", so a judge may copy the angle brackets) carry no meaning.
+_DECORATION = re.compile(r"[*_`\"'\[\]{}<>]")
 
 # "Preferred: A", "Preferred summary: B", "Answer - A", "Verdict: Summary B". The letter must stand alone and
 # must not be followed by "or/and B" (a hedge, not a verdict).
@@ -35,12 +38,19 @@ _PREFERENCE_PHRASE = re.compile(
 )
 
 # Replies that decline to choose. Checked only when there is no verdict or bare-letter line, so "neither is
-# perfect.\nPreferred: A" still parses as A.
+# perfect.\nPreferred: A" still parses as A. A refusal vetoes everything below it, even "Summary A is better".
 _REFUSAL = re.compile(
     r"\b(?:cannot|can ?not|can'?t|unable to|impossible to)\s+(?:determine|decide|choose|tell|judge|pick)"
-    r"|\b(?:tie|neither|both (?:are|summaries are)|equally|similar|same quality|no preference)\b",
+    r"|\b(?:a|it'?s a|is a) (?:tie|draw)\b|\b(?:no (?:clear )?preference|same quality)\b"
+    r"|\bneither (?:summary |one )?is (?:better|preferred|superior)\b"
+    r"|\b(?:equally|just as) (?:good|bad|well|accurate|valid|strong|weak|informative|concise|clear)\b",
     re.IGNORECASE,
 )
+
+# Hedging words that describe both summaries or their content ("similar", "both summaries are"): they veto a
+# bare mention of one summary ("A and B are similar, Summary A is shorter" picks nobody), but not a sentence
+# that names a winner.
+_HEDGE = re.compile(r"\b(?:similar|tie|both (?:are|summaries are)|neither|equally|the same)\b", re.IGNORECASE)
 
 _SUMMARY_MENTION = re.compile(r"\bsummary\s+([AB])\b", re.IGNORECASE)
 
@@ -58,8 +68,9 @@ def parse_choice(reply: str) -> Choice | None:
     """Return the side a judge reply prefers ("A" or "B"), or None when it does not clearly pick one.
 
     Precedence, strongest first: the last explicit verdict line ("Preferred: B"); the last line consisting of
-    a bare letter ("B."); then, unless the reply declines to choose ("I cannot determine", "both are good"),
-    a preference phrase ("I prefer Summary A") or a single summary mentioned by name ("Summary B").
+    a bare letter ("B."); then, unless the reply declines to choose ("I cannot determine", "a tie", "equally
+    good"), a preference phrase ("I prefer Summary A"); then, unless the reply also hedges ("similar", "both
+    are ..."), a single summary mentioned by name ("Summary B").
     """
     text = _DECORATION.sub("", reply or "")
     verdicts = [m.group(1).upper() for m in _VERDICT.finditer(text) if _stands_alone(m, text)]
@@ -75,6 +86,6 @@ def parse_choice(reply: str) -> Choice | None:
     if len(phrases) == 1:
         return phrases.pop()  # type: ignore[return-value]
     mentioned = {m.upper() for m in _SUMMARY_MENTION.findall(text)}
-    if len(mentioned) == 1 and not phrases:
+    if len(mentioned) == 1 and not phrases and not _HEDGE.search(text):
         return mentioned.pop()  # type: ignore[return-value]
     return None

@@ -1,0 +1,89 @@
+"""The real path (``task=tldr``) end to end on CPU: SFT → RM → PPO through the same code a GPU run takes.
+
+The inputs are what a machine without hub access would hold: a random-weight GPT-NeoX model with its tokenizer
+saved in hub layout (config.json, model.safetensors, tokenizer files), the TL;DR datasets as local parquet
+snapshots in the public schemas (the tldr-synth corpus, which has exactly those schemas; laid out as
+`hf download` writes them), and the OpenAI-compatible judge answered by the loopback chat server of
+tests/test_judge_server.py, reached through the openai client's own OPENAI_BASE_URL / OPENAI_API_KEY variables
+(the pipeline builds the paper's judge, gpt-3.5-turbo-0125, with no base URL of its own). The server answers with
+the gold judge's verdicts on this corpus. Only the smoke preset's sizes are kept, so the run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer, GPTNeoXForCausalLM
+
+from nplus.config import apply_overrides, preset
+from nplus.data.loader import load_comparisons, load_sft
+from nplus.models import ladder_config
+from nplus.rundir import read_json, read_jsonl
+from nplus.tasks.gold import GoldJudge
+from nplus.tasks.synth import generate
+from nplus.testing import run_isolated
+from tests import test_judge_server as judge_server
+
+SECRET = "sk-test-real-path-7c21"
+
+
+@pytest.fixture(scope="module")
+def real_inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("real")
+    synth = root / "synth"
+    generate(synth, 0, "tiny")
+    # SFT snapshot (data/<split>-00000-of-00001.parquet) and comparisons from refs/convert/parquet
+    for split, ds in load_sft(str(synth / "sft")).items():
+        (root / "sft" / "data").mkdir(parents=True, exist_ok=True)
+        ds.to_parquet(str(root / "sft" / "data" / f"{split}-00000-of-00001.parquet"))
+    for split, ds in load_comparisons(str(synth / "comparisons")).items():
+        (root / "cmp" / "comparisons" / split).mkdir(parents=True, exist_ok=True)
+        ds.to_parquet(str(root / "cmp" / "comparisons" / split / "0000.parquet"))
+    # a random-weight GPT-NeoX (Pythia's architecture) in hub layout, with its tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(synth / "tokenizer"))
+    model = GPTNeoXForCausalLM(ladder_config("nano", len(tokenizer), 256, tokenizer.eos_token_id, tokenizer.pad_token_id))
+    model.save_pretrained(str(root / "model"))
+    tokenizer.save_pretrained(str(root / "model"))
+    return {"root": root, "synth": synth, "sft": root / "sft", "cmp": root / "cmp" / "comparisons",
+            "model": root / "model"}
+
+
+def test_tldr_task_runs_end_to_end_on_local_copies(real_inputs, tmp_path, monkeypatch):
+    files = {p.name for p in real_inputs["model"].iterdir()}
+    assert "model.safetensors" in files and "config.json" in files and not any(f.endswith(".bin") for f in files)
+    cfg = apply_overrides(preset("smoke", 1), hparams={
+        "task.name": "tldr", "task.sft_source": str(real_inputs["sft"]),
+        "task.comparisons_source": str(real_inputs["cmp"]), "model.name": str(real_inputs["model"])})
+    # the server's verdicts come from the gold judge of this corpus (its module-level judge knows other posts)
+    monkeypatch.setattr(judge_server, "GOLD", GoldJudge.from_dir(real_inputs["synth"]))
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with judge_server.ChatServer({}) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        summary, _ = run_isolated(cfg, tmp_path / "run", tmp_path / "cache")
+        judged = server.total_requests
+    run = tmp_path / "run"
+    assert (run / "DONE").exists() and read_json(run / "config.json")["task"]["name"] == "tldr"
+    assert summary["model"] == str(real_inputs["model"])
+    # every generation-based evaluation went through the chat server: SFT once, PPO periodically and at the end
+    n_eval = cfg.task.max_eval
+    assert judged >= 2 * n_eval and judged % n_eval == 0
+    for stage in ("sft", "ppo"):
+        assert 0.0 <= summary[f"{stage}.win_rate"] <= 1.0
+        assert summary[f"{stage}.gold_score"] is None  # the real task has no gold judge
+    rows = [r for r in read_jsonl(run / "samples.jsonl") if r["stage"] == "ppo"]
+    assert len(rows) == n_eval and all(r["outcome"] in ("win", "loss") for r in rows)
+    assert all(r["judge_raw"].splitlines()[-1] in ("Preferred: A", "Preferred: B") for r in rows)
+    # the datasets were built from the parquet copies with the model's tokenizer; the base was not pretrained
+    cache = tmp_path / "cache"
+    assert not (cache / "base").exists() and not (cache / "data").exists()
+    assert len([p for p in (cache / "built").iterdir() if p.is_dir()]) == 1
+    sft_eval = read_json(Path(summary["artifacts"]["sft"]) / "eval.json")
+    assert sft_eval["n_failed"] == sft_eval["n_unparseable"] == 0
+    # the key reached the server and nothing else
+    assert server.auth_headers == {f"Bearer {SECRET}"}
+    for path in [*run.rglob("*"), *cache.rglob("*.json*")]:
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path
+    assert json.loads((run / "config.json").read_text())["model"]["name"] == str(real_inputs["model"])
