@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # name → (direction, doc)
 STEP_METRICS: dict[str, tuple[str, str]] = {
-    "base/loss": ("down", "language-model loss of base pretraining on posts"),
+    "base/loss": ("down", "next-token loss of base pretraining: on repeated random spans in the induction phase, then on posts+TL;DR windows mixed with span rows"),
     "sft/loss": ("down", "SFT next-token cross-entropy over details.sft_loss_tokens"),
     "sft/lr": ("none", "SFT learning rate at the step"),
     "rm/loss": ("down", "Bradley–Terry loss −log σ(r_chosen − r_rejected)"),

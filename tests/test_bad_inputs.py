@@ -152,6 +152,8 @@ CASES = [
     Case("bad-set-type", (*SMOKE, "--set", "ppo.lr=fast"), ("--set ppo.lr", "cannot read 'fast' as float")),
     Case("set-without-value", (*SMOKE, "--set", "ppo.lr"), ("--set expects KEY=VALUE", "'ppo.lr'")),
     Case("set-on-a-detail", (*SMOKE, "--set", "details.dropout=disabled"), ("--set details.dropout", "--details.dropout")),
+    Case("base-build-unknown-rung", ("base", "build", "--rung", "huge", "--out", "{out}", "--cache", "{cache}"),
+         ("--rung 'huge'", "valid rungs: nano, tiny, xs")),
     # ---- configurations
     Case("indivisible-batch", (*SMOKE, "--set", "ppo.batch_size=7"), ("ppo.batch_size=7", "divisible by ppo.micro_batch")),
     Case("indivisible-minibatches", (*SMOKE, "--set", "ppo.num_minibatches=3"),

@@ -147,3 +147,26 @@ def test_write_stats_from_run_directories(tmp_path):
     assert result["baseline"] == "baseline" and result["metric_directions"]["ppo.kl"] == "neither"
     json.dumps(result)  # plain JSON, no NaN objects
     assert (out / "stats.json").exists()
+
+
+def test_rlhf_effect_pairs_ppo_and_sft_by_prompt_within_each_seed(tmp_path):
+    out = tmp_path / "study"
+    for seed, extra in ((1, 0), (2, 2), (3, 4)):
+        d = out / "baseline" / f"seed={seed}"
+        d.mkdir(parents=True)
+        sft = [1] * 5 + [0] * 15  # 0.25
+        ppo = [1] * (10 + extra) + [0] * (10 - extra)  # 0.5, 0.6, 0.7
+        (d / "summary.json").write_text(json.dumps({"sft.win_rate": 0.25, "ppo.win_rate": sum(ppo) / 20,
+                                                    "sft.gold_score": 1.0, "ppo.gold_score": 2.5, "seed": seed}))
+        with open(d / "samples.jsonl", "w") as f:
+            for stage, wins in (("sft", sft), ("ppo", ppo)):
+                for i, w in enumerate(wins):
+                    f.write(json.dumps({"stage": stage, "id": str(i), "win": w}) + "\n")
+        mark_done(d)
+    (effect,) = stats.write_stats(out, n_boot=500)["rlhf_effect"]
+    assert effect["variant"] == "baseline" and effect["n"] == 3
+    assert effect["win_rate_diff"] == pytest.approx(0.35)  # mean of 0.25, 0.35, 0.45
+    assert [s["win_rate_diff"] for s in effect["seeds"]] == pytest.approx([0.25, 0.35, 0.45])
+    assert effect["min_seed_win_rate_diff"] == pytest.approx(0.25) and effect["gold_score_diff"] == pytest.approx(1.5)
+    lo, hi = effect["win_rate_diff_ci"]
+    assert 0 < lo < 0.35 < hi

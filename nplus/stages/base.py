@@ -88,13 +88,13 @@ def document_batch(stream: torch.Tensor, starts: torch.Tensor, batch: int, seq: 
     return torch.stack([stream[s:s + seq + 1] for s in first.tolist()])
 
 
-def recipe_lr(base_lr: float, step: int, induction_steps: int, language_steps: int) -> float:
-    """Linear warm-up, constant through the induction phase, then cosine to 5 % over the language phase."""
+def recipe_lr(base_lr: float, language_lr: float, step: int, induction_steps: int, language_steps: int) -> float:
+    """Linear warm-up, constant through the induction phase, then a new warm-up to ``language_lr`` and cosine
+    to 5 % of it over the language phase."""
     if step < induction_steps:
         return base_lr * min(1.0, (step + 1) / WARMUP)
     k = step - induction_steps
-    warm = min(1.0, (step + 1) / WARMUP)
-    return base_lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / max(1, language_steps))))
+    return language_lr * min(1.0, (k + 1) / WARMUP) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / max(1, language_steps))))
 
 
 def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: int | None = None,
@@ -125,7 +125,8 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     bar = progress(total if stop_after is None else min(total, stop_after), f"base {m.name}")
     losses: list[float] = []
     for step in range(total if stop_after is None else min(total, stop_after)):
-        set_lr(opt, recipe_lr(m.pretrain_lr, step, m.pretrain_induction_steps, m.pretrain_steps))
+        set_lr(opt, recipe_lr(m.pretrain_lr, m.pretrain_language_lr or m.pretrain_lr, step, m.pretrain_induction_steps,
+                              m.pretrain_steps))
         if step < m.pretrain_induction_steps:  # 1. induction phase
             window = span_batch(m.pretrain_batch, m.pretrain_span_len, V, gen, tokenizer.eos_token_id)
         else:  # 2. language phase: document windows, the first rows replaced by span rows

@@ -1,0 +1,77 @@
+"""Capability probes: post_swap_gap (does the model read the body?) and fact_accuracy (does it restate it?)."""
+
+import torch
+
+from nplus.evaluation.probes import fact_accuracy, post_swap_gap, response_nll
+from nplus.tasks.gold import GoldJudge
+
+PAD = 1
+
+
+class _Lookup(torch.nn.Module):
+    """A causal LM stand-in: predicts the next token as ``table[current token]`` (log-prob 0) or, when
+    ``copy`` is set, as the token that followed the last earlier occurrence of the current token."""
+
+    def __init__(self, vocab: int, copy: bool):
+        super().__init__()
+        self.vocab, self.copy = vocab, copy
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, logits_to_keep=0):
+        B, L = input_ids.shape
+        logits = torch.full((B, L, self.vocab), -20.0)
+        for b in range(B):
+            ids = input_ids[b].tolist()
+            for t in range(L):
+                nxt = 2
+                if self.copy:
+                    for s in range(t - 1, -1, -1):
+                        if ids[s] == ids[t]:
+                            nxt = ids[s + 1]
+                            break
+                logits[b, t, nxt] = 20.0
+        return type("Out", (), {"logits": logits})()
+
+
+ROWS = [{"subreddit": "s", "title": "t", "post": p, "summary": q} for p, q in (("5 6", "6"), ("7 8", "8"), ("9 3", "3"))]
+
+
+def _encode_query(subreddit, title, post):
+    return [4] + [int(w) for w in post.split()] + [5]
+
+
+def _encode_response(summary):
+    return [6 if summary == "6" else int(summary)]
+
+
+def test_post_swap_gap_is_zero_for_a_model_that_ignores_the_body_and_positive_for_a_copier():
+    blind = post_swap_gap(_Lookup(12, copy=False), ROWS, _encode_query, _encode_response, PAD)
+    assert abs(blind["post_swap_gap"]) < 1e-6
+    copier = _Lookup(12, copy=True)
+    # query = post words, then the post's first word again as a cue; the reference is the word that followed it
+    # in the post, so only reading the post predicts it (another post's body predicts another word)
+    rows = [{**r, "summary": r["post"].split()[1]} for r in ROWS]
+    enc_q = lambda sub, title, post: [int(w) for w in post.split()] + [int(post.split()[0])]
+    enc_r = lambda summary: [int(summary)]
+    read = post_swap_gap(copier, rows, enc_q, enc_r, PAD)
+    assert read["post_swap_gap"] > 10 and read["reference_nll"] < 1e-6
+
+
+def test_response_nll_scores_only_the_response_tokens():
+    m = _Lookup(12, copy=False)  # always predicts token 2
+    nll = response_nll(m, [[3, 4], [3]], [[2, 2], [7]], PAD)
+    assert nll[0] < 1e-6 and nll[1] > 30
+
+
+def test_fact_accuracy_counts_only_facts_inside_the_query():
+    post = "I (24F) and my boyfriend (26M) have been dating for 2 years.\nI feel so hurt right now."
+    facts = {"event": "cheated", "relation": "boyfriend", "ask": None, "duration": "2 years", "feeling": "hurt",
+             "narrator": "24F", "counterpart": "26M"}
+    judge = GoldJudge({post: facts})
+    truncated_query = "TITLE: x\n\nPOST: I (24F) and my boyfriend (26M) have been dating for 2 years."  # feeling cut
+    summary = "I (24F) found out my bf (26M) of 3 years cheated on me. Feeling hurt."
+    out = fact_accuracy(judge, [post], [truncated_query], [summary])
+    # visible: narrator, counterpart, duration (feeling was truncated away); right: the two ages
+    assert out["fact_accuracy"] == 2 / 3
+    assert out["fact_accuracy_duration"] == 0.0 and out["fact_accuracy_narrator"] == 1.0
+    assert out["fact_accuracy_feeling"] != out["fact_accuracy_feeling"]  # NaN: never in the query
