@@ -1,6 +1,8 @@
 """The throughput tooling (nplus/perf.py, bench, bench_gpu): FLOP formulas by hand, table builders on a tiny
 config, and the rollout's value-only pass. No timing is asserted."""
 
+import json
+
 import torch
 
 from nplus import perf
@@ -51,3 +53,25 @@ def test_value_only_pass_equals_the_full_forward():
         actor.eval()
         with torch.no_grad():
             assert torch.equal(actor.values(qr, 1, 4), actor(qr, 1, 4)[1])
+
+
+def test_bench_gpu_runs_on_cpu_with_the_tiny_config(capsys):
+    from nplus import bench_gpu
+
+    assert bench_gpu.main(["--tiny", "--updates", "1", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    assert report["device"] == "cpu" and set(report["phases"]) == {"generation", "scoring", "training"}
+    assert all(p["tokens_per_s"] > 0 and p["mfu"] > 0 for p in report["phases"].values())
+    assert report["peak_memory_mib"] > 0
+
+
+def test_pythia_1b_shape_has_pythia_1b_parameter_count():
+    from transformers import GPTNeoXForCausalLM
+
+    from nplus.bench_gpu import pythia_1b_config
+
+    with torch.device("meta"):
+        model = GPTNeoXForCausalLM(pythia_1b_config())
+    # EleutherAI/pythia-1b: 1,011,781,632 parameters (vocab 50304)
+    assert sum(p.numel() for p in model.parameters()) == 1_011_781_632
