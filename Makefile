@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke test bench report clean
+.PHONY: setup demo smoke test bench bench-ppo bench-gpu bench-peers report clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,9 +30,36 @@ smoke: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## Speed and memory figures (printed, never asserted).
+## Speed and memory figures (printed, never asserted): smoke and demo pipelines, then the PPO phase and cost tables.
 bench: $(STAMP)
 	$(BIN)/python -m nplus.bench
+
+## Only the PPO tables of `make bench` (random weights, no pipeline): per-phase FLOP/s vs the matmul peak, costs.
+bench-ppo: $(STAMP)
+	$(BIN)/python -m nplus.bench phases costs
+
+## PPO updates on a Pythia-1B-shaped model, bf16 on CUDA. The .venv's torch is CPU-only: pass a CUDA python,
+## e.g. `make bench-gpu GPU_PY=/opt/venv/bin/python` (with nplus importable), or BENCH_GPU_ARGS=--tiny on a CPU.
+GPU_PY ?= $(BIN)/python
+BENCH_GPU_ARGS ?=
+bench-gpu: $(STAMP)
+	$(GPU_PY) -m nplus.bench_gpu $(BENCH_GPU_ARGS)
+
+## TRL's PPO trainer vs nplus's on the same random-weight models, prompts and settings (bench/peers.py), in a
+## bench-only environment: trl is never a dependency of nplus. torch is pinned (unpinned, it pulls GB of CUDA).
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+PEERS_ARGS ?=
+
+$(BENCH_STAMP): bench/requirements-peers.txt pyproject.toml
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/pip install -q -r bench/requirements-peers.txt
+	$(BENCH_VENV)/bin/pip install -q -e .
+	touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python bench/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf runs/.cache runs/smoke

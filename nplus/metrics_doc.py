@@ -35,6 +35,7 @@ STEP_METRICS: dict[str, tuple[str, str]] = {
     "val/rewards_std": ("none", "standard deviation of the per-token rewards"),
     "lr": ("none", "PPO learning rate at the update (details.lr_schedule)"),
     "time/rollout_s": ("down", "seconds of the update spent sampling and scoring (per rank)"),
+    "time/generation_s": ("down", "seconds of the update spent sampling responses, part of time/rollout_s (per rank)"),
     "time/train_s": ("down", "seconds of the update spent in the PPO epochs (per rank)"),
     "time/sampled_tokens": ("none", "response tokens sampled in the update (per rank)"),
     "time/train_tokens": ("none", "query+response tokens passed through training forward/backward (per rank)"),

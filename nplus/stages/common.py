@@ -207,7 +207,8 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
     B = queries.size(0)
     mask = queries != pad_id
     pos = position_ids_from_mask(mask)
-    out = model(input_ids=queries, attention_mask=mask, position_ids=pos, use_cache=True)
+    # logits of the last query position only: the vocabulary projection over the whole query is wasted work
+    out = model(input_ids=queries, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     past, logits = out.past_key_values, out.logits[:, -1]
     next_pos = pos[:, -1] + 1
     tokens, logps = [], []

@@ -42,6 +42,7 @@ class Rollout:
     kl: torch.Tensor  # (B, T) per-token KL estimate (0 at pads)
     seq_last: torch.Tensor  # (B,) index of the last real response token
     has_eos: torch.Tensor  # (B,)
+    generation_s: float = 0.0  # wall seconds of step 1 (sampling), for the throughput figures
 
 
 class Actor(nn.Module):
@@ -62,6 +63,17 @@ class Actor(nn.Module):
         else:
             logits, values = lm_logits(self.policy, query_responses, pad_id, keep), self.critic(query_responses, pad_id)
         return logits[:, :-1], values[:, -keep:-1]
+
+    def values(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> torch.Tensor:
+        """(B, Lq+T) → (B, T) values alone (a rollout whose old log-probs come from generation needs no logits).
+
+        The same forward as ``forward`` (hidden states do not depend on how many logits are kept), so the values
+        are bit-identical; the separate-critic case skips the policy's forward pass entirely.
+        """
+        keep = response_length + 1
+        if self.shared is not None:
+            return self.shared(query_responses, pad_id, 1)[1][:, -keep:-1]
+        return self.critic(query_responses, pad_id)[:, -keep:-1]
 
 
 def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
@@ -116,16 +128,18 @@ def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, no
             queries: torch.Tensor, pad_id: int, eos_id: int, gen: torch.Generator) -> Rollout:
     """Steps 1–4 of an update: sample, postprocess, score and compute per-token KL."""
     d, p = cfg.details, cfg.ppo
+    t0 = time.perf_counter()
     # 1. sample responses from the current policy at the training temperature
     out = sample(actor.lm(), queries, pad_id, eos_id, p.response_length, p.temperature, d.response_sampling, gen)
     responses = out.responses
+    generation_s = time.perf_counter() - t0
     query_responses_raw = torch.cat([queries, responses], 1)
     # 2. old log-probs: from the sampling pass, or recomputed by a forward pass (details.rollout_logprobs)
     T = responses.size(1)
-    logits, values = actor(query_responses_raw, pad_id, T)
     if d.rollout_logprobs == "from_generation":
-        logprobs = out.logprobs
+        logprobs, values = out.logprobs, actor.values(query_responses_raw, pad_id, T)
     elif d.rollout_logprobs == "recomputed":
+        logits, values = actor(query_responses_raw, pad_id, T)
         logprobs = response_logprobs(logits, responses, p.temperature, d.temperature_in_training)
     else:
         raise ValueError(f"rollout_logprobs={d.rollout_logprobs!r}")
@@ -143,7 +157,8 @@ def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, no
     ref_logprobs = ref_logprobs.masked_fill(padding_mask, ops.INVALID_LOGPROB)
     values = values.masked_fill(~value_mask, 0)
     kl = ops.kl_per_token(logprobs, ref_logprobs, d.kl_estimator).masked_fill(padding_mask, 0)
-    return Rollout(query_responses, post, logprobs, ref_logprobs, values, scores, raw, padding_mask, value_mask, kl, seq_last, has_eos)
+    return Rollout(query_responses, post, logprobs, ref_logprobs, values, scores, raw, padding_mask, value_mask, kl, seq_last, has_eos,
+                   generation_s)
 
 
 def advantages_and_returns(cfg: Config, ro: Rollout, kl_coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -251,7 +266,7 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
             "val/advantage_mean": float(ops.masked_mean(adv, ~ro.padding_mask)), "val/rewards_std": float(rewards.std()),
             "lr": opt.param_groups[0]["lr"],
             # throughput (make bench): rollout = sampling + scoring passes, train = the PPO epochs
-            "time/rollout_s": t_train - t_rollout, "time/train_s": t_done - t_train,
+            "time/rollout_s": t_train - t_rollout, "time/generation_s": ro.generation_s, "time/train_s": t_done - t_train,
             "time/sampled_tokens": float(ro.responses.numel()),
             "time/train_tokens": float(ro.query_responses.numel() * p.ppo_epochs),
         }

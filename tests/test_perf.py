@@ -1,0 +1,77 @@
+"""The throughput tooling (nplus/perf.py, bench, bench_gpu): FLOP formulas by hand, table builders on a tiny
+config, and the rollout's value-only pass. No timing is asserted."""
+
+import json
+
+import torch
+
+from nplus import perf
+from nplus.models import ladder_config
+from nplus.stages.ppo import Actor
+from nplus.models import ScalarModel, SharedTrunkPolicy
+
+
+def test_flop_formulas_by_hand():
+    s = perf.Shape(hidden=4, layers=1, vocab=10, ffn=16)
+    # per token and layer: 4h² + 2hf = 64 + 128 = 192 weights; 3 keys × 2 × h = 24 attention MACs
+    assert perf.trunk_flops(s, batch=2, query=0, new=3) == 2 * 2 * 3 * (192 + 2 * 3 * 4)  # 2592
+    assert perf.head_flops(s, batch=2, positions=1) == 2 * 2 * 1 * 4 * 10  # 160
+    # prefill of 3 tokens + 1 logit, then one cached step attending to 4 keys + 1 logit
+    assert perf.generation_flops(s, batch=2, query=3, response=2) == 2592 + 160 + 2 * 2 * (192 + 2 * 4 * 4) + 160
+    L = 5
+    assert perf.scoring_flops(s, 2, 3, 2) == 3 * perf.trunk_flops(s, 2, 0, L) + perf.head_flops(s, 2, 3)
+    assert perf.training_flops(s, 2, 3, 2, epochs=4) == 12 * (2 * perf.trunk_flops(s, 2, 0, L) + perf.head_flops(s, 2, 3))
+    assert set(perf.phase_flops(s, 2, 3, 2, 1)) == {"generation", "scoring", "training"}
+
+
+def test_ladder_shape_matches_the_model_config():
+    assert perf.ladder_shape("tiny", 1750) == perf.Shape.of(ladder_config("tiny", 1750, 64, 0, 1))
+
+
+def test_cost_table_rows_and_format():
+    rows = perf.cost_table(rungs=("nano",), batches=(2, 4), query=8, response=4, epochs=1, vocab=40, isolate=False)
+    assert [(r["rung"], r["batch"]) for r in rows] == [("nano", 2), ("nano", 4)]
+    for r in rows:
+        assert r["update_s"] > 0 and r["episodes_per_s"] > 0 and r["peak_rss_mib"] >= r["rss_before_mib"] > 0
+    text = perf.format_table(rows).splitlines()
+    assert len(text) == 3 and text[0].split()[:2] == ["rung", "batch"]
+
+
+def test_random_queries_are_left_padded():
+    q = perf.random_queries(6, 10, vocab=40)
+    real = q != perf.PAD_ID
+    assert q.shape == (6, 10) and bool(real[:, -1].all())
+    assert bool((real.int().diff(dim=1) >= 0).all())  # pads only before the first real token
+    assert int(real.sum(1).min()) >= 5
+
+
+def test_value_only_pass_equals_the_full_forward():
+    cfg = ladder_config("nano", 40, 32, 0, 1)
+    policy, _, rm, critic = perf.random_models(cfg)
+    qr = torch.cat([perf.random_queries(3, 8, 40), torch.randint(2, 40, (3, 4))], 1)
+    for actor in (Actor(policy, critic, None), Actor(None, None, SharedTrunkPolicy(policy, rm.head))):
+        actor.eval()
+        with torch.no_grad():
+            assert torch.equal(actor.values(qr, 1, 4), actor(qr, 1, 4)[1])
+
+
+def test_bench_gpu_runs_on_cpu_with_the_tiny_config(capsys):
+    from nplus import bench_gpu
+
+    assert bench_gpu.main(["--tiny", "--updates", "1", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    assert report["device"] == "cpu" and set(report["phases"]) == {"generation", "scoring", "training"}
+    assert all(p["tokens_per_s"] > 0 and p["mfu"] > 0 for p in report["phases"].values())
+    assert report["peak_memory_mib"] > 0
+
+
+def test_pythia_1b_shape_has_pythia_1b_parameter_count():
+    from transformers import GPTNeoXForCausalLM
+
+    from nplus.bench_gpu import pythia_1b_config
+
+    with torch.device("meta"):
+        model = GPTNeoXForCausalLM(pythia_1b_config())
+    # EleutherAI/pythia-1b: 1,011,781,632 parameters (vocab 50304)
+    assert sum(p.numel() for p in model.parameters()) == 1_011_781_632
