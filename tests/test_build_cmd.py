@@ -38,10 +38,11 @@ PREF_WIDTHS = {"query_token": 512, "chosen_token": 169, "rejected_token": 169,
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, Path]:
-    """tldr-synth (tiny) as save_to_disk directories and as hub-snapshot-like parquet trees, plus a pad-less BPE."""
+    """tldr-synth (small: enough long posts to exceed the paper's 512-token query) as save_to_disk directories and
+    as hub-snapshot-like parquet trees, plus a pad-less BPE."""
     root = tmp_path_factory.mktemp("build")
     data = root / "synth"
-    generate(data, 0, "tiny")
+    generate(data, 0, "small")
     # SFT snapshot: data/<split>-00000-of-00001.parquet (a parquet dataset repository)
     for split, ds in load_sft(str(data / "sft")).items():
         (root / "sft_snap" / "data").mkdir(parents=True, exist_ok=True)

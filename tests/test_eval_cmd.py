@@ -77,8 +77,10 @@ def test_run_directory_end_to_end(tmp_path, corpus):
     judged = [json.loads(line) for line in (run_dir / "judgments.jsonl").read_text().splitlines()]
     assert [j["id"] for j in judged] == [r["id"] for r in rows]
     for j, r in zip(judged, rows):
-        policy_better = gold.score(r["post"], r["response"], r["finished"]) > gold.score(r["post"], r["reference"])
-        assert j["winner"] == ("policy" if policy_better else "reference")
+        s_policy, s_ref = gold.score(r["post"], r["response"], r["finished"]), gold.score(r["post"], r["reference"])
+        if abs(s_policy - s_ref) <= 1e-9:  # a tie: the judge's stable hash decides (tested in test_gold.py)
+            continue
+        assert j["winner"] == ("policy" if s_policy > s_ref else "reference")
         assert j["order"] in ("policy_first", "reference_first") and j["choice"] in ("A", "B")
         assert j["raw"].endswith(f"Preferred: {j['choice']}") and j["response_length"] > 0
     wins = sum(j["winner"] == "policy" for j in judged)

@@ -43,7 +43,7 @@ def test_every_shipped_study_loads_and_expands(path, tmp_path):
 def test_demo_study_is_the_documented_one():
     study = load_study(ROOT / "ablations" / "demo.toml")
     assert study.seeds == (1, 2, 3) and study.preset == "demo"
-    assert {v.name for v in study.variants} == {"baseline", "temperature_in_training=off", "reward_whitening=on"}
+    assert {v.name for v in study.variants} == {"baseline", "temperature_in_training=off"}
 
 
 def test_one_at_a_time_covers_every_alternative():
