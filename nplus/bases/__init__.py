@@ -83,21 +83,19 @@ def build(cfg, data, out_dir: Path, command: str | None = None) -> dict:
     import transformers
 
     from nplus.config import BASE_RECIPE
-    from nplus.stages.base import pretrain_base, pretraining_texts, token_stream
+    from nplus.stages.base import pretrain_base
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = data.tokenizer
     t0 = time.time()
     result = pretrain_base(cfg, data.sft["train"], tok, out_dir, probe=lambda model: base_probes(cfg, data, model))
-    stream, _ = token_stream(pretraining_texts(data.sft["train"], cfg.model.pretrain_corpus, cfg.model.pretrain_extra_posts,
-                                               cfg.task.synth_seed), tok)
     tokenizer_file = data.data_dir / "tokenizer" / "tokenizer.json" if data.data_dir else None
     manifest = {
         "rung": cfg.model.name, "recipe": BASE_RECIPE, "base_hash": cfg.stage_hash("base"), "config": cfg.stage_dict("base"),
         "weights_sha256": sha256_file(out_dir / "model" / WEIGHTS),
         "tokenizer_sha256": sha256_file(tokenizer_file) if tokenizer_file else None,
-        "corpus_sha256": sha256_tensor(stream),
+        "corpus_sha256": sha256_tensor(result["stream"]),
         "probes": {k: result[k] for k in ("copy_gain", "copy_nll_first", "copy_nll_repeat", "post_swap_gap", "reference_nll") if k in result},
         "loss": result["loss"], "first_losses": result["first_losses"], "params": result["params"],
         "tokens": result["tokens"], "documents": result["documents"],

@@ -103,7 +103,7 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
 
     ``stop_after`` ends after that many updates without saving (the schedule is the full run's): the test that
     the committed weights come from this recipe replays the first updates. ``probe(model) -> dict`` adds probe
-    figures (post_swap_gap) to the result."""
+    figures (post_swap_gap) to the result; ``stream`` is the pretraining token stream (hashed into the manifest)."""
     m = cfg.model
     gen = seed_everything(m.pretrain_seed)
     # Rotary positions have no learned table: the size only bounds generation, so it is fixed rather than taken
@@ -152,4 +152,4 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     tokenizer.save_pretrained(out_dir / "model")
     model.eval()
     return {"loss": losses[-1], "first_losses": losses[:8], "params": count_parameters(model), "tokens": int(stream.numel()),
-            "documents": int(starts.numel()), **copy_probe(model, V), **(probe(model) if probe else {})}
+            "documents": int(starts.numel()), "stream": stream, **copy_probe(model, V), **(probe(model) if probe else {})}
