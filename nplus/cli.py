@@ -237,9 +237,10 @@ def _commands() -> dict[str, type]:
 
 
 # Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
+# A full disk is one too (DiskFullError names the path; an OSError that says so is reported the same way).
 USER_ERRORS = ("BaseModelError", "DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
                "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError",
-               "JudgeFailedError")
+               "JudgeFailedError", "DiskFullError")
 
 
 def merge_repeated_set(argv: list[str]) -> list[str]:
@@ -292,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, indent=2))
         return 0
     except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
+        from nplus.rundir import DiskFullError, is_disk_full
+
+        if type(e).__name__ not in USER_ERRORS and is_disk_full(e):
+            e = DiskFullError(getattr(e, "filename", None) or "a file", e)
         if type(e).__name__ in USER_ERRORS:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -20,6 +20,7 @@ from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns nplus's own progress
 
 from nplus import ops
+from nplus.rundir import fault_point
 
 # Rungs of the ladder: (hidden, layers, heads). FFN = 4 × hidden, parallel residual and untied embeddings, as in
 # Pythia; rotary on 25 % of head dims as in Pythia unless ModelConfig.rotary_pct says otherwise. Parameter counts depend on the tokenizer's vocabulary.
@@ -121,6 +122,7 @@ class ScalarModel(nn.Module):
     def save(self, path: Path) -> None:
         path = Path(path)
         self.backbone.save_pretrained(path / "backbone", safe_serialization=True)
+        fault_point("checkpoint")  # the kill -9 campaign dies here: trunk written, head not
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(path / "head.safetensors"))
 
     @classmethod

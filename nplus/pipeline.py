@@ -26,8 +26,8 @@ from nplus.config import Config, ConfigError, config_hash
 from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
 from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
-from nplus.rundir import (append_jsonl, artifact, atomic_write_json, is_done, mark_done, read_json, read_jsonl,
-                          write_provenance)
+from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, done_problem, mark_done, read_json,
+                          read_jsonl, write_provenance)
 from nplus import bases
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
@@ -196,7 +196,7 @@ def stage_artifact(cache: Path, stage: str, key: str):
             yield result
         return
     path = Path(cache) / stage / key
-    built = is_done(path)
+    built = done_problem(path) is None  # every rank checks the same files before the main one may wipe them
     D.barrier()
     if not built and D.is_main:
         shutil.rmtree(path, ignore_errors=True)
@@ -370,7 +370,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         from nplus.tracking import mirror_to_wandb
 
         mirror_to_wandb(out_dir, cfg)
-    mark_done(out_dir, {"hash": cfg.hash})
+    mark_done(out_dir, {"hash": cfg.hash}, RUN_OUTPUTS)
     return summary
 
 
@@ -383,5 +383,5 @@ def _partial(out_dir: Path, stage: str, result: dict, artifacts: dict[str, Path]
             for row in read_jsonl(path / name):
                 append_jsonl(out_dir / name, row)
     atomic_write_json(out_dir / "summary.json", summary)
-    mark_done(out_dir)
+    mark_done(out_dir, files=RUN_OUTPUTS)
     return summary

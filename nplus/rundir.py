@@ -5,18 +5,26 @@ rename), so a run killed at any moment (even ``kill -9``) leaves either the old 
 artifacts (base model, SFT, RM) live under ``<cache>/<stage>/<hash>/`` where the hash covers the stage's
 configuration and everything upstream; a ``DONE`` marker is written last, and a lock file serialises builders
 so two workers never build the same artifact at once.
+
+The ``DONE`` marker lists the size and sha256 of every file it vouches for, and an artifact is only reused
+when they all still match: a truncated or corrupted checkpoint (a disk that filled up, a copy cut short, a
+file edited by hand) is rebuilt instead of loaded. A write that fails for lack of space raises
+:class:`DiskFullError`, one line naming the path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,19 +32,88 @@ from pathlib import Path
 from typing import Any, Iterator
 
 DONE = "DONE"
+# What a run directory's DONE vouches for: what stats and the report read (log.txt and error.txt are appended to
+# by later attempts, so they are not listed).
+RUN_OUTPUTS = ("config.json", "summary.json", "eval.json", "metrics.jsonl", "samples.jsonl")
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "numpy", "scipy", "statsmodels",
             "pandas", "rouge-score", "safetensors", "tyro", "nplus")
 
 
+# Fault injection for the kill -9 campaign (nplus/ablate/faults.py): "<point>:<n>" makes the process that reaches
+# fault point <point> for the n-th time (counted across processes in the file FAULT_COUNTER_ENV names) SIGKILL
+# its whole process group, i.e. the runner and its workers die there with no cleanup. Unset: one dict lookup.
+FAULT_ENV, FAULT_COUNTER_ENV = "NPLUS_FAULT", "NPLUS_FAULT_COUNTER"
+FAULT_POINTS = ("write", "checkpoint", "stats")  # mid atomic write, between checkpoint files, inside write_stats
+
+
+def fault_point(name: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or spec.partition(":")[0] != name:
+        return
+    counter = Path(os.environ[FAULT_COUNTER_ENV])
+    with file_lock(counter.with_name(counter.name + ".lock")):
+        hits = int(counter.read_text() or 0) + 1 if counter.exists() else 1
+        counter.write_text(str(hits))
+    if hits == int(spec.partition(":")[2]):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+# errno values that mean "the disk (or this process's file-size limit, RLIMIT_FSIZE, or quota) is full".
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFullError(Exception):
+    """A write failed for lack of space: one line naming the path (the CLI prints it without a traceback). Not
+    an OSError, so that no ``except OSError`` on the way up mistakes it for a missing file."""
+
+    def __init__(self, path: Path, cause: BaseException):
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).splitlines()[0]
+        super().__init__(f"no space to write {path} ({reason}); free some space and rerun the same command: "
+                         "finished runs and artifacts are kept, nothing half-written is reused")
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    """An OSError with a disk-full errno anywhere in the exception chain, or a library error that carries one in
+    its message only (safetensors and tokenizers surface Rust's io::Error as "... (os error 28)")."""
+    while e is not None:
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS):
+            return True
+        if any(f"(os error {n})" in str(e) for n in DISK_FULL_ERRNOS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: Path) -> Iterator[None]:
+    """Turn a disk-full failure of the writes inside into a :class:`DiskFullError` that names ``path``."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:
+        if is_disk_full(e):
+            raise DiskFullError(Path(getattr(e, "filename", None) or path), e) from e
+        raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with naming_full_disk(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                f.write(text[: len(text) // 2])
+                f.flush()  # so that a kill at the fault point leaves the half on disk, as a real one may
+                fault_point("write")  # killed here: a half-written temp file, the old `path` untouched
+                f.write(text[len(text) // 2:])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except DiskFullError:
+        tmp.unlink(missing_ok=True)  # give the space back
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -48,7 +125,7 @@ def read_json(path: Path) -> Any:
 
 
 def append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
+    with naming_full_disk(path), open(path, "a") as f:
         f.write(json.dumps(row, sort_keys=True, default=float) + "\n")
 
 
@@ -77,11 +154,51 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
 
 
 def is_done(path: Path) -> bool:
+    """The marker exists: cheap enough to poll (the scheduler does); :func:`done_problem` also checks content."""
     return (Path(path) / DONE).exists()
 
 
-def mark_done(path: Path, info: dict | None = None) -> None:
-    atomic_write_json(Path(path) / DONE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})})
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_manifest(path: Path, files: tuple[str, ...] | None = None) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of ``files`` that exist under ``path``, or of every file but DONE."""
+    path = Path(path)
+    names = files if files is not None else sorted(
+        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != DONE)
+    return {n: [(path / n).stat().st_size, sha256_file(path / n)] for n in names if (path / n).is_file()}
+
+
+def mark_done(path: Path, info: dict | None = None, files: tuple[str, ...] | None = None) -> None:
+    """Write DONE last, vouching for ``files`` (default: every file in the directory) by size and sha256."""
+    atomic_write_json(Path(path) / DONE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {}),
+                                          "files": file_manifest(path, files)})
+
+
+def done_problem(path: Path) -> str | None:
+    """Why ``path`` does not count as finished (no or unreadable DONE, a listed file missing, truncated or
+    changed), or None when it does. Sizes are compared first, so a truncated file costs no hashing."""
+    path = Path(path)
+    try:
+        marker = read_json(path / DONE)
+    except FileNotFoundError:
+        return f"no {DONE} marker"
+    except (OSError, ValueError):
+        return f"{DONE} is unreadable"
+    listed = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(listed, dict):
+        return f"{DONE} lists no files (written by an older nplus)"
+    for name, (size, digest) in sorted(listed.items()):
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != size:
+            return f"{name} has {f.stat().st_size} bytes, {DONE} says {size}"
+        if sha256_file(f) != digest:
+            return f"{name} changed since {DONE} was written (sha256 differs)"
+    return None
 
 
 @contextlib.contextmanager
@@ -89,18 +206,28 @@ def artifact(cache: Path, stage: str, key: str) -> Iterator[tuple[Path, bool]]:
     """Content-addressed stage artifact. Yields (directory, already_built).
 
     The caller builds into the directory when ``already_built`` is false and the marker is written on a clean
-    exit. A partial directory left by a killed builder is wiped and rebuilt.
+    exit. A partial directory left by a killed builder, or one whose files no longer match its DONE marker, is
+    wiped and rebuilt. A build that runs out of space is wiped at once (freeing the space) and raises
+    :class:`DiskFullError`.
     """
     path = Path(cache) / stage / key
     with file_lock(Path(cache) / stage / f".{key}.lock"):
-        if is_done(path):
+        problem = done_problem(path) if path.exists() else "absent"
+        if problem is None:
             yield path, True
             return
+        if is_done(path):
+            print(f"rebuilding {path}: {problem}", file=sys.stderr, flush=True)
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True)
-        yield path, False
-        mark_done(path)
+        try:
+            with naming_full_disk(path):
+                yield path, False
+                mark_done(path)
+        except DiskFullError:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
 
 
 def git_revision() -> dict[str, Any]:

@@ -216,13 +216,16 @@ def numeric_items(summary: dict) -> list[tuple[str, float]]:
 
 
 def collect(out: Path) -> tuple[Any, Any, str, str]:
-    """(results, failures, study, baseline) as DataFrames; a run counts when its DONE marker exists."""
+    """(results, failures, study, baseline) as DataFrames; a run counts when its DONE marker exists and the
+    files it lists (summary.json among them) still match it, so a truncated or altered summary is never read."""
     import pandas as pd
+
+    from nplus.rundir import done_problem
 
     study, baseline, runs = find_runs(out)
     rows, fails = [], []
     for r in runs:
-        if (r.run_dir / "DONE").exists() and (r.run_dir / "summary.json").exists():
+        if done_problem(r.run_dir) is None and (r.run_dir / "summary.json").exists():
             summary = json.loads((r.run_dir / "summary.json").read_text())
             rows += [(study, r.variant, r.seed, r.size, k, v) for k, v in numeric_items(summary)]
         elif (r.run_dir / "error.txt").exists():
@@ -348,12 +351,13 @@ def _clean(v: Any) -> Any:
 
 def write_stats(out: Path, n_boot: int = N_BOOT) -> dict[str, Any]:
     """Write results.csv, failures.csv, stats.csv and stats.json into ``out``; returns the stats.json object."""
-    from nplus.rundir import atomic_write_json, atomic_write_text
+    from nplus.rundir import atomic_write_json, atomic_write_text, fault_point
 
     out = Path(out)
     results, failures, study, baseline = collect(out)
     atomic_write_text(out / "results.csv", results.to_csv(index=False))
     atomic_write_text(out / "failures.csv", failures.to_csv(index=False))
+    fault_point("stats")  # killed here: results.csv is new, stats.csv still the previous one (or absent)
     table = compare(results, baseline, study) if len(results) else None
     if table is not None:
         table = bootstrap_win_rates(table, find_runs(out)[2], baseline, n_boot)

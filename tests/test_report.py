@@ -12,13 +12,13 @@ import json
 import math
 import random
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from nplus.report import Options, ReportError, build_report, load_study
 from nplus.report.build import normalize_stats
+from nplus.rundir import RUN_OUTPUTS, mark_done
 
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = "<img src=x onerror=alert(2)>"
@@ -126,7 +126,7 @@ def _write_run(run: Path, study: str, variant: str, size: str, seed: int, inject
     _write_jsonl(run / "samples.jsonl", _sample_rows(rng, variant, seed, inject))
     _write_json(run / "eval.json", {"ppo": {"win_rate": 0.5}})
     _write_json(run / "summary.json", _summary(rng, effect, seed, size))
-    _write_json(run / "DONE", {"finished": time.strftime("%Y-%m-%dT%H:%M:%S+0000"), "hash": cfg_hash})
+    mark_done(run, {"hash": cfg_hash}, RUN_OUTPUTS)
 
 
 def make_study(root: Path, seeds=(1, 2, 3), sizes: tuple[str, ...] = (), variants=tuple(VARIANTS), inject: bool = False,

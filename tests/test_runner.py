@@ -23,7 +23,7 @@ from nplus.ablate.runner import RUN_FN_ENV, blocked_by, execute_spec, is_complet
 from nplus.ablate.slurm import SlurmOptions, sbatch_scripts, stage_tasks, submit
 from nplus.ablate.study import expand, load_study
 from nplus.cli import main
-from nplus.rundir import atomic_write_json, file_lock, mark_done
+from nplus.rundir import RUN_OUTPUTS, atomic_write_json, file_lock, mark_done
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = "tests.test_runner:fake_run"
@@ -60,7 +60,7 @@ def fake_run(cfg, out_dir, cache, command=None, stop_after="ppo"):
         if not lg.handlers:
             lg.addHandler(logging.StreamHandler())
         lg.warning("library warning for seed %d", cfg.seed)
-    mark_done(out_dir, {"hash": cfg.hash})
+    mark_done(out_dir, {"hash": cfg.hash}, RUN_OUTPUTS)
     if os.environ.get("FAKE_COUNTER"):
         with open(os.environ["FAKE_COUNTER"], "a") as f:
             f.write(f"{out_dir}\n")

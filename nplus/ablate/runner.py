@@ -3,8 +3,9 @@
 Bookkeeping lives in the run directories themselves, so the runner keeps no state of its own and can be killed
 at any moment (even ``kill -9``) losing at most the runs in flight:
 
-- a run is complete when its ``DONE`` marker exists and names the spec's config hash (``run_pipeline`` writes it
-  atomically, last); a DONE for another hash (the study changed) is stale and the run is redone;
+- a run is complete when its ``DONE`` marker exists, names the spec's config hash (``run_pipeline`` writes it
+  atomically, last) and the outputs it lists still have their recorded size and sha256; a DONE for another hash
+  (the study changed) is stale and the run is redone, and so is one whose summary was truncated or altered;
 - each run holds a non-blocking lock on ``<run_dir>/.lock`` while it runs, so two runners (or a runner and an
   orphaned worker) never execute the same spec at once: a locked spec is skipped and reported;
 - a failed run leaves ``error.txt`` (message + traceback) and no DONE; the sweep goes on.
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nplus.ablate.study import RunSpec, Study, expand
-from nplus.rundir import DONE, atomic_write_json, atomic_write_text, file_lock, is_done, read_json
+from nplus.rundir import (DONE, DiskFullError, atomic_write_json, atomic_write_text, done_problem, file_lock, is_done,
+                          read_json)
 
 # The function that executes one spec: run_fn(cfg, out_dir, cache, command=...) -> summary dict, writing DONE last.
 DEFAULT_RUN_FN = "nplus.pipeline:run_pipeline"
@@ -60,10 +62,10 @@ def default_cache() -> Path:
 # ---- state of a run directory --------------------------------------------------------------------------------
 
 def is_complete(spec: RunSpec) -> bool:
-    """DONE exists and was written for this spec's config (a DONE without a hash is trusted)."""
-    if not is_done(spec.run_dir):
+    """DONE was written for this spec's config (a DONE without a hash is trusted) and its files verify."""
+    if done_problem(spec.run_dir) is not None:
         return False
-    try:
+    try:  # read again: another runner may be redoing a stale run meanwhile
         info = read_json(spec.run_dir / DONE)
     except (OSError, ValueError):
         return False
@@ -162,14 +164,16 @@ def execute_spec(spec: RunSpec, cache: Path, run_fn: str, command: str, threads:
                     sys.modules["torch"].set_num_threads(threads)
                 print(f"{spec.label}: {command}", flush=True)
                 summary = fn(spec.config, run_dir, cache, command=command)
-                if not is_done(run_dir):
-                    raise RuntimeError(f"{run_fn} returned without writing {DONE}")
+                problem = done_problem(run_dir)
+                if problem is not None:
+                    raise RuntimeError(f"{run_fn} returned without a valid {DONE} ({problem})")
                 out.metrics = _key_metrics(summary)
-            except Exception as e:  # contained: the sweep goes on (NonFiniteLoss included)
+            except Exception as e:  # contained: the sweep goes on (NonFiniteLoss and a full disk included)
                 traceback.print_exc()
-                atomic_write_text(run_dir / "error.txt", f"{_first_line(e)}\n\n{traceback.format_exc()}")
                 (run_dir / DONE).unlink(missing_ok=True)
                 out.status, out.error = "failed", _first_line(e)
+                with contextlib.suppress(DiskFullError):  # no room for error.txt: the outcome still reports it
+                    atomic_write_text(run_dir / "error.txt", f"{_first_line(e)}\n\n{traceback.format_exc()}")
     out.seconds = time.time() - t0
     return out
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from nplus import ops
 from nplus.config import Config
 from nplus.models import count_parameters, lm_logits, load_causal_lm, resize_for_tokenizer, set_dropout
+from nplus.rundir import fault_point
 from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
                                  trim_right,
                                  seed_everything, set_lr)
@@ -80,6 +81,7 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
     model = D.unwrap(model)
     if D.is_main:
         model.save_pretrained(out_dir / "model", safe_serialization=True)
+        fault_point("checkpoint")  # the kill -9 campaign dies here: weights written, tokenizer and DONE not
         tokenizer.save_pretrained(out_dir / "model")
     D.barrier()
     tail = losses[-max(1, len(losses) // 10):]
