@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke test bench bench-ppo bench-gpu bench-peers report clean
+.PHONY: setup demo smoke test faults bench bench-ppo bench-gpu bench-peers report clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ smoke: $(STAMP)
 ## The test suite (CPU only, no network).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## The kill -9 campaign (nplus/ablate/faults.py): 20 kills of `nplus ablate ablations/faults.toml` with real training,
+## each resumed; prints runs lost / duplicated (both must be 0) and whether stats.csv matches an uninterrupted sweep.
+faults: $(STAMP)
+	$(BIN)/python -m nplus.ablate.faults --kills 20 --out runs/faults
 
 ## Speed and memory figures (printed, never asserted): smoke and demo pipelines, then the PPO phase and cost tables.
 bench: $(STAMP)
