@@ -33,8 +33,6 @@ def test_the_presets_rungs_are_committed():
     assert preset("demo").model.name in RUNGS
 
 
-@pytest.mark.xfail(strict=True, reason="issue #11 is open: the committed tiny base reads the post (post_swap_gap "
-                   "0.75) but its copy_gain is 0.96 < 2 (docs/tldr-synth.md, Capability)")
 @pytest.mark.parametrize("rung", RUNGS)
 def test_committed_base_meets_the_copy_bar(rung):
     assert bases.read_manifest(rung)["probes"]["copy_gain"] >= 2.0  # induction: a random sequence's repeat is predicted

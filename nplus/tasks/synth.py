@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 # Bump whenever the generated files change for a given (seed, scale).
-VERSION = "tldr-synth-2"
+VERSION = "tldr-synth-3"
 # 2 (2026-12-01): facts copyable token for token. A post and its summaries write an age the same way, "(24F)"
 # (summaries in lower case keep it), and a duration with a space before the number ("for 2 years"), so the
 # tokens to restate are the tokens of the post; shorter ordinary posts (25-90 words); references leave the
