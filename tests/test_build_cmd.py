@@ -27,6 +27,7 @@ from nplus.data.builder import Lengths
 from nplus.data.loader import DataSourceError, load_comparisons, load_sft
 from nplus.details import DetailError, Details
 from nplus.tasks.synth import generate
+from tests.snapshots import write_hub_snapshots
 
 ROOT = Path(__file__).resolve().parent.parent
 EOS = "<|endoftext|>"
@@ -43,14 +44,7 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("build")
     data = root / "synth"
     generate(data, 0, "small")
-    # SFT snapshot: data/<split>-00000-of-00001.parquet (a parquet dataset repository)
-    for split, ds in load_sft(str(data / "sft")).items():
-        (root / "sft_snap" / "data").mkdir(parents=True, exist_ok=True)
-        ds.to_parquet(str(root / "sft_snap" / "data" / f"{split}-00000-of-00001.parquet"))
-    # comparisons snapshot from refs/convert/parquet: comparisons/<split>/0000.parquet
-    for split, ds in load_comparisons(str(data / "comparisons")).items():
-        (root / "cmp_snap" / "comparisons" / split).mkdir(parents=True, exist_ok=True)
-        ds.to_parquet(str(root / "cmp_snap" / "comparisons" / split / "0000.parquet"))
+    write_hub_snapshots(data, root / "sft_snap", root / "cmp_snap")
     # a byte-level BPE like GPT-NeoX's: EOS only, no pad token. Its vocabulary is small enough that some posts
     # exceed 512 tokens (newline truncation runs) and large enough that query + reference stays within 562, as
     # it does for Pythia on the real data (sfd asserts it; the builder raises otherwise).

@@ -22,13 +22,13 @@ import pytest
 from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
 from nplus.config import apply_overrides, preset
-from nplus.data.loader import load_comparisons, load_sft
 from nplus.models import ladder_config
 from nplus.rundir import done_problem, read_json, read_jsonl
 from nplus.tasks.gold import GoldJudge
 from nplus.tasks.synth import generate
 from nplus.testing import run_isolated
 from tests import test_judge_server as judge_server
+from tests.snapshots import write_hub_snapshots
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-real-path-7c21"
@@ -39,13 +39,7 @@ def real_inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("real")
     synth = root / "synth"
     generate(synth, 0, "tiny")
-    # SFT snapshot (data/<split>-00000-of-00001.parquet) and comparisons from refs/convert/parquet
-    for split, ds in load_sft(str(synth / "sft")).items():
-        (root / "sft" / "data").mkdir(parents=True, exist_ok=True)
-        ds.to_parquet(str(root / "sft" / "data" / f"{split}-00000-of-00001.parquet"))
-    for split, ds in load_comparisons(str(synth / "comparisons")).items():
-        (root / "cmp" / "comparisons" / split).mkdir(parents=True, exist_ok=True)
-        ds.to_parquet(str(root / "cmp" / "comparisons" / split / "0000.parquet"))
+    write_hub_snapshots(synth, root / "sft", root / "cmp")
     # a random-weight GPT-NeoX (Pythia's architecture) in hub layout, with its tokenizer
     tokenizer = AutoTokenizer.from_pretrained(str(synth / "tokenizer"))
     model = GPTNeoXForCausalLM(ladder_config("nano", len(tokenizer), 256, tokenizer.eos_token_id, tokenizer.pad_token_id))
