@@ -74,6 +74,9 @@ class ModelConfig:
     """Window of the language phase (each window starts at a document)."""
     pretrain_span_len: int = 128
     """Window of the induction phase."""
+    pretrain_tldr_weight: float = 1.0
+    """Loss weight of the TL;DR tokens (and the EOS that ends them) in the language phase, relative to the post's
+    tokens, which are ~88 % of a window: the TL;DR is where reading the post pays (span rows keep weight 1)."""
     pretrain_seed: int = 0
     """Base models are shared by every training seed, as Pythia checkpoints are."""
     pretrain_corpus: Literal["posts", "posts_tldr"] = "posts_tldr"
@@ -292,7 +295,7 @@ def _demo(seed: int) -> Config:
         task=TaskConfig(synth_scale="default", max_eval=256, max_rm_eval=1000),
         model=ModelConfig(name="tiny", rotary_pct=1.0, pretrain_induction_steps=3000, pretrain_steps=2500,
                           pretrain_span_mix=0.3, pretrain_extra_posts=40000, pretrain_lr=2e-3,
-                          pretrain_language_lr=2e-3, pretrain_batch=32,
+                          pretrain_language_lr=2e-3, pretrain_tldr_weight=4.0, pretrain_batch=32,
                           pretrain_seq_len=224, pretrain_span_len=128),
         lengths=Lengths(query=160, sft_response=40, sft_total=200, pref_response=48, pref_total=208),
         sft=OptimConfig(lr=2e-3, epochs=2, batch_size=32, micro_batch=32),

@@ -7,7 +7,7 @@ from transformers import GPTNeoXForCausalLM
 
 from nplus.models import ladder_config
 from nplus.evaluation.probes import copy_probe
-from nplus.stages.base import pretraining_texts, token_stream
+from nplus.stages.base import pretraining_texts, token_stream, weighted_lm_loss
 
 
 class _Tok:
@@ -27,12 +27,24 @@ ROWS = [{"subreddit": "tifu", "title": "TIFU by forgetting", "post": "I forgot i
 
 def test_posts_tldr_corpus_appends_the_summary_and_posts_does_not():
     tok = _Tok()
-    posts, starts = token_stream(pretraining_texts(ROWS, "posts"), tok)
-    with_tldr, _ = token_stream(pretraining_texts(ROWS, "posts_tldr"), tok)
+    posts, starts, _ = token_stream(pretraining_texts(ROWS, "posts"), tok)
+    with_tldr, _, tldr = token_stream(pretraining_texts(ROWS, "posts_tldr"), tok)
     keys = tok.vocab["keys"]
     assert keys not in posts.tolist() and keys in with_tldr.tolist()
     assert with_tldr.numel() == posts.numel() + 4 and with_tldr[-1] == 0 and posts[-1] == 0  # ends with EOS
     assert starts.tolist() == [0]
+    # the mask marks the TL;DR line and the closing EOS, nothing of the query
+    assert tldr.tolist() == [False] * (posts.numel() - 1) + [True] * 5
+
+
+def test_weighted_lm_loss_is_the_mean_at_weight_one_and_counts_heavy_targets_more():
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(2, 5, 7, generator=g), torch.randint(0, 7, (2, 5), generator=g)
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), reduction="none").reshape(2, 5)
+    assert torch.allclose(weighted_lm_loss(logits, targets, torch.ones(2, 5)), nll.mean())
+    w = torch.ones(2, 5)
+    w[:, -2:] = 4.0
+    assert torch.allclose(weighted_lm_loss(logits, targets, w), (nll[:, :3].sum() + 4 * nll[:, -2:].sum()) / 22)  # 2·3 + 4·2·2
 
 
 class _Copier(torch.nn.Module):

@@ -38,11 +38,12 @@ WARMUP = 100
 MAX_POSITIONS = 2048
 
 
-def pretraining_texts(sft_train, corpus: str, extra_posts: int = 0, synth_seed: int = 0) -> list[str]:
-    """The documents of base pretraining: every SFT training post formatted as a query (with ``posts_tldr``
-    followed by its TL;DR line), then ``extra_posts`` fresh generated posts with their TL;DR lines."""
-    def doc(subreddit: str, title: str, post: str, summary: str) -> str:
-        return format_query(subreddit, title, post) + (" " + summary if corpus == "posts_tldr" else "")
+def pretraining_texts(sft_train, corpus: str, extra_posts: int = 0, synth_seed: int = 0) -> list[tuple[str, str]]:
+    """The documents of base pretraining as (query, TL;DR line) pairs: every SFT training post formatted as a query
+    (with ``posts_tldr`` followed by its TL;DR line; with ``posts`` the line is empty), then ``extra_posts`` fresh
+    generated posts with their TL;DR lines."""
+    def doc(subreddit: str, title: str, post: str, summary: str) -> tuple[str, str]:
+        return format_query(subreddit, title, post), (" " + summary if corpus == "posts_tldr" else "")
 
     texts = [doc(r["subreddit"], r["title"], r["post"], r["summary"]) for r in sft_train]
     if extra_posts:
@@ -52,16 +53,22 @@ def pretraining_texts(sft_train, corpus: str, extra_posts: int = 0, synth_seed: 
     return texts
 
 
-def token_stream(texts: list[str], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Documents joined by EOS → ((N,) token ids, (D,) index of each document's first token)."""
+def token_stream(docs: list[tuple[str, str]], tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(query, TL;DR) documents joined by EOS → ((N,) token ids, (D,) index of each document's first token, (N,)
+    bool: the token belongs to a TL;DR line or is the EOS that closes the document). The two parts are encoded
+    apart; the TL;DR line starts with a space, where the pre-tokenizer splits anyway, so the ids are the same as
+    encoding the joined text."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
+    tldr: list[bool] = []
     starts: list[int] = []
-    for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+    queries = tokenizer([q for q, _ in docs], add_special_tokens=False)["input_ids"]
+    lines = tokenizer([t for _, t in docs], add_special_tokens=False)["input_ids"]
+    for q, t in zip(queries, lines):
         starts.append(len(ids))
-        ids.extend(enc)
-        ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long), torch.tensor(starts, dtype=torch.long)
+        ids += q + t + [eos]
+        tldr += [False] * len(q) + [True] * (len(t) + 1)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(starts, dtype=torch.long), torch.tensor(tldr)
 
 
 def span_batch(batch: int, seq: int, vocab_size: int, gen: torch.Generator, bos: int = 0) -> torch.Tensor:
@@ -82,10 +89,19 @@ def span_batch(batch: int, seq: int, vocab_size: int, gen: torch.Generator, bos:
 
 
 def document_batch(stream: torch.Tensor, starts: torch.Tensor, batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:
-    """(batch, seq + 1) windows that each begin at a random document's first token (running into the next
-    document when it is short), so a TL;DR line always has its post in context."""
+    """(batch, seq + 1) token positions of windows that each begin at a random document's first token (running
+    into the next document when it is short), so a TL;DR line always has its post in context. Positions, so that
+    the ids and the TL;DR mask are read from the same windows."""
     first = starts[torch.randint(0, starts.numel(), (batch,), generator=gen)].clamp(max=stream.numel() - seq - 1)
-    return torch.stack([stream[s:s + seq + 1] for s in first.tolist()])
+    return first[:, None] + torch.arange(seq + 1)  # (B, S + 1)
+
+
+def weighted_lm_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL with per-target weights: logits (B, S, V), targets (B, S), weights (B, S) → scalar.
+    All weights 1 is the plain mean."""
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")  # (B·S,)
+    w = weights.reshape(-1).to(nll.dtype)
+    return (nll * w).sum() / w.sum()
 
 
 def recipe_lr(base_lr: float, language_lr: float, step: int, induction_steps: int, language_steps: int) -> float:
@@ -115,8 +131,8 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     # default" that details.dropout=model_default re-enables downstream.
     set_dropout(model, "disabled")
     model.train()
-    stream, starts = token_stream(pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts,
-                                                    cfg.task.synth_seed), tokenizer)
+    stream, starts, tldr = token_stream(pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts,
+                                                          cfg.task.synth_seed), tokenizer)
     V = len(tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=m.pretrain_lr, eps=1e-8)
     log = MetricsLog(out_dir / "metrics.jsonl", "base")
@@ -127,14 +143,23 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     for step in range(total if stop_after is None else min(total, stop_after)):
         set_lr(opt, recipe_lr(m.pretrain_lr, m.pretrain_language_lr or m.pretrain_lr, step, m.pretrain_induction_steps,
                               m.pretrain_steps))
+        weights = None
         if step < m.pretrain_induction_steps:  # 1. induction phase
             window = span_batch(m.pretrain_batch, m.pretrain_span_len, V, gen, tokenizer.eos_token_id)
         else:  # 2. language phase: document windows, the first rows replaced by span rows
-            window = document_batch(stream, starts, m.pretrain_batch, m.pretrain_seq_len, gen)
+            pos = document_batch(stream, starts, m.pretrain_batch, m.pretrain_seq_len, gen)  # (B, S + 1)
+            window = stream[pos]
+            if m.pretrain_tldr_weight != 1:  # TL;DR targets weigh more: they are where reading the post pays
+                weights = 1 + (m.pretrain_tldr_weight - 1) * tldr[pos[:, 1:]].float()  # (B, S)
             if n_span_rows:
                 window[:n_span_rows] = span_batch(n_span_rows, m.pretrain_seq_len, V, gen, tokenizer.eos_token_id)
+                if weights is not None:
+                    weights[:n_span_rows] = 1
         logits = model(input_ids=window[:, :-1], use_cache=False).logits  # (B, S, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1))
+        if weights is None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1))
+        else:
+            loss = weighted_lm_loss(logits, window[:, 1:], weights)
         check_finite(loss, "base", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
