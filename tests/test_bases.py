@@ -54,7 +54,7 @@ def test_committed_base_was_trained_on_the_corpus_a_fresh_clone_generates(rung, 
     assert bases.sha256_file(corpus.data_dir / "tokenizer" / "tokenizer.json") == manifest["tokenizer_sha256"]
     m = cfg.model
     stream, starts, _ = token_stream(pretraining_texts(corpus.sft["train"], m.pretrain_corpus, m.pretrain_extra_posts,
-                                                    cfg.task.synth_seed), corpus.tokenizer)
+                                                       cfg.task.synth_seed), corpus.tokenizer)
     assert bases.sha256_tensor(stream) == manifest["corpus_sha256"] and starts.numel() == manifest["documents"]
 
 

@@ -96,9 +96,11 @@ def document_batch(stream: torch.Tensor, starts: torch.Tensor, batch: int, seq: 
     return first[:, None] + torch.arange(seq + 1)  # (B, S + 1)
 
 
-def weighted_lm_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_lm_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token NLL with per-target weights: logits (B, S, V), targets (B, S), weights (B, S) → scalar.
-    All weights 1 is the plain mean."""
+    ``None`` is the plain mean, computed as such so that unweighted builds keep their exact losses."""
+    if weights is None:
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")  # (B·S,)
     w = weights.reshape(-1).to(nll.dtype)
     return (nll * w).sum() / w.sum()
@@ -156,10 +158,7 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
                 if weights is not None:
                     weights[:n_span_rows] = 1
         logits = model(input_ids=window[:, :-1], use_cache=False).logits  # (B, S, V)
-        if weights is None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1))
-        else:
-            loss = weighted_lm_loss(logits, window[:, 1:], weights)
+        loss = weighted_lm_loss(logits, window[:, 1:], weights)
         check_finite(loss, "base", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
