@@ -130,6 +130,9 @@ class RunArgs:
     details: DetailFlags = field(default_factory=DetailFlags)
     """Implementation details to flip (default: the preset's values, which are the paper's except where a preset
     says otherwise)."""
+    algorithm: str | None = None
+    """Policy-optimization algorithm after SFT and RM: ppo (default), dpo, rloo, reinforce or grpo (the same as
+    --set algorithm=NAME). SFT and RM artifacts are shared across algorithms."""
     framework: str | None = None
     """Framework-emulation preset (paper, trl-ppo, openrlhf, deepspeed-chat, trlx, lmhp): its detail values
     replace the preset's; --details flags still override them."""
@@ -154,7 +157,7 @@ class RunArgs:
             cfg = apply_overrides(cfg, details=framework_details(self.framework))
         given = {k: v for k, v in dataclasses.asdict(self.details).items() if v is not None}
         cfg = apply_overrides(cfg, details=given)
-        hp = {}
+        hp = {"algorithm": self.algorithm} if self.algorithm is not None else {}
         for item in self.set:
             if "=" not in item:
                 from nplus.config import ConfigError

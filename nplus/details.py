@@ -8,6 +8,12 @@ receives the value as an argument (grep the detail's name to find it).
 
 Sources: "sfd" = vwxyzjn/summarize_from_feedback_details at ee77a9a; "lmhp" = openai/lm-human-preferences;
 "N+ §k" = item k of section 2 of the paper's details (shared/reference/DETAILS.md).
+
+The policy-optimization stage runs one of ``ALGORITHMS`` (``Config.algorithm``). Details of the stages
+``dpo``, ``rloo``, ``reinforce`` and ``grpo`` belong to that algorithm, and their "paper" value is the one of
+the algorithm's own paper (Rafailov et al. 2023; Ahmadian et al. 2024; Shao et al. 2024). Each detail lists the
+algorithms it means something under (``Detail.algorithms``); a configuration that moves a detail off its paper
+value under an algorithm it does not apply to is rejected (nplus/config.py ``validate``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ import typing
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-STAGES = ("data", "all", "sft", "rm", "ppo", "eval")
+STAGES = ("data", "all", "sft", "rm", "ppo", "dpo", "rloo", "reinforce", "grpo", "eval")
+# The algorithms of the policy-optimization stage (Config.algorithm); ppo is the reference.
+ALGORITHMS = ("ppo", "dpo", "rloo", "reinforce", "grpo")
+ONLINE = ("ppo", "rloo", "reinforce", "grpo")  # algorithms that sample rollouts and score them with the RM
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,15 @@ class Detail:
     alternatives: tuple[str, ...]
     doc: str
     source: str
+    algorithms: tuple[str, ...] = ALGORITHMS
+    """The algorithms under which the detail means something."""
 
     @property
     def choices(self) -> tuple[str, ...]:
         return (self.paper, *self.alternatives)
+
+    def applies_to(self, algorithm: str) -> bool:
+        return algorithm in self.algorithms
 
     def as_dict(self) -> dict:
         return {
@@ -44,6 +58,7 @@ class Detail:
             "alternatives": list(self.alternatives),
             "doc": self.doc,
             "source": self.source,
+            "algorithms": list(self.algorithms),
         }
 
 
@@ -124,6 +139,32 @@ class Details:
     # ---- eval ----
     eval_temperature: Literal["near_greedy", "training"] = "near_greedy"
     """Evaluate with temperature 0.01 (paper) or the training temperature."""
+    # ---- dpo (paper = Rafailov et al. 2023) ----
+    dpo_loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """DPO loss on the margin h = (log pi/pi_ref)(chosen) - (log pi/pi_ref)(rejected) of summed response
+    log-probs: -log sigmoid(beta h) (DPO) or (h - 1/(2 beta))^2 (IPO, Azar et al. 2023)."""
+    dpo_reference: Literal["frozen", "synced"] = "frozen"
+    """The reference policy stays the SFT model (DPO) or is pulled towards the policy every dpo.ref_sync_steps
+    updates, ref <- alpha pi + (1 - alpha) ref (TR-DPO, Gorbatovski et al. 2024; TRL sync_ref_model)."""
+    # ---- rloo / reinforce (paper = Ahmadian et al. 2024) ----
+    pg_update: Literal["vanilla", "clipped"] = "vanilla"
+    """RLOO and REINFORCE update: one REINFORCE step per batch on -A * sum_t log pi(a_t) (Ahmadian et al.), or
+    PPO's clipped ratio objective over ppo.ppo_epochs epochs, averaged over tokens (TRL's RLOOTrainer)."""
+    reinforce_baseline: Literal["moving_average", "batch_mean", "none"] = "moving_average"
+    """REINFORCE baseline subtracted from each sequence reward: the running mean of every earlier batch's rewards
+    (Ahmadian et al.'s 'REINFORCE with baseline'), the current batch's mean, or no baseline."""
+    # ---- grpo (paper = Shao et al. 2024) ----
+    grpo_std_normalization: Literal["on", "off"] = "on"
+    """Group-normalized advantages (r - mean_group) / std_group (GRPO), or mean-centred only (Dr. GRPO, Liu et
+    al. 2025)."""
+    grpo_kl_estimator: Literal["k3", "k1", "k2"] = "k3"
+    """GRPO's per-token KL estimator (as details.kl_estimator); GRPO uses k3 = (pi_ref/pi - 1) - log(pi_ref/pi)."""
+    grpo_kl_placement: Literal["loss", "reward"] = "loss"
+    """GRPO's KL as a term of the loss, beta * KL_t per token (GRPO), or subtracted from the sequence reward
+    before group normalization (as PPO and RLOO do)."""
+    grpo_loss_averaging: Literal["per_sequence", "per_token", "max_length"] = "per_sequence"
+    """Token losses averaged within each response, then over responses (GRPO); summed over all tokens and divided
+    by their count (DAPO, Yu et al. 2025); or divided by responses x response length (Dr. GRPO)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -179,6 +220,31 @@ _META: dict[str, tuple[str, str]] = {
     "score_position": ("ppo", "N+ §2.25; trl #3750"),
     "lr_schedule": ("ppo", "N+ §2.30"),
     "eval_temperature": ("eval", "N+ §2.32"),
+    "dpo_loss": ("dpo", "Rafailov et al. 2023 eq. 7; Azar et al. 2023 (IPO); TRL DPOConfig loss_type (sigmoid, ipo)"),
+    "dpo_reference": ("dpo", "Rafailov et al. 2023 (frozen SFT reference); TRL DPOConfig sync_ref_model, "
+                             "ref_model_mixup_alpha 0.6, ref_model_sync_steps 512 (Gorbatovski et al. 2024)"),
+    "pg_update": ("rloo", "Ahmadian et al. 2024 §3 (vanilla REINFORCE, 1 step per batch); TRL RLOOConfig "
+                          "num_ppo_epochs 4, cliprange 0.2 (clipped)"),
+    "reinforce_baseline": ("reinforce", "Ahmadian et al. 2024 §3.1 (moving-average baseline); Williams 1992"),
+    "grpo_std_normalization": ("grpo", "Shao et al. 2024 §4.1.2; Liu et al. 2025 (Dr. GRPO) drop the std; TRL "
+                                       "GRPOConfig scale_rewards"),
+    "grpo_kl_estimator": ("grpo", "Shao et al. 2024 eq. 4 (k3, Schulman 2020); verl kl_loss_type low_var_kl"),
+    "grpo_kl_placement": ("grpo", "Shao et al. 2024 eq. 3 (KL in the loss, beta 0.04); verl use_kl_loss"),
+    "grpo_loss_averaging": ("grpo", "Shao et al. 2024 eq. 3 (1/G sum 1/|o_i| sum_t); Yu et al. 2025 (DAPO, token "
+                                    "level); Liu et al. 2025 (Dr. GRPO, constant); TRL GRPOConfig loss_type"),
+}
+
+# The algorithms each detail applies to, where it is not every algorithm (data, all, sft, rm and eval details
+# are) or only the algorithm its stage names (dpo, rloo, reinforce, grpo details are).
+_PPO_ONLY = ("ppo",)
+_APPLIES: dict[str, tuple[str, ...]] = {
+    **{name: _PPO_ONLY for name in ("value_init", "value_network", "reward_whitening", "advantage_whitening",
+                                     "value_clipping", "score_position")},
+    **{name: ONLINE for name in ("response_sampling", "missing_eos_penalty", "temperature_in_training",
+                                  "rollout_logprobs", "kl_controller", "reward_clipping")},
+    # the shared KL details; GRPO has its own (grpo_kl_estimator, grpo_kl_placement), with its paper's values
+    **{name: ("ppo", "rloo", "reinforce") for name in ("kl_estimator", "kl_placement")},
+    "pg_update": ("rloo", "reinforce"),
 }
 
 
@@ -204,14 +270,15 @@ def _build_registry() -> dict[str, Detail]:
         choices = get_args(hints[f.name])
         stage, source = _META[f.name]
         assert f.default == choices[0], f"{f.name}: the paper value must be listed first"
-        registry[f.name] = Detail(f.name, stage, choices[0], tuple(choices[1:]), docs[f.name], source)
+        algorithms = _APPLIES.get(f.name, (stage,) if stage in ALGORITHMS and stage != "ppo" else ALGORITHMS)
+        registry[f.name] = Detail(f.name, stage, choices[0], tuple(choices[1:]), docs[f.name], source, algorithms)
     return registry
 
 
 REGISTRY: dict[str, Detail] = _build_registry()
 _CHOICES = {name: d.choices for name, d in REGISTRY.items()}
-assert len(REGISTRY) == 29, len(REGISTRY)
-assert set(_META) == set(REGISTRY)
+assert len(REGISTRY) == 37, len(REGISTRY)
+assert set(_META) == set(REGISTRY) and set(_APPLIES) <= set(REGISTRY)
 
 
 def with_overrides(base: Details, overrides: dict[str, str]) -> Details:
@@ -228,6 +295,11 @@ def with_overrides(base: Details, overrides: dict[str, str]) -> Details:
 
 def for_stage(stage: str) -> list[Detail]:
     return [d for d in REGISTRY.values() if d.stage == stage]
+
+
+def misplaced(details: Details, algorithm: str) -> list[str]:
+    """Details moved off their paper value that mean nothing under ``algorithm`` (``value_init`` under grpo)."""
+    return [name for name, d in REGISTRY.items() if not d.applies_to(algorithm) and getattr(details, name) != d.paper]
 
 
 def table_markdown() -> str:

@@ -4,7 +4,7 @@ Each preset answers "what would this system have done for each detail?" with a v
 and a note saying where the value comes from (flag name and default, the file that hard-wires it, or the
 issue that documents it; shared/reference/PEERS.md lists the systems and issues). Where a system has no
 counterpart for a detail (lmhp has no SFT stage; trlx ships no reward-model trainer) the paper's value is kept
-and the note says so, so every preset names all 29 details and a diff against `paper` shows only real
+and the note says so, so every preset names every detail (the other algorithms' at their paper values) and a diff against `paper` shows only real
 differences. Where a system's semantics only approximate an nplus alternative the note starts with "≈".
 
 The presets describe the config-class defaults, not a tuned example script; where a shipped TL;DR example
@@ -175,7 +175,7 @@ _EXPLICIT: dict[str, dict[str, tuple[str, str]]] = {
 
 
 def _complete(name: str, explicit: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    """All 29 details in registry order: the explicit settings, the paper's value (with its source) elsewhere."""
+    """Every detail in registry order: the explicit settings, the paper's value (with its source) elsewhere."""
     out = {}
     for detail in REGISTRY.values():
         if detail.name in explicit:
@@ -193,7 +193,7 @@ FRAMEWORKS["sfd"] = FRAMEWORKS["paper"]
 
 
 def framework_details(name: str) -> dict[str, str]:
-    """``{detail: value}`` of a framework-emulation preset (all 29 details)."""
+    """``{detail: value}`` of a framework-emulation preset (every detail)."""
     if name not in FRAMEWORKS:
         raise FrameworkError(f"unknown framework {name!r}; valid frameworks: {', '.join(FRAMEWORKS)}")
     return {detail: value for detail, (value, _) in FRAMEWORKS[name].items()}
@@ -205,10 +205,11 @@ def framework_diff(name: str) -> dict[str, str]:
 
 
 def table_markdown() -> str:
-    """docs/ablations.md's framework table: one row per detail, one column per framework (paper values as ·)."""
+    """docs/ablations.md's framework table: one row per PPO detail (the systems emulated are PPO trainers), one
+    column per framework (paper values as ·)."""
     names = [n for n in FRAMEWORKS if n != "sfd"]
     rows = ["| detail | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for d in REGISTRY.values():
+    for d in (d for d in REGISTRY.values() if d.applies_to("ppo")):
         cells = [f"`{FRAMEWORKS[n][d.name][0]}`" if FRAMEWORKS[n][d.name][0] != d.paper or n == "paper" else "·" for n in names]
         rows.append(f"| `{d.name}` | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,5 +1,9 @@
 """The metrics contract: every name written to metrics.jsonl or summary.json, documented once.
 
+Every policy-optimization algorithm (``Config.algorithm``) writes its step rows under the stage ``ppo`` and its
+results into the ``ppo.*`` summary fields, so statistics and reports compare algorithms like any other variant;
+the online ones (rloo, reinforce, grpo) log PPO's rollout metrics under the same names, DPO logs ``dpo/*``.
+
 Direction: "up" = higher is better, "down" = lower is better, "none" = descriptive (a change, not a verdict).
 Names are stable: reports and statistics read them, so renaming one is a breaking change.
 """
@@ -32,13 +36,18 @@ STEP_METRICS: dict[str, tuple[str, str]] = {
     "val/eos_rate": ("up", "fraction of rollouts that contain an EOS token"),
     "val/mean_length": ("none", "mean response length in tokens (EOS included) of the rollouts"),
     "val/advantage_mean": ("none", "mean advantage over real tokens after whitening"),
-    "val/rewards_std": ("none", "standard deviation of the per-token rewards"),
+    "val/rewards_std": ("none", "standard deviation of the per-token rewards (PPO); of the sequence rewards (rloo, reinforce, grpo)"),
     "lr": ("none", "PPO learning rate at the update (details.lr_schedule)"),
     "time/rollout_s": ("down", "seconds of the update spent sampling and scoring (per rank)"),
     "time/generation_s": ("down", "seconds of the update spent sampling responses, part of time/rollout_s (per rank)"),
     "time/train_s": ("down", "seconds of the update spent in the PPO epochs (per rank)"),
     "time/sampled_tokens": ("none", "response tokens sampled in the update (per rank)"),
     "time/train_tokens": ("none", "query+response tokens passed through training forward/backward (per rank)"),
+    "dpo/loss": ("down", "DPO loss on the training batch (details.dpo_loss: sigmoid or ipo)"),
+    "dpo/accuracy": ("up", "training-batch fraction of pairs whose implicit reward β·log(π/π_ref) is higher for the chosen summary"),
+    "dpo/margin": ("none", "mean implicit-reward margin, chosen − rejected, on the training batch"),
+    "dpo/chosen_reward": ("none", "mean implicit reward β·log(π/π_ref) of the chosen summaries"),
+    "dpo/rejected_reward": ("none", "mean implicit reward β·log(π/π_ref) of the rejected summaries"),
     "eval/win_rate": ("up", "gold/LLM-judge win rate against the reference on validation prompts"),
     "eval/gold_score": ("up", "mean gold-judge score of validation samples"),
     "eval/proxy_reward": ("up", "mean normalized RM score of validation samples"),
@@ -58,7 +67,7 @@ SUMMARY_METRICS: dict[str, tuple[str, str]] = {
     "rm.accuracy_valid1": ("up", "validation accuracy on split valid1"),
     "rm.accuracy_valid2": ("up", "validation accuracy on split valid2"),
     "rm.reward_bias": ("none", "bias subtracted from every reward (details.reward_normalization)"),
-    "ppo.win_rate": ("up", "judge win rate of near-greedy PPO samples against the reference"),
+    "ppo.win_rate": ("up", "judge win rate of near-greedy samples of the trained policy (PPO or config.algorithm) against the reference"),
     "ppo.kl": ("none", "sequence KL(π‖π_ref) at the training temperature on validation prompts (k1, summed)"),
     "ppo.mean_length": ("none", "mean PPO response length in tokens"),
     "ppo.eos_rate": ("up", "fraction of PPO samples that contain EOS"),
@@ -66,6 +75,9 @@ SUMMARY_METRICS: dict[str, tuple[str, str]] = {
     "ppo.gold_score": ("up", "mean gold score of PPO samples"),
     "ppo.fact_accuracy": ("up", "share of post-body facts inside the query that near-greedy PPO summaries state correctly"),
     "ppo.rouge_l": ("up", "ROUGE-L of PPO samples against the reference (RLHF is not trained for it)"),
+    "dpo.implicit_accuracy": ("up", "algorithm = dpo: accuracy of the DPO policy's implicit reward β·log(π/π_SFT) on the validation comparisons the RM is scored on (N+ paper at 1B: 0.621, RM 0.629)"),
+    "dpo.implicit_accuracy_valid1": ("up", "dpo.implicit_accuracy on split valid1"),
+    "dpo.implicit_accuracy_valid2": ("up", "dpo.implicit_accuracy on split valid2"),
     "wall_time_s": ("none", "seconds of compute of the whole run, including the upstream stages it built (variants that reuse the baseline's SFT and RM are shorter, so this is descriptive)"),
     "ppo_wall_time_s": ("down", "seconds of compute of the PPO stage"),
 }

@@ -247,18 +247,26 @@ def whiten_advantages(advantages: torch.Tensor, mask: torch.Tensor, mode: str) -
 def policy_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate: mean over masked tokens of max(−A·r, −A·clip(r, 1±ε)). Returns (loss, stats)."""
+    token_losses, stats = clipped_surrogate(new_logprobs, old_logprobs, advantages, mask, cliprange)
+    return masked_mean(token_losses, mask), stats
+
+
+def clipped_surrogate(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                      mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(B, T) → (B, T) per-token max(−A·r, −A·clip(r, 1±ε)) before any averaging (GRPO averages its own way),
+    and the step-size stats over masked tokens."""
     logratio = new_logprobs - old_logprobs
     ratio = torch.exp(logratio)
     pg_losses = -advantages * ratio
     pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)
+    token_losses = torch.max(pg_losses, pg_losses2)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((pg_losses2 > pg_losses).float(), mask),
             "approxkl": 0.5 * masked_mean(logratio**2, mask),
             "ratio": masked_mean(ratio, mask),
         }
-    return loss, stats
+    return token_losses, stats
 
 
 def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,

@@ -5,7 +5,8 @@
 3. base model: pretrained ladder model (cached) or a hub / local checkpoint
 4. SFT (cached by the SFT stage hash) and its evaluation (ROUGE, win rate against the reference)
 5. RM (cached by the RM stage hash): accuracy, normalization, padding invariance
-6. PPO in the run directory, evaluation, sanity checks, summary.json, then the DONE marker
+6. the policy-optimization algorithm (cfg.algorithm: PPO, DPO, RLOO, REINFORCE or GRPO) in the run directory,
+   evaluation, sanity checks, summary.json, then the DONE marker
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json
 from nplus import bases
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
+from nplus.stages.critic_free import train_critic_free
+from nplus.stages.dpo import train_dpo
 from nplus.stages.ppo import response_logits, response_logprobs, train_ppo
 from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
@@ -320,7 +323,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
                 append_jsonl(out_dir / "metrics.jsonl", row)
         for row in read_jsonl(sft_path / "samples.jsonl"):
             append_jsonl(out_dir / "samples.jsonl", row)
-    # 6. PPO
+    # 6. policy optimization (cfg.algorithm)
     norm = RewardNormalization(bias=rm_eval["reward_bias"], gain=rm_eval["reward_gain"])
     reward_model = ScalarModel.load(rm_path / "model").to(D.device).eval()
     pad = data.tokenizer.pad_token_id
@@ -337,7 +340,11 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         return agg
 
     train_queries = as_tensor(data.sft["train"]["query_token"])
-    res = train_ppo(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic)
+    if cfg.algorithm == "dpo":  # offline, on the comparisons; the RM only scores its samples below
+        res = train_dpo(cfg, sft_path / "model", data.pref, data.tokenizer, out_dir)
+    else:
+        train = train_ppo if cfg.algorithm == "ppo" else train_critic_free
+        res = train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic)
     if not D.is_main:  # evaluation and the summary are written once
         return {}
     policy = res["actor"].lm()
@@ -361,7 +368,8 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
         "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
         **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
-        "params": res["params"], "model": cfg.model.name, "seed": cfg.seed, "preset": cfg.preset,
+        **res.get("summary", {}),
+        "params": res["params"], "model": cfg.model.name, "seed": cfg.seed, "preset": cfg.preset, "algorithm": cfg.algorithm,
         "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
         "artifacts": {"sft": str(sft_path), "rm": str(rm_path)},
     }

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from nplus import ops
+from nplus import objectives, ops
 from nplus.config import apply_overrides, preset
 from nplus.data.formatting import pad, prepare_tokenizer, preference_response_ids, sft_response_ids, truncate_query
 from nplus.details import REGISTRY
@@ -59,6 +59,26 @@ def _ppo_rollout(models, tok, **details):
     return ro, advantages_and_returns(cfg, ro, 0.05)
 
 
+def _kl_details(**details):
+    """The KL estimator and placement a critic-free algorithm reads under these details."""
+    from nplus.stages.critic_free import kl_details
+
+    algorithm = "grpo" if any(k.startswith("grpo_") for k in details) else "rloo"
+    return kl_details(apply_overrides(preset("smoke", 1), hparams={"algorithm": algorithm}, details=details))
+
+
+def _synced_reference(models, mode):
+    """The reference after DPO's 4th step when the policy has moved away from it (sync every 2 steps)."""
+    from nplus.stages.dpo import update_reference
+
+    ref, policy = (GPTNeoXForCausalLM.from_pretrained(models / "sft") for _ in range(2))
+    with torch.no_grad():
+        for q in policy.parameters():
+            q.add_(1.0)
+    update_reference(mode, ref, policy, 4, 2, 0.6)
+    return round(sum(float(r.sum()) for r in ref.parameters()), 3)
+
+
 def _small_vocab_lm():
     torch.manual_seed(0)
     return GPTNeoXForCausalLM(ladder_config("nano", 8, 64, 0, 1)).eval()
@@ -104,6 +124,17 @@ def owners(tok, models):
         "score_position": lambda v: ops.score_index(T([1]), 4, v).tolist(),
         "lr_schedule": lambda v: ops.lr_factor(3, 10, v),
         "eval_temperature": lambda v: apply_overrides(preset("demo"), details={"eval_temperature": v}).sampling_eval_temperature,
+        "dpo_loss": lambda v: objectives.dpo_loss(T([-1.0]), T([-2.0]), T([-1.5]), T([-1.5]), 0.25, v)[0].item(),
+        "dpo_reference": lambda v: _synced_reference(models, v),
+        # old log-probs differ from the new ones, so the clipped ratio differs from the REINFORCE estimator
+        "pg_update": lambda v: objectives.policy_gradient_loss(v, T([[-1.0, -2.0]]), T([[-1.5, -2.0]]), T([[1.0, 1.0]]),
+                                                               T([[True, True]]), 0.2)[0].item(),
+        "reinforce_baseline": lambda v: objectives.reinforce_baseline(T([5.0, 7.0]), v, 2.0, 2)[0].tolist(),
+        "grpo_std_normalization": lambda v: objectives.group_advantages(T([1.0, 5.0]), 2, v).tolist(),
+        "grpo_kl_estimator": lambda v: ops.kl_per_token(T([-0.5]), T([-1.5]), _kl_details(grpo_kl_estimator=v)[0]).item(),
+        "grpo_kl_placement": lambda v: objectives.sequence_rewards(T([1.0]), T([[0.5]]), 0.1, _kl_details(grpo_kl_placement=v)[1]).item(),
+        "grpo_loss_averaging": lambda v: objectives.aggregate_token_loss(T([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]),
+                                                                         T([[True, True, True], [True, False, False]]), v).item(),
     }
 
 

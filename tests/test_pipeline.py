@@ -3,7 +3,7 @@
 import pytest
 
 from nplus.config import apply_overrides, preset
-from nplus.details import REGISTRY
+from nplus.details import ALGORITHMS, REGISTRY
 from nplus.testing import run_isolated
 from nplus.rundir import read_json, read_jsonl
 
@@ -48,8 +48,52 @@ def test_sanity_checks_pass_with_paper_details(smoke):
     assert s["sanity.score_position_ok"] and s["sanity.score_position_offset"] == 1.0
 
 
-def test_every_detail_is_read_by_the_smoke_pipeline(smoke):
-    assert set(REGISTRY) - smoke["read"] == set()
+@pytest.fixture(scope="module")
+def algorithms(smoke):
+    """One smoke run of each algorithm other than PPO, on the SFT and RM artifacts of the PPO smoke run."""
+    out = {}
+    for algorithm in ALGORITHMS[1:]:
+        cfg = apply_overrides(preset("smoke", 1), hparams={"algorithm": algorithm})
+        summary, read = run_isolated(cfg, smoke["root"] / f"algorithm-{algorithm}", smoke["root"] / "cache", spy=True)
+        out[algorithm] = {"summary": summary, "read": set(read), "run": smoke["root"] / f"algorithm-{algorithm}"}
+    return out
+
+
+def test_every_detail_is_read_by_the_smoke_pipeline(smoke, algorithms):
+    runs = {"ppo": smoke["read"], **{a: r["read"] for a, r in algorithms.items()}}
+    assert set(REGISTRY) - set().union(*runs.values()) == set()
+    # each algorithm reads every detail of its own stage that applies to it (the other algorithms reuse the PPO
+    # run's cached data, SFT and RM, so only that run reads the upstream details)
+    for algorithm, read in runs.items():
+        own = {n for n, d in REGISTRY.items() if d.applies_to(algorithm) and d.stage not in ("data", "sft", "rm")}
+        assert own - read == set(), algorithm
+
+
+def test_every_algorithm_writes_the_same_run_layout_and_summary_fields(smoke, algorithms):
+    for algorithm, r in algorithms.items():
+        s = read_json(r["run"] / "summary.json")
+        assert s["algorithm"] == algorithm and set(SUMMARY_KEYS) <= set(s), algorithm
+        assert s["artifacts"] == smoke["summary"]["artifacts"], "SFT and RM are shared across algorithms"
+        assert s["sanity.initial_kl_ok"], algorithm
+        assert all(k.startswith(("sft.", "rm.", "ppo.", "dpo.", "sanity.")) or k in smoke["summary"] for k in s), algorithm
+        for name in ("config.json", "details.json", "env.json", "metrics.jsonl", "samples.jsonl", "eval.json", "DONE"):
+            assert (r["run"] / name).exists(), (algorithm, name)
+        assert {row["stage"] for row in read_jsonl(r["run"] / "samples.jsonl")} == {"sft", "ppo"}
+        names = set().union(*(row.keys() for row in read_jsonl(r["run"] / "metrics.jsonl") if row["stage"] == "ppo"))
+        if algorithm == "dpo":
+            assert {"dpo/loss", "dpo/accuracy", "dpo/margin"} <= names
+            assert 0.0 <= s["dpo.implicit_accuracy"] <= 1.0
+        else:  # the online algorithms log PPO's rollout metrics, under the same names
+            assert {"objective/kl", "objective/scores", "objective/rlhf_reward", "policy/approxkl", "val/ratio"} <= names
+            assert s["sanity.first_ratio_ok"], algorithm
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "grpo"])
+def test_same_seed_same_metrics_for_another_algorithm(algorithms, algorithm, tmp_path, smoke):
+    cfg = apply_overrides(preset("smoke", 1), hparams={"algorithm": algorithm})
+    again, _ = run_isolated(cfg, tmp_path / "run", smoke["root"] / "cache")
+    strip = lambda s: {k: v for k, v in s.items() if "wall_time" not in k}
+    assert strip(algorithms[algorithm]["summary"]) == strip(again)
 
 
 def test_same_seed_same_metrics(smoke, tmp_path):

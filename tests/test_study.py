@@ -48,10 +48,28 @@ def test_demo_study_is_the_documented_one():
 
 def test_one_at_a_time_covers_every_alternative():
     study = load_study(ROOT / "ablations" / "one_at_a_time.toml")
-    expected = {f"{d.name}={a}" for d in REGISTRY.values() for a in d.alternatives}
+    expected = {f"{d.name}={a}" for d in REGISTRY.values() for a in d.alternatives if d.applies_to("ppo")}
     assert {v.name for v in study.variants} == expected | {"baseline"}
     v = study.variant("kl_estimator=k3")
     assert v.details == {"kl_estimator": "k3"}
+
+
+def test_one_at_a_time_flips_the_details_of_the_baselines_algorithm(tmp_path):
+    """A GRPO baseline gets GRPO's details and the shared ones that mean something under it, never PPO's critic."""
+    study = load_study(write_study(tmp_path, BASE + 'one_at_a_time = true\n[hparams]\nalgorithm = "grpo"\n'))
+    names = {v.name for v in study.variants}
+    assert {"grpo_std_normalization=off", "grpo_loss_averaging=per_token", "missing_eos_penalty=off"} <= names
+    assert not any(n.startswith(("value_init=", "dpo_loss=", "kl_estimator=")) for n in names)
+    assert all(spec.config.algorithm == "grpo" for spec in expand(study, tmp_path / "runs"))
+
+
+def test_a_study_varies_the_algorithm_like_any_value_and_shares_sft_and_rm(tmp_path):
+    study = load_study(write_study(tmp_path, BASE + "".join(
+        f'[[variants]]\nname = "{a}"\nhparams = {{ algorithm = "{a}" }}\n' for a in ("dpo", "rloo", "reinforce", "grpo"))))
+    specs = {s.variant: s.config for s in expand(study, tmp_path / "runs") if s.seed == study.seeds[0]}
+    assert {c.algorithm for c in specs.values()} == {"ppo", "dpo", "rloo", "reinforce", "grpo"}
+    assert len({c.stage_hash("rm") for c in specs.values()}) == 1 and len({c.stage_hash("sft") for c in specs.values()}) == 1
+    assert len({c.hash for c in specs.values()}) == 5
 
 
 def test_variant_configs(tmp_path):

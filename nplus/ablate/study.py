@@ -165,12 +165,15 @@ def _variant(path: Path, i: int, raw: Any) -> Variant:
     return Variant(name, {k: str(v) for k, v in details.items()}, framework, dict(hparams))
 
 
-def _one_at_a_time(base: Variant) -> list[Variant]:
-    """One variant per alternative of every detail, relative to the baseline's own values (incl. its framework)."""
+def _one_at_a_time(base: Variant, algorithm: str) -> list[Variant]:
+    """One variant per alternative of every detail that applies to the baseline's algorithm, relative to the
+    baseline's own values (incl. its framework)."""
     values = framework_details(base.framework) if base.framework else {k: d.paper for k, d in REGISTRY.items()}
     values.update(base.details)
     out = []
     for name, detail in REGISTRY.items():
+        if not detail.applies_to(algorithm):
+            continue
         for choice in detail.choices:
             if choice != values[name]:
                 out.append(Variant(f"{name}={choice}", {**base.details, name: choice}, base.framework, dict(base.hparams)))
@@ -228,7 +231,7 @@ def load_study(path: Path | str) -> Study:
         variants.insert(0, Variant("baseline"))
     base = next(v for v in variants if v.name == baseline)
     if oaat:
-        variants += _one_at_a_time(base)
+        variants += _one_at_a_time(base, str({**hparams, **base.hparams}.get("algorithm", "ppo")))
     names = [v.name for v in variants]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -46,7 +46,8 @@ class Rollout:
 
 
 class Actor(nn.Module):
-    """Policy (+ critic) behind one interface: details.value_network picks separate or shared trunk."""
+    """Policy (+ critic) behind one interface: details.value_network picks separate or shared trunk. With neither a
+    critic nor a shared trunk it is the policy alone (the critic-free algorithms and DPO): values are zeros."""
 
     def __init__(self, policy, critic: ScalarModel | None, shared: SharedTrunkPolicy | None):
         super().__init__()
@@ -60,6 +61,9 @@ class Actor(nn.Module):
         keep = response_length + 1
         if self.shared is not None:
             logits, values = self.shared(query_responses, pad_id, keep)
+        elif self.critic is None:
+            logits = lm_logits(self.policy, query_responses, pad_id, keep)
+            values = torch.zeros(logits.shape[:2], device=logits.device)
         else:
             logits, values = lm_logits(self.policy, query_responses, pad_id, keep), self.critic(query_responses, pad_id)
         return logits[:, :-1], values[:, -keep:-1]
@@ -73,6 +77,8 @@ class Actor(nn.Module):
         keep = response_length + 1
         if self.shared is not None:
             return self.shared(query_responses, pad_id, 1)[1][:, -keep:-1]
+        if self.critic is None:
+            return torch.zeros(query_responses.size(0), response_length, device=query_responses.device)
         return self.critic(query_responses, pad_id)[:, -keep:-1]
 
 
@@ -125,8 +131,9 @@ def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tupl
 
 @torch.no_grad()
 def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, norm: RewardNormalization,
-            queries: torch.Tensor, pad_id: int, eos_id: int, gen: torch.Generator) -> Rollout:
-    """Steps 1–4 of an update: sample, postprocess, score and compute per-token KL."""
+            queries: torch.Tensor, pad_id: int, eos_id: int, gen: torch.Generator, kl_estimator: str | None = None) -> Rollout:
+    """Steps 1–4 of an update: sample, postprocess, score and compute per-token KL (``kl_estimator``: the
+    algorithm's estimator, details.kl_estimator unless given)."""
     d, p = cfg.details, cfg.ppo
     t0 = time.perf_counter()
     # 1. sample responses from the current policy at the training temperature
@@ -156,7 +163,7 @@ def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, no
     logprobs = logprobs.masked_fill(padding_mask, ops.INVALID_LOGPROB)
     ref_logprobs = ref_logprobs.masked_fill(padding_mask, ops.INVALID_LOGPROB)
     values = values.masked_fill(~value_mask, 0)
-    kl = ops.kl_per_token(logprobs, ref_logprobs, d.kl_estimator).masked_fill(padding_mask, 0)
+    kl = ops.kl_per_token(logprobs, ref_logprobs, kl_estimator or d.kl_estimator).masked_fill(padding_mask, 0)
     return Rollout(query_responses, post, logprobs, ref_logprobs, values, scores, raw, padding_mask, value_mask, kl, seq_last, has_eos,
                    generation_s)
 
@@ -197,40 +204,21 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     """The PPO loop. ``evaluate(actor_lm, update) -> dict`` is called every ``eval_every`` updates and at the end."""
     d, p = cfg.details, cfg.ppo
     D = dist()
-    gen = seed_everything(cfg.seed + 2, D.rank)  # data order, shared by all ranks
-    sample_gen = rank_generator(cfg.seed + 3, D.rank)  # sampling, per rank
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    actor = build_actor(cfg, sft_dir, rm_dir).to(D.device)
-    actor.train()
-    # frozen models may use the low-precision dtype (model.dtype); trained ones stay fp32
-    frozen_dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" and D.device.type == "cuda" else torch.float32
-    ref_policy = load_causal_lm(sft_dir, frozen_dtype).to(D.device).eval()
-    reward_model = ScalarModel.load(rm_dir, frozen_dtype).to(D.device).eval()
-    for m in (ref_policy, reward_model):
-        m.requires_grad_(False)
-    if p.frozen_offload:  # the paper at 6.9B: frozen models under ZeRO-3 with parameters offloaded to the CPU
-        ref_policy, reward_model = zero3_offload(ref_policy), zero3_offload(reward_model)
-    base_lr = cfg.stage_lr("ppo")
-    opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, d.adam_eps)
-    log = MetricsLog(run_dir / "metrics.jsonl", "ppo")
+    o = start_online(cfg, lambda: build_actor(cfg, sft_dir, rm_dir), sft_dir, rm_dir, run_dir)
+    actor, ddp_actor, opt, gen = o.actor, o.ddp_actor, o.opt, o.gen
     kl_coef = p.kl_coef
     num_updates = p.num_updates
-    # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
-    local_batch_size = p.batch_size // D.world
-    local_minibatch_size = local_batch_size // p.num_minibatches
-    accum = max(1, local_minibatch_size // p.micro_batch)
-    # DDP averages policy and critic gradients over ranks; rollouts use the unwrapped module (same parameters)
-    ddp_actor, opt = D.prepare_training(actor, opt, p.micro_batch, accum)
     sanity: dict = {}
     evals: list[dict] = []
-    query_order = _query_stream(train_queries.size(0), p.batch_size, gen)
+    query_order = query_stream(train_queries.size(0), p.batch_size, gen)
     bar = progress(num_updates, "ppo", disable=None if D.is_main else True)
     for update in range(1, num_updates + 1):
-        set_lr(opt, lr_at(base_lr, update - 1, num_updates, d.lr_schedule))
+        set_lr(opt, lr_at(o.base_lr, update - 1, num_updates, d.lr_schedule))
         queries = train_queries[D.rank_slice(next(query_order))].to(D.device)
         t_rollout = time.perf_counter()
         # 1–4. rollout
-        ro = rollout(cfg, actor, ref_policy, reward_model, norm, queries, pad_id, eos_id, sample_gen)
+        ro = rollout(cfg, actor, o.ref_policy, o.reward_model, norm, queries, pad_id, eos_id, o.sample_gen)
         t_train = time.perf_counter()
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())
@@ -238,63 +226,169 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
         # 5–7. rewards, advantages, returns
         rewards, adv, returns = advantages_and_returns(cfg, ro, kl_coef)
         # 8. PPO epochs over minibatches (micro-batches accumulated)
-        stats_acc: dict[str, list[float]] = {}
-        for epoch in range(p.ppo_epochs):
-            for mb_idx, mb in enumerate(minibatches(local_batch_size, local_minibatch_size, gen)):
-                opt.zero_grad(set_to_none=True)
-                micros = mb.chunk(accum)
-                for i, micro in enumerate(micros):
-                    loss, stats = ppo_losses(cfg, ddp_actor, ro, adv, returns, micro, pad_id, kl_coef)
-                    check_finite(loss, "ppo", update)
-                    D.backward(loss, accum, last=i == len(micros) - 1)
-                    if update == 1 and epoch == 0 and mb_idx == 0 and "first_ratio" not in sanity:
-                        sanity["first_ratio"] = float(stats["ratio"])
-                    for k, v in stats.items():
-                        stats_acc.setdefault(k, []).append(float(v))
-                opt.step()
+        stats_acc = train_epochs(lambda micro: ppo_losses(cfg, ddp_actor, ro, adv, returns, micro, pad_id, kl_coef),
+                                 opt, p.ppo_epochs, o.local_batch_size, o.local_minibatch_size, o.accum, gen, ("ppo", update), sanity)
         t_done = time.perf_counter()
         # 9. log (names documented in nplus/metrics_doc.py; means over ranks) and adapt β
-        mean_kl = D.mean(float(ro.kl.sum(1).mean()))
-        nonscore = -kl_coef * ro.kl.sum(1) if d.kl_placement == "reward" else torch.zeros_like(ro.scores)
-        row = {
-            "episode": update * p.batch_size, "objective/kl": mean_kl,
-            "objective/entropy": float((-ro.logprobs.masked_fill(ro.padding_mask, 0)).sum(1).mean()),
-            "objective/non_score_reward": float(nonscore.mean()), "objective/scores": float(ro.scores.mean()),
-            "objective/raw_scores": float(ro.raw_scores.mean()), "objective/rlhf_reward": float((ro.scores + nonscore).mean()),
-            "objective/kl_coef": kl_coef, "val/num_eos": float(ro.has_eos.sum()), "val/eos_rate": float(ro.has_eos.float().mean()),
-            "val/mean_length": float((ro.seq_last + 1).float().mean()),
-            "val/advantage_mean": float(ops.masked_mean(adv, ~ro.padding_mask)), "val/rewards_std": float(rewards.std()),
-            "lr": opt.param_groups[0]["lr"],
-            # throughput (make bench): rollout = sampling + scoring passes, train = the PPO epochs
-            "time/rollout_s": t_train - t_rollout, "time/generation_s": ro.generation_s, "time/train_s": t_done - t_train,
-            "time/sampled_tokens": float(ro.responses.numel()),
-            "time/train_tokens": float(ro.query_responses.numel() * p.ppo_epochs),
-        }
-        for k, v in stats_acc.items():
-            prefix = {"pg_loss": "loss/policy", "vf_loss": "loss/value", "vf_clipfrac": "value/clipfrac",
-                      "clipfrac": "policy/clipfrac", "approxkl": "policy/approxkl", "ratio": "val/ratio",
-                      "entropy": "policy/entropy"}[k]
-            row[prefix] = sum(v) / len(v)
-        row = {k: (D.mean(v) if k not in ("episode", "objective/kl") else v) for k, v in row.items()}
-        if D.is_main:
-            log.log(update, **row)
-        kl_coef = ops.next_kl_coef(kl_coef, mean_kl, p.batch_size, d.kl_controller, p.kl_target, p.kl_horizon)
-        bar.update(1)
-        bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{mean_kl:.2f}")
-        if evaluate is not None and p.eval_every and update % p.eval_every == 0 and update != num_updates:
-            if D.is_main:
-                e = evaluate(actor.lm(), update)
-                log.log(update, episode=update * p.batch_size, **{f"eval/{k}": v for k, v in e.items() if isinstance(v, float)})
-                evals.append({"update": update, **e})
-            D.barrier()
+        row = rollout_metrics(ro, kl_coef, d.kl_placement, adv, update * p.batch_size, opt.param_groups[0]["lr"],
+                              (t_rollout, t_train, t_done), p.ppo_epochs, stats_acc)
+        row["val/rewards_std"] = float(rewards.std())
+        kl_coef = end_update(o, update, row, kl_coef, bar, evaluate, evals)
     bar.close()
+    return finish_online(o, sanity, evals, kl_coef)
+
+
+def load_frozen(cfg: Config, sft_dir: Path, rm_dir: Path, device: torch.device):
+    """The frozen reference policy (SFT) and reward model, in the low-precision dtype when model.dtype asks for
+    it on a GPU (trained models stay fp32); under ZeRO-3 CPU offload when ppo.frozen_offload is set."""
+    frozen_dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" and device.type == "cuda" else torch.float32
+    ref_policy = load_causal_lm(sft_dir, frozen_dtype).to(device).eval()
+    reward_model = ScalarModel.load(rm_dir, frozen_dtype).to(device).eval()
+    for m in (ref_policy, reward_model):
+        m.requires_grad_(False)
+    if cfg.ppo.frozen_offload:  # the paper at 6.9B: frozen models under ZeRO-3 with parameters offloaded to the CPU
+        ref_policy, reward_model = zero3_offload(ref_policy), zero3_offload(reward_model)
+    return ref_policy, reward_model
+
+
+@dataclass
+class Online:
+    """What an online loop (PPO, RLOO, REINFORCE, GRPO) holds besides its rollouts: models, optimizer, generators,
+    the metrics log and the per-rank batch split."""
+
+    cfg: Config
+    actor: Actor
+    ddp_actor: nn.Module  # the actor as wrapped for training (DDP / DeepSpeed); rollouts use ``actor``
+    ref_policy: nn.Module
+    reward_model: nn.Module
+    opt: torch.optim.Optimizer
+    base_lr: float
+    gen: torch.Generator  # data order, shared by all ranks
+    sample_gen: torch.Generator  # sampling, per rank
+    log: MetricsLog
+    local_batch_size: int
+    local_minibatch_size: int
+    accum: int
+
+
+def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: Path) -> Online:
+    """Seeds, then the actor (``make_actor()``: fresh heads draw from the seeded global RNG), the frozen models,
+    the optimizer over the actor's trainable parameters and the data-parallel wrap."""
+    D, p = dist(), cfg.ppo
+    gen = seed_everything(cfg.seed + 2, D.rank)
+    sample_gen = rank_generator(cfg.seed + 3, D.rank)
+    actor = make_actor().to(D.device)
+    actor.train()
+    ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device)
+    base_lr = cfg.stage_lr("ppo")
+    opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, cfg.details.adam_eps)
+    # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
+    local_batch_size = p.batch_size // D.world
+    local_minibatch_size = local_batch_size // p.num_minibatches
+    accum = max(1, local_minibatch_size // p.micro_batch)
+    # DDP averages the trained models' gradients over ranks; rollouts use the unwrapped module (same parameters)
+    ddp_actor, opt = D.prepare_training(actor, opt, p.micro_batch, accum)
+    # the policy-optimization stage's namespace, whatever the algorithm
+    log = MetricsLog(run_dir / "metrics.jsonl", "ppo")
+    return Online(cfg, actor, ddp_actor, ref_policy, reward_model, opt, base_lr, gen, sample_gen, log,
+                  local_batch_size, local_minibatch_size, accum)
+
+
+def end_update(o: Online, update: int, row: dict[str, float], kl_coef: float, bar, evaluate, evals: list[dict]) -> float:
+    """Log the update's row (means over ranks), adapt β (details.kl_controller), evaluate when due; returns β."""
+    d, p = o.cfg.details, o.cfg.ppo
+    mean_kl = log_update(o.log, update, row)
+    kl_coef = ops.next_kl_coef(kl_coef, mean_kl, p.batch_size, d.kl_controller, p.kl_target, p.kl_horizon)
+    bar.update(1)
+    bar.set_postfix(score=f"{row['objective/scores']:.2f}", kl=f"{mean_kl:.2f}")
+    periodic_eval(evaluate, o.actor.lm(), update, p.num_updates, p, o.log, evals)
+    return kl_coef
+
+
+def finish_online(o: Online, sanity: dict, evals: list[dict], kl_coef: float) -> dict:
+    """The sanity verdicts (ratio 1 and KL 0 at the first update) and what the pipeline reads from a loop."""
     sanity["first_ratio_ok"] = abs(sanity["first_ratio"] - 1.0) < SANITY_TOL
     sanity["initial_kl_ok"] = abs(sanity["initial_kl"]) < SANITY_TOL
-    return {"actor": actor, "ref_policy": ref_policy, "reward_model": reward_model, "sanity": sanity, "evals": evals,
-            "params": count_parameters(actor.lm()), "final_kl_coef": kl_coef}
+    return {"actor": o.actor, "ref_policy": o.ref_policy, "reward_model": o.reward_model, "sanity": sanity,
+            "evals": evals, "params": count_parameters(o.actor.lm()), "final_kl_coef": kl_coef}
 
 
-def _query_stream(n: int, batch_size: int, gen: torch.Generator):
+def train_epochs(loss_fn, opt: torch.optim.Optimizer, epochs: int, local_batch_size: int, local_minibatch_size: int,
+                 accum: int, gen: torch.Generator, where: tuple[str, int], sanity: dict) -> dict[str, list[float]]:
+    """``epochs`` passes over a fresh permutation of the local rollout batch: one optimizer step per minibatch,
+    accumulated over ``accum`` micro-batches. ``loss_fn(indices) -> (loss, stats)``; returns every micro-batch's
+    stats. The first micro-batch's policy ratio of the first update goes to ``sanity["first_ratio"]``."""
+    D = dist()
+    stage, update = where
+    stats_acc: dict[str, list[float]] = {}
+    for epoch in range(epochs):
+        for mb_idx, mb in enumerate(minibatches(local_batch_size, local_minibatch_size, gen)):
+            opt.zero_grad(set_to_none=True)
+            micros = mb.chunk(accum)
+            for i, micro in enumerate(micros):
+                loss, stats = loss_fn(micro)
+                check_finite(loss, stage, update)
+                D.backward(loss, accum, last=i == len(micros) - 1)
+                if update == 1 and epoch == 0 and mb_idx == 0 and "first_ratio" not in sanity:
+                    sanity["first_ratio"] = float(stats["ratio"])
+                for k, v in stats.items():
+                    stats_acc.setdefault(k, []).append(float(v))
+            opt.step()
+    return stats_acc
+
+
+# loss statistics → metric names (nplus/metrics_doc.py)
+STAT_NAMES = {"pg_loss": "loss/policy", "vf_loss": "loss/value", "vf_clipfrac": "value/clipfrac", "clipfrac": "policy/clipfrac",
+              "approxkl": "policy/approxkl", "ratio": "val/ratio", "entropy": "policy/entropy"}
+
+
+def rollout_metrics(ro: Rollout, kl_coef: float, kl_placement: str, adv: torch.Tensor, episode: int, lr: float,
+                    times: tuple[float, float, float], epochs: int, stats_acc: dict[str, list[float]]) -> dict[str, float]:
+    """One update's metrics row shared by every online algorithm (rollout statistics, losses, throughput)."""
+    t_rollout, t_train, t_done = times
+    nonscore = -kl_coef * ro.kl.sum(1) if kl_placement == "reward" else torch.zeros_like(ro.scores)
+    row = {
+        "episode": episode, "objective/kl": float(ro.kl.sum(1).mean()),
+        "objective/entropy": float((-ro.logprobs.masked_fill(ro.padding_mask, 0)).sum(1).mean()),
+        "objective/non_score_reward": float(nonscore.mean()), "objective/scores": float(ro.scores.mean()),
+        "objective/raw_scores": float(ro.raw_scores.mean()), "objective/rlhf_reward": float((ro.scores + nonscore).mean()),
+        "objective/kl_coef": kl_coef, "val/num_eos": float(ro.has_eos.sum()), "val/eos_rate": float(ro.has_eos.float().mean()),
+        "val/mean_length": float((ro.seq_last + 1).float().mean()),
+        "val/advantage_mean": float(ops.masked_mean(adv, ~ro.padding_mask)),
+        "lr": lr,
+        # throughput (make bench): rollout = sampling + scoring passes, train = the optimization epochs
+        "time/rollout_s": t_train - t_rollout, "time/generation_s": ro.generation_s, "time/train_s": t_done - t_train,
+        "time/sampled_tokens": float(ro.responses.numel()),
+        "time/train_tokens": float(ro.query_responses.numel() * epochs),
+    }
+    for k, v in stats_acc.items():
+        row[STAT_NAMES[k]] = sum(v) / len(v)
+    return row
+
+
+def log_update(log: MetricsLog, update: int, row: dict[str, float]) -> float:
+    """Average the row over ranks (the KL first: the controller needs the global value), write it on the main
+    process; returns the mean KL."""
+    D = dist()
+    row["objective/kl"] = D.mean(row["objective/kl"])
+    row.update({k: D.mean(v) for k, v in row.items() if k not in ("episode", "objective/kl")})
+    if D.is_main:
+        log.log(update, **row)
+    return row["objective/kl"]
+
+
+def periodic_eval(evaluate, policy, update: int, num_updates: int, p, log: MetricsLog, evals: list[dict]) -> None:
+    """Evaluate every ``p.eval_every`` updates (the final evaluation is the pipeline's), on the main process."""
+    D = dist()
+    if evaluate is not None and p.eval_every and update % p.eval_every == 0 and update != num_updates:
+        if D.is_main:
+            e = evaluate(policy, update)
+            log.log(update, episode=update * p.batch_size, **{f"eval/{k}": v for k, v in e.items() if isinstance(v, float)})
+            evals.append({"update": update, **e})
+        D.barrier()
+
+
+def query_stream(n: int, batch_size: int, gen: torch.Generator):
     """Endless seeded batches of query indices, reshuffled each pass over the data."""
     while True:
         yield from minibatches(n, batch_size, gen)

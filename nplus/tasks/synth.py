@@ -25,8 +25,13 @@ from typing import Literal
 
 import numpy as np
 
-# Bump whenever the generated files change for a given (seed, scale).
-VERSION = "tldr-synth-3"
+# Bump whenever the generated files change for a given (seed, scale). POSTS_VERSION is the part a base model
+# depends on (posts, titles, references, tokenizer: its pretraining corpus); VERSION also covers the comparisons,
+# which only the reward model reads, so a change to them leaves the committed base models valid.
+POSTS_VERSION = "tldr-synth-3"
+VERSION = "tldr-synth-4"
+# 4 (2026-12-02): comparisons weighted toward summaries with a wrong key fact (POLICY_WEIGHTS, WRONG_SLOT_WEIGHTS);
+# posts, references and tokenizer unchanged (POSTS_VERSION 3).
 # 2 (2026-12-01): facts copyable token for token. A post and its summaries write an age the same way, "(24F)"
 # (summaries in lower case keep it), and a duration with a space before the number ("for 2 years"), so the
 # tokens to restate are the tokens of the post; shorter ordinary posts (25-90 words); references leave the
@@ -767,7 +772,15 @@ def _wrong_value(facts: dict, slot: str, rng: random.Random) -> str:
 POLICIES = ("ref", "sup", "omit", "wrong", "verbose", "repeat", "truncated", "title", "short")
 # The facts the omit policy may leave out (ages are too cheap for an omission to matter).
 OMITTABLE = ("event", "relation", "ask", "duration", "feeling")
-POLICY_WEIGHTS = (0.18, 0.18, 0.1, 0.1, 0.1, 0.09, 0.09, 0.08, 0.08)
+# A policy model's commonest failure is a wrong key fact (an SFT policy on this task gets the event wrong in 10-65 %
+# of its summaries), and comparing such summaries is what teaches a reward model to check a summary against its
+# post. With a wrong fact in 10 % of summaries, spread evenly over seven slots, 4,000 comparisons held ~110 pairs
+# with a wrong event, and the reward model trained on them could not rank an SFT policy's own samples (Spearman
+# with the gold score 0.00 within a post; docs/tldr-synth.md, "Capability"). So `wrong` is the commonest policy
+# and its slot is drawn in proportion to the judge's weight of the fact (WRONG_SLOT_WEIGHTS).
+POLICY_WEIGHTS = (0.15, 0.15, 0.1, 0.28, 0.08, 0.07, 0.06, 0.06, 0.05)
+WRONG_SLOT_WEIGHTS = {"event": 3.0, "relation": 2.0, "ask": 2.0, "duration": 1.0, "feeling": 1.0, "narrator": 0.5,
+                      "counterpart": 0.5}
 
 
 def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
@@ -785,7 +798,8 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
     if policy == "omit":
         return " ".join(compose_summary(_drop(facts, _pick(rng, _present(facts, OMITTABLE))), gender, rng))
     if policy == "wrong":
-        slot = _pick(rng, _present(facts, SLOTS))
+        slots = _present(facts, SLOTS)
+        slot = rng.choices(slots, weights=[WRONG_SLOT_WEIGHTS[s] for s in slots])[0]
         return " ".join(compose_summary({**facts, slot: _wrong_value(facts, slot, rng)}, gender, rng))
     if policy == "verbose":
         clauses = compose_summary(facts, gender, rng)
@@ -862,7 +876,7 @@ def pretraining_posts(seed: int, n: int) -> list[Post]:
 
 # Annotators prefer u = gold score + length_bias · ln(words); P(A ≻ B) = σ((u_A − u_B) / τ). τ is set so that
 # labels agree with the gold ranking about as often as human labelers agree with each other (≈ 0.75).
-TAU = 2.3
+TAU = 2.0
 LENGTH_BIAS = 1.0
 N_WORKERS = 16
 
