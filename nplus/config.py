@@ -301,7 +301,8 @@ def validate(cfg: Config) -> None:
                               f"ppo.batch_size / processes = {local} (algorithm={cfg.algorithm} compares the responses of a prompt)")
     if not 0 < cfg.dpo.ref_mixup_alpha <= 1 or cfg.dpo.ref_sync_steps < 1:
         raise ConfigError("dpo.ref_mixup_alpha must be in (0, 1] and dpo.ref_sync_steps at least 1")
-    for stage in ("sft", "rm", "ppo", "dpo"):
+    # the dpo section is read (and checked) only when it is the algorithm, so it never blocks a PPO config
+    for stage in ("sft", "rm", "ppo") + (("dpo",) if cfg.algorithm == "dpo" else ()):
         s = getattr(cfg, stage)
         if s.batch_size % (s.micro_batch * cfg.processes):
             raise ConfigError(
