@@ -112,6 +112,10 @@ def test_csv_with_query_column_and_text_flags(tmp_path, corpus):
 
 def test_both_orders_and_order_seed(tmp_path, corpus):
     data_dir, rows = corpus
+    # equal gold scores are broken by a hash of the pair in each order, so position consistency is only exact
+    # without them: keep the rows whose summary and reference score differently
+    gold = GoldJudge.from_dir(data_dir)
+    rows = [r for r in rows if gold.score(r["post"], r["response"], r["finished"]) != gold.score(r["post"], " " + r["reference"])]
     path = write_jsonl(tmp_path / "s.jsonl", rows)
     one = run_eval(gold_config(path, data_dir, out=tmp_path / "one"))
     opts = JudgeOptions(data_dir=data_dir, judge_seed=7, both_orders=True)
