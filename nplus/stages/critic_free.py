@@ -25,7 +25,7 @@ from nplus import objectives, ops
 from nplus.config import Config
 from nplus.models import RewardNormalization, load_causal_lm, set_dropout
 from nplus.stages.common import dist, lr_at, progress, set_lr
-from nplus.stages.ppo import (Actor, Rollout, end_update, finish_online, query_stream, response_logprobs, rollout,
+from nplus.stages.ppo import (Actor, Rollout, end_update, finish_online, query_stream, rollout, rollout_logprobs_now,
                               rollout_metrics, start_online, train_epochs)
 
 
@@ -69,8 +69,7 @@ def critic_free_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor
     d, p = cfg.details, cfg.ppo
     estimator, placement = kl_details(cfg)
     logits, _ = actor(ro.query_responses[mb], pad_id, ro.responses.size(1))
-    new_logprobs = response_logprobs(logits, ro.responses[mb], p.temperature, d.temperature_in_training)
-    new_logprobs = new_logprobs.masked_fill(ro.padding_mask[mb], ops.INVALID_LOGPROB)
+    new_logprobs = rollout_logprobs_now(cfg, logits, ro, mb)
     mask = ~ro.padding_mask[mb]
     kl_now = ops.kl_per_token(new_logprobs, ro.ref_logprobs[mb], estimator)
     if cfg.algorithm == "grpo":

@@ -182,13 +182,20 @@ def advantages_and_returns(cfg: Config, ro: Rollout, kl_coef: float) -> tuple[to
     return rewards, advantages, returns
 
 
+def rollout_logprobs_now(cfg: Config, logits: torch.Tensor, ro: Rollout, mb: torch.Tensor) -> torch.Tensor:
+    """(b, T, V) logits of the policy being trained on micro-batch ``mb`` → (b, T) log-probs of the rollout's
+    tokens, with the sampling temperature as details.temperature_in_training says and pads set to INVALID_LOGPROB
+    (every online loss reads them this one way, so the ratio and the KL always compare like with like)."""
+    new_logprobs = response_logprobs(logits, ro.responses[mb], cfg.ppo.temperature, cfg.details.temperature_in_training)
+    return new_logprobs.masked_fill(ro.padding_mask[mb], ops.INVALID_LOGPROB)
+
+
 def ppo_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor, returns: torch.Tensor, mb: torch.Tensor,
                pad_id: int, kl_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Step 8 on one micro-batch: pg_loss + vf_coef · vf_loss (+ β·KL when details.kl_placement = loss)."""
     d, p = cfg.details, cfg.ppo
     logits, vpred = actor(ro.query_responses[mb], pad_id, ro.responses.size(1))
-    new_logprobs = response_logprobs(logits, ro.responses[mb], p.temperature, d.temperature_in_training)
-    new_logprobs = new_logprobs.masked_fill(ro.padding_mask[mb], ops.INVALID_LOGPROB)
+    new_logprobs = rollout_logprobs_now(cfg, logits, ro, mb)
     vpred = vpred.masked_fill(~ro.value_mask[mb], 0)
     pg_loss, pg_stats = ops.policy_loss(new_logprobs, ro.logprobs[mb], adv[mb], ~ro.padding_mask[mb], p.cliprange)
     vf_loss, vf_stats = ops.value_loss(vpred, ro.values[mb], returns[mb], ro.value_mask[mb], p.cliprange_value, d.value_clipping)
