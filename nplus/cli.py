@@ -118,6 +118,16 @@ DetailFlags = _detail_flags()
 
 
 @dataclass(frozen=True)
+class RewardFlags:
+    """Where the RL stage's score comes from (the same as --set reward.source=... reward.rule=...)."""
+
+    source: str | None = None
+    """rm (default: the learned reward model), gold (tldr-synth's gold judge: the upper bound) or rule."""
+    rule: str | None = None
+    """With source=rule: keywords (+1 per key-fact word) or sentiment (+1 positive, −2 negative word)."""
+
+
+@dataclass(frozen=True)
 class RunArgs:
     """A pipeline run: a preset, a seed, detail flips and hyperparameter overrides."""
 
@@ -133,6 +143,8 @@ class RunArgs:
     algorithm: str | None = None
     """Policy-optimization algorithm after SFT and RM: ppo (default), dpo, rloo, reinforce or grpo (the same as
     --set algorithm=NAME). SFT and RM artifacts are shared across algorithms."""
+    reward: RewardFlags = field(default_factory=RewardFlags)
+    """Reward source of the policy-optimization stage (--reward.source, --reward.rule)."""
     framework: str | None = None
     """Framework-emulation preset (paper, trl-ppo, openrlhf, deepspeed-chat, trlx, lmhp): its detail values
     replace the preset's; --details flags still override them."""
@@ -158,6 +170,7 @@ class RunArgs:
         given = {k: v for k, v in dataclasses.asdict(self.details).items() if v is not None}
         cfg = apply_overrides(cfg, details=given)
         hp = {"algorithm": self.algorithm} if self.algorithm is not None else {}
+        hp.update({f"reward.{k}": v for k, v in dataclasses.asdict(self.reward).items() if v is not None})
         for item in self.set:
             if "=" not in item:
                 from nplus.config import ConfigError

@@ -167,6 +167,18 @@ class DPOConfig(OptimConfig):
 
 
 @dataclass(frozen=True)
+class RewardConfig:
+    """Where the policy-optimization stage's score comes from (nplus/rewards.py). The gold judge scores every
+    run's evaluation samples whatever the source, so proxy and gold stay side by side."""
+
+    source: str = "rm"
+    """rm (the paper: the learned reward model), gold (tldr-synth's gold judge as the reward: the upper bound that
+    separates reward-model error from optimization error) or rule (a programmatic reward, ``rule``)."""
+    rule: str = "keywords"
+    """reward.source = rule: the rule's name (nplus.rewards.RULES: keywords, sentiment)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A fully resolved pipeline run."""
 
@@ -188,6 +200,7 @@ class Config:
     rm: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=64, micro_batch=64))
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     details: Details = field(default_factory=Details)
     processes: int = 1
     """Data-parallel processes (accelerate); batch sizes are global."""
@@ -261,12 +274,15 @@ def _run_identity(cfg: Config, d: dict[str, Any]) -> dict[str, Any]:
     """What a whole run depends on: everything but the preset's name, less what its algorithm never reads (the
     other algorithms' details and hyperparameters), so that adding an algorithm leaves PPO runs' hashes as they
     were and a DPO hyperparameter never invalidates a PPO run."""
-    out = {k: v for k, v in d.items() if k not in ("preset", "algorithm", "dpo")}
+    out = {k: v for k, v in d.items() if k not in ("preset", "algorithm", "dpo", "reward")}
     out["details"] = {k: v for k, v in d["details"].items() if REGISTRY[k].applies_to(cfg.algorithm)}
     if cfg.algorithm != "ppo":
         out["algorithm"] = cfg.algorithm
     if cfg.algorithm == "dpo":
         out["dpo"] = d["dpo"]
+    # the learned RM (the default) leaves hashes as they were before reward sources existed; DPO reads no reward
+    if cfg.reward.source != "rm" and cfg.algorithm != "dpo":
+        out["reward"] = {"source": cfg.reward.source, **({"rule": cfg.reward.rule} if cfg.reward.source == "rule" else {})}
     if cfg.algorithm not in ("rloo", "grpo"):
         out["ppo"] = {k: v for k, v in d["ppo"].items() if k != "group_size"}
     return out
@@ -294,6 +310,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"details.{name}={getattr(cfg.details, name)!r} means nothing under algorithm={cfg.algorithm} "
                           f"(it applies to: {', '.join(REGISTRY[name].algorithms)}); leave it at "
                           f"{REGISTRY[name].paper!r} or pick one of those algorithms")
+    from nplus.rewards import RULES, SOURCES
+
+    if cfg.reward.source not in SOURCES:
+        raise ConfigError(f"reward.source={cfg.reward.source!r}: unknown reward source; valid choices: {', '.join(SOURCES)}")
+    if cfg.reward.rule not in RULES:
+        raise ConfigError(f"reward.rule={cfg.reward.rule!r}: unknown rule; valid choices: {', '.join(RULES)}")
+    if cfg.reward.source == "gold" and cfg.task.name != "tldr-synth":
+        raise ConfigError(f"reward.source=gold needs the gold judge of task.name=tldr-synth (task.name={cfg.task.name}); "
+                          "valid choices here: rm, rule")
+    if cfg.reward.source != "rm" and cfg.algorithm == "dpo":
+        raise ConfigError(f"reward.source={cfg.reward.source} means nothing under algorithm=dpo (offline, no reward); "
+                          "leave it at rm or pick ppo, rloo, reinforce or grpo")
     if cfg.algorithm in ("rloo", "grpo"):
         local = cfg.ppo.batch_size // cfg.processes
         if cfg.ppo.group_size < 2 or local % cfg.ppo.group_size:
@@ -420,7 +448,7 @@ def preset(name: str, seed: int = 1) -> Config:
 def config_from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a Config from ``to_dict()`` output (validated once, at the end)."""
     kinds = {"task": TaskConfig, "model": ModelConfig, "lengths": Lengths, "sft": OptimConfig, "rm": OptimConfig,
-             "ppo": PPOConfig, "dpo": DPOConfig, "details": Details}
+             "ppo": PPOConfig, "dpo": DPOConfig, "reward": RewardConfig, "details": Details}
     return Config(**{k: (kinds[k](**v) if k in kinds else v) for k, v in d.items()})
 
 

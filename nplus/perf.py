@@ -138,7 +138,7 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     ``models`` = (policy, ref_policy, reward_model, critic) on the queries' device; the trained models are
     updated in place. ``autocast_dtype`` (CUDA) runs the trained models' forward passes under autocast.
     """
-    from nplus.models import RewardNormalization
+    from nplus.rewards import rm_score_fn
     from nplus.stages.common import make_optimizer, minibatches
     from nplus.stages.ppo import Actor, advantages_and_returns, ppo_losses, rollout
 
@@ -152,7 +152,8 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     _sync(dev)
     t0 = time.perf_counter()
     with autocast:
-        ro = rollout(cfg, actor, ref_policy, reward_model, RewardNormalization(), queries, PAD_ID, EOS_ID, sample_gen)
+        score = rm_score_fn(reward_model, 0.0, 1.0, PAD_ID, cfg.details.reward_token)
+        ro = rollout(cfg, actor, ref_policy, score, queries, [""] * queries.size(0), PAD_ID, EOS_ID, sample_gen)
     _sync(dev)
     t1 = time.perf_counter()
     _, adv, returns = advantages_and_returns(cfg, ro, p.kl_coef)

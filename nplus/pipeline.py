@@ -27,6 +27,7 @@ from nplus.config import Config, ConfigError, config_hash
 from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
 from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
+from nplus.rewards import ScoreFn, TrainingReward, make_score_fn, rm_score_fn
 from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, done_problem, mark_done, read_json,
                           read_jsonl, write_provenance)
 from nplus import bases
@@ -254,6 +255,22 @@ def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
 
 
 @torch.no_grad()
+def reward_for(cfg: Config, data: Data, rm_path: Path, norm: RewardNormalization) -> tuple[TrainingReward, ScoreFn]:
+    """reward.source for the online loop (the training posts and, unless the RM, the text score) and for the
+    evaluation's proxy_reward. Text scores are centred on the mean over (up to 2000) training references, as the
+    RM is by details.reward_normalization."""
+    train = data.sft["train"]
+    train_posts = list(train["post"])
+    if cfg.reward.source == "rm":
+        reward_model = ScalarModel.load(rm_path / "model").to(dist().device).eval()
+        score = rm_score_fn(reward_model, norm.bias, norm.gain, data.tokenizer.pad_token_id, cfg.details.reward_token)
+        return TrainingReward(train_posts), score
+    refs = train.select(range(min(len(train), 2000)))
+    score = make_score_fn(cfg.reward.source, cfg.reward.rule, gold=getattr(data.judge, "gold", None),
+                          tokenizer=data.tokenizer, references=list(zip(refs["post"], refs["summary"])))
+    return TrainingReward(train_posts, score), score
+
+
 def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
     """Sequence-level KL(π_T ‖ π_ref,T) on validation prompts: k1 summed over response tokens, averaged over
     samples drawn at the training temperature. Always temperature-scaled, so variants are comparable."""
@@ -325,13 +342,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
             append_jsonl(out_dir / "samples.jsonl", row)
     # 6. policy optimization (cfg.algorithm)
     norm = RewardNormalization(bias=rm_eval["reward_bias"], gain=rm_eval["reward_gain"])
-    reward_model = ScalarModel.load(rm_path / "model").to(D.device).eval()
-    pad = data.tokenizer.pad_token_id
-
-    def reward(q: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
-        qr = torch.cat([q, resp], 1)
-        return norm.apply(ops.pool_reward(reward_model(qr, pad), qr, pad, cfg.details.reward_token))
-
+    train_reward, reward = reward_for(cfg, data, rm_path, norm)
     evaluate = _eval_fn(cfg, data, es, reward)
     t_ppo = time.time()
 
@@ -344,7 +355,8 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         res = train_dpo(cfg, sft_path / "model", data.pref, data.tokenizer, out_dir)
     else:
         train = train_ppo if cfg.algorithm == "ppo" else train_critic_free
-        res = train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic)
+        res = train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic,
+                    train_reward)
     if not D.is_main:  # evaluation and the summary are written once
         return {}
     policy = res["actor"].lm()
@@ -367,6 +379,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
         "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
         "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
+        "ppo.repetition_rate": agg["repetition_rate"], "ppo.distinct_2": agg["distinct_2"],
         **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
         **res.get("summary", {}),
         "params": res["params"], "model": cfg.model.name, "seed": cfg.seed, "preset": cfg.preset, "algorithm": cfg.algorithm,

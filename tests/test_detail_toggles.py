@@ -45,7 +45,7 @@ def models(tmp_path_factory, tok):
 
 
 def _ppo_rollout(models, tok, **details):
-    from nplus.models import RewardNormalization
+    from nplus.rewards import rm_score_fn
     from nplus.stages.ppo import advantages_and_returns, build_actor, rollout
 
     cfg = apply_overrides(preset("smoke", 1), details=details)
@@ -55,7 +55,8 @@ def _ppo_rollout(models, tok, **details):
     q = torch.full((4, 6), tok.pad_token_id)
     q[:, 2:] = torch.tensor(tok("I found out my")["input_ids"][:4])
     g = torch.Generator().manual_seed(0)
-    ro = rollout(cfg, actor, ref, rm, RewardNormalization(0.1, 1.0), q, tok.pad_token_id, tok.eos_token_id, g)
+    score = rm_score_fn(rm, 0.1, 1.0, tok.pad_token_id, cfg.details.reward_token)
+    ro = rollout(cfg, actor, ref, score, q, [""] * q.size(0), tok.pad_token_id, tok.eos_token_id, g)
     return ro, advantages_and_returns(cfg, ro, 0.05)
 
 

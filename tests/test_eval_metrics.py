@@ -203,3 +203,13 @@ def test_every_metric_is_named_in_the_docs():
     docs = (Path(__file__).resolve().parent.parent / "docs" / "evaluation.md").read_text()
     for name in metrics.METRICS:
         assert name in docs, name
+
+
+def test_text_diversity_by_hand():
+    out = metrics.text_diversity(["a b c a b c", "x y", "z"])
+    # only the first text repeats a trigram ("a b c"); 9 unigram tokens, 6 distinct (a, b, c, x, y, z)
+    assert out["repetition_rate"] == pytest.approx(1 / 3)
+    assert out["distinct_1"] == pytest.approx(6 / 9)
+    # bigrams: ab bc ca ab bc | xy → 6 in all, 4 distinct
+    assert out["distinct_2"] == pytest.approx(4 / 6)
+    assert metrics.text_diversity([]) == {"repetition_rate": None, "distinct_1": None, "distinct_2": None}

@@ -41,6 +41,10 @@ METRICS: dict[str, tuple[Direction, str]] = {
     "rm_judge_agreement": ("higher", "fraction of policy-vs-reference pairs where sign(RM(policy) - RM(reference)) "
                            "matches the judge's pick"),
     "judge_agreement": ("higher", "fraction of labelled comparisons where the judge picks the labelled summary"),
+    "repetition_rate": ("lower", "fraction of summaries with a word trigram that occurs twice in it (degenerate "
+                        "repetition, the classic reward hack)"),
+    "distinct_1": ("higher", "distinct word unigrams over all unigrams of all summaries (Li et al. 2016)"),
+    "distinct_2": ("higher", "distinct word bigrams over all bigrams of all summaries"),
 }
 
 # Bins of x = log(len(summary) / len(reference)) for the win-rate-by-length table (the paper plots win rate
@@ -293,4 +297,22 @@ def judge_agreement(choices: Sequence[str | None], labels: Sequence[str], alpha:
         "n": len(pairs),
         "n_unparseable": len(choices) - len(pairs),
         **{k_: v for k_, v in position_bias(choices, alpha).items() if k_ != "n"},
+    }
+
+
+def text_diversity(texts: Sequence[str]) -> dict[str, float | None]:
+    """Signs of degenerate generation (reward hacking): ``repetition_rate``, the share of texts with a word
+    trigram that occurs twice in it; ``distinct_1`` / ``distinct_2``, distinct word uni-/bigrams over all uni-/bigrams
+    of all texts (Li et al. 2016). Words: lower-cased whitespace split. None where there is nothing to count."""
+    repeated, unigrams, bigrams = 0, [], []
+    for text in texts:
+        w = text.lower().split()
+        tri = list(zip(w, w[1:], w[2:]))
+        repeated += len(tri) != len(set(tri))
+        unigrams += w
+        bigrams += list(zip(w, w[1:]))
+    return {
+        "repetition_rate": repeated / len(texts) if texts else None,
+        "distinct_1": len(set(unigrams)) / len(unigrams) if unigrams else None,
+        "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else None,
     }

@@ -1,6 +1,6 @@
 """The critic-free online algorithms: RLOO, REINFORCE with a baseline, and GRPO.
 
-They share PPO's rollout (sampling, truncation after EOS, RM score, EOS penalty, per-token KL: nplus/stages/ppo.py)
+They share PPO's rollout (sampling, truncation after EOS, score of reward.source, EOS penalty, per-token KL: nplus/stages/ppo.py)
 and differ from it, and from each other, only in the advantage of a response and the loss:
 
 - rloo (Ahmadian et al. 2024): k responses per prompt; A_i = R_i − mean of the other k − 1 rewards, with
@@ -24,6 +24,7 @@ import torch
 from nplus import objectives, ops
 from nplus.config import Config
 from nplus.models import RewardNormalization, load_causal_lm, set_dropout
+from nplus.rewards import TrainingReward
 from nplus.stages.common import dist, lr_at, progress, set_lr
 from nplus.stages.ppo import (Actor, Rollout, end_update, finish_online, query_stream, rollout, rollout_logprobs_now,
                               rollout_metrics, start_online, train_epochs)
@@ -87,13 +88,14 @@ def critic_free_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor
 
 
 def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalization, train_queries: torch.Tensor,
-                      tokenizer, run_dir: Path, evaluate=None) -> dict:
-    """The loop of rloo / reinforce / grpo; returns what ``train_ppo`` returns (the actor is the policy alone)."""
+                      tokenizer, run_dir: Path, evaluate=None, reward: TrainingReward | None = None) -> dict:
+    """The loop of rloo / reinforce / grpo; arguments and result as ``train_ppo``'s (the actor is the policy alone)."""
     d, p = cfg.details, cfg.ppo
     D = dist()
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     policy_only = lambda: Actor(set_dropout(load_causal_lm(sft_dir), d.dropout), None, None)  # noqa: E731
-    o = start_online(cfg, policy_only, sft_dir, rm_dir, run_dir)
+    reward = reward or TrainingReward(posts=[""] * train_queries.size(0))
+    o = start_online(cfg, policy_only, sft_dir, rm_dir, run_dir, norm, reward, pad_id)
     kl_coef, num_updates, k = p.kl_coef, p.num_updates, group_size(cfg)
     estimator, placement = kl_details(cfg)
     # vanilla REINFORCE / RLOO: one step per minibatch; clipped (and GRPO): ppo_epochs epochs
@@ -106,10 +108,12 @@ def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNorm
     for update in range(1, num_updates + 1):
         set_lr(o.opt, lr_at(o.base_lr, update - 1, num_updates, d.lr_schedule))
         # each prompt k times in consecutive rows: its group
-        queries = train_queries[D.rank_slice(next(prompt_order))].repeat_interleave(k, 0).to(D.device)
+        rows = D.rank_slice(next(prompt_order)).repeat_interleave(k, 0)
+        queries = train_queries[rows].to(D.device)
         t_rollout = time.perf_counter()
         # 1–4. rollout, exactly as PPO's (the KL with the algorithm's estimator)
-        ro = rollout(cfg, o.actor, o.ref_policy, o.reward_model, norm, queries, pad_id, eos_id, o.sample_gen, estimator)
+        ro = rollout(cfg, o.actor, o.ref_policy, o.score, queries, [o.posts[i] for i in rows.tolist()], pad_id, eos_id,
+                     o.sample_gen, estimator)
         t_train = time.perf_counter()
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())

@@ -3,7 +3,7 @@
 1. sample near-greedy (details.eval_temperature) responses for the first ``max_eval`` validation queries,
 2. truncate after the first EOS,
 3. judge each response against the reference with the task's judge (gold for tldr-synth),
-4. score with the proxy reward model when one is given, and compute ROUGE against the reference,
+4. score with the proxy reward (reward.source) when one is given, and compute ROUGE against the reference,
 5. with the gold judge, the share of post-body facts in the query that the summaries restate (fact_accuracy).
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from nplus import ops
 from nplus.evaluation.judges import judge_against_reference
-from nplus.evaluation.metrics import win_rate_summary
+from nplus.evaluation.metrics import text_diversity, win_rate_summary
 from nplus.evaluation.probes import fact_accuracy
 from nplus.evaluation.rouge import rouge_scores
 from nplus.stages.common import as_tensor, sample
@@ -41,7 +41,8 @@ def eval_set_from(ds, n: int) -> EvalSet:
 def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, length: int, temperature: float,
                     judge, reward_fn=None, batch_size: int = 64, generator: torch.Generator | None = None,
                     response_sampling: str = "fixed_length_then_truncate", judge_seed: int = 0) -> tuple[dict, list[dict]]:
-    """Returns (aggregates, per-sample rows). ``reward_fn(query_tokens, responses) -> (B,) normalized score``."""
+    """Returns (aggregates, per-sample rows). ``reward_fn(query_tokens, responses, posts) -> (B,)``: the score of
+    reward.source (nplus.rewards.ScoreFn), reported as ``proxy_reward``."""
     was_training = policy.training
     policy.eval()
     texts, finished, lengths, scores = [], [], [], []
@@ -55,7 +56,7 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
         lengths += ops.response_lengths(responses, eos_id).tolist()
         texts += [tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True) for row in responses.tolist()]
         if reward_fn is not None:
-            scores += reward_fn(q, responses).float().cpu().tolist()
+            scores += reward_fn(q, responses, es.posts[start:start + batch_size]).float().cpu().tolist()
     # The judge sees the policy summary and the reference in a seeded random A/B order; an unparseable or
     # failed verdict is an outcome of its own, never a side (see nplus/evaluation/judges.py).
     refs = [" " + r.lstrip() for r in es.references]
@@ -83,6 +84,7 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
         "eos_rate": sum(r["finished"] for r in rows) / len(rows),
         "gold_score": sum(r["gold_score"] for r in rows) / len(rows) if gold is not None else None,
         "n_unparseable": wr["n_unparseable"], "n_failed": wr["n_failed"],
+        **text_diversity(texts),
     }
     if gold is not None:
         agg.update(fact_accuracy(gold, es.posts, es.queries, texts))

@@ -11,12 +11,14 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from nplus import ops
 from nplus.config import Config
+from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn
 from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, count_parameters, init_critic,
                           init_reward_head, lm_logits, load_causal_lm, set_dropout)
 from nplus.stages.common import (MetricsLog, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
@@ -36,7 +38,7 @@ class Rollout:
     ref_logprobs: torch.Tensor  # (B, T)
     values: torch.Tensor  # (B, T) (0 beyond the value mask)
     scores: torch.Tensor  # (B,) final scores after normalization, EOS penalty, clipping
-    raw_scores: torch.Tensor  # (B,) normalized RM scores before penalty/clipping
+    raw_scores: torch.Tensor  # (B,) scores of reward.source (the RM's normalized) before penalty/clipping
     padding_mask: torch.Tensor  # (B, T) True at positions after the last real token
     value_mask: torch.Tensor  # (B, T) True where values/returns are trained
     kl: torch.Tensor  # (B, T) per-token KL estimate (0 at pads)
@@ -130,10 +132,10 @@ def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tupl
 
 
 @torch.no_grad()
-def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, norm: RewardNormalization,
-            queries: torch.Tensor, pad_id: int, eos_id: int, gen: torch.Generator, kl_estimator: str | None = None) -> Rollout:
-    """Steps 1–4 of an update: sample, postprocess, score and compute per-token KL (``kl_estimator``: the
-    algorithm's estimator, details.kl_estimator unless given)."""
+def rollout(cfg: Config, actor: Actor, ref_policy, score_fn: ScoreFn, queries: torch.Tensor, posts: Sequence[str],
+            pad_id: int, eos_id: int, gen: torch.Generator, kl_estimator: str | None = None) -> Rollout:
+    """Steps 1–4 of an update: sample, postprocess, score (``score_fn``: reward.source, given the queries' posts
+    as text) and compute per-token KL (``kl_estimator``: the algorithm's estimator, details.kl_estimator unless given)."""
     d, p = cfg.details, cfg.ppo
     t0 = time.perf_counter()
     # 1. sample responses from the current policy at the training temperature
@@ -157,7 +159,7 @@ def rollout(cfg: Config, actor: Actor, ref_policy, reward_model: ScalarModel, no
     query_responses = torch.cat([queries, post], 1)
     seq_last, padding_mask, value_mask = masks_for(post, pad_id, d.score_position)
     has_eos = (post == eos_id).any(1)
-    raw = norm.apply(ops.pool_reward(reward_model(query_responses, pad_id), query_responses, pad_id, d.reward_token))
+    raw = score_fn(queries, post, posts)
     scores = ops.clip_score(ops.apply_missing_eos_penalty(raw, has_eos, p.missing_eos_score, d.missing_eos_penalty), d.reward_clipping)
     # 4. mask log-probs and values at pads; per-token KL
     logprobs = logprobs.masked_fill(padding_mask, ops.INVALID_LOGPROB)
@@ -207,12 +209,14 @@ def ppo_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor, return
 
 
 def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalization, train_queries: torch.Tensor,
-              tokenizer, run_dir: Path, evaluate=None) -> dict:
-    """The PPO loop. ``evaluate(actor_lm, update) -> dict`` is called every ``eval_every`` updates and at the end."""
+              tokenizer, run_dir: Path, evaluate=None, reward: TrainingReward | None = None) -> dict:
+    """The PPO loop. ``evaluate(actor_lm, update) -> dict`` is called every ``eval_every`` updates and at the end;
+    ``reward``: the training posts and reward.source's text score (default: the learned RM, posts unread)."""
     d, p = cfg.details, cfg.ppo
     D = dist()
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    o = start_online(cfg, lambda: build_actor(cfg, sft_dir, rm_dir), sft_dir, rm_dir, run_dir)
+    reward = reward or TrainingReward(posts=[""] * train_queries.size(0))
+    o = start_online(cfg, lambda: build_actor(cfg, sft_dir, rm_dir), sft_dir, rm_dir, run_dir, norm, reward, pad_id)
     actor, ddp_actor, opt, gen = o.actor, o.ddp_actor, o.opt, o.gen
     kl_coef = p.kl_coef
     num_updates = p.num_updates
@@ -222,10 +226,11 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     bar = progress(num_updates, "ppo", disable=None if D.is_main else True)
     for update in range(1, num_updates + 1):
         set_lr(opt, lr_at(o.base_lr, update - 1, num_updates, d.lr_schedule))
-        queries = train_queries[D.rank_slice(next(query_order))].to(D.device)
+        rows = D.rank_slice(next(query_order))
+        queries = train_queries[rows].to(D.device)
         t_rollout = time.perf_counter()
         # 1–4. rollout
-        ro = rollout(cfg, actor, o.ref_policy, o.reward_model, norm, queries, pad_id, eos_id, o.sample_gen)
+        ro = rollout(cfg, actor, o.ref_policy, o.score, queries, [o.posts[i] for i in rows.tolist()], pad_id, eos_id, o.sample_gen)
         t_train = time.perf_counter()
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())
@@ -245,17 +250,19 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     return finish_online(o, sanity, evals, kl_coef)
 
 
-def load_frozen(cfg: Config, sft_dir: Path, rm_dir: Path, device: torch.device):
-    """The frozen reference policy (SFT) and reward model, in the low-precision dtype when model.dtype asks for
-    it on a GPU (trained models stay fp32); under ZeRO-3 CPU offload when ppo.frozen_offload is set."""
+def load_frozen(cfg: Config, sft_dir: Path, rm_dir: Path, device: torch.device, with_rm: bool = True):
+    """The frozen reference policy (SFT) and reward model (None unless ``with_rm``), in the low-precision dtype
+    when model.dtype asks for it on a GPU (trained models stay fp32); under ZeRO-3 CPU offload when
+    ppo.frozen_offload is set."""
     frozen_dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" and device.type == "cuda" else torch.float32
-    ref_policy = load_causal_lm(sft_dir, frozen_dtype).to(device).eval()
-    reward_model = ScalarModel.load(rm_dir, frozen_dtype).to(device).eval()
-    for m in (ref_policy, reward_model):
+    frozen = [load_causal_lm(sft_dir, frozen_dtype).to(device).eval()]
+    if with_rm:
+        frozen.append(ScalarModel.load(rm_dir, frozen_dtype).to(device).eval())
+    for m in frozen:
         m.requires_grad_(False)
     if cfg.ppo.frozen_offload:  # the paper at 6.9B: frozen models under ZeRO-3 with parameters offloaded to the CPU
-        ref_policy, reward_model = zero3_offload(ref_policy), zero3_offload(reward_model)
-    return ref_policy, reward_model
+        frozen = [zero3_offload(m) for m in frozen]
+    return frozen[0], (frozen[1] if with_rm else None)
 
 
 @dataclass
@@ -267,7 +274,8 @@ class Online:
     actor: Actor
     ddp_actor: nn.Module  # the actor as wrapped for training (DDP / DeepSpeed); rollouts use ``actor``
     ref_policy: nn.Module
-    reward_model: nn.Module
+    score: ScoreFn  # reward.source
+    posts: Sequence[str]  # the training queries' posts as text (what a text reward reads), aligned with them
     opt: torch.optim.Optimizer
     base_lr: float
     gen: torch.Generator  # data order, shared by all ranks
@@ -278,15 +286,18 @@ class Online:
     accum: int
 
 
-def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: Path) -> Online:
+def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: Path, norm: RewardNormalization,
+                 reward: TrainingReward, pad_id: int) -> Online:
     """Seeds, then the actor (``make_actor()``: fresh heads draw from the seeded global RNG), the frozen models,
-    the optimizer over the actor's trainable parameters and the data-parallel wrap."""
+    the score function (the frozen RM with ``norm`` unless ``reward`` gives a text score), the optimizer over the
+    actor's trainable parameters and the data-parallel wrap."""
     D, p = dist(), cfg.ppo
     gen = seed_everything(cfg.seed + 2, D.rank)
     sample_gen = rank_generator(cfg.seed + 3, D.rank)
     actor = make_actor().to(D.device)
     actor.train()
-    ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device)
+    ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device, with_rm=reward.score is None)
+    score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token)
     base_lr = cfg.stage_lr("ppo")
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, cfg.details.adam_eps)
     # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
@@ -297,7 +308,7 @@ def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: 
     ddp_actor, opt = D.prepare_training(actor, opt, p.micro_batch, accum)
     # the policy-optimization stage's namespace, whatever the algorithm
     log = MetricsLog(run_dir / "metrics.jsonl", "ppo")
-    return Online(cfg, actor, ddp_actor, ref_policy, reward_model, opt, base_lr, gen, sample_gen, log,
+    return Online(cfg, actor, ddp_actor, ref_policy, score, reward.posts, opt, base_lr, gen, sample_gen, log,
                   local_batch_size, local_minibatch_size, accum)
 
 
@@ -316,7 +327,7 @@ def finish_online(o: Online, sanity: dict, evals: list[dict], kl_coef: float) ->
     """The sanity verdicts (ratio 1 and KL 0 at the first update) and what the pipeline reads from a loop."""
     sanity["first_ratio_ok"] = abs(sanity["first_ratio"] - 1.0) < SANITY_TOL
     sanity["initial_kl_ok"] = abs(sanity["initial_kl"]) < SANITY_TOL
-    return {"actor": o.actor, "ref_policy": o.ref_policy, "reward_model": o.reward_model, "sanity": sanity,
+    return {"actor": o.actor, "ref_policy": o.ref_policy, "sanity": sanity,
             "evals": evals, "params": count_parameters(o.actor.lm()), "final_kl_coef": kl_coef}
 
 
