@@ -234,6 +234,9 @@ def _commands() -> dict[str, type]:
     from nplus.evaluation.evaluate_cmd import EvalConfig
 
     cmds["eval"] = EvalConfig
+    from nplus.data.label_cmd import LabelConfig
+
+    cmds["label"] = LabelConfig
     from nplus.data.build_cmd import DataBuildCmd
 
     cmds["data-build"] = DataBuildCmd
@@ -256,7 +259,7 @@ def _commands() -> dict[str, type]:
 # A full disk is one too (DiskFullError names the path; an OSError that says so is reported the same way).
 USER_ERRORS = ("BaseModelError", "DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
                "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError",
-               "JudgeFailedError", "DiskFullError")
+               "JudgeFailedError", "DiskFullError", "LabelInputError")
 
 
 def merge_repeated_set(argv: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from nplus.details import ALGORITHMS, REGISTRY, Details, DetailError, misplaced, with_overrides
@@ -31,7 +32,8 @@ class TaskConfig:
     sft_source: str = "tldr-synth"
     """`tldr-synth`, a hub dataset name or a local path (save_to_disk / json / parquet)."""
     comparisons_source: str = "tldr-synth"
-    """`tldr-synth`, a hub dataset name or a local path."""
+    """`tldr-synth`, a hub dataset name or a local path (under task.name=tldr-synth: tldr-synth or a local path,
+    e.g. AI-feedback labels written by `nplus label`; the path names the labels, so write new labels to a new path)."""
     synth_seed: int = 0
     """Seed of the generated corpus (shared by every training seed, like a public dataset)."""
     synth_scale: Literal["default", "small", "tiny"] = "default"
@@ -246,6 +248,8 @@ class Config:
             return {**_run_identity(self, d), "base_recipe": BASE_RECIPE, "generator": generator}
         keep = upstream_stages[stage]
         details = {k: v for k, v in d["details"].items() if REGISTRY[k].stage in keep}
+        if stage == "sft":  # SFT never reads the comparisons: relabelled pairs (nplus label) reuse its artifact
+            base["task"] = {k: v for k, v in d["task"].items() if k not in ("comparisons_source", "max_comparisons_train", "max_rm_eval")}
         out = {**base, "generator": generator, "seed": d["seed"], "lengths": d["lengths"], "lr": d["lr"], "sft": d["sft"],
                "processes": d["processes"], "eval_temperature": d["eval_temperature"], "details": details}
         if stage == "rm":
@@ -310,7 +314,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"details.{name}={getattr(cfg.details, name)!r} means nothing under algorithm={cfg.algorithm} "
                           f"(it applies to: {', '.join(REGISTRY[name].algorithms)}); leave it at "
                           f"{REGISTRY[name].paper!r} or pick one of those algorithms")
-    from nplus.rewards import RULES, SOURCES
+    from nplus.rewards import RULES, SOURCES  # here, not at the top: nplus.rewards imports torch, config stays light
 
     if cfg.reward.source not in SOURCES:
         raise ConfigError(f"reward.source={cfg.reward.source!r}: unknown reward source; valid choices: {', '.join(SOURCES)}")
@@ -347,8 +351,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"ppo.response_length={cfg.ppo.response_length} exceeds lengths.sft_response={cfg.lengths.sft_response}")
     if not 0 < cfg.ppo.temperature:
         raise ConfigError("ppo.temperature must be positive")
-    if cfg.task.name == "tldr-synth" and (cfg.task.sft_source != "tldr-synth" or cfg.task.comparisons_source != "tldr-synth"):
-        raise ConfigError("task.name=tldr-synth requires task.sft_source and task.comparisons_source = tldr-synth")
+    if cfg.task.name == "tldr-synth" and cfg.task.sft_source != "tldr-synth":
+        raise ConfigError("task.name=tldr-synth requires task.sft_source = tldr-synth")
+    if cfg.task.name == "tldr-synth" and cfg.task.comparisons_source != "tldr-synth" and not Path(cfg.task.comparisons_source).exists():
+        raise ConfigError(f"task.comparisons_source={cfg.task.comparisons_source!r}: under task.name=tldr-synth it is "
+                          "tldr-synth or a local comparisons directory in the public schema (e.g. written by nplus label)")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -117,9 +117,10 @@ def open_sources(cfg: Config, cache: Path) -> Sources:
         from nplus.tasks.tokenizer import load_tokenizer
 
         data_dir = synth_dir(cfg, cache)
-        return Sources(load_sft("tldr-synth", data_dir), load_comparisons("tldr-synth", data_dir),
+        cmp_source = cfg.task.comparisons_source  # tldr-synth, or relabelled pairs (nplus label) in the same schema
+        return Sources(load_sft("tldr-synth", data_dir), load_comparisons(cmp_source, data_dir),
                        load_tokenizer(data_dir / "tokenizer"), GoldJudgeAdapter.from_dir(data_dir), data_dir,
-                       data_dir.name)
+                       data_dir.name if cmp_source == "tldr-synth" else f"{data_dir.name}|{cmp_source}")
     from nplus.data.build_cmd import load_hub_tokenizer
     from nplus.evaluation.judges import make_judge
 

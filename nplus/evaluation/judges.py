@@ -144,6 +144,28 @@ class GoldJudgeAdapter(Judge):
         return Judgment(choice=g.choice, raw=g.raw, score_a=float(g.score_a), score_b=float(g.score_b))
 
 
+class SimulatedAIJudge(Judge):
+    """A simulated AI labeller for ``tldr-synth`` (``nplus label --judge simulated-ai``): the gold score plus
+    ``length_preference`` points per word (LLM judges favour longer answers), and a position bias: when the two
+    scores differ by less than ``position_margin`` it picks the first summary, A. Deterministic. Its biases are
+    not the simulated human annotators' (nplus.tasks.synth: Bradley–Terry noise, a small length bias, no position
+    bias), so an RM trained on its labels shows what AI feedback with other biases does."""
+
+    name = "simulated-ai"
+
+    def __init__(self, gold: Any, length_preference: float = 0.15, position_margin: float = 0.5):
+        self.gold = gold
+        self.length_preference = length_preference
+        self.position_margin = position_margin
+        self.model = f"simulated-ai(length={length_preference:g},position={position_margin:g})"
+
+    def compare(self, post: str, a: str, b: str, a_finished: bool = True, b_finished: bool = True) -> Judgment:
+        sa = self.gold.score(post, a, a_finished) + self.length_preference * len(a.split())
+        sb = self.gold.score(post, b, b_finished) + self.length_preference * len(b.split())
+        choice: Choice = "A" if sa - sb > -self.position_margin else "B"
+        return Judgment(choice=choice, raw=f"A {sa:.2f}, B {sb:.2f}\nPreferred: {choice}", score_a=sa, score_b=sb)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # openai
 
