@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke test faults bench bench-ppo bench-gpu bench-peers report clean
+.PHONY: setup demo smoke test faults bench bench-ppo bench-gpu bench-peers report clean reward-hacking ai-feedback
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,19 @@ demo: $(STAMP)
 	$(BIN)/nplus ablate ablations/demo.toml --out runs/demo --workers 2 || true
 	$(BIN)/nplus report runs/demo --out reports/demo
 	@echo "report: $(CURDIR)/reports/demo/index.html"
+
+## Reward hacking (docs/rewards.md): PPO on a keyword-count rule reward at two KL coefficients and on the gold judge,
+## against the learned RM, 3 seeds; writes reports/reward_hacking/.
+reward-hacking: $(STAMP)
+	$(BIN)/nplus ablate ablations/reward_hacking.toml --out runs/reward_hacking --workers 2 || true
+	$(BIN)/nplus report runs/reward_hacking --out reports/reward_hacking
+
+## Human-style labels vs AI feedback (docs/rewards.md): relabel the training pairs, then RM + PPO on each, 3 seeds.
+ai-feedback: $(STAMP)
+	test -d runs/labels/simulated-ai || $(BIN)/nplus label --judge simulated-ai --out runs/labels/simulated-ai
+	test -d runs/labels/gold || $(BIN)/nplus label --judge gold --out runs/labels/gold
+	$(BIN)/nplus ablate ablations/ai_feedback.toml --out runs/ai_feedback --workers 2 || true
+	$(BIN)/nplus report runs/ai_feedback --out reports/ai_feedback
 
 ## One smoke pipeline run (seconds).
 smoke: $(STAMP)

@@ -67,6 +67,7 @@ SUMMARY_METRICS: dict[str, tuple[str, str]] = {
     "sft.post_swap_gap": ("up", "NLL of the reference TL;DR given another post's body (same title) minus given its own, nats/token on validation posts: 0 means the SFT model does not read the body"),
     "sft.fact_accuracy": ("up", "share of post-body facts (ages, duration, feeling) inside the query that near-greedy SFT summaries state correctly (gold judge's reading; null without a gold judge)"),
     "rm.accuracy": ("up", "validation accuracy of the reward model"),
+    "rm.accuracy_gold": ("up", "share of validation pairs the reward model orders as the gold judge does, whatever their label says (tldr-synth; null elsewhere)"),
     "rm.accuracy_valid1": ("up", "validation accuracy on split valid1"),
     "rm.accuracy_valid2": ("up", "validation accuracy on split valid2"),
     "rm.reward_bias": ("none", "bias subtracted from every reward (details.reward_normalization)"),

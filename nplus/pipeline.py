@@ -248,7 +248,8 @@ def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
                                                      cfg.ppo.temperature, "fixed_length_then_truncate", g).responses, tok.eos_token_id, tok.pad_token_id)
                 return score_sequences(rm, torch.cat([q, resp], 1), tok.pad_token_id, cfg.details.reward_token)
 
-            res = train_rm(cfg, sft_path / "model", data.pref, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl", policy_scores)
+            res = train_rm(cfg, sft_path / "model", data.pref, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl", policy_scores,
+                           gold=getattr(data.judge, "gold", None))
             if dist().is_main:
                 atomic_write_json(path / "config.json", cfg.stage_dict("rm"))
                 atomic_write_json(path / "eval.json", {**res, "wall_time_s": time.time() - t0})
@@ -375,7 +376,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
         "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
         "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
-        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
+        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"), "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
         "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
         "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
         "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],

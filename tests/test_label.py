@@ -22,8 +22,8 @@ def corpus(tmp_path_factory):
     return root / "data"
 
 
-def _label(corpus, out, judge="gold", limit=None, **options):
-    cfg = LabelConfig(out=out, input=str(corpus / "comparisons"), judge=judge, limit=limit,
+def _label(corpus, out, judge="gold", limit=None, splits=("train", "validation"), **options):
+    cfg = LabelConfig(out=out, input=str(corpus / "comparisons"), judge=judge, limit=limit, splits=splits,
                       judge_options=JudgeOptions(data_dir=corpus, **options))
     return run_label(cfg)
 
@@ -40,6 +40,18 @@ def test_gold_labels_pass_the_schema_validator_and_agree_with_gold(corpus, tmp_p
         assert 0.6 < split["agreement_with_original"] < 0.9
     saved = json.loads((tmp_path / "gold" / "label.json").read_text())
     assert saved["splits"] == result["splits"]
+
+
+def test_by_default_only_the_training_pairs_are_relabelled(corpus, tmp_path):
+    cfg = LabelConfig(out=tmp_path / "ai", input=str(corpus / "comparisons"), judge="simulated-ai",
+                      judge_options=JudgeOptions(data_dir=corpus))
+    result = run_label(cfg)
+    ds, original = load_comparisons(str(tmp_path / "ai")), load_comparisons("tldr-synth", corpus)
+    assert ds["validation"].to_list() == original["validation"].to_list()  # held-out human-style labels
+    assert set(ds["train"]["worker"]) == {result["worker"]} and result["splits"]["validation"]["relabelled"] is False
+    with pytest.raises(LabelInputError, match="not in the input"):
+        run_label(LabelConfig(out=tmp_path / "bad", input=str(corpus / "comparisons"), splits=("test",),
+                              judge_options=JudgeOptions(data_dir=corpus)))
 
 
 def test_simulated_ai_labeller_prefers_length_and_the_first_position():

@@ -186,6 +186,18 @@ def test_a_logger_created_in_one_spec_writes_to_the_next_specs_log(tmp_path, fak
     assert f"library warning for seed {specs[1].seed}" in second and "Logging error" not in second
 
 
+def test_a_committed_base_model_blocks_no_run(tmp_path):
+    """demo's base (nplus/bases/tiny) is an input: every seed's baseline may start at once; flips of a seed still
+    wait for that seed's SFT and RM."""
+    specs = expand(load_study(ROOT / "ablations" / "demo.toml"), tmp_path)
+    lead = leaders(specs)
+    seeds = {s.seed for s in specs}
+    firsts = [i for i, s in enumerate(specs) if s.variant == "baseline"]
+    assert len(firsts) == len(seeds) and all(blocked_by(specs, i, lead) == [] for i in firsts)
+    flip = next(i for i, s in enumerate(specs) if s.variant != "baseline")
+    assert [d[0] for d in blocked_by(specs, flip, lead)] == ["sft", "rm"]
+
+
 def test_scheduling_builds_each_artifact_once_first(tmp_path):
     specs = expand(load_study(ROOT / "ablations" / "smoke.toml"), tmp_path)
     # order: baseline seed 1, baseline seed 2, flip seed 1, flip seed 2

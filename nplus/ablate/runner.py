@@ -196,6 +196,17 @@ def _init_worker(threads: int, parent: int) -> None:
 
 # ---- scheduling ----------------------------------------------------------------------------------------------
 
+def _built_stages(spec: RunSpec) -> tuple[str, ...]:
+    """The upstream stages of ``spec`` that no run builds: a committed base model made with its base-stage
+    configuration (nplus/bases; checked by the run itself) is an input, like Pythia, so no run waits for it."""
+    from nplus.bases import read_manifest
+    from nplus.models import is_ladder
+
+    name = spec.config.model.name
+    manifest = read_manifest(name) if is_ladder(name) else None
+    return ("base",) if manifest is not None and manifest.get("base_hash") == spec.config.stage_hash("base") else ()
+
+
 def leaders(specs: list[RunSpec]) -> dict[tuple[str, str], int]:
     """For every distinct upstream artifact, the first spec (in priority order) that needs it builds it."""
     out: dict[tuple[str, str], int] = {}
@@ -208,9 +219,10 @@ def leaders(specs: list[RunSpec]) -> dict[tuple[str, str], int]:
 def blocked_by(specs: list[RunSpec], i: int, lead: dict[tuple[str, str], int]) -> list[tuple[str, str, int]]:
     """The artifacts spec ``i`` needs that another spec builds: (stage, hash, leader index)."""
     deps = []
+    built = _built_stages(specs[i])
     for stage in UPSTREAM:
         key = (stage, specs[i].config.stage_hash(stage))
-        if lead[key] != i:
+        if stage not in built and lead[key] != i:
             deps.append((stage, key[1], lead[key]))
     return deps
 

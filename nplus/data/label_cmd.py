@@ -46,8 +46,11 @@ class LabelConfig:
     """simulated-ai: when the two scores (with the length preference) differ by less than this, it picks A."""
     cache: Path | None = None
     """Artifact cache holding the generated tldr-synth corpus (default: $NPLUS_CACHE or runs/.cache)."""
+    splits: tuple[str, ...] = ("train",)
+    """Splits to relabel; the others are copied with their original labels, so by default the RM is validated
+    against held-out human-style labels."""
     limit: int | None = None
-    """Relabel only the first N pairs of each split (e.g. to bound a paid judge's cost)."""
+    """Relabel only the first N pairs of each relabelled split (e.g. to bound a paid judge's cost)."""
 
     def run(self) -> int:
         result = run_label(self)
@@ -106,7 +109,14 @@ def run_label(cfg: LabelConfig) -> dict:
         gold = GoldJudge.from_dir(data_dir)
     worker = f"judge:{getattr(judge, 'model', cfg.judge)}"
     splits, report = {}, {"judge": cfg.judge, "worker": worker, "input": cfg.input, "splits": {}}
+    unknown = sorted(set(cfg.splits) - set(ds))
+    if unknown:
+        raise LabelInputError(f"--splits {' '.join(unknown)}: not in the input; its splits: {', '.join(ds)}")
     for name, split in ds.items():
+        if name not in cfg.splits:
+            splits[name] = split  # kept as labelled
+            report["splits"][name] = {"pairs": len(split), "relabelled": False}
+            continue
         if cfg.limit is not None:
             split = split.select(range(min(cfg.limit, len(split))))
         rows = split.to_list()

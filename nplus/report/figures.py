@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nplus.metrics_doc import direction  # noqa: E402
-from nplus.report.build import verdict_class  # noqa: E402
+from nplus.report.tables import verdict_class  # noqa: E402
 
 # The page's verdict colours (na: insufficient data or not assessed).
 VERDICT_COLORS = {"helps": "#1a9850", "hurts": "#d73027", "changes": "#4575b4", "none": "#8c8c8c", "na": "#c8c8c8"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModel
 
@@ -50,8 +51,9 @@ def left_pad(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_dir: Path, log_path: Path,
-             policy_sample_fn=None) -> dict:
-    """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset."""
+             policy_sample_fn=None, gold=None) -> dict:
+    """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset; ``gold``
+    (tldr-synth's gold judge) adds the accuracy against its verdicts on the validation pairs."""
     d = cfg.details
     D = dist()
     gen = seed_everything(cfg.seed + 1, D.rank)
@@ -102,6 +104,12 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     sc = score_sequences(rm, as_tensor(val["query_chosen_token"]), pad_id, d.reward_token)
     sr = score_sequences(rm, as_tensor(val["query_rejected_token"]), pad_id, d.reward_token)
     acc = rm_accuracy_report(sc.numpy(), sr.numpy(), list(val["split"]), [e["confidence"] for e in val["extra"]])
+    # against the gold judge: does the RM order each validation pair as gold does (whatever the label says)?
+    accuracy_gold = None
+    if gold is not None:
+        posts = [i["post"] for i in val["info"]]
+        gold_chosen = [gold.compare(p, c, r).choice == "A" for p, c, r in zip(posts, val["chosen"], val["rejected"])]
+        accuracy_gold = float(np.mean([(a > b) == g for a, b, g in zip(sc.tolist(), sr.tolist(), gold_chosen)]))
     # 4. normalization from SFT reference summaries (and, for lmhp's variant, SFT policy samples)
     refs = as_tensor(sft_train.select(range(min(len(sft_train), 2000)))["query_reference_response_token"])
     ref_scores = score_sequences(rm, refs, pad_id, d.reward_token)
@@ -115,7 +123,7 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     tokenizer.save_pretrained(out_dir / "model")
     D.barrier()
     return {
-        "accuracy": acc["accuracy"], "accuracy_valid1": acc["by_split"].get("valid1"),
+        "accuracy": acc["accuracy"], "accuracy_gold": accuracy_gold, "accuracy_valid1": acc["by_split"].get("valid1"),
         "accuracy_valid2": acc["by_split"].get("valid2"), "accuracy_report": acc,
         "calibration": rm_calibration(sc.numpy(), sr.numpy()),
         "reward_bias": bias, "reward_gain": gain, "reference_score_mean": float(ref_scores.mean()),

@@ -1,0 +1,368 @@
+"""The report's tables and the formatting of their numbers: what was run, the headline effects and findings, the
+means table, what PPO adds over SFT, the scaling trends (Spearman ρ), sanity checks and provenance. Each takes a
+``Study`` from ``nplus.report.load`` (with its statistics table where effects are shown) and returns rows ready
+for the template; ``KEY_METRICS`` and ``SCALING_METRICS`` here also choose what the figures draw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nplus.metrics_doc import direction
+from nplus.report.load import Run, Study, as_number
+
+# The five numbers a reader wants first: quality (win rate), the reward model, SFT, and the two "prices"
+# (KL from the reference policy and response length), which are descriptive rather than better/worse.
+KEY_METRICS: tuple[tuple[str, str], ...] = (
+    ("ppo.win_rate", "PPO win rate"),
+    ("rm.accuracy", "RM accuracy"),
+    ("sft.rouge_l", "SFT ROUGE-L"),
+    ("ppo.kl", "KL(π‖π_ref)"),
+    ("ppo.mean_length", "response length"),
+)
+SCALING_METRICS: tuple[tuple[str, str], ...] = (
+    ("sft.rouge_l", "SFT ROUGE-L"),
+    ("rm.accuracy", "RM accuracy"),
+    ("ppo.win_rate", "PPO win rate"),
+)
+# (label, value key, pass/fail key): the checks the pipeline writes into summary.json.
+SANITY_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("first PPO ratio = 1", "sanity.first_ratio", "sanity.first_ratio_ok"),
+    ("initial KL = 0", "sanity.initial_kl", "sanity.initial_kl_ok"),
+    ("RM padding invariance", "sanity.rm_padding_max_diff", "sanity.rm_padding_ok"),
+    ("score after EOS", "sanity.score_position_offset", "sanity.score_position_ok"),
+)
+ALPHA = 0.05
+
+
+# -------------------------------------------------------------------------------------------- formatting
+
+def fmt(value: Any, signed: bool = False) -> str:
+    """Numbers at a precision that fits their magnitude (win rates to 3 decimals, lengths to 1)."""
+    v = as_number(value)
+    if v is None:
+        return "—"
+    mag = abs(v)
+    spec = ".0f" if mag >= 1000 else ".1f" if mag >= 10 else ".2f" if mag >= 1 else ".3f"
+    return format(v, ("+" if signed else "") + spec)
+
+
+def fmt_interval(lo: Any, hi: Any, signed: bool = False) -> str:
+    if as_number(lo) is None or as_number(hi) is None:
+        return ""
+    return f"[{fmt(lo, signed)}, {fmt(hi, signed)}]"
+
+
+def verdict_class(verdict: str) -> str:
+    """CSS class: green helps, red hurts, blue changes, grey no detectable effect, faint when not assessable."""
+    if verdict in ("helps", "hurts", "changes"):
+        return verdict
+    return "none" if verdict == "no detectable effect" else "na"
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def overrides_text(overrides: dict) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in overrides.items()) if overrides else "paper defaults"
+
+
+def fmt_params(params: float | None) -> str:
+    if not params:
+        return "?"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if params >= scale:
+            return f"{params / scale:.3g} {unit}"
+    return f"{params:.0f}"
+
+
+# ------------------------------------------------------------------------------------------------- headline
+
+def _parse_time(value: Any) -> float | None:
+    """Epoch seconds of an ISO timestamp such as DONE's "2025-01-31T12:00:00+0000" (local wall clock)."""
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    try:
+        return time.mktime(time.strptime(value[:19].replace(" ", "T"), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def run_dates(r: Run) -> tuple[float | None, float | None]:
+    """(start, end) as epoch seconds: env.json's start time or the config's write time; DONE's finish time."""
+    start = next((t for k in ("started", "start_time", "date", "time") if (t := _parse_time(r.env.get(k)))), None)
+    start = start or _mtime(r.path / "config.json") or _mtime(r.path / "command.txt")
+    end = _parse_time(r.done.get("finished")) or _mtime(r.path / "DONE")
+    return start, end
+
+
+def _date_range(study: Study) -> str:
+    starts, ends = zip(*(run_dates(r) for r in study.runs))
+    first = min((t for t in starts if t), default=None)
+    last = max((t for t in ends if t), default=None)
+    show = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "?"
+    return f"{show(first)} → {show(last)}" if first or last else "unknown"
+
+
+def _models(study: Study) -> str:
+    """Model names per size, with the parameter counts the runs reported."""
+    parts = []
+    for size in study.sizes or [""]:
+        runs = [r for r in study.runs if r.size == size]
+        names = sorted({str(r.summary.get("model") or (r.config.get("model") or {}).get("name") or "?") for r in runs})
+        params = [p for r in runs if (p := r.number("params"))]
+        text = f"{', '.join(names)} ({fmt_params(float(np.median(params)) if params else None)} params)"
+        parts.append(f"{size}: {text}" if size else text)
+    return "; ".join(parts)
+
+
+def what_was_run(study: Study) -> list[tuple[str, str]]:
+    wall = [w for r in study.runs if (w := r.number("wall_time_s")) is not None]
+    failed = len(study.failed_runs)
+    presets = sorted({str(p) for p in [study.spec.get("preset"), *(r.config.get("preset") for r in study.runs)] if p})
+    rows = [
+        ("study", study.name + (f" (preset {', '.join(presets)})" if presets else "")),
+        ("task", study.task),
+        ("model", _models(study)),
+        ("sizes", ", ".join(study.sizes) if study.sizes else "one size"),
+        ("seeds", ", ".join(map(str, study.seeds)) or "?"),
+        ("variants", f"{len(study.variants)} (baseline: {study.baseline})"),
+        ("runs", f"{len(study.ok_runs)} finished" + (f", {failed} failed or incomplete" if failed else "")),
+        ("dates", _date_range(study)),
+        ("compute", f"{fmt_duration(sum(wall))} in total (sum of wall_time_s over {len(wall)} "
+                    f"run{'s' * (len(wall) != 1)})" if wall else "not available (no wall_time_s)"),
+    ]
+    return rows
+
+
+def _stat_row(stats: pd.DataFrame, variant: str, size: str, metric: str) -> dict | None:
+    sel = stats[(stats.variant == variant) & (stats["size"] == size) & (stats.metric == metric)]
+    return sel.iloc[0].to_dict() if len(sel) else None
+
+
+def _effect_cell(row: dict | None, metric: str) -> dict:
+    if row is None or as_number(row.get("diff")) is None:
+        return {"text": "—", "interval": "", "verdict": "not available", "cls": "na", "title": "not available"}
+    verdict = row.get("verdict") or "not assessed"
+    p = as_number(row.get("p_holm"))
+    title = f"{verdict}; Holm-adjusted p = {p:.3g}" if p is not None else verdict
+    if boot := fmt_interval(row.get("boot_diff_ci_low"), row.get("boot_diff_ci_high"), True):
+        title += f"; prompt-level bootstrap interval {boot}"
+    return {"text": fmt(row["diff"], signed=True),
+            "interval": fmt_interval(row.get("diff_ci_low"), row.get("diff_ci_high"), True),
+            "verdict": verdict, "cls": verdict_class(verdict), "title": title}
+
+
+def _mean_cell(row: dict | None) -> dict:
+    if row is None or as_number(row.get("mean")) is None:
+        return {"text": "—", "interval": "", "n": ""}
+    n = as_number(row.get("n"))
+    return {"text": fmt(row["mean"]), "interval": fmt_interval(row.get("ci_low"), row.get("ci_high")),
+            "n": f"n = {int(n)}" if n else ""}
+
+
+def _n_pairs(stats: pd.DataFrame, variant: str, size: str) -> str:
+    sel = stats[(stats.variant == variant) & (stats["size"] == size)]
+    n = pd.to_numeric(sel["n_pairs"], errors="coerce").max() if len(sel) else math.nan
+    if not math.isfinite(n):
+        n = pd.to_numeric(sel["n"], errors="coerce").max() if len(sel) else math.nan
+    return str(int(n)) if math.isfinite(n) else "—"
+
+
+def headline_table(study: Study, stats: pd.DataFrame) -> dict:
+    """The answer in one table: each variant's paired effect on the key metrics, baseline values on top."""
+    metrics = [{"key": k, "label": lab, "direction": direction(k)} for k, lab in KEY_METRICS]
+    sizes = study.sizes or [""]
+    baseline = [{"size": s, "cells": [_mean_cell(_stat_row(stats, study.baseline, s, m["key"])) for m in metrics]}
+                for s in sizes]
+    rows = []
+    for variant in study.variants:
+        if variant == study.baseline:
+            continue
+        for size in sizes:
+            runs = [r for r in study.runs if r.variant == variant and r.size == size]
+            if not runs:
+                continue
+            failed = sum(not r.ok for r in runs)
+            rows.append({"variant": variant, "size": size, "overrides": overrides_text(study.overrides.get(variant, {})),
+                         "n": _n_pairs(stats, variant, size), "failed": failed, "all_failed": failed == len(runs),
+                         "cells": [_effect_cell(_stat_row(stats, variant, size, m["key"]), m["key"]) for m in metrics]})
+    return {"metrics": metrics, "baseline": baseline, "rows": rows, "has_sizes": bool(study.sizes)}
+
+
+def rlhf_effect_rows(study: Study) -> list[dict]:
+    """What PPO adds over its SFT policy per variant (nplus.stats.rlhf_effect: win-rate difference on the same
+    prompts with its seed × prompt bootstrap interval, per-seed figures, gold-score difference), baseline first."""
+    from nplus.stats import RunRef, rlhf_effect
+
+    refs = [RunRef(r.variant, r.size, r.seed, r.path) for r in study.ok_runs if r.seed is not None]
+    rows = rlhf_effect(refs)
+    rows.sort(key=lambda e: (e["variant"] != study.baseline, study.variants.index(e["variant"]) if e["variant"] in study.variants else 0))
+    for e in rows:
+        ci = e["win_rate_diff_ci"]
+        e["label"] = e["variant"] + (f" [{e['size']}]" if e["size"] else "")
+        e["interval"] = fmt_interval(ci[0], ci[1], True) if ci else ""
+        e["excludes_zero"] = bool(ci) and (ci[0] > 0 or ci[1] < 0)
+        e["per_seed"] = ", ".join(f"{fmt(x['sft_win_rate'])} → {fmt(x['ppo_win_rate'])}" for x in e["seeds"])
+    return rows
+
+
+def findings(headline: dict, stats: pd.DataFrame | None = None) -> list[dict]:
+    """The headline table in sentences: per variant, the key metrics it detectably moved, then any other metric
+    of stats.csv judged helps / hurts (so a finding outside the table is not lost)."""
+    key_names = {m["key"] for m in headline["metrics"]}
+    out, quiet = [], []
+    for row in headline["rows"]:
+        moved = [(m["label"], c) for m, c in zip(headline["metrics"], row["cells"]) if c["cls"] in ("helps", "hurts", "changes")]
+        if stats is not None:
+            sel = stats[(stats.variant == row["variant"]) & (stats["size"] == row["size"]) & ~stats.metric.isin(key_names)]
+            moved += [(r["metric"], c) for r in sel.to_dict("records")
+                      if (c := _effect_cell(r, r["metric"]))["cls"] in ("helps", "hurts")]
+        name = row["variant"] + (f" [{row['size']}]" if row["size"] else "")
+        if moved:
+            parts = [{"verdict": c["verdict"], "cls": c["cls"], "metric": label,
+                      "value": f"{c['text']} {c['interval']}".strip()} for label, c in moved]
+            out.append({"variant": name, "overrides": row["overrides"], "parts": parts})
+        elif not row["all_failed"]:
+            quiet.append(name)
+    return out + ([{"variant": "", "overrides": "", "parts": [], "quiet": quiet}] if quiet else [])
+
+
+def means_table(study: Study, stats: pd.DataFrame) -> dict:
+    """Every variant's absolute values (mean over seeds and interval): the table for single-variant studies."""
+    metrics = [{"key": k, "label": lab, "direction": direction(k)} for k, lab in KEY_METRICS]
+    rows = [{"variant": v, "size": s, "cells": [_mean_cell(_stat_row(stats, v, s, m["key"])) for m in metrics]}
+            for v in study.variants for s in (study.sizes or [""])
+            if any(r.variant == v and r.size == s for r in study.runs)]
+    return {"metrics": metrics, "rows": rows, "has_sizes": bool(study.sizes)}
+
+
+def effects_frame(study: Study, stats: pd.DataFrame) -> pd.DataFrame:
+    """Non-baseline rows with a paired difference, labelled like the runs (for the forest plot)."""
+    df = stats[(stats.variant != study.baseline) & stats["diff"].notna()].copy()
+    df["label"] = [f"{v} [{s}]" if s else v for v, s in zip(df.variant, df["size"])]
+    df["verdict"] = [v or "not assessed" for v in df.verdict]
+    return df
+
+
+# ------------------------------------------------------------------------------------------------- scaling
+
+def _bootstrap_spearman(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """Percentile interval of Spearman's ρ, resampling runs within each size (so every size stays present)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    # (n_boot, n) resampled indices, stratified by size; ρ = Pearson correlation of the (average) ranks.
+    idx = np.concatenate([rng.choice(g, size=(n_boot, g.size), replace=True)
+                          for g in (np.flatnonzero(x == v) for v in np.unique(x))], axis=1)
+    rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    denom = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
+    rhos = ((rx * ry).sum(1) / np.where(denom > 0, denom, np.nan))
+    rhos = rhos[np.isfinite(rhos)]  # a resample with one distinct y value has no rank correlation
+    if rhos.size < 10:
+        return math.nan, math.nan
+    return float(np.quantile(rhos, ALPHA / 2)), float(np.quantile(rhos, 1 - ALPHA / 2))
+
+
+def spearman_rows(results: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Does each metric rise with model size? Spearman ρ of per-seed values against parameter count."""
+    from scipy import stats
+
+    rows = []
+    sel = results.dropna(subset=["params"])
+    for variant, g in sel.groupby("variant", sort=False):
+        for metric, label in SCALING_METRICS:
+            m = g[g.metric == metric]
+            x, y = m["params"].to_numpy(float), m["value"].to_numpy(float)
+            if np.unique(x).size < 2:
+                continue
+            if np.ptp(y) == 0:  # say so rather than drop the row: "win rate 0 at every size" is a finding
+                rows.append({"variant": variant, "metric": metric, "label": label, "rho": math.nan, "ci_low": math.nan,
+                             "ci_high": math.nan, "n": int(x.size), "sizes": int(np.unique(x).size),
+                             "trend": f"the same at every size ({fmt(y[0])}): no trend to test", "cls": "none"})
+                continue
+            rho = float(stats.spearmanr(x, y).statistic)
+            lo, hi = _bootstrap_spearman(x, y, n_boot, seed)
+            trend = "rises with size" if lo > 0 else "falls with size" if hi < 0 else "no clear trend"
+            rows.append({"variant": variant, "metric": metric, "label": label, "rho": rho, "ci_low": lo, "ci_high": hi,
+                         "n": int(x.size), "sizes": int(np.unique(x).size), "trend": trend,
+                         "cls": {"rises with size": "helps", "falls with size": "hurts"}.get(trend, "none")})
+    return rows
+
+
+# ------------------------------------------------------------------------------------ sanity and provenance
+
+def _check_cell(run: Run, value_key: str, ok_key: str) -> dict:
+    ok, value = run.summary.get(ok_key), run.summary.get(value_key)
+    if not isinstance(ok, bool):
+        return {"text": "—", "cls": "na", "value": fmt(value) if as_number(value) is not None else ""}
+    v = as_number(value)
+    return {"text": "pass" if ok else "FAIL", "cls": "helps" if ok else "hurts",
+            "value": (f"{v:.3g}" if v is not None else "")}
+
+
+def sanity_table(study: Study) -> dict:
+    rows = []
+    for r in study.runs:
+        cells = [_check_cell(r, vk, ok) for _, vk, ok in SANITY_CHECKS] if r.ok else []
+        rows.append({"label": r.label, "seed": r.seed, "status": r.status, "error": r.error, "cells": cells,
+                     "all_pass": bool(cells) and all(c["cls"] == "helps" for c in cells)})
+    checked = [row for row in rows if row["cells"] and any(c["cls"] != "na" for c in row["cells"])]
+    return {"checks": [c[0] for c in SANITY_CHECKS], "rows": rows, "n_checked": len(checked),
+            "n_pass": sum(row["all_pass"] for row in checked)}
+
+
+def _git(env: dict) -> str:
+    g = env.get("git") if isinstance(env.get("git"), dict) else {}
+    rev = str(g.get("revision") or env.get("git_revision") or "unknown")
+    return rev[:12] + (" (dirty)" if g.get("dirty") else "")
+
+
+def provenance(study: Study) -> dict:
+    runs = [{"label": r.label, "seed": r.seed, "status": r.status, "hash": str(r.config.get("hash") or "—"),
+             "git": _git(r.env), "device": str(r.env.get("device") or "—"), "command": r.command or "—", "path": r.rel}
+            for r in study.runs]
+    versions: dict[str, set] = {}
+    for r in study.runs:
+        for pkg, ver in (r.env.get("packages") or {}).items():
+            versions.setdefault(pkg, set()).add(str(ver))
+    packages = [{"name": k, "version": ", ".join(sorted(v)), "differs": len(v) > 1} for k, v in sorted(versions.items())]
+    pythons = sorted({str(r.env.get("python")) for r in study.runs if r.env.get("python")})
+    return {"runs": runs, "packages": packages, "python": ", ".join(pythons) or "unknown",
+            "platforms": ", ".join(sorted({str(r.env["platform"]) for r in study.runs if r.env.get("platform")}))
+            or "unknown",
+            "spec": json.dumps(study.spec, indent=2, sort_keys=True, default=str) if study.spec else ""}
+
+
+def variants_table(study: Study) -> list[dict]:
+    out = []
+    for v in study.variants:
+        runs = [r for r in study.runs if r.variant == v]
+        out.append({"variant": v, "baseline": v == study.baseline, "overrides": overrides_text(study.overrides.get(v, {})),
+                    "ok": sum(r.ok for r in runs), "failed": sum(not r.ok for r in runs)})
+    return out
+
+
+def failures(study: Study) -> list[dict]:
+    return [{"label": r.label, "seed": r.seed, "status": r.status, "error": r.error, "path": r.rel}
+            for r in study.failed_runs]
