@@ -148,8 +148,8 @@ class SimulatedAIJudge(Judge):
     """A simulated AI labeller for ``tldr-synth`` (``nplus label --judge simulated-ai``): the gold score plus
     ``length_preference`` points per word (LLM judges favour longer answers), and a position bias: when the two
     scores differ by less than ``position_margin`` it picks the first summary, A. Deterministic. Its biases are
-    not the simulated human annotators' (nplus.tasks.synth: Bradley–Terry noise, a small length bias, no position
-    bias), so an RM trained on its labels shows what AI feedback with other biases does."""
+    not the simulated human annotators' (nplus.tasks.comparisons: Bradley–Terry noise, a small length bias, no
+    position bias), so an RM trained on its labels shows what AI feedback with other biases does."""
 
     name = "simulated-ai"
 

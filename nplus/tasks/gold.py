@@ -1,7 +1,7 @@
 """The gold judge of ``tldr-synth``: scores a summary against the post's latent facts.
 
 The judge knows each post's facts (``facts.jsonl``, written by the generator) and the closed vocabulary of
-the generator (``nplus.tasks.synth.SLOT_KEYS``, ``DISTRACTOR_MARKERS``, ``FILLER_PHRASES``). A summary is
+the generator (``nplus.tasks.world.SLOT_KEYS``, ``DISTRACTOR_MARKERS``, ``FILLER_PHRASES``). A summary is
 lower-cased and split into words ``[a-z0-9]+``; the judge then reads, left to right, the *mentions* it contains:
 
 - a key of a slot value (longest key first), e.g. ``bf`` → relation ``boyfriend``, ``cheated`` → event
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from nplus.tasks.synth import DISTRACTOR_MARKERS, FILLER_PHRASES, SLOT_KEYS
+from nplus.tasks.world import DISTRACTOR_MARKERS, FILLER_PHRASES, SLOT_KEYS
 
 WEIGHTS: dict[str, float] = {
     "event": 3.0, "relation": 2.0, "ask": 2.0, "duration": 1.0, "feeling": 1.0, "narrator": 0.5, "counterpart": 0.5,
