@@ -24,7 +24,7 @@ import torch
 
 from nplus import ops
 from nplus.tasks.gold import words
-from nplus.tasks.synth import FEELINGS, SLOT_KEYS
+from nplus.tasks.world import FEELINGS, SLOT_KEYS
 
 SOURCES = ("rm", "gold", "rule")
 

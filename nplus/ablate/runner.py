@@ -461,7 +461,7 @@ def make_plan(study: Study, specs: list[RunSpec], cache: Path, out: Path) -> Pla
     for stage in UPSTREAM:
         keys = {s.config.stage_hash(stage): s for s in specs}
         artifacts[stage] = len(keys)
-        built = {k for k in keys if artifact_built(cache, stage, k)}
+        built = {k for k, spec in keys.items() if artifact_built(cache, stage, k) or stage in _built_stages(spec)}
         cached[stage] = len(built)
         needed = {s.config.stage_hash(stage) for s in todo} - built
         serial += sum(seconds(stage, keys[k]) for k in needed)
@@ -481,7 +481,8 @@ def plan_text(study: Study, plan: Plan, workers: int) -> str:
         f"{sizes}, {len(study.variants)} variants, baseline {study.baseline!r}",
         f"PPO-level runs: {len(plan.specs)} ({plan.complete} complete, {todo} to run)",
         "distinct upstream artifacts: " + ", ".join(
-            f"{st} {plan.artifacts[st]} ({plan.cached[st]} in cache)" for st in UPSTREAM),
+            f"{st} {plan.artifacts[st]} ({plan.cached[st]} {'committed or in cache' if st == 'base' else 'in cache'})"
+            for st in UPSTREAM),
     ]
     if plan.sharing:
         lines.append("sharing with the baseline:")

@@ -269,7 +269,7 @@ def proxy_vs_gold(pg: pd.DataFrame, colors: dict[str, str]) -> plt.Figure | None
             labelled.add(variant)
             ax.scatter(g.proxy.iloc[:-1], g.gold.iloc[:-1], s=10, color=color, alpha=0.55, lw=0)
             ax.scatter(g.proxy.iloc[-1:], g.gold.iloc[-1:], s=38, color=color, edgecolor="white", lw=0.8, zorder=3)
-        ax.set_xlabel("proxy reward (reward model, normalized)")
+        ax.set_xlabel("proxy reward (the run's reward.source; the RM's normalized score by default)")
         ax.set_ylabel("gold score (gold judge)")
         ax.set_title("proxy vs gold through training")
         ax.legend(loc="best")
