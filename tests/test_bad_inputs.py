@@ -154,6 +154,12 @@ CASES = [
     Case("set-on-a-detail", (*SMOKE, "--set", "details.dropout=disabled"), ("--set details.dropout", "--details.dropout")),
     Case("base-build-unknown-rung", ("base", "build", "--rung", "huge", "--out", "{out}", "--cache", "{cache}"),
          ("--rung 'huge'", "valid rungs: nano, tiny, xs")),
+    Case("unknown-reward-source", (*SMOKE, "--reward.source", "oracle"),
+         ("reward.source='oracle'", "valid choices: rm, gold, rule")),
+    Case("unknown-reward-rule", (*SMOKE, "--reward.source", "rule", "--reward.rule", "polite"),
+         ("reward.rule='polite'", "valid choices: keywords, sentiment")),
+    Case("label-missing-input", ("label", "--out", "{out}", "--input", "{root}/none", "--cache", "{cache}"),
+         ("--input", "expected tldr-synth or an existing comparisons directory")),
     # ---- configurations
     Case("indivisible-batch", (*SMOKE, "--set", "ppo.batch_size=7"), ("ppo.batch_size=7", "divisible by ppo.micro_batch")),
     Case("indivisible-minibatches", (*SMOKE, "--set", "ppo.num_minibatches=3"),

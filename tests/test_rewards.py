@@ -107,3 +107,12 @@ def test_proxy_reward_is_the_source_score(sources):
     rows = [r for r in read_jsonl(run / "samples.jsonl") if r["stage"] == "ppo"]
     offsets = [keywords_rule(r["response"]) - r["proxy_score"] for r in rows]
     assert max(offsets) - min(offsets) < 1e-4
+
+
+def test_cli_names_the_valid_rules_before_any_compute(tmp_path, capsys):
+    from nplus.cli import main
+
+    code = main(["pipeline", "--preset", "smoke", "--reward.source", "rule", "--reward.rule", "polite",
+                 "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")])
+    assert code == 2 and "valid choices: keywords, sentiment" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
