@@ -390,3 +390,22 @@ def test_spearman_reports_a_metric_that_is_the_same_at_every_size():
     got = {r["metric"]: r for r in spearman_rows(pd.DataFrame(rows), n_boot=200)}
     assert got["sft.rouge_l"]["trend"] == "rises with size"
     assert got["ppo.win_rate"]["trend"].startswith("the same at every size") and math.isnan(got["ppo.win_rate"]["rho"])
+
+
+def test_relabelled_variants_show_their_labellers_agreement(tmp_path):
+    root = make_study(tmp_path / "labels", seeds=(1, 2), variants=("baseline", "reward_whitening_on"), failed=None, stats=False)
+    labels = tmp_path / "labels-dir"
+    _write_json(labels / "label.json", {"judge": "simulated-ai", "worker": "judge:simulated-ai(length=0.15)",
+                                        "splits": {"train": {"pairs": 10, "labelled": 9, "unparseable": 1, "failed": 0,
+                                                             "agreement_with_original": 0.7, "agreement_with_gold": 0.85},
+                                                   "validation": {"pairs": 5, "relabelled": False}}})
+    for seed in (1, 2):
+        cfg_path = root / "reward_whitening_on" / f"seed={seed}" / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["task"]["comparisons_source"] = str(labels)
+        _write_json(cfg_path, cfg)
+    html = build_report(root, tmp_path / "out").read_text()
+    table = html[html.index('id="labels-table"'):]
+    table = table[:table.index("</table>")]
+    assert "judge:simulated-ai(length=0.15)" in table and "0.850" in table and "0.700" in table
+    assert table.count("<tr>") == 2  # the header and one relabelled split of one variant (validation kept)

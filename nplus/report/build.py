@@ -17,7 +17,7 @@ import pandas as pd
 from nplus.report.load import Study, load_published, load_study, results_frame, study_stats
 from nplus.report.samples import CURVE_METRICS, curves_frame, display_text, overopt_examples, proxy_gold_frame, sample_grid
 from nplus.report.tables import (ALPHA, KEY_METRICS, SANITY_CHECKS, SCALING_METRICS, effects_frame, failures, findings,
-                                 fmt, fmt_interval, headline_table, means_table, provenance, rlhf_effect_rows,
+                                 fmt, fmt_interval, headline_table, label_agreement, means_table, provenance, rlhf_effect_rows,
                                  sanity_table, spearman_rows, variants_table, what_was_run)
 
 # Not used here: callers and tests have always imported these from this module.
@@ -210,7 +210,7 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "generated": time.strftime("%Y-%m-%d %H:%M"), "toc": TOC, "facts": what_was_run(study), "failures": fails,
         "headline": headline, "findings": findings(headline, stats), "means": means_table(study, stats),
         "rlhf": rlhf_effect_rows(study),
-        "variants": variants_table(study), "baseline": study.baseline, "single": study.single,
+        "variants": variants_table(study), "labels": label_agreement(study), "baseline": study.baseline, "single": study.single,
         "stats_source": stats_source, "direction_text": DIRECTION_TEXT, "ci_level": round(100 * (1 - ALPHA)),
         "figs": figs, "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",
         "spearman": [{**s, "interval": fmt_interval(s["ci_low"], s["ci_high"], True)} for s in spearman],

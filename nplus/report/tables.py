@@ -363,6 +363,28 @@ def variants_table(study: Study) -> list[dict]:
     return out
 
 
+def label_agreement(study: Study) -> list[dict]:
+    """Per variant trained on relabelled pairs (task.comparisons_source written by ``nplus label``): the labeller
+    and how often its training labels agree with the original labels and with the gold judge (its label.json)."""
+    out, seen = [], set()
+    for r in study.ok_runs:
+        source = str((r.config.get("task") or {}).get("comparisons_source", ""))
+        path = Path(source) / "label.json"
+        if (r.variant, source) in seen or not path.is_file():
+            continue
+        seen.add((r.variant, source))
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for split, rec in sorted((meta.get("splits") or {}).items()):
+            if rec.get("relabelled", True):
+                out.append({"variant": r.variant, "judge": str(meta.get("worker", meta.get("judge", ""))), "split": split,
+                            "labelled": rec.get("labelled"), "unparseable": rec.get("unparseable"), "failed": rec.get("failed"),
+                            "original": fmt(rec.get("agreement_with_original")), "gold": fmt(rec.get("agreement_with_gold"))})
+    return out
+
+
 def failures(study: Study) -> list[dict]:
     return [{"label": r.label, "seed": r.seed, "status": r.status, "error": r.error, "path": r.rel}
             for r in study.failed_runs]
