@@ -27,7 +27,7 @@ from nplus.config import Config, ConfigError, config_hash
 from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
 from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
-from nplus.rewards import ScoreFn, TrainingReward, make_score_fn, rm_score_fn
+from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
 from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, done_problem, mark_done, read_json,
                           read_jsonl, write_provenance)
 from nplus import bases
@@ -256,7 +256,6 @@ def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
     return path
 
 
-@torch.no_grad()
 def reward_for(cfg: Config, data: Data, rm_path: Path, norm: RewardNormalization) -> tuple[TrainingReward, ScoreFn]:
     """reward.source for the online loop (the training posts and, unless the RM, the text score) and for the
     evaluation's proxy_reward. Text scores are centred on the mean over (up to 2000) training references, as the
@@ -268,11 +267,12 @@ def reward_for(cfg: Config, data: Data, rm_path: Path, norm: RewardNormalization
         score = rm_score_fn(reward_model, norm.bias, norm.gain, data.tokenizer.pad_token_id, cfg.details.reward_token)
         return TrainingReward(train_posts), score
     refs = train.select(range(min(len(train), 2000)))
-    score = make_score_fn(cfg.reward.source, cfg.reward.rule, gold=getattr(data.judge, "gold", None),
-                          tokenizer=data.tokenizer, references=list(zip(refs["post"], refs["summary"])))
+    score = text_source_score_fn(cfg.reward.source, cfg.reward.rule, getattr(data.judge, "gold", None), data.tokenizer,
+                                 list(zip(refs["post"], refs["summary"])))
     return TrainingReward(train_posts, score), score
 
 
+@torch.no_grad()
 def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
     """Sequence-level KL(π_T ‖ π_ref,T) on validation prompts: k1 summed over response tokens, averaged over
     samples drawn at the training temperature. Always temperature-scaled, so variants are comparable."""

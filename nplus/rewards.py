@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from nplus import ops
+from nplus.stages.common import decode_responses
 from nplus.tasks.gold import words
 from nplus.tasks.world import FEELINGS, SLOT_KEYS
 
@@ -63,7 +64,7 @@ class TrainingReward:
     tensor; a text score reads them) and the text score of reward.source, or None for the learned RM, which the
     loop loads frozen itself (low precision, offload) and scores with ``rm_score_fn``."""
 
-    posts: Sequence[str]
+    posts: Sequence[str] = ()  # empty: no text score reads them (the RM)
     score: ScoreFn | None = None
 
 
@@ -78,27 +79,23 @@ def rm_score_fn(reward_model: torch.nn.Module, bias: float, gain: float, pad_id:
 def text_score_fn(text_score: Callable[[str, str, bool], float], tokenizer, references: Sequence[tuple[str, str]]) -> ScoreFn:
     """A reward on decoded text, ``text_score(post, summary, finished)``, less its mean over ``references``
     ((post, reference summary) pairs), so that 0 is a reference-quality summary as for the normalized RM."""
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    eos_id = tokenizer.eos_token_id
     bias = sum(text_score(p, " " + r.lstrip(), True) for p, r in references) / max(1, len(references))
 
     def score(queries: torch.Tensor, responses: torch.Tensor, posts: Sequence[str]) -> torch.Tensor:
-        rows = responses.tolist()
-        texts = [tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True) for row in rows]
-        finished = [eos_id in row for row in rows]
+        texts = decode_responses(tokenizer, responses)
+        finished = (responses == eos_id).any(1).tolist()
         values = [text_score(p, t, f) - bias for p, t, f in zip(posts, texts, finished)]
         return torch.tensor(values, dtype=torch.float32, device=responses.device)
     return score
 
 
-def make_score_fn(source: str, rule: str, *, reward_model=None, bias: float = 0.0, gain: float = 1.0, pad_id: int = 0,
-                  reward_token: str = "eos", gold=None, tokenizer=None,
-                  references: Sequence[tuple[str, str]] = ()) -> ScoreFn:
-    """The score function of ``reward.source`` (validated by the config before any compute)."""
-    if source == "rm":
-        return rm_score_fn(reward_model, bias, gain, pad_id, reward_token)
+def text_source_score_fn(source: str, rule: str, gold, tokenizer, references: Sequence[tuple[str, str]]) -> ScoreFn:
+    """The score function of a text ``reward.source`` (gold or rule; validated by the config before any compute;
+    the RM's is ``rm_score_fn``)."""
     if source == "gold":
         return text_score_fn(lambda p, t, f: gold.score(p, t, f), tokenizer, references)
     if source == "rule":
         fn = RULES[rule]
         return text_score_fn(lambda p, t, f: fn(t), tokenizer, references)
-    raise ValueError(f"reward.source={source!r}; valid: {', '.join(SOURCES)}")
+    raise ValueError(f"reward.source={source!r} is not a text source; valid: gold, rule")

@@ -246,6 +246,12 @@ def batched(tensor: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
         yield tensor[start:start + size]
 
 
+def decode_responses(tokenizer, responses: torch.Tensor) -> list[str]:
+    """(B, T) responses truncated after EOS → their texts, pads and EOS left out (the text judges and rules read)."""
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    return [tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True) for row in responses.tolist()]
+
+
 def as_tensor(column, dtype=torch.long) -> torch.Tensor:
     return torch.tensor(np.asarray(column), dtype=dtype)
 

@@ -94,7 +94,6 @@ def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNorm
     D = dist()
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     policy_only = lambda: Actor(set_dropout(load_causal_lm(sft_dir), d.dropout), None, None)  # noqa: E731
-    reward = reward or TrainingReward(posts=[""] * train_queries.size(0))
     o = start_online(cfg, policy_only, sft_dir, rm_dir, run_dir, norm, reward, pad_id)
     kl_coef, num_updates, k = p.kl_coef, p.num_updates, group_size(cfg)
     estimator, placement = kl_details(cfg)
@@ -112,8 +111,7 @@ def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNorm
         queries = train_queries[rows].to(D.device)
         t_rollout = time.perf_counter()
         # 1–4. rollout, exactly as PPO's (the KL with the algorithm's estimator)
-        ro = rollout(cfg, o.actor, o.ref_policy, o.score, queries, [o.posts[i] for i in rows.tolist()], pad_id, eos_id,
-                     o.sample_gen, estimator)
+        ro = rollout(cfg, o.actor, o.ref_policy, o.score, queries, o.posts_of(rows), pad_id, eos_id, o.sample_gen, estimator)
         t_train = time.perf_counter()
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())

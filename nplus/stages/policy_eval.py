@@ -18,7 +18,7 @@ from nplus.evaluation.judges import judge_against_reference
 from nplus.evaluation.metrics import text_diversity, win_rate_summary
 from nplus.evaluation.probes import fact_accuracy
 from nplus.evaluation.rouge import rouge_scores
-from nplus.stages.common import as_tensor, sample
+from nplus.stages.common import as_tensor, decode_responses, sample
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
         has_eos = (responses == eos_id).any(1)
         finished += has_eos.tolist()
         lengths += ops.response_lengths(responses, eos_id).tolist()
-        texts += [tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True) for row in responses.tolist()]
+        texts += decode_responses(tokenizer, responses)
         if reward_fn is not None:
             scores += reward_fn(q, responses, es.posts[start:start + batch_size]).float().cpu().tolist()
     # The judge sees the policy summary and the reference in a seeded random A/B order; an unparseable or

@@ -215,7 +215,6 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
     d, p = cfg.details, cfg.ppo
     D = dist()
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    reward = reward or TrainingReward(posts=[""] * train_queries.size(0))
     o = start_online(cfg, lambda: build_actor(cfg, sft_dir, rm_dir), sft_dir, rm_dir, run_dir, norm, reward, pad_id)
     actor, ddp_actor, opt, gen = o.actor, o.ddp_actor, o.opt, o.gen
     kl_coef = p.kl_coef
@@ -230,7 +229,7 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
         queries = train_queries[rows].to(D.device)
         t_rollout = time.perf_counter()
         # 1–4. rollout
-        ro = rollout(cfg, actor, o.ref_policy, o.score, queries, [o.posts[i] for i in rows.tolist()], pad_id, eos_id, o.sample_gen)
+        ro = rollout(cfg, actor, o.ref_policy, o.score, queries, o.posts_of(rows), pad_id, eos_id, o.sample_gen)
         t_train = time.perf_counter()
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())
@@ -275,7 +274,7 @@ class Online:
     ddp_actor: nn.Module  # the actor as wrapped for training (DDP / DeepSpeed); rollouts use ``actor``
     ref_policy: nn.Module
     score: ScoreFn  # reward.source
-    posts: Sequence[str]  # the training queries' posts as text (what a text reward reads), aligned with them
+    posts: Sequence[str]  # the training queries' posts as text (what a text reward reads), aligned with them, or ()
     opt: torch.optim.Optimizer
     base_lr: float
     gen: torch.Generator  # data order, shared by all ranks
@@ -285,9 +284,13 @@ class Online:
     local_minibatch_size: int
     accum: int
 
+    def posts_of(self, rows: torch.Tensor) -> list[str]:
+        """The posts of the training queries ``rows`` (empty strings when no text reward reads them)."""
+        return [self.posts[i] for i in rows.tolist()] if self.posts else [""] * rows.numel()
+
 
 def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: Path, norm: RewardNormalization,
-                 reward: TrainingReward, pad_id: int) -> Online:
+                 reward: TrainingReward | None, pad_id: int) -> Online:
     """Seeds, then the actor (``make_actor()``: fresh heads draw from the seeded global RNG), the frozen models,
     the score function (the frozen RM with ``norm`` unless ``reward`` gives a text score), the optimizer over the
     actor's trainable parameters and the data-parallel wrap."""
@@ -296,6 +299,7 @@ def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: 
     sample_gen = rank_generator(cfg.seed + 3, D.rank)
     actor = make_actor().to(D.device)
     actor.train()
+    reward = reward or TrainingReward()  # the learned RM, which reads no posts
     ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device, with_rm=reward.score is None)
     score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token)
     base_lr = cfg.stage_lr("ppo")
