@@ -30,8 +30,6 @@ reward-hacking: $(STAMP)
 
 ## Human-style labels vs AI feedback (docs/rewards.md): relabel the training pairs, then RM + PPO on each, 3 seeds.
 ai-feedback: $(STAMP)
-	test -d runs/labels/simulated-ai || $(BIN)/nplus label --judge simulated-ai --out runs/labels/simulated-ai
-	test -d runs/labels/gold || $(BIN)/nplus label --judge gold --out runs/labels/gold
 	$(BIN)/nplus ablate ablations/ai_feedback.toml --out runs/ai_feedback --workers 2 || true
 	$(BIN)/nplus report runs/ai_feedback --out reports/ai_feedback
 

@@ -32,8 +32,10 @@ class TaskConfig:
     sft_source: str = "tldr-synth"
     """`tldr-synth`, a hub dataset name or a local path (save_to_disk / json / parquet)."""
     comparisons_source: str = "tldr-synth"
-    """`tldr-synth`, a hub dataset name or a local path (under task.name=tldr-synth: tldr-synth or a local path,
-    e.g. AI-feedback labels written by `nplus label`; the path names the labels, so write new labels to a new path)."""
+    """`tldr-synth`, a hub dataset name or a local path. Under task.name=tldr-synth: `tldr-synth`,
+    `tldr-synth:gold` / `tldr-synth:simulated-ai` (the training pairs relabelled by that judge in the pipeline, as
+    `nplus label` does, cached) or a local path, e.g. AI-feedback labels written by `nplus label` (the path names
+    the labels, so write new labels to a new path)."""
     synth_seed: int = 0
     """Seed of the generated corpus (shared by every training seed, like a public dataset)."""
     synth_scale: Literal["default", "small", "tiny"] = "default"
@@ -292,6 +294,9 @@ def _run_identity(cfg: Config, d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# task.comparisons_source values the embedded world builds itself (besides a local comparisons directory)
+SYNTH_COMPARISONS = ("tldr-synth", "tldr-synth:gold", "tldr-synth:simulated-ai")
+
 # The base-model recipe: bumped when pretrain_base's output for the same config changes (a code change, not a
 # config change), so that cached base models, and the SFT/RM artifacts and finished runs built on them, are not
 # reused across it. 2 (2026-11-21): pretraining without dropout, posts followed by their TL;DR lines.
@@ -353,9 +358,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("ppo.temperature must be positive")
     if cfg.task.name == "tldr-synth" and cfg.task.sft_source != "tldr-synth":
         raise ConfigError("task.name=tldr-synth requires task.sft_source = tldr-synth")
-    if cfg.task.name == "tldr-synth" and cfg.task.comparisons_source != "tldr-synth" and not Path(cfg.task.comparisons_source).exists():
-        raise ConfigError(f"task.comparisons_source={cfg.task.comparisons_source!r}: under task.name=tldr-synth it is "
-                          "tldr-synth or a local comparisons directory in the public schema (e.g. written by nplus label)")
+    cmp = cfg.task.comparisons_source
+    if cfg.task.name == "tldr-synth" and cmp not in SYNTH_COMPARISONS and not Path(cmp).exists():
+        raise ConfigError(f"task.comparisons_source={cmp!r}: under task.name=tldr-synth it is one of "
+                          f"{', '.join(SYNTH_COMPARISONS)} (the corpus's pairs, their training split relabelled by "
+                          "that judge) or a local comparisons directory in the public schema (e.g. written by nplus label)")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -117,8 +117,14 @@ def open_sources(cfg: Config, cache: Path) -> Sources:
         from nplus.tasks.tokenizer import load_tokenizer
 
         data_dir = synth_dir(cfg, cache)
-        cmp_source = cfg.task.comparisons_source  # tldr-synth, or relabelled pairs (nplus label) in the same schema
-        return Sources(load_sft("tldr-synth", data_dir), load_comparisons(cmp_source, data_dir),
+        # tldr-synth; tldr-synth:<judge>, its training pairs relabelled here; or relabelled pairs (nplus label)
+        cmp_source = cfg.task.comparisons_source
+        cmp_path = cmp_source
+        if cmp_source.startswith("tldr-synth:"):
+            from nplus.data.label_cmd import synth_relabelled
+
+            cmp_path = str(synth_relabelled(data_dir, cmp_source.split(":", 1)[1], cache) / "comparisons")
+        return Sources(load_sft("tldr-synth", data_dir), load_comparisons(cmp_path, data_dir),
                        load_tokenizer(data_dir / "tokenizer"), GoldJudgeAdapter.from_dir(data_dir), data_dir,
                        data_dir.name if cmp_source == "tldr-synth" else f"{data_dir.name}|{cmp_source}")
     from nplus.data.build_cmd import load_hub_tokenizer
@@ -322,6 +328,11 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     seed_everything(cfg.seed, D.rank)
     # 2. data
     data = load_data(cfg, cache, sources)
+    if D.is_main and cfg.task.comparisons_source.startswith("tldr-synth:"):  # the labeller's agreement, for the report
+        from nplus.data.label_cmd import synth_relabelled
+
+        labels = synth_relabelled(data.data_dir, cfg.task.comparisons_source.split(":", 1)[1], cache)
+        atomic_write_json(out_dir / "label.json", read_json(labels / "label.json"))
     es = eval_set_from(data.sft["validation"], cfg.task.max_eval)
     # 3.–5. upstream stages (reused across variants that share them)
     base = base_model(cfg, data, cache)

@@ -100,5 +100,24 @@ def test_relabelled_pairs_are_a_comparisons_source_of_the_embedded_task(corpus, 
     base = preset("smoke", 1)
     ai = apply_overrides(base, hparams={"task.comparisons_source": str(tmp_path / "ai")})
     assert ai.stage_hash("sft") == base.stage_hash("sft") and ai.stage_hash("rm") != base.stage_hash("rm")
-    with pytest.raises(ConfigError, match="tldr-synth or a local comparisons directory"):
-        apply_overrides(base, hparams={"task.comparisons_source": str(tmp_path / "nowhere")})
+    for bad in (str(tmp_path / "nowhere"), "tldr-synth:hf"):
+        with pytest.raises(ConfigError, match="tldr-synth:gold, tldr-synth:simulated-ai .* or a local comparisons directory"):
+            apply_overrides(base, hparams={"task.comparisons_source": bad})
+    named = apply_overrides(base, hparams={"task.comparisons_source": "tldr-synth:simulated-ai"})
+    assert named.stage_hash("sft") == base.stage_hash("sft") and named.stage_hash("rm") not in (base.stage_hash("rm"), ai.stage_hash("rm"))
+
+
+def test_pipeline_relabelling_is_nplus_label_with_its_defaults_and_cached(corpus, tmp_path):
+    from nplus.data.label_cmd import synth_relabelled
+
+    cli = run_label(LabelConfig(out=tmp_path / "cli", input=str(corpus / "comparisons"), judge="simulated-ai",
+                                judge_options=JudgeOptions(data_dir=corpus)))
+    path = synth_relabelled(corpus, "simulated-ai", tmp_path / "cache")
+    built, by_cli = load_comparisons(str(path / "comparisons")), load_comparisons(str(tmp_path / "cli"))
+    assert {k: v.to_list() for k, v in built.items()} == {k: v.to_list() for k, v in by_cli.items()}
+    assert json.loads((path / "label.json").read_text())["splits"] == cli["splits"]
+    stamp = (path / "label.json").stat().st_mtime_ns
+    assert synth_relabelled(corpus, "simulated-ai", tmp_path / "cache") == path  # built once
+    assert (path / "label.json").stat().st_mtime_ns == stamp
+    with pytest.raises(LabelInputError, match="valid judges are gold, simulated-ai"):
+        synth_relabelled(corpus, "openai", tmp_path / "cache")

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from nplus.config import SYNTH_COMPARISONS
 from nplus.evaluation.evaluate_cmd import JudgeOptions, judge_from_options
 from nplus.evaluation.judges import Comparison, SimulatedAIJudge
 
@@ -88,37 +89,21 @@ def _judge(cfg: LabelConfig, data_dir: Path | None):
     return judge_from_options(cfg.judge, cfg.judge_options)
 
 
-def run_label(cfg: LabelConfig) -> dict:
+def relabel(ds, judge, gold, splits: tuple[str, ...], limit: int | None, worker: str, report: dict):
+    """Relabel the pairs of ``splits`` with ``judge`` (the others kept as labelled); returns (DatasetDict, report
+    with per-split counts and agreement with the original labels and, where ``gold`` is given, with gold)."""
     from datasets import DatasetDict
 
     from nplus.data.loader import validate_comparisons
-    from nplus.rundir import atomic_write_json
 
-    out = Path(cfg.out)
-    if out.exists():
-        raise LabelInputError(f"--out {out} exists: choose a new directory (a labelled dataset is never overwritten)")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise LabelInputError(f"--limit must be positive, got {cfg.limit}")
-    ds, data_dir = _load(cfg)
-    judge = _judge(cfg, data_dir)
-    # on tldr-synth the gold judge scores every labeller's agreement, whatever the labeller is
-    gold = getattr(judge, "gold", None)
-    if gold is None and data_dir is not None and (Path(data_dir) / "facts.jsonl").is_file():
-        from nplus.tasks.gold import GoldJudge
-
-        gold = GoldJudge.from_dir(data_dir)
-    worker = f"judge:{getattr(judge, 'model', cfg.judge)}"
-    splits, report = {}, {"judge": cfg.judge, "worker": worker, "input": cfg.input, "splits": {}}
-    unknown = sorted(set(cfg.splits) - set(ds))
-    if unknown:
-        raise LabelInputError(f"--splits {' '.join(unknown)}: not in the input; its splits: {', '.join(ds)}")
+    out, report = {}, {**report, "splits": {}}
     for name, split in ds.items():
-        if name not in cfg.splits:
-            splits[name] = split  # kept as labelled
+        if name not in splits:
+            out[name] = split  # kept as labelled
             report["splits"][name] = {"pairs": len(split), "relabelled": False}
             continue
-        if cfg.limit is not None:
-            split = split.select(range(min(cfg.limit, len(split))))
+        if limit is not None:
+            split = split.select(range(min(limit, len(split))))
         rows = split.to_list()
         items = [Comparison(r["info"]["post"] or "", r["summaries"][0]["text"], r["summaries"][1]["text"]) for r in rows]
         verdicts = judge.compare_many(items)
@@ -138,12 +123,68 @@ def run_label(cfg: LabelConfig) -> dict:
             "agreement_with_original": agree / len(kept) if kept else None,
             "agreement_with_gold": gold_agree / len(kept) if kept and gold is not None else None,
         }
-        splits[name] = split.from_list(kept, features=split.features)
-    result = DatasetDict(splits)
+        out[name] = split.from_list(kept, features=split.features)
+    result = DatasetDict(out)
     validate_comparisons(result)
     report["judge_stats"] = judge.stats()
+    return result, report
+
+
+def gold_of(judge, data_dir: Path | None):
+    """On tldr-synth the gold judge scores every labeller's agreement, whatever the labeller is."""
+    gold = getattr(judge, "gold", None)
+    if gold is None and data_dir is not None and (Path(data_dir) / "facts.jsonl").is_file():
+        from nplus.tasks.gold import GoldJudge
+
+        gold = GoldJudge.from_dir(data_dir)
+    return gold
+
+
+def run_label(cfg: LabelConfig) -> dict:
+    from nplus.rundir import atomic_write_json
+
+    out = Path(cfg.out)
+    if out.exists():
+        raise LabelInputError(f"--out {out} exists: choose a new directory (a labelled dataset is never overwritten)")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise LabelInputError(f"--limit must be positive, got {cfg.limit}")
+    ds, data_dir = _load(cfg)
+    judge = _judge(cfg, data_dir)
+    unknown = sorted(set(cfg.splits) - set(ds))
+    if unknown:
+        raise LabelInputError(f"--splits {' '.join(unknown)}: not in the input; its splits: {', '.join(ds)}")
+    worker = f"judge:{getattr(judge, 'model', cfg.judge)}"
+    result, report = relabel(ds, judge, gold_of(judge, data_dir), cfg.splits, cfg.limit, worker,
+                             {"judge": cfg.judge, "worker": worker, "input": cfg.input})
     tmp = out.with_name(out.name + ".partial")
     result.save_to_disk(str(tmp))
     atomic_write_json(tmp / "label.json", report)
     tmp.rename(out)  # nothing half written under --out
     return {**report, "out": str(out)}
+
+
+SYNTH_JUDGES = tuple(s.split(":", 1)[1] for s in SYNTH_COMPARISONS if ":" in s)
+"""``task.comparisons_source = "tldr-synth:<judge>"``: the embedded corpus's training pairs relabelled in the
+pipeline by one of these judges (nplus label's defaults), so a study needs no labelling step of its own."""
+
+
+def synth_relabelled(data_dir: Path, judge_name: str, cache: Path) -> Path:
+    """The tldr-synth comparisons in ``data_dir`` with the training split relabelled by ``judge_name`` (cached
+    once per corpus and judge): a comparisons directory with its label.json, as ``nplus label`` writes it."""
+    from nplus.rundir import artifact, atomic_write_json
+
+    if judge_name not in SYNTH_JUDGES:
+        raise LabelInputError(f"tldr-synth:{judge_name}: valid judges are {', '.join(SYNTH_JUDGES)}")
+    cfg = LabelConfig(out=Path("-"), judge=judge_name)  # the defaults of `nplus label --judge judge_name`
+    with artifact(cache, "labels", f"{data_dir.name}-{judge_name}-v1") as (path, built):
+        if not built:
+            from nplus.data.loader import load_comparisons
+
+            judge = _judge(cfg, data_dir)
+            worker = f"judge:{getattr(judge, 'model', judge_name)}"
+            result, report = relabel(load_comparisons("tldr-synth", data_dir), judge, gold_of(judge, data_dir),
+                                     cfg.splits, None, worker,
+                                     {"judge": judge_name, "worker": worker, "input": "tldr-synth"})
+            result.save_to_disk(str(path / "comparisons"))
+            atomic_write_json(path / "label.json", report)
+    return path

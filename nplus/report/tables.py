@@ -364,12 +364,13 @@ def variants_table(study: Study) -> list[dict]:
 
 
 def label_agreement(study: Study) -> list[dict]:
-    """Per variant trained on relabelled pairs (task.comparisons_source written by ``nplus label``): the labeller
-    and how often its training labels agree with the original labels and with the gold judge (its label.json)."""
+    """Per variant trained on relabelled pairs (task.comparisons_source written by ``nplus label``, or
+    ``tldr-synth:<judge>``): the labeller and how often its training labels agree with the original labels and
+    with the gold judge (the label.json of the labels, copied into the run directory by the pipeline)."""
     out, seen = [], set()
     for r in study.ok_runs:
         source = str((r.config.get("task") or {}).get("comparisons_source", ""))
-        path = Path(source) / "label.json"
+        path = r.path / "label.json" if (r.path / "label.json").is_file() else Path(source) / "label.json"
         if (r.variant, source) in seen or not path.is_file():
             continue
         seen.add((r.variant, source))
