@@ -68,6 +68,7 @@ SUMMARY_METRICS: dict[str, tuple[str, str]] = {
     "sft.fact_accuracy": ("up", "share of post-body facts (ages, duration, feeling) inside the query that near-greedy SFT summaries state correctly (gold judge's reading; null without a gold judge)"),
     "rm.accuracy": ("up", "validation accuracy of the reward model"),
     "rm.accuracy_gold": ("up", "share of validation pairs the reward model orders as the gold judge does, whatever their label says (tldr-synth; null elsewhere)"),
+    "rm.fact_check_accuracy": ("up", "share of minimal pairs (a summary with every fact right vs the same summary with one fact wrong, 128 validation posts) the reward model ranks right: 0.5 means it does not check facts against the post (tldr-synth; null elsewhere)"),
     "rm.accuracy_valid1": ("up", "validation accuracy on split valid1"),
     "rm.accuracy_valid2": ("up", "validation accuracy on split valid2"),
     "rm.reward_bias": ("none", "bias subtracted from every reward (details.reward_normalization)"),

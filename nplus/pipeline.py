@@ -255,11 +255,28 @@ def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
                 return score_sequences(rm, torch.cat([q, resp], 1), tok.pad_token_id, cfg.details.reward_token)
 
             res = train_rm(cfg, sft_path / "model", data.pref, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl", policy_scores,
-                           gold=getattr(data.judge, "gold", None))
+                           gold=getattr(data.judge, "gold", None), fact_check=fact_check_set(cfg, data))
             if dist().is_main:
                 atomic_write_json(path / "config.json", cfg.stage_dict("rm"))
                 atomic_write_json(path / "eval.json", {**res, "wall_time_s": time.time() - t0})
     return path
+
+
+def fact_check_set(cfg: Config, data: Data, n: int = 128):
+    """tldr-synth: the reward model's fact-checking minimal pairs on the first ``n`` validation posts, with the
+    run's queries (format, truncation, padding side undone); None for the real task, which has no latent facts."""
+    if cfg.task.name != "tldr-synth":
+        return None
+    from nplus.evaluation.probes import fact_check_sequences
+    from nplus.tasks.synth import build_posts
+
+    posts = build_posts(cfg.task.synth_seed, cfg.task.synth_scale)["validation"][:n]
+    val = data.sft["validation"].select(range(min(n, len(data.sft["validation"]))))
+    if [p.text for p in posts] != list(val["post"]):
+        raise RuntimeError("tldr-synth validation posts differ from the generator's: regenerate the data cache")
+    pad = data.tokenizer.pad_token_id
+    queries = [[t for t in row if t != pad] for row in val["query_token"]]
+    return fact_check_sequences(posts, queries, data.tokenizer, cfg.details.preference_eos, pad)
 
 
 def reward_for(cfg: Config, data: Data, rm_path: Path, norm: RewardNormalization) -> tuple[TrainingReward, ScoreFn]:
@@ -387,7 +404,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
         "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
         "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
-        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"), "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
+        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"), "rm.fact_check_accuracy": rm_eval.get("fact_check_accuracy"), "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
         "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
         "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
         "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],

@@ -74,9 +74,16 @@ def make_variant(name: str) -> PreTrainedTokenizerFast:
     * ``cue``: an added token ``"TL;DR"`` inside the cue.
     * ``lstrip``: an added token with ``lstrip``: the premise fails, the paper's loop runs.
     * ``metaspace``: another pre-tokenizer: the premise fails, the paper's loop runs.
+    * ``facts``: tldr-synth's pre-tokenizer (whole ages and durations, then GPT-2's split): premise (c').
     """
     tok = Tokenizer(models.BPE())
-    if name == "metaspace":
+    if name == "facts":
+        from nplus.tasks.tokenizer import pre_tokenizer
+
+        tok.pre_tokenizer = pre_tokenizer()
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    elif name == "metaspace":
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
         alphabet = []
@@ -97,13 +104,14 @@ def make_variant(name: str) -> PreTrainedTokenizerFast:
         "cue": [AddedToken("TL;DR", normalized=True)],
         "lstrip": [AddedToken("cat", lstrip=True)],
         "metaspace": [],
+        "facts": [],
     }[name]
     tok.add_tokens(extra)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, clean_up_tokenization_spaces=False)
 
 
-VARIANTS = ("plain", "added", "nfc", "cue", "lstrip", "metaspace")
-FAST_VARIANTS = ("plain", "added", "nfc", "cue")  # the fast path's premise holds
+VARIANTS = ("plain", "added", "nfc", "cue", "lstrip", "metaspace", "facts")
+FAST_VARIANTS = ("plain", "added", "nfc", "cue", "facts")  # the fast path's premise holds
 
 
 @pytest.fixture
@@ -296,6 +304,9 @@ FRAGMENTS = [
     " ", "  ", "   ", "\t", " \t ", "é", " é", "e\u0301", "\u212b", "中文", " 😀", "\u1100\u1161", "\u11a8",
     "\u0958", "ﬁ", "<|endoftext|>", "[PAD]", "[SEP]", "cat is", "TL;DR", "TL;DR:", "\n\nTL", ";DR:",
     "a" * 40, " " + "b" * 150, "x" * 300,
+    # tldr-synth's fact tokens and near misses (premise c'): whole ages and durations, and what breaks them
+    "24F", "(24F)", " 2 years", " 12 months", "3 weeks", " 1 year", " 7 monthsx", "24", "F", "M", " years", " weeks",
+    " 12", " 1", "9", "yearsy", "(3", "5M)", " 100 years",
 ]
 NEWLINE_FRAGMENTS = ["\n", "\n\n", " \n", "\n ", "\n\n\n"]
 NFC_CHANGES = {"e\u0301", "\u212b", "\u1100\u1161", "\u11a8", "\u0958"}  # fail the NFC quick check
@@ -404,6 +415,9 @@ def test_fast_plan_checks_its_premise():
     assert formatting._fast_plan(make_variant("nfc")).nfc
     assert formatting._fast_plan(make_variant("lstrip")) is None
     assert formatting._fast_plan(make_variant("metaspace")) is None
+    facts = formatting._fast_plan(make_variant("facts"))
+    assert facts.regex_margin == 12 and facts.row_margin(format_query("a", "b", "c")) == 12
+    assert facts.margin == len(EOS) - 1 + 12
     # a plan follows its tokenizer: prepare_tokenizer adds [PAD], a longer added token
     prepared = prepare_tokenizer(make_variant("plain"), "distinct")
     assert formatting._fast_plan(prepared).margin == plain.margin
@@ -424,6 +438,42 @@ def test_byte_level_pieces_ending_two_characters_before_a_change_are_kept(text, 
     m = min(m, len(text))
     stable = [p for p in pre.pre_tokenize_str(text) if p[1][1] <= m - 2]
     assert pre.pre_tokenize_str(text[:m] + tail)[: len(stable)] == stable
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.lists(st.sampled_from(FRAGMENTS + NEWLINE_FRAGMENTS), max_size=40).map("".join),
+    m=st.integers(min_value=0, max_value=400),
+    tail=st.sampled_from(["", "\n\nTL;DR:", " ", "x", "'re", "\n", " 1", "F", "M)", " years", "0 weeks", "2 months"]),
+)
+def test_fact_split_pieces_ending_eleven_characters_before_a_change_are_kept(text, m, tail):
+    """Lemma R' of the fast path, on tldr-synth's pre-tokenizer: pieces of ``text`` ending at ``<= m - 11`` are
+    pieces of any text that agrees with it on ``[0, m)`` (the code keeps one character of slack: 12)."""
+    from nplus.tasks.tokenizer import pre_tokenizer
+
+    pre = pre_tokenizer()
+    m = min(m, len(text))
+    stable = [p for p in pre.pre_tokenize_str(text) if p[1][1] <= m - 11]
+    assert pre.pre_tokenize_str(text[:m] + tail)[: len(stable)] == stable
+
+
+def test_fast_truncation_of_tldr_synth_posts_equals_the_paper_loop():
+    """The real corpus's long posts (many newline-free) under the real tokenizer: the paper's kept post, row by row."""
+    from nplus.tasks import synth
+    from nplus.tasks.tokenizer import train_tokenizer
+
+    posts = [p for p in synth.build_posts(0, "small")["train"]]
+    tok = prepare_tokenizer(train_tokenizer(x for p in posts for x in (p.title, p.text, p.reference)), "distinct")
+    long = [p for p in posts if len(p.text.split()) > 200][:12]
+    assert any("\n" not in p.text for p in long)
+    assert formatting._fast_plan(tok) is not None
+    for limit in (96, 160):
+        rows = [(p.subreddit, p.title, p.text) for p in long]
+        calls, patch = _truncate_spy()
+        with patch:
+            got = ours(rows, tok, limit)
+        assert not calls  # the fast path decided every row
+        assert got == [paper_query(*row, tok, limit) for row in rows]
 
 
 @settings(max_examples=300, deadline=None)

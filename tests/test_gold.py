@@ -139,7 +139,7 @@ def test_a_complete_summary_beats_every_degraded_policy_and_so_does_the_referenc
     complete, human = {}, {}
     for policy in ("omit", "wrong", "verbose", "repeat", "truncated", "title", "short"):
         degraded = [" " + synth.policy_summary(p, policy, rng) for p in posts]
-        full = [" " + " ".join(synth.compose_summary(p.facts, p.gender, rng)) for p in posts]
+        full = [" " + " ".join(synth.compose_summary(p.facts, p.gender, rng, p.text)) for p in posts]
         complete[policy] = np.mean([judge.compare(p.text, f, d).choice == "A" for p, f, d in zip(posts, full, degraded)])
         human[policy] = np.mean([judge.compare(p.text, " " + p.reference, d).choice == "A" for p, d in zip(posts, degraded)])
     print("complete / reference win rate per policy:", complete, human)
@@ -151,7 +151,7 @@ def test_a_concise_complete_summary_beats_the_reference_often(corpus):
     """References are human-like, not perfect: room for a policy to win, as the paper's PPO models do."""
     posts, judge = corpus
     rng = random.Random(0)
-    wins = [judge.compare(p.text, " ".join(synth.compose_summary(p.facts, p.gender, rng)), p.reference).choice == "A"
+    wins = [judge.compare(p.text, " ".join(synth.compose_summary(p.facts, p.gender, rng, p.text)), p.reference).choice == "A"
             for p in posts]
     assert 0.6 <= sum(wins) / len(wins) <= 0.85
 

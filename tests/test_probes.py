@@ -75,3 +75,28 @@ def test_fact_accuracy_counts_only_facts_inside_the_query():
     assert out["fact_accuracy"] == 2 / 3
     assert out["fact_accuracy_duration"] == 0.0 and out["fact_accuracy_narrator"] == 1.0
     assert out["fact_accuracy_feeling"] != out["fact_accuracy_feeling"]  # NaN: never in the query
+
+
+def test_fact_check_pairs_differ_in_one_fact_and_the_judge_agrees():
+    """The reward model's fact-checking probe: each minimal pair keeps the wording and swaps one slot's value, so a
+    scorer that checks facts (here the gold judge itself) ranks every right summary first, and a scorer that reads
+    only the text's surface cannot."""
+    import random
+
+    from nplus.evaluation.probes import fact_check_accuracy
+    from nplus.tasks import synth
+    from nplus.tasks.summaries import fact_check_pairs
+
+    posts = synth.build_posts(0, "tiny")["validation"]
+    judge = GoldJudge({p.text: p.facts for p in posts})
+    rows = [(p, *pair) for i, p in enumerate(posts) for pair in fact_check_pairs(p, i)]
+    assert {slot for _, slot, _, _ in rows} >= {"event", "relation", "narrator", "counterpart"}
+    for post, slot, right, wrong in rows:
+        assert right != wrong and judge.score(post.text, right) > judge.score(post.text, wrong)
+        assert slot in judge.stated(post.text, right) and slot not in judge.stated(post.text, wrong)
+    gold = fact_check_accuracy([judge.score(p.text, r) for p, _, r, _ in rows], [judge.score(p.text, w) for p, _, _, w in rows],
+                               [s for _, s, _, _ in rows])
+    assert gold["fact_check_accuracy"] == 1.0 and gold["fact_check_accuracy_event"] == 1.0
+    rng = random.Random(0)  # a coin flip is at chance, per slot as overall
+    coin = fact_check_accuracy([rng.random() for _ in rows], [rng.random() for _ in rows], [s for _, s, _, _ in rows])
+    assert 0.3 < coin["fact_check_accuracy"] < 0.7

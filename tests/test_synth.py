@@ -154,6 +154,31 @@ def test_references_are_concise_and_human_like(small_posts):
     assert all(a.components["wrong"] == 0 for a in analyses)
 
 
+def test_references_restate_facts_in_the_posts_words(small_posts):
+    """tldr-synth-5: a reference states a duration as the post does ("for 2 years") and copies the post's question
+    word for word, and every question opens with "Should I", so restating either is one in-context copy."""
+    posts = [p for split in small_posts.values() for p in split]
+    with_duration = [p for p in posts if p.facts["duration"] and f"for {p.facts['duration']}" in p.reference]
+    assert with_duration and all(f"for {p.facts['duration']}" in p.text for p in with_duration)
+    assert all(f"{p.facts['duration']}" not in p.reference or f"for {p.facts['duration']}" in p.reference for p in posts)
+    asking = [p for p in posts if "Should I" in p.reference]
+    assert len(asking) > 20
+    for p in asking:
+        question = p.reference[p.reference.index("Should I"):].split("?")[0] + "?"
+        assert question in p.text, (question, p.text)
+    assert all(q.startswith("Should I") for a in synth.ASKS for q in a.post)
+
+
+def test_degraded_policies_leave_the_question_out_as_references_do(small_posts):
+    """Were the question always in a degraded summary, stating it would mark a bad summary to a reward model."""
+    posts = [p for p in small_posts["train"] if p.facts["ask"]]
+    judge = GoldJudge({p.text: p.facts for p in posts})
+    rng = random.Random(0)
+    for policy in ("sup", "omit", "wrong", "verbose", "repeat"):
+        stated = np.mean(["ask" in judge.stated(p.text, synth.policy_summary(p, policy, rng)) for p in posts])
+        assert abs(stated - (1 - synth.REFERENCE_ASK_OMIT)) < 0.15, (policy, stated)
+
+
 def test_policies_write_what_their_names_say(small_posts):
     post = small_posts["train"][0]
     rng = random.Random(0)

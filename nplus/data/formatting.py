@@ -315,7 +315,8 @@ class QueryCache:
 # encoding of a text is (a) split out its added tokens -- the non-normalized ones on the raw text, then
 # the normalized ones in each normalized remaining piece -- by leftmost-longest search, none with
 # lstrip/rstrip/single_word; (b) normalizer None or NFC; (c) the GPT-2 regex of the ByteLevel
-# pre-tokenizer (no prefix space) on each remaining piece; (d) the model on each resulting split on its
+# pre-tokenizer (no prefix space) on each remaining piece, or tldr-synth's split (c'): the same regex behind
+# two fact alternatives, then the byte-level alphabet (nplus.tasks.tokenizer); (d) the model on each resulting split on its
 # own, deterministically (no BPE dropout). With NFC a row qualifies only if Q(len(post)) passes Unicode's
 # NFC quick check with YES: that check is per character plus an order test on neighbours, so every
 # substring of H + post[:c] + T (T starts with "\n") passes it too and NFC changes none of them.
@@ -325,6 +326,10 @@ class QueryCache:
 # (index j), `\s+(?!\S)` backtracks from the end k of the whitespace run, reading index k = j+1 at most;
 # no alternative looks behind. The matches tile the text, so by induction from the left two texts that
 # agree on [0, m) have the same pieces among those ending at <= m - 2.
+# Lemma R' (premise c'). Tried first at i, the fact alternatives read at most i..i+10 (" 12 months" and the "\b"
+# after it); the GPT-2 ones then decide as in R. So the match [i, j) depends on the characters before
+# max(j + 2, i + 11), and pieces ending at <= m - 11 are shared: everywhere below, R's 2 becomes
+# REGEX_MARGIN's 12 for this split (one character of slack; tests check 11).
 # Lemma A. A leftmost-longest search over patterns of at most M characters decides a match starting at
 # i from the characters before i + M: two texts agreeing on [0, m) have the same matches starting at
 # <= m - M, and the gaps after the last of them agree on [.., m - M + 1) (on [.., m) when M = 0).
@@ -355,12 +360,32 @@ _QUERY_TAIL = QUERY_TEMPLATE.split("{post}")[1]  # T
 _QUERY_CUE = _QUERY_TAIL.lstrip()  # "TL;DR:"
 assert _QUERY_TAIL == "\n\n" + _QUERY_CUE and _QUERY_CUE[0].isalpha()  # the shape lemma 3 relies on
 _BYTE_LEVEL_KEYS = {"type", "add_prefix_space", "trim_offsets", "use_regex"}
+# K's regex term per pre-tokenizer the fast path accepts: GPT-2's regex (lemma R) or tldr-synth's fact split (R').
+REGEX_MARGIN = {"byte_level": 2, "fact_split": 12}
+
+
+def _regex_margin(pre) -> int | None:
+    """The regex term of K for a pre-tokenizer's state (premise c or c'), or None when neither holds."""
+    from nplus.tasks.tokenizer import FACT_PATTERN, GPT2_PATTERN
+
+    def byte_level(d, use_regex: bool) -> bool:
+        return (isinstance(d, dict) and d.get("type") == "ByteLevel" and set(d) <= _BYTE_LEVEL_KEYS
+                and d.get("use_regex", True) is use_regex and d.get("add_prefix_space") is False)
+
+    if byte_level(pre, True):
+        return REGEX_MARGIN["byte_level"]
+    split = {"type": "Split", "pattern": {"Regex": f"{FACT_PATTERN}|{GPT2_PATTERN}"}, "behavior": "Isolated", "invert": False}
+    if (isinstance(pre, dict) and pre.get("type") == "Sequence" and len(pre.get("pretokenizers", [])) == 2
+            and pre["pretokenizers"][0] == split and byte_level(pre["pretokenizers"][1], False)):
+        return REGEX_MARGIN["fact_split"]
+    return None
 
 
 @dataclass(frozen=True)
 class _FastPlan:
     structure: object  # `tokenizers.Tokenizer`: the backend without post-processor
     margin: int  # K of lemma 1 for rows in which an added token may occur
+    regex_margin: int  # K's regex term: 2 (lemma R) or 12 (R')
     added: tuple[str, ...]  # contents of the added tokens
     tail_tokens: int  # t of lemma 3 (0 where some added token may overlap T)
     nfc: bool  # rows must pass the NFC quick check
@@ -369,7 +394,7 @@ class _FastPlan:
     def row_margin(self, text: str) -> int:
         """K for the row whose full query is ``text`` (lemma 1)."""
         if self.tail_tokens and not any(a in text for a in self.added):
-            return 2
+            return self.regex_margin
         return self.margin
 
 
@@ -402,14 +427,11 @@ def _fast_plan(tokenizer) -> _FastPlan | None:
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
         plan = None
-        pre = json.loads(pre_state)
+        regex_margin = _regex_margin(json.loads(pre_state))
         if (
             (backend.normalizer is None or type(backend.normalizer) is normalizers.NFC)
-            and type(backend.pre_tokenizer) is pre_tokenizers.ByteLevel
-            and isinstance(pre, dict)
-            and set(pre) <= _BYTE_LEVEL_KEYS
-            and pre.get("use_regex", True) is True
-            and pre.get("add_prefix_space") is False
+            and type(backend.pre_tokenizer) in (pre_tokenizers.ByteLevel, pre_tokenizers.Sequence)
+            and regex_margin is not None
             and not getattr(backend.model, "dropout", None)
             and all(t.content and not (t.lstrip or t.rstrip or t.single_word) for t in added)
             and not getattr(tokenizer, "split_special_tokens", False)  # (a): special tokens are split out
@@ -433,7 +455,8 @@ def _fast_plan(tokenizer) -> _FastPlan | None:
                     tail_tokens += 2
             plan = _FastPlan(
                 structure=structure,
-                margin=max(raw - 1, 0) + max(normalized - 1, 0) + 2,
+                margin=max(raw - 1, 0) + max(normalized - 1, 0) + regex_margin,
+                regex_margin=regex_margin,
                 added=contents,
                 tail_tokens=tail_tokens,
                 nfc=backend.normalizer is not None,

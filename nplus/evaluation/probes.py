@@ -81,3 +81,34 @@ def fact_accuracy(judge, posts: Sequence[str], queries: Sequence[str], summaries
     total = sum(n for _, n in hits.values())
     return {"fact_accuracy": sum(k for k, _ in hits.values()) / total if total else float("nan"),
             **{f"fact_accuracy_{s}": (k / n if n else float("nan")) for s, (k, n) in hits.items()}}
+
+
+def fact_check_sequences(posts: Sequence, query_ids: Sequence[Sequence[int]], tokenizer, preference_eos: str,
+                         pad_id: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The reward model's fact-checking probe set: for each ``tldr-synth`` post (a generator ``Post``) and its
+    un-padded query ids, the minimal pairs of ``nplus.tasks.summaries.fact_check_pairs`` encoded as the RM scores
+    a comparison summary (leading space, EOS per details.preference_eos). → right (N, L), wrong (N, L) right-padded
+    query + summary ids, and the N slots."""
+    from nplus.data.formatting import preference_response_ids_many
+    from nplus.tasks.summaries import fact_check_pairs
+
+    rows: list[tuple[list[int], str, str, str]] = []
+    for i, (post, q) in enumerate(zip(posts, query_ids)):
+        rows += [(list(q), slot, right, wrong) for slot, right, wrong in fact_check_pairs(post, seed + i)]
+    right = preference_response_ids_many([" " + r[2] for r in rows], tokenizer, preference_eos)
+    wrong = preference_response_ids_many([" " + r[3] for r in rows], tokenizer, preference_eos)
+    seqs = [r[0] + ids for r, ids in zip(rows, right)] + [r[0] + ids for r, ids in zip(rows, wrong)]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    return ids[:len(rows)], ids[len(rows):], [r[1] for r in rows]
+
+
+def fact_check_accuracy(score_right: Sequence[float], score_wrong: Sequence[float], slots: Sequence[str]) -> dict:
+    """Share of minimal pairs whose right summary scores above the wrong one, overall (``fact_check_accuracy``;
+    0.5 is chance) and per slot (``fact_check_accuracy_<slot>``)."""
+    by: dict[str, list[bool]] = {}
+    for r, w, s in zip(score_right, score_wrong, slots):
+        by.setdefault(s, []).append(r > w)
+    hits = [h for v in by.values() for h in v]
+    return {"fact_check_accuracy": sum(hits) / len(hits) if hits else float("nan"),
+            **{f"fact_check_accuracy_{s}": sum(v) / len(v) for s, v in by.items()}}

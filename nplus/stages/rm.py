@@ -18,6 +18,7 @@ from transformers import AutoModel
 from nplus import ops
 from nplus.config import Config
 from nplus.evaluation.metrics import rm_accuracy_report, rm_calibration
+from nplus.evaluation.probes import fact_check_accuracy
 from nplus.models import RewardNormalization, ScalarModel, init_reward_head, set_dropout
 from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
                                  trim_right,
@@ -51,9 +52,11 @@ def left_pad(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_dir: Path, log_path: Path,
-             policy_sample_fn=None, gold=None) -> dict:
+             policy_sample_fn=None, gold=None, fact_check=None) -> dict:
     """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset; ``gold``
-    (tldr-synth's gold judge) adds the accuracy against its verdicts on the validation pairs."""
+    (tldr-synth's gold judge) adds the accuracy against its verdicts on the validation pairs; ``fact_check``
+    (tldr-synth: right (N, L), wrong (N, L) ids and N slots of nplus.evaluation.probes.fact_check_sequences) adds
+    the share of minimal pairs it ranks right, i.e. whether it checks a summary's facts against the post."""
     d = cfg.details
     D = dist()
     gen = seed_everything(cfg.seed + 1, D.rank)
@@ -110,6 +113,11 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
         posts = [i["post"] for i in val["info"]]
         gold_chosen = [gold.compare(p, c, r).choice == "A" for p, c, r in zip(posts, val["chosen"], val["rejected"])]
         accuracy_gold = float(np.mean([(a > b) == g for a, b, g in zip(sc.tolist(), sr.tolist(), gold_chosen)]))
+    checks = {}
+    if fact_check is not None:
+        right, wrong, slots = fact_check
+        checks = fact_check_accuracy(score_sequences(rm, right, pad_id, d.reward_token).tolist(),
+                                     score_sequences(rm, wrong, pad_id, d.reward_token).tolist(), slots)
     # 4. normalization from SFT reference summaries (and, for lmhp's variant, SFT policy samples)
     refs = as_tensor(sft_train.select(range(min(len(sft_train), 2000)))["query_reference_response_token"])
     ref_scores = score_sequences(rm, refs, pad_id, d.reward_token)
@@ -128,6 +136,6 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
         "calibration": rm_calibration(sc.numpy(), sr.numpy()),
         "reward_bias": bias, "reward_gain": gain, "reference_score_mean": float(ref_scores.mean()),
         "reference_score_mean_normalized": float(norm.apply(ref_scores).mean()),
-        "padding_invariance_max_diff": float(diff.max()), "updates": step,
+        "padding_invariance_max_diff": float(diff.max()), "updates": step, **checks,
     }
 

@@ -13,9 +13,11 @@ from nplus.tasks.world import (ASK, ASKS, EVENT, EVENTS, FEELINGS, RELATION, REL
 FEELING_CLAUSES = ("I feel {feeling}", "feeling {feeling}", "I'm {feeling}", "now I'm {feeling}", "I'm so {feeling}")
 GENERIC_VPS = ("did something that upset me", "messed up badly", "crossed a line")
 # "for how long", attached to the counterpart ("my bf of 2 years") or as its own clause.
+# Always "for {dur}", the words every post uses ("have been dating for 2 years"): a TL;DR restates the duration in
+# the post's own surface form, so restating it is one in-context copy after "for".
 DURATION_PHRASES: dict[str, tuple[str, ...]] = {
-    "romantic": ("of {dur}", "(together for {dur})"), "friend": ("of {dur}", "(friends for {dur})"),
-    "roommate": ("of {dur}", "(living together for {dur})"), "family": ("(going on {dur})",),
+    "romantic": ("(together for {dur})", "(dating for {dur})"), "friend": ("(friends for {dur})",),
+    "roommate": ("(living together for {dur})",), "family": ("(not getting along for {dur})", "(arguing for {dur})"),
     "work": ("(working together for {dur})",), "legal": ("(for {dur})",),
 }
 # A word for the counterpart that names no relation (used when the relation is left out).
@@ -69,8 +71,21 @@ def _counterpart_event_clauses(facts: dict, event: Event | None, fields: dict[st
     return [f"{who} {vp}."]
 
 
-def compose_summary(facts: dict, gender: str, rng: random.Random) -> list[str]:
-    """The clauses of a concise summary of ``facts`` (a slot whose value is None is left out).
+def ask_clause(facts: dict, fields: dict[str, str], rng: random.Random, post: str | None) -> str:
+    """The poster's question as a TL;DR restates it: in the post's own words when ``post`` states this ask (a
+    summary copies the question), else a summary phrasing of it. The draw is made either way, so the rest of the
+    summary's template draws do not depend on whether the post is given."""
+    ask = ASK[facts["ask"]]
+    phrased = _fill(_pick(rng, ask.summary), fields)
+    for question in (_fill(q, fields) for q in ask.post):
+        if post is not None and question in post:
+            return question
+    return phrased
+
+
+def compose_summary(facts: dict, gender: str, rng: random.Random, post: str | None = None) -> list[str]:
+    """The clauses of a concise summary of ``facts`` (a slot whose value is None is left out); ``post``, when
+    given, is the text the summary restates (its question is copied, :func:`ask_clause`).
 
     Returned as clauses so that policies can repeat or cut them; the summary is ``" ".join(clauses)``.
     """
@@ -82,10 +97,13 @@ def compose_summary(facts: dict, gender: str, rng: random.Random) -> list[str]:
         clauses = _counterpart_event_clauses(facts, event, fields, rng)
     if facts["feeling"]:
         clauses.append(_pick(rng, FEELING_CLAUSES).format(feeling=facts["feeling"]) + ".")
+    copied = None
     if facts["ask"]:
-        clauses.append(_fill(_pick(rng, ASK[facts["ask"]].summary), fields))
-    if rng.random() < 0.3:  # many real TL;DRs are written all lowercase (ages stay as written in the post)
-        return [_AGE.sub(lambda m: m.group(0).upper(), c.lower()) for c in clauses]
+        clauses.append(ask_clause(facts, fields, rng, post))
+        copied = len(clauses) - 1 if post is not None and clauses[-1] in post else None
+    if rng.random() < 0.3:  # many real TL;DRs are written all lowercase (ages, and a question copied from the post,
+        # stay as the post writes them: copying keeps the post's tokens)
+        return [c if i == copied else _AGE.sub(lambda m: m.group(0).upper(), c.lower()) for i, c in enumerate(clauses)]
     return [c[0].upper() + c[1:] for c in clauses]
 
 
@@ -108,7 +126,7 @@ def _present(facts: dict, slots) -> list[str]:
 REFERENCE_ASK_OMIT = 0.6
 
 
-def reference_summary(facts: dict, gender: str, rng: random.Random) -> str:
+def reference_summary(facts: dict, gender: str, rng: random.Random, post: str | None = None) -> str:
     """A human-like reference: concise, but most leave the question out, a quarter omit a lower-priority fact
     and some add a filler phrase."""
     if facts["ask"] and rng.random() < REFERENCE_ASK_OMIT:
@@ -116,7 +134,7 @@ def reference_summary(facts: dict, gender: str, rng: random.Random) -> str:
     optional = _present(facts, ("duration", "feeling", "narrator", "counterpart"))
     if optional and rng.random() < 0.25:
         facts = _drop(facts, _pick(rng, optional))
-    text = " ".join(compose_summary(facts, gender, rng))
+    text = " ".join(compose_summary(facts, gender, rng, post))
     if rng.random() < 0.15:
         if rng.random() < 0.5:
             text = _pick(rng, SUMMARY_FILLERS_PREFIX) + text[0].lower() + text[1:]
@@ -160,6 +178,22 @@ WRONG_SLOT_WEIGHTS = {"event": 3.0, "relation": 2.0, "ask": 2.0, "duration": 1.0
                       "counterpart": 0.5}
 
 
+def fact_check_pairs(post: Post, seed: int) -> list[tuple[str, str, str]]:
+    """Minimal pairs that probe a reward model's fact checking: ``(slot, right, wrong)`` for each slot the post
+    has, where ``right`` states every fact and ``wrong`` is the same summary with that slot's value replaced by
+    another of its category (the template draws are replayed from ``seed``, so the wording differs only where
+    the slot does). A reward model that checks a summary against its post ranks ``right`` first; one that reads
+    only the summary's surface is at chance (0.5)."""
+    right = " ".join(compose_summary(post.facts, post.gender, random.Random(seed), post.text))
+    pairs = []
+    for slot in SLOTS:
+        if post.facts[slot]:
+            value = _wrong_value(post.facts, slot, random.Random(f"{seed}/{slot}"))
+            wrong = " ".join(compose_summary({**post.facts, slot: value}, post.gender, random.Random(seed), post.text))
+            pairs.append((slot, right, wrong))
+    return pairs
+
+
 def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
     """The summary (no leading space) that a named policy writes for the post.
 
@@ -167,30 +201,35 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
     wrong: one fact replaced by another value of its category · verbose: plus 1–3 distractor sentences ·
     repeat: a clause repeated · truncated: cut mid-sentence · title: the title copied · short: too terse.
     """
-    facts, gender = post.facts, post.gender
+    facts, gender, text = post.facts, post.gender, post.text
     if policy == "ref":
         return post.reference
     if policy == "sup":
-        return reference_summary(facts, gender, rng)
+        return reference_summary(facts, gender, rng, text)
+    # The degraded policies leave the question out as often as the references do: were it always there, stating
+    # the question would mark a degraded summary and a reward model would learn to penalize it (measured on
+    # tldr-synth-4: minimal pairs with vs without the right question, reward model prefers "without" in 91 %).
+    if facts["ask"] and rng.random() < REFERENCE_ASK_OMIT:
+        facts = _drop(facts, "ask")
     if policy == "omit":
-        return " ".join(compose_summary(_drop(facts, _pick(rng, _present(facts, OMITTABLE))), gender, rng))
+        return " ".join(compose_summary(_drop(facts, _pick(rng, _present(facts, OMITTABLE))), gender, rng, text))
     if policy == "wrong":
         slots = _present(facts, SLOTS)
         slot = rng.choices(slots, weights=[WRONG_SLOT_WEIGHTS[s] for s in slots])[0]
-        return " ".join(compose_summary({**facts, slot: _wrong_value(facts, slot, rng)}, gender, rng))
+        return " ".join(compose_summary({**facts, slot: _wrong_value(facts, slot, rng)}, gender, rng, text))
     if policy == "verbose":
-        clauses = compose_summary(facts, gender, rng)
+        clauses = compose_summary(facts, gender, rng, text)
         extra = rng.sample(post.distractors, k=min(len(post.distractors), rng.randint(1, 3)))
         for sentence in extra:
             clauses.insert(rng.randint(0, len(clauses)), sentence)
         return " ".join(clauses)
     if policy == "repeat":
-        clauses = compose_summary(facts, gender, rng)
+        clauses = compose_summary(facts, gender, rng, text)
         i = rng.randrange(len(clauses))
         clauses[i + 1:i + 1] = [clauses[i]] * rng.randint(1, 2)
         return " ".join(clauses)
     if policy == "truncated":
-        words = " ".join(compose_summary(facts, gender, rng)).split()
+        words = " ".join(compose_summary(facts, gender, rng, text)).split()
         return " ".join(words[: max(2, int(len(words) * rng.uniform(0.35, 0.65)))])
     if policy == "title":
         return post.title

@@ -48,8 +48,11 @@ from nplus.tasks.gold import GoldJudge
 # Bump whenever the generated files change for a given (seed, scale). POSTS_VERSION is the part a base model
 # depends on (posts, titles, references, tokenizer: its pretraining corpus); VERSION also covers the comparisons,
 # which only the reward model reads, so a change to them leaves the committed base models valid.
-POSTS_VERSION = "tldr-synth-3"
-VERSION = "tldr-synth-4"
+POSTS_VERSION = "tldr-synth-5"
+VERSION = "tldr-synth-5"
+# 5 (2026-12-04): summaries restate facts in the post's own words: a duration as "for {dur}" (every post writes
+# it so), the poster's question copied from the post, every question opening with "Should I" (world.ASKS); the
+# degraded comparison policies leave the question out as often as the references do. Posts change (questions).
 # 4 (2026-12-02): comparisons weighted toward summaries with a wrong key fact (POLICY_WEIGHTS, WRONG_SLOT_WEIGHTS);
 # posts, references and tokenizer unchanged (POSTS_VERSION 3).
 # 2 (2026-12-01): facts copyable token for token. A post and its summaries write an age the same way, "(24F)"
@@ -98,7 +101,7 @@ def make_posts(n: int, rng: random.Random, ids: set[str], texts: set[str]) -> li
         if text in texts:
             continue
         texts.add(text)
-        reference = reference_summary(facts, gender, rng)
+        reference = reference_summary(facts, gender, rng, text)
         posts.append(Post(_post_id(rng, ids), subreddit, title, text, reference, facts, gender, used))
     return posts
 
