@@ -28,7 +28,7 @@ from nplus.data.builder import DataDetails, Lengths as DataLengths, build_prefer
 from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
-from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, done_problem, mark_done, read_json,
+from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, save_dataset, done_problem, mark_done, read_json,
                           read_jsonl, write_provenance)
 from nplus import bases
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
@@ -167,8 +167,8 @@ def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source
                 raw_cmp["train"] = raw_cmp["train"].select(range(min(cfg.task.max_comparisons_train, len(raw_cmp["train"]))))
             sft, sft_stats = build_sft(raw_sft, tokenizer, lengths, dd)
             pref, pref_stats = build_preferences(raw_cmp, tokenizer, lengths, dd)
-            sft.save_to_disk(str(path / "sft"))
-            pref.save_to_disk(str(path / "preferences"))
+            save_dataset(sft, path / "sft")
+            save_dataset(pref, path / "preferences")
             atomic_write_json(path / "stats.json", {"sft": sft_stats, "preferences": pref_stats})
     return load_from_disk(str(path / "sft")), load_from_disk(str(path / "preferences"))
 

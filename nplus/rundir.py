@@ -120,6 +120,21 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def save_dataset(dataset: Any, path: Path) -> None:
+    """``save_to_disk`` of a ``Dataset``/``DatasetDict`` without its per-split progress bars (a study's log shows the
+    runner's bar, not one line per split written), restoring the caller's setting."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        with naming_full_disk(path):
+            dataset.save_to_disk(str(path))
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 

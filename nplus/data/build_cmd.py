@@ -105,7 +105,7 @@ class DataBuildCmd:
         from nplus.data.builder import build_preferences, build_sft
         from nplus.data.formatting import prepare_tokenizer
         from nplus.data.loader import load_comparisons, load_sft
-        from nplus.rundir import atomic_write_json
+        from nplus.rundir import atomic_write_json, save_dataset
 
         dd = self.data_details()
         out = Path(self.out)
@@ -129,8 +129,8 @@ class DataBuildCmd:
         (out / "stats.json").unlink(missing_ok=True)
         scratch = out / ".building"
         shutil.rmtree(scratch, ignore_errors=True)
-        sft.save_to_disk(str(scratch / "sft"))
-        pref.save_to_disk(str(scratch / "preferences"))
+        save_dataset(sft, scratch / "sft")
+        save_dataset(pref, scratch / "preferences")
         tokenizer.save_pretrained(str(scratch / "tokenizer"))
         for name in ("sft", "preferences", "tokenizer"):
             shutil.rmtree(out / name, ignore_errors=True)

@@ -141,7 +141,7 @@ def gold_of(judge, data_dir: Path | None):
 
 
 def run_label(cfg: LabelConfig) -> dict:
-    from nplus.rundir import atomic_write_json
+    from nplus.rundir import atomic_write_json, save_dataset
 
     out = Path(cfg.out)
     if out.exists():
@@ -157,7 +157,7 @@ def run_label(cfg: LabelConfig) -> dict:
     result, report = relabel(ds, judge, gold_of(judge, data_dir), cfg.splits, cfg.limit, worker,
                              {"judge": cfg.judge, "worker": worker, "input": cfg.input})
     tmp = out.with_name(out.name + ".partial")
-    result.save_to_disk(str(tmp))
+    save_dataset(result, tmp)
     atomic_write_json(tmp / "label.json", report)
     tmp.rename(out)  # nothing half written under --out
     return {**report, "out": str(out)}
@@ -171,7 +171,7 @@ pipeline by one of these judges (nplus label's defaults), so a study needs no la
 def synth_relabelled(data_dir: Path, judge_name: str, cache: Path) -> Path:
     """The tldr-synth comparisons in ``data_dir`` with the training split relabelled by ``judge_name`` (cached
     once per corpus and judge): a comparisons directory with its label.json, as ``nplus label`` writes it."""
-    from nplus.rundir import artifact, atomic_write_json
+    from nplus.rundir import artifact, atomic_write_json, save_dataset
 
     if judge_name not in SYNTH_JUDGES:
         raise LabelInputError(f"tldr-synth:{judge_name}: valid judges are {', '.join(SYNTH_JUDGES)}")
@@ -185,6 +185,6 @@ def synth_relabelled(data_dir: Path, judge_name: str, cache: Path) -> Path:
             result, report = relabel(load_comparisons("tldr-synth", data_dir), judge, gold_of(judge, data_dir),
                                      cfg.splits, None, worker,
                                      {"judge": judge_name, "worker": worker, "input": "tldr-synth"})
-            result.save_to_disk(str(path / "comparisons"))
+            save_dataset(result, path / "comparisons")
             atomic_write_json(path / "label.json", report)
     return path

@@ -44,6 +44,7 @@ from nplus.tasks.summaries import (DURATION_PHRASES, FEELING_CLAUSES, GENERIC_VP
 from nplus.tasks.comparisons import (LENGTH_BIAS, N_WORKERS, TAU, Worker, label, label_gold_agreement, make_comparisons,
                                      make_workers, utility)
 from nplus.tasks.gold import GoldJudge
+from nplus.rundir import save_dataset
 
 # Bump whenever the generated files change for a given (seed, scale). POSTS_VERSION is the part a base model
 # depends on (posts, titles, references, tokenizer: its pretraining corpus); VERSION also covers the comparisons,
@@ -180,19 +181,6 @@ def _comparison_dataset(rows: list[dict]):
     return Dataset.from_dict({k: [r[k] for r in rows] for k in names}, features=comparison_features())
 
 
-def _save(dataset_dict, path: Path) -> None:
-    """``save_to_disk`` without progress bars (restoring the caller's setting)."""
-    from datasets.utils import disable_progress_bars, enable_progress_bars, are_progress_bars_disabled
-
-    was_disabled = are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
-        dataset_dict.save_to_disk(str(path))
-    finally:
-        if not was_disabled:
-            enable_progress_bars()
-
-
 def length_stats(values) -> dict[str, float]:
     """mean, p50, p90, p99, max (rounded to 2 decimals so the card is stable and readable)."""
     a = np.asarray(values, dtype=np.float64)
@@ -257,8 +245,8 @@ def generate(out_dir: Path, seed: int = 0, scale: Scale = "default") -> dict:
     comparisons = build_comparisons(posts, seed, scale, judge)
 
     # 3. files
-    _save(DatasetDict({k: _sft_dataset(v) for k, v in posts.items()}), out_dir / "sft")
-    _save(DatasetDict({k: _comparison_dataset(v) for k, v in comparisons.items()}), out_dir / "comparisons")
+    save_dataset(DatasetDict({k: _sft_dataset(v) for k, v in posts.items()}), out_dir / "sft")
+    save_dataset(DatasetDict({k: _comparison_dataset(v) for k, v in comparisons.items()}), out_dir / "comparisons")
     with (out_dir / "facts.jsonl").open("w", encoding="utf-8") as f:
         for p in (p for split in posts.values() for p in split):
             f.write(json.dumps({"id": p.id, "post": p.text, "facts": p.facts}, ensure_ascii=False) + "\n")
