@@ -69,9 +69,10 @@ class Details:
     """Implementation details of RLHF with PPO. Defaults are the paper's values."""
 
     # ---- data ----
-    query_truncation: Literal["newline", "hard"] = "newline"
-    """Shorten over-long queries by cutting the post at its last newline (paper) or by a hard token cut that
-    can slice mid-sentence and drop the TL;DR: cue (query + response totals then grow to query + response limit)."""
+    query_truncation: Literal["newline", "hard", "drop"] = "newline"
+    """Shorten over-long queries by cutting the post at its last newline (paper); by a hard token cut that
+    can slice mid-sentence and drop the TL;DR: cue (query + response totals then grow to query + response limit);
+    or drop the rows whose query does not fit, in every split (TRL's ppo_tldr.py, DeepSpeed-Chat step 3)."""
     query_padding_side: Literal["left", "right"] = "left"
     """Pad generation queries on the left (paper) or the right (generation then continues after pads)."""
     pad_token: Literal["distinct", "eos"] = "distinct"
@@ -119,7 +120,8 @@ class Details:
     rollout_logprobs: Literal["from_generation", "recomputed"] = "from_generation"
     """Old log-probs from the generation pass's scores (paper) or recomputed by a separate forward pass."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"
-    """Per-token KL estimator: k1 = log r, k2 = (log r)^2 / 2, k3 = (r - 1) - log r with r = pi/pi_ref."""
+    """Per-token estimator of KL(pi, pi_ref) on samples of pi: k1 = log(pi/pi_ref), k2 = (log(pi/pi_ref))^2 / 2,
+    k3 = (r - 1) - log r with r = pi_ref/pi (Schulman's k3, as TRL, OpenRLHF and verl compute it)."""
     kl_placement: Literal["reward", "loss"] = "reward"
     """KL penalty as a per-token reward (paper) or as a term added to the policy loss (GRPO style)."""
     kl_controller: Literal["fixed", "adaptive"] = "fixed"
@@ -191,7 +193,8 @@ class DetailError(ValueError):
 
 # stage, source for each field of Details (the doc is the field's docstring, parsed below).
 _META: dict[str, tuple[str, str]] = {
-    "query_truncation": ("data", "N+ §2.2; sfd tasks truncate_field=post, truncate_text='\\n'"),
+    "query_truncation": ("data", "N+ §2.2; sfd tasks truncate_field=post, truncate_text='\\n'; drop: trl@f2cd577 "
+                                 "examples/scripts/ppo/ppo_tldr.py filter"),
     "query_padding_side": ("data", "N+ §2.3; sfd pads queries left to 512"),
     "pad_token": ("data", "N+ §2.4; sfd adds [PAD]; trl PR #5303 review"),
     "reference_leading_space": ("data", "N+ §2.5; sfd prepends ' ' to summary"),
@@ -212,7 +215,8 @@ _META: dict[str, tuple[str, str]] = {
     "rollout_logprobs": ("ppo", "sfd uses generation scores; trl #454 (ratio != 1)"),
     "kl_estimator": ("ppo", "N+ §2.24; trl PR #3240 (k3); OpenRLHF PR #476/#797"),
     "kl_placement": ("ppo", "N+ §2.24; OpenRLHF/verl use_kl_loss"),
-    "kl_controller": ("ppo", "N+ §2.24; lmhp AdaptiveKLController (target 6, horizon 10000)"),
+    "kl_controller": ("ppo", "N+ §2.24; lmhp AdaptiveKLController (target 6, horizon 10000), used in its books "
+                             "experiments (its TL;DR run used a fixed 0.03)"),
     "reward_clipping": ("ppo", "DeepSpeed-Chat clip_reward_value=5"),
     "reward_whitening": ("ppo", "N+ §2.26; sfd PR #17"),
     "advantage_whitening": ("ppo", "N+ §2.27"),

@@ -161,6 +161,18 @@ def test_build_sft_details_reach_the_columns(tok, sft_ds):
     assert not hard["train"][1]["query"].endswith("TL;DR:")
 
 
+def test_query_truncation_drop_removes_exactly_the_over_long_rows(tok, sft_ds, pref_ds):
+    paper, _ = build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    dropped, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails(query_truncation="drop"))
+    # t2's post does not fit in 48 tokens: its row is gone; the rows that fit are the paper build's, unchanged
+    assert dropped["train"]["id"][:] == ["t1"] and dropped["validation"]["id"][:] == ["t3"]
+    assert dropped["train"][0] == paper["train"][0] and dropped["validation"][0] == paper["validation"][0]
+    assert stats["train"]["n_rows"] == 1 and stats["train"]["n_query_truncated"] == 1
+    prefs, pstats = build_preferences(pref_ds, tok, LENGTHS, DataDetails(query_truncation="drop"))
+    assert prefs["train"]["info"][:][0]["id"] == "c1" and len(prefs["train"]) == 1
+    assert pstats["train"]["n_rows"] == 1 and len(prefs["validation"]) == len(prefs[CNNDM_SPLIT]) == 1
+
+
 def test_build_sft_does_not_mutate_the_tokenizer(tok, sft_ds):
     n = len(tok)
     build_sft(sft_ds, tok, LENGTHS, DataDetails())

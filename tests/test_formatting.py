@@ -242,10 +242,17 @@ def test_hard_truncation_keeps_a_prefix_of_the_full_encoding(tok):
     assert q.text == tok.decode(full[:100])
 
 
-@pytest.mark.parametrize("mode", ["newline", "hard"])
+@pytest.mark.parametrize("mode", ["newline", "hard", "drop"])
 def test_encode_queries_matches_one_row_at_a_time(tok, mode):
     rows = [("cats", "Help", "short"), ("cats", "Help", LONG_POST), ("dogs", "", ""), ("tifu", "x", LONG_POST[:300])]
     assert encode_queries(rows, tok, 80, mode) == [encode_query(*row, tok, 80, mode) for row in rows]
+
+
+def test_drop_marks_only_the_over_long_queries(tok):
+    rows = [("cats", "Help", "short"), ("cats", "Help", LONG_POST), ("dogs", "", "")]
+    newline, drop = encode_queries(rows, tok, 80, "newline"), encode_queries(rows, tok, 80, "drop")
+    assert [q.truncated for q in drop] == [q.truncated for q in newline] == [False, True, False]
+    assert drop[1] == ([], "", True) and drop[0] == newline[0] and drop[2] == newline[2]
 
 
 def test_unknown_truncation_mode_fails_fast(tok):
@@ -615,7 +622,8 @@ def test_responses_do_not_get_special_tokens_from_the_tokenizer(tok):
 def test_detail_query_truncation_changes_output(tok):
     newline = truncate_query("relationships", "My cat", LONG_POST, tok, 100, "newline")
     hard = truncate_query("relationships", "My cat", LONG_POST, tok, 100, "hard")
-    assert newline != hard
+    drop = truncate_query("relationships", "My cat", LONG_POST, tok, 100, "drop")
+    assert newline != hard and drop == []  # drop: no ids, the builder removes the row
     assert tok.decode(newline).endswith("TL;DR:") and not tok.decode(hard).endswith("TL;DR:")
 
 

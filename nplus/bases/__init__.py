@@ -113,10 +113,12 @@ def base_probes(cfg, data, model, n: int = 256) -> dict:
     from nplus.evaluation.probes import post_swap_gap
 
     d, tok = cfg.details, data.tokenizer
+    # `drop` keeps no ids for an over-long query, and a swapped post can make one: the probe cuts it as the paper does
+    truncation = "newline" if d.query_truncation == "drop" else d.query_truncation
     rows = data.sft["validation"].select(range(min(n, len(data.sft["validation"]))))
     rows = [{k: r[k] for k in ("subreddit", "title", "post", "summary")} for r in rows]
     return post_swap_gap(
         model, rows,
-        lambda sub, title, post: truncate_query(sub, title, post, tok, cfg.lengths.query, d.query_truncation),
+        lambda sub, title, post: truncate_query(sub, title, post, tok, cfg.lengths.query, truncation),
         lambda summary: sft_response_ids(summary, tok, d.reference_leading_space, d.reference_eos),
         tok.pad_token_id)

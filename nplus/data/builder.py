@@ -6,7 +6,8 @@ split to counts a run records next to its data (sfd asserts that the true maximu
 constants; we report them instead):
 
 * ``n_rows``
-* ``n_query_truncated``   -- queries longer than ``Lengths.query`` before truncation
+* ``n_query_truncated``   -- queries longer than ``Lengths.query`` before truncation (removed rows under
+  ``query_truncation=drop``, which ``n_rows`` no longer counts)
 * ``max_response_tokens`` -- longest response before truncation (incl. EOS when appended)
 * ``n_response_truncated`` -- responses cut to the response limit (for preferences: chosen and
   rejected counted separately)
@@ -294,8 +295,9 @@ def _map_split(d: Dataset, fn, added: dict, fn_kwargs: dict, num_proc: int | Non
     return d.map(fn, batched=True, fn_kwargs=fn_kwargs, features=features, num_proc=num_proc, desc=desc)
 
 
-def _finish(d: Dataset) -> tuple[Dataset, dict[str, int]]:
-    """Turn the bookkeeping columns into the split's stats and drop them."""
+def _finish(d: Dataset, query_truncation: str) -> tuple[Dataset, dict[str, int]]:
+    """Turn the bookkeeping columns into the split's stats and drop them; under ``query_truncation=drop``
+    also remove the rows whose query did not fit (TRL's ppo_tldr.py filter, DeepSpeed-Chat's step-3 prompts)."""
     n = len(d)
     stats = {
         "n_rows": n,
@@ -303,6 +305,9 @@ def _finish(d: Dataset) -> tuple[Dataset, dict[str, int]]:
         "max_response_tokens": int(_column(d, _RAW_RESPONSE_MAX).max()) if n else 0,
         "n_response_truncated": int(_column(d, _RESPONSE_TRUNCATED).sum()) if n else 0,
     }
+    if query_truncation == "drop" and n:
+        d = d.select(np.flatnonzero(_column(d, _QUERY_TRUNCATED) == 0))
+        stats["n_rows"] = len(d)
     return d.remove_columns(list(_PRIVATE_COLUMNS)), stats
 
 
@@ -354,7 +359,7 @@ def build_sft(
     for split, d in ds.items():
         d = _map_split(d, _sft_batch, SFT_FEATURES, kwargs, num_proc, f"sft {split}")
         _check_total(d, split, "response_token_len", lengths.sft_total, "sft_total")
-        built[split], stats[split] = _finish(d)
+        built[split], stats[split] = _finish(d, details.query_truncation)
     return DatasetDict(built), stats
 
 
@@ -395,5 +400,5 @@ def build_preferences(
         d = _map_split(d, _preference_batch, PREFERENCE_FEATURES, kwargs, num_proc, f"preferences {split}")
         for name in ("chosen", "rejected"):
             _check_total(d, split, f"{name}_token_len", split_lengths.pref_total, "pref_total")
-        built[split], stats[split] = _finish(d)
+        built[split], stats[split] = _finish(d, details.query_truncation)
     return DatasetDict(built), stats

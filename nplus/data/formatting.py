@@ -8,7 +8,8 @@ string (the registry in ``nplus/details.py`` owns names, docs and defaults):
 ==========================  ==========================  =================================================
 detail                      values (paper first)        function
 ==========================  ==========================  =================================================
-``query_truncation``        ``newline`` | ``hard``      :func:`encode_query` / :func:`truncate_query`
+``query_truncation``        ``newline`` | ``hard`` |    :func:`encode_query` / :func:`truncate_query`
+                            ``drop``                    (``drop``: the builder removes the rows)
 ``query_padding_side``      ``left`` | ``right``        :func:`pad` (called with the side by the builder)
 ``pad_token``               ``distinct`` | ``eos``      :func:`prepare_tokenizer`
 ``reference_leading_space`` ``on`` | ``off``            :func:`sft_reference_text` / :func:`sft_response_ids`
@@ -43,7 +44,7 @@ from typing import NamedTuple
 QUERY_TEMPLATE = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
 """The paper's query template: no space after ``TL;DR:`` -- the response brings its own leading space."""
 
-TRUNCATION_MODES = ("newline", "hard")
+TRUNCATION_MODES = ("newline", "hard", "drop")
 PADDING_SIDES = ("left", "right")
 PAD_TOKEN_MODES = ("distinct", "eos")
 ON_OFF = ("on", "off")
@@ -199,7 +200,8 @@ def encode_query(subreddit: str, title: str, post: str, tokenizer, max_tokens: i
 
     ``mode="newline"`` (paper) cuts the *post* at its last newline (or, with none left, by one
     character) until the encoded query fits, so the query always ends with ``TL;DR:``;
-    ``mode="hard"`` keeps the first ``max_tokens`` tokens of the full query.
+    ``mode="hard"`` keeps the first ``max_tokens`` tokens of the full query; ``mode="drop"`` returns no ids
+    (``ids=[]``, ``truncated=True``) for an over-long query: the builder removes such rows.
     """
     return encode_queries([(subreddit, title, post)], tokenizer, max_tokens, mode)[0]
 
@@ -245,6 +247,9 @@ def encode_queries(
     if mode == "hard":
         for row, _, ids, _ in over:
             found[row] = _truncate_hard(ids, tokenizer, max_tokens)
+    elif mode == "drop":  # nothing is cut: the row is marked, and the builder leaves it out
+        for row, *_ in over:
+            found[row] = EncodedQuery([], "", truncated=True)
     else:
         fast = _truncate_fast(over, tokenizer, max_tokens)
         for row, *_ in over:  # in input order, so that the first row that cannot fit raises
