@@ -270,10 +270,14 @@ def fact_check_set(cfg: Config, data: Data, n: int = 128):
     from nplus.evaluation.probes import fact_check_sequences
     from nplus.tasks.synth import build_posts
 
-    posts = build_posts(cfg.task.synth_seed, cfg.task.synth_scale)["validation"][:n]
+    by_text = {p.text: p for p in build_posts(cfg.task.synth_seed, cfg.task.synth_scale)["validation"]}
+    # the built rows in order (details.query_truncation=drop leaves out the over-long ones), each with its facts
     val = data.sft["validation"].select(range(min(n, len(data.sft["validation"]))))
-    if [p.text for p in posts] != list(val["post"]):
-        raise RuntimeError("tldr-synth validation posts differ from the generator's: regenerate the data cache")
+    missing = [text for text in val["post"] if text not in by_text]
+    if missing:
+        raise RuntimeError(f"{len(missing)} tldr-synth validation posts are not the generator's: regenerate the "
+                           "data cache")
+    posts = [by_text[text] for text in val["post"]]
     pad = data.tokenizer.pad_token_id
     queries = [[t for t in row if t != pad] for row in val["query_token"]]
     return fact_check_sequences(posts, queries, data.tokenizer, cfg.details.preference_eos, pad)

@@ -173,6 +173,12 @@ def test_query_truncation_drop_removes_exactly_the_over_long_rows(tok, sft_ds, p
     assert pstats["train"]["n_rows"] == 1 and len(prefs["validation"]) == len(prefs[CNNDM_SPLIT]) == 1
 
 
+def test_query_truncation_drop_that_leaves_a_split_empty_is_a_clear_error(tok, sft_ds):
+    tight = Lengths(query=8, sft_response=8, sft_total=16, pref_response=10, pref_total=18)
+    with pytest.raises(builder.DataBuildError, match=r"split 'train': details.query_truncation=drop left none.*Lengths.query"):
+        build_sft(sft_ds, tok, tight, DataDetails(query_truncation="drop"))
+
+
 def test_build_sft_does_not_mutate_the_tokenizer(tok, sft_ds):
     n = len(tok)
     build_sft(sft_ds, tok, LENGTHS, DataDetails())

@@ -100,3 +100,29 @@ def test_fact_check_pairs_differ_in_one_fact_and_the_judge_agrees():
     rng = random.Random(0)  # a coin flip is at chance, per slot as overall
     coin = fact_check_accuracy([rng.random() for _ in rows], [rng.random() for _ in rows], [s for _, s, _, _ in rows])
     assert 0.3 < coin["fact_check_accuracy"] < 0.7
+
+
+def test_fact_check_set_follows_the_built_rows_when_query_truncation_drops_some(tmp_path):
+    """details.query_truncation=drop leaves the over-long validation posts out of the built data: the RM's
+    fact-check probe must pair each remaining row with its own post (it once assumed the generator's order)."""
+    from nplus.config import apply_overrides, preset
+    from nplus.pipeline import fact_check_set, load_data
+    from nplus.tasks.synth import build_posts
+    from nplus.tasks.world import SLOTS
+
+    # smoke lengths with room for most, not all, of the small corpus's queries
+    cfg = apply_overrides(preset("smoke"), details={"query_truncation": "drop"},
+                          hparams={"lengths.query": 128, "lengths.sft_total": 160, "lengths.pref_total": 168})
+    data = load_data(cfg, tmp_path)
+    val = data.sft["validation"]
+    generated = build_posts(cfg.task.synth_seed, cfg.task.synth_scale)["validation"]
+    assert len(val) < len(generated), "the smoke queries should drop some validation posts"
+    right, wrong, slots = fact_check_set(cfg, data, n=16)
+    by_text = {p.text: p for p in generated}
+    expected = sum(sum(1 for s in SLOTS if by_text[t].facts[s]) for t in val["post"][:16])
+    assert right.shape == wrong.shape and len(slots) == right.shape[0] > 0
+    # each pair starts with its own row's query
+    pad = data.tokenizer.pad_token_id
+    first_query = [t for t in val[0]["query_token"] if t != pad]
+    assert right[0, :len(first_query)].tolist() == first_query
+    assert len(slots) == expected

@@ -295,7 +295,7 @@ def _map_split(d: Dataset, fn, added: dict, fn_kwargs: dict, num_proc: int | Non
     return d.map(fn, batched=True, fn_kwargs=fn_kwargs, features=features, num_proc=num_proc, desc=desc)
 
 
-def _finish(d: Dataset, query_truncation: str) -> tuple[Dataset, dict[str, int]]:
+def _finish(d: Dataset, query_truncation: str, split: str) -> tuple[Dataset, dict[str, int]]:
     """Turn the bookkeeping columns into the split's stats and drop them; under ``query_truncation=drop``
     also remove the rows whose query did not fit (TRL's ppo_tldr.py filter, DeepSpeed-Chat's step-3 prompts)."""
     n = len(d)
@@ -308,6 +308,9 @@ def _finish(d: Dataset, query_truncation: str) -> tuple[Dataset, dict[str, int]]
     if query_truncation == "drop" and n:
         d = d.select(np.flatnonzero(_column(d, _QUERY_TRUNCATED) == 0))
         stats["n_rows"] = len(d)
+        if not len(d):
+            raise DataBuildError(f"split {split!r}: details.query_truncation=drop left none of its {n} rows (every "
+                                 "query is longer than Lengths.query); raise Lengths.query or use newline / hard")
     return d.remove_columns(list(_PRIVATE_COLUMNS)), stats
 
 
@@ -359,7 +362,7 @@ def build_sft(
     for split, d in ds.items():
         d = _map_split(d, _sft_batch, SFT_FEATURES, kwargs, num_proc, f"sft {split}")
         _check_total(d, split, "response_token_len", lengths.sft_total, "sft_total")
-        built[split], stats[split] = _finish(d, details.query_truncation)
+        built[split], stats[split] = _finish(d, details.query_truncation, split)
     return DatasetDict(built), stats
 
 
@@ -400,5 +403,5 @@ def build_preferences(
         d = _map_split(d, _preference_batch, PREFERENCE_FEATURES, kwargs, num_proc, f"preferences {split}")
         for name in ("chosen", "rejected"):
             _check_total(d, split, f"{name}_token_len", split_lengths.pref_total, "pref_total")
-        built[split], stats[split] = _finish(d, details.query_truncation)
+        built[split], stats[split] = _finish(d, details.query_truncation, split)
     return DatasetDict(built), stats
