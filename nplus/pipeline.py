@@ -28,8 +28,8 @@ from nplus.data.builder import DataDetails, Lengths as DataLengths, build_prefer
 from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
-from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, save_dataset, done_problem, mark_done, read_json,
-                          read_jsonl, write_provenance)
+from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, done_problem, mark_done, read_json,
+                          read_jsonl, save_dataset, write_provenance)
 from nplus import bases
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy

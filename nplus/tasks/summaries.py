@@ -71,16 +71,16 @@ def _counterpart_event_clauses(facts: dict, event: Event | None, fields: dict[st
     return [f"{who} {vp}."]
 
 
-def ask_clause(facts: dict, fields: dict[str, str], rng: random.Random, post: str | None) -> str:
-    """The poster's question as a TL;DR restates it: in the post's own words when ``post`` states this ask (a
-    summary copies the question), else a summary phrasing of it. The draw is made either way, so the rest of the
-    summary's template draws do not depend on whether the post is given."""
+def ask_clause(facts: dict, fields: dict[str, str], rng: random.Random, post: str | None) -> tuple[str, bool]:
+    """The poster's question as a TL;DR restates it, and whether it was copied: in the post's own words when
+    ``post`` states this ask (a summary copies the question), else a summary phrasing of it. The draw is made
+    either way, so the rest of the summary's template draws do not depend on whether the post is given."""
     ask = ASK[facts["ask"]]
     phrased = _fill(_pick(rng, ask.summary), fields)
     for question in (_fill(q, fields) for q in ask.post):
         if post is not None and question in post:
-            return question
-    return phrased
+            return question, True
+    return phrased, False
 
 
 def compose_summary(facts: dict, gender: str, rng: random.Random, post: str | None = None) -> list[str]:
@@ -99,8 +99,9 @@ def compose_summary(facts: dict, gender: str, rng: random.Random, post: str | No
         clauses.append(_pick(rng, FEELING_CLAUSES).format(feeling=facts["feeling"]) + ".")
     copied = None
     if facts["ask"]:
-        clauses.append(ask_clause(facts, fields, rng, post))
-        copied = len(clauses) - 1 if post is not None and clauses[-1] in post else None
+        clause, was_copied = ask_clause(facts, fields, rng, post)
+        clauses.append(clause)
+        copied = len(clauses) - 1 if was_copied else None
     if rng.random() < 0.3:  # many real TL;DRs are written all lowercase (ages, and a question copied from the post,
         # stay as the post writes them: copying keeps the post's tokens)
         return [c if i == copied else _AGE.sub(lambda m: m.group(0).upper(), c.lower()) for i, c in enumerate(clauses)]
