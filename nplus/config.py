@@ -180,6 +180,10 @@ class RewardConfig:
     separates reward-model error from optimization error) or rule (a programmatic reward, ``rule``)."""
     rule: str = "keywords"
     """reward.source = rule: the rule's name (nplus.rewards.RULES: keywords, sentiment)."""
+    model: str = ""
+    """reward.source = rm: the model the reward model is trained from ("": the policy's own, as in the paper; a
+    ladder rung or model name: its own base and SFT, same data and recipe). A larger verifier than the policy is
+    the generation–verification gap study's knob (ablations/gen_verify_gap.toml)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ class Config:
 
     def stage_dict(self, stage: Literal["base", "sft", "rm", "ppo"]) -> dict[str, Any]:
         """The part of the config a stage's artifact depends on (its own section and everything upstream)."""
+        if stage == "rm" and (rm_cfg := self.reward_model_config()) is not self:  # an RM from another model
+            return rm_cfg.stage_dict("rm")
         d = self.to_dict()
         base = {"task": d["task"], "model": d["model"], "base_recipe": BASE_RECIPE}
         if stage == "base":
@@ -267,6 +273,13 @@ class Config:
 
         return POSTS_VERSION if stage in ("base", "sft") else VERSION
 
+    def reward_model_config(self) -> "Config":
+        """The config the reward model (and its SFT and base) is built with: this one, or with model.name =
+        reward.model when the RM is trained from another model than the policy."""
+        if not self.reward.model or self.reward.model == self.model.name:
+            return self
+        return apply_overrides(self, hparams={"model.name": self.reward.model, "reward.model": ""})
+
     def stage_hash(self, stage: Literal["base", "sft", "rm", "ppo"]) -> str:
         return config_hash(self.stage_dict(stage))
 
@@ -289,6 +302,8 @@ def _run_identity(cfg: Config, d: dict[str, Any]) -> dict[str, Any]:
     # the learned RM (the default) leaves hashes as they were before reward sources existed; DPO reads no reward
     if cfg.reward.source != "rm" and cfg.algorithm != "dpo":
         out["reward"] = {"source": cfg.reward.source, **({"rule": cfg.reward.rule} if cfg.reward.source == "rule" else {})}
+    if cfg.reward.model and cfg.algorithm != "dpo":  # the policy's own model (the default) leaves hashes as they were
+        out["reward"] = {"source": cfg.reward.source, "model": cfg.reward.model}
     if cfg.algorithm not in ("rloo", "grpo"):
         out["ppo"] = {k: v for k, v in d["ppo"].items() if k != "group_size"}
     return out
@@ -328,6 +343,14 @@ def validate(cfg: Config) -> None:
     if cfg.reward.source == "gold" and cfg.task.name != "tldr-synth":
         raise ConfigError(f"reward.source=gold needs the gold judge of task.name=tldr-synth (task.name={cfg.task.name}); "
                           "valid choices here: rm, rule")
+    if cfg.reward.model and (cfg.reward.source != "rm" or cfg.algorithm == "dpo"):
+        raise ConfigError(f"reward.model={cfg.reward.model!r} means nothing without a learned reward model to train "
+                          f"(reward.source={cfg.reward.source}, algorithm={cfg.algorithm}); leave it empty, or use "
+                          "reward.source=rm with ppo, rloo, reinforce or grpo")
+    if cfg.reward.model and cfg.details.value_network == "shared_trunk":
+        raise ConfigError(f"reward.model={cfg.reward.model!r} with details.value_network=shared_trunk: the critic shares "
+                          "the policy's trunk, so it cannot start from another model's reward model; use "
+                          "value_network=separate or leave reward.model empty")
     if cfg.reward.source != "rm" and cfg.algorithm == "dpo":
         raise ConfigError(f"reward.source={cfg.reward.source} means nothing under algorithm=dpo (offline, no reward); "
                           "leave it at rm or pick ppo, rloo, reinforce or grpo")

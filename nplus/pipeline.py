@@ -335,6 +335,9 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     # 0. inputs that can be checked without compute, before anything is written: the base model's directory
     #    and, for the public task, the judge's key, the tokenizer and the datasets' schemas
     check_model_source(cfg.model.name)
+    rm_cfg = cfg.reward_model_config()  # the policy's own config unless reward.model names another model
+    if rm_cfg is not cfg:
+        check_model_source(rm_cfg.model.name)
     sources = open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
     # 1. provenance before any compute
     D = dist()
@@ -362,7 +365,11 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         if not D.is_main:
             return {}
         return _partial(out_dir, "sft", read_json(sft_path / "eval.json"), {"sft": sft_path})
-    rm_path = rm_stage(cfg, data, sft_path, cache)
+    if rm_cfg is not cfg:  # reward.model: the RM gets its own base and SFT (shared with runs of that model)
+        rm_sft_path = sft_stage(rm_cfg, data, base_model(rm_cfg, data, cache), cache, es)
+        rm_path = rm_stage(rm_cfg, data, rm_sft_path, cache)
+    else:
+        rm_path = rm_stage(cfg, data, sft_path, cache)
     if stop_after == "rm":
         if not D.is_main:
             return {}
@@ -416,7 +423,7 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         "ppo.repetition_rate": agg["repetition_rate"], "ppo.distinct_2": agg["distinct_2"],
         **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
         **res.get("summary", {}),
-        "params": res["params"], "model": cfg.model.name, "seed": cfg.seed, "preset": cfg.preset, "algorithm": cfg.algorithm,
+        "params": res["params"], "model": cfg.model.name, "reward_model": rm_cfg.model.name, "seed": cfg.seed, "preset": cfg.preset, "algorithm": cfg.algorithm,
         "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
         "artifacts": {"sft": str(sft_path), "rm": str(rm_path)},
     }

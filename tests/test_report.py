@@ -313,7 +313,8 @@ def test_sizes_scaling_and_spearman(tmp_path):
     rows = list(csv.DictReader(open(out / "tables" / "spearman.csv")))
     rouge = next(r for r in rows if r["variant"] == "baseline" and r["metric"] == "sft.rouge_l")
     assert float(rouge["rho"]) > 0.8 and float(rouge["ci_low"]) > 0
-    assert "published values are not drawn" in html  # embedded task: no paper overlay
+    # the paper's values in panels of their own, labelled as the real task's
+    assert "Bottom row: the paper&#39;s values" in html and "not comparable with the paper&#39;s" in html
 
 
 def test_missing_study_raises(tmp_path):
@@ -376,7 +377,8 @@ def test_stale_stats_are_recomputed(tmp_path):
 def test_real_task_draws_published_values(tmp_path):
     root = make_study(tmp_path / "tldr", seeds=(1, 2), variants=("baseline",), failed=None, stats=False, task="tldr")
     html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
-    assert "Paper values: Huang et al. (2024)" in html and "published values are not drawn" not in html
+    assert "Bottom row: the paper&#39;s values, Huang et al. (2024)" in html and "published values are not drawn" not in html
+    assert "not comparable with the paper&#39;s" not in html
 
 
 def test_spearman_reports_a_metric_that_is_the_same_at_every_size():

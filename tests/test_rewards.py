@@ -1,6 +1,8 @@
 """Reward sources (reward.source = rm | gold | rule): the rules by hand, centring on the references, the config's
 errors before any compute, hashes, and smoke runs of each source on the PPO smoke run's SFT and RM."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,10 +54,30 @@ def test_text_score_is_centred_on_the_references_and_reads_eos_as_finished():
     ({"reward.source": "oracle"}, "valid choices: rm, gold, rule"),
     ({"reward.source": "rule", "reward.rule": "nope"}, "valid choices: keywords, sentiment"),
     ({"reward.source": "gold", "algorithm": "dpo"}, "means nothing under algorithm=dpo"),
+    ({"reward.model": "micro", "algorithm": "dpo"}, "reward.model='micro' means nothing without a learned reward model"),
+    ({"reward.model": "micro", "reward.source": "gold"}, "reward.model='micro' means nothing without a learned reward model"),
+    ({"reward.model": "micro", "algorithm": "grpo", "ppo.group_size": 4}, None),
 ])
 def test_bad_reward_settings_are_clear_errors(override, message):
+    if message is None:  # a valid combination, for contrast
+        apply_overrides(preset("smoke", 1), hparams=override)
+        return
     with pytest.raises(ConfigError, match=message):
         apply_overrides(preset("smoke", 1), hparams=override)
+
+
+def test_reward_model_of_another_size_needs_a_separate_critic():
+    with pytest.raises(ConfigError, match="value_network=shared_trunk"):
+        apply_overrides(preset("smoke", 1), hparams={"reward.model": "micro"}, details={"value_network": "shared_trunk"})
+
+
+def test_reward_model_enters_the_run_hash_only_when_set_and_its_rm_is_that_models():
+    base = preset("demo", 1)
+    assert apply_overrides(base, hparams={"reward.model": ""}).hash == base.hash
+    assert apply_overrides(base, hparams={"reward.model": "tiny"}).stage_hash("rm") == base.stage_hash("rm")
+    xs = apply_overrides(base, hparams={"reward.model": "xs"})
+    assert xs.hash != base.hash and xs.stage_hash("sft") == base.stage_hash("sft")  # the policy's SFT is its own
+    assert xs.stage_hash("rm") == apply_overrides(base, hparams={"model.name": "xs"}).stage_hash("rm")  # shared
 
 
 def test_gold_reward_needs_the_embedded_task():
@@ -80,7 +102,8 @@ def sources(tmp_path_factory):
     run_isolated(preset("smoke", 1), root / "rm", root / "cache")
     out = {}
     for name, hp in {"gold": {"reward.source": "gold"},
-                     "keywords": {"reward.source": "rule", "reward.rule": "keywords"}}.items():
+                     "keywords": {"reward.source": "rule", "reward.rule": "keywords"},
+                     "rm_micro": {"reward.model": "micro"}}.items():
         summary, _ = run_isolated(apply_overrides(preset("smoke", 1), hparams=hp), root / name, root / "cache")
         out[name] = (summary, root / name)
     out["rm"] = (read_json(root / "rm" / "summary.json"), root / "rm")
@@ -91,10 +114,25 @@ def test_every_source_finishes_with_the_same_layout_and_the_gold_judge_still_eva
     rm_summary = sources["rm"][0]
     for name, (summary, run) in sources.items():
         assert set(rm_summary) <= set(summary), name
+        if name == "rm_micro":
+            continue
         assert summary["artifacts"] == rm_summary["artifacts"], "SFT and RM are shared across reward sources"
         ppo_rows = [r for r in read_jsonl(run / "samples.jsonl") if r["stage"] == "ppo"]
         assert all(r["gold_score"] is not None for r in ppo_rows)
     assert read_json(sources["gold"][1] / "config.json")["reward"]["source"] == "gold"
+
+
+def test_reward_model_from_another_rung_trains_its_own_sft_and_scores_the_policy(sources):
+    """reward.model = micro under a nano policy: the policy's SFT is the default run's, the RM is micro's (built
+    from micro's own SFT), the critic starts from it (another width than the policy's) and PPO runs cleanly."""
+    summary, run = sources["rm_micro"]
+    default = sources["rm"][0]
+    assert summary["reward_model"] == "micro" and summary["model"] == default["model"] == "nano"
+    assert summary["artifacts"]["sft"] == default["artifacts"]["sft"] and summary["artifacts"]["rm"] != default["artifacts"]["rm"]
+    rm_cfg = read_json(Path(summary["artifacts"]["rm"]) / "config.json")
+    assert rm_cfg["model"]["name"] == "micro"
+    assert summary["sanity.first_ratio_ok"] and summary["sanity.initial_kl_ok"]
+    assert summary["rm.reward_bias"] != default["rm.reward_bias"]  # another model's scores
 
 
 def test_proxy_reward_is_the_source_score(sources):

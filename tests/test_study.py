@@ -6,6 +6,7 @@ import pytest
 
 from nplus.ablate.study import StudyError, expand, load_study
 from nplus.details import REGISTRY
+from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +31,8 @@ def test_every_shipped_study_loads_and_expands(path, tmp_path):
     assert specs[0].variant == study.baseline
     assert len({s.run_dir for s in specs}) == len(specs)
     for s in specs:
-        assert s.config.seed == s.seed
+        # the A/A arm trains on fresh seeds and is paired with the baseline by its label seed
+        assert s.config.seed == s.seed + (AA_SEED_OFFSET if s.variant == AA_VARIANT else 0)
         assert s.run_dir.name == f"seed={s.seed}"
         if s.size:
             assert s.run_dir.parent.name == f"size={s.size}"
@@ -47,11 +49,17 @@ def test_demo_study_is_the_documented_one():
 
 
 def test_one_at_a_time_covers_every_alternative():
+    """Alternatives to the baseline's own resolved values: the demo preset runs learning_rate = per_stage, so the
+    flip is to single (the paper's value), never to per_stage itself."""
     study = load_study(ROOT / "ablations" / "one_at_a_time.toml")
-    expected = {f"{d.name}={a}" for d in REGISTRY.values() for a in d.alternatives if d.applies_to("ppo")}
-    assert {v.name for v in study.variants} == expected | {"baseline"}
+    values = {**{d.name: d.paper for d in REGISTRY.values()}, "learning_rate": "per_stage"}
+    expected = {f"{d.name}={a}" for d in REGISTRY.values() for a in d.choices if a != values[d.name] and d.applies_to("ppo")}
+    assert {v.name for v in study.variants} == expected | {"baseline", AA_VARIANT}
+    assert "learning_rate=single" in expected and "learning_rate=per_stage" not in expected
     v = study.variant("kl_estimator=k3")
     assert v.details == {"kl_estimator": "k3"}
+    specs = {s.variant: s.config for s in expand(study, "runs/x") if s.seed == study.seeds[0]}
+    assert specs["learning_rate=single"].details.learning_rate == "single" != specs["baseline"].details.learning_rate
 
 
 def test_one_at_a_time_flips_the_details_of_the_baselines_algorithm(tmp_path):

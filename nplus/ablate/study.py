@@ -13,6 +13,7 @@ variant × size × seed, each with its resolved ``Config`` and run directory
     sizes = ["nano", "tiny"]      # optional: model-ladder rungs; a size sets model.name
     baseline = "baseline"         # the variant every other is compared with (added if not listed)
     one_at_a_time = true          # optional: one variant per alternative of every detail, "<detail>=<value>"
+    aa = true                     # optional: an A/A arm "aa", the baseline with fresh training seeds (a check)
     [hparams]                     # optional: hyperparameter overrides for every variant
     "ppo.total_episodes" = 2048
     [[variants]]
@@ -33,8 +34,9 @@ from typing import Any
 from nplus.config import PRESETS, Config, ConfigError, apply_overrides, preset
 from nplus.details import REGISTRY, DetailError
 from nplus.frameworks import FRAMEWORKS, framework_details
+from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 
-STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "hparams", "variants")
+STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "aa", "hparams", "variants")
 VARIANT_KEYS = ("name", "details", "framework", "hparams")
 # Where committed seed lists live: next to the study's folder (ablations/../seeds), else the repository's.
 _REPO_SEEDS = Path(__file__).resolve().parents[2] / "seeds"
@@ -52,6 +54,8 @@ class Variant:
     details: dict[str, str] = field(default_factory=dict)
     framework: str | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
+    seed_offset: int = 0
+    """Added to the label seed to get the training seed: AA_SEED_OFFSET for the A/A arm, 0 for every other."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,6 +156,8 @@ def _variant(path: Path, i: int, raw: Any) -> Variant:
     name = _typed(path, f"{where}.name", raw["name"], str, "a string")
     if not name or "/" in name or name.startswith(".") or name.startswith("size=") or name.startswith("seed="):
         raise _fail(path, f"{where}.name", f"{name!r} cannot be a directory name (no '/', no leading '.', size=, seed=)")
+    if name == AA_VARIANT:
+        raise _fail(path, f"{where}.name", f"{name!r} is the A/A arm's name; set `aa = true` for it, or rename this variant")
     details = _typed(path, f"{where}.details", raw.get("details", {}), dict, "a table of detail = value")
     for k, v in details.items():
         if k not in REGISTRY:
@@ -165,11 +171,10 @@ def _variant(path: Path, i: int, raw: Any) -> Variant:
     return Variant(name, {k: str(v) for k, v in details.items()}, framework, dict(hparams))
 
 
-def _one_at_a_time(base: Variant, algorithm: str) -> list[Variant]:
+def _one_at_a_time(base: Variant, algorithm: str, values: dict[str, str]) -> list[Variant]:
     """One variant per alternative of every detail that applies to the baseline's algorithm, relative to the
-    baseline's own values (incl. its framework)."""
-    values = framework_details(base.framework) if base.framework else {k: d.paper for k, d in REGISTRY.items()}
-    values.update(base.details)
+    baseline's own resolved values ``values`` (preset, framework and its details: the demo preset's
+    learning_rate = per_stage flips to single, not to itself)."""
     out = []
     for name, detail in REGISTRY.items():
         if not detail.applies_to(algorithm):
@@ -223,6 +228,7 @@ def load_study(path: Path | str) -> Study:
     baseline = _typed(path, "baseline", raw.get("baseline", "baseline"), str, "a variant name")
     hparams = _typed(path, "hparams", raw.get("hparams", {}), dict, "a table of dotted.path = value")
     oaat = _typed(path, "one_at_a_time", raw.get("one_at_a_time", False), bool, "true or false")
+    aa = _typed(path, "aa", raw.get("aa", False), bool, "true or false")
     variants = [_variant(path, i, v) for i, v in enumerate(_typed(path, "variants", raw.get("variants", []), list, "an array of tables"))]
     names = [v.name for v in variants]
     if baseline not in names:
@@ -231,7 +237,14 @@ def load_study(path: Path | str) -> Study:
         variants.insert(0, Variant("baseline"))
     base = next(v for v in variants if v.name == baseline)
     if oaat:
-        variants += _one_at_a_time(base, str({**hparams, **base.hparams}.get("algorithm", "ppo")))
+        prelim = Study(path, name, base_preset, seeds_name, seeds, sizes, baseline, dict(hparams), tuple(variants))
+        try:
+            values = resolve(prelim, base, sizes[0] if sizes else None, seeds[0]).details.as_dict()
+        except (ConfigError, DetailError, ValueError) as e:
+            raise _fail(path, f"variant {base.name!r}", str(e)) from None
+        variants += _one_at_a_time(base, str({**hparams, **base.hparams}.get("algorithm", "ppo")), values)
+    if aa:
+        variants.append(dataclasses.replace(base, name=AA_VARIANT, seed_offset=AA_SEED_OFFSET))
     names = [v.name for v in variants]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -250,7 +263,9 @@ def load_study(path: Path | str) -> Study:
 # ---- expansion -----------------------------------------------------------------------------------------------
 
 def resolve(study: Study, variant: Variant, size: str | None, seed: int) -> Config:
-    """preset(seed) → size → study hparams → framework details → variant details → variant hparams."""
+    """preset(seed + the variant's seed offset) → size → study hparams → framework details → variant details →
+    variant hparams."""
+    seed += variant.seed_offset
     if study.preset == "paper":  # a paper size is a whole preset (model, batch split, processes)
         cfg, hparams = preset(f"paper-{size}", seed), dict(study.hparams)
     else:

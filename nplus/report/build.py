@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from nplus.report.load import Study, load_published, load_study, results_frame, study_stats
+from nplus.report.overopt import checkpoints, peak_rows, peak_summary, peaks as gold_peaks
+from nplus.report.power import aa_check, power_rows, power_view
 from nplus.report.samples import CURVE_METRICS, curves_frame, display_text, overopt_examples, proxy_gold_frame, sample_grid
 from nplus.report.tables import (ALPHA, KEY_METRICS, SANITY_CHECKS, SCALING_METRICS, effects_frame, failures, findings,
                                  fmt, fmt_interval, headline_table, label_agreement, means_table, provenance, rlhf_effect_rows,
@@ -32,7 +34,7 @@ class Options:
     title: str | None = None
     samples: int = 6
     examples: int = 8
-    published: str = "auto"  # auto: only for the real task (task.name = tldr); always; never
+    published: str = "auto"  # auto: for studies with two or more sizes (in panels of their own); always; never
     formats: tuple[str, ...] = ("png", "pdf")
 
 
@@ -54,6 +56,10 @@ CAPTIONS = {
                    "Each line is one run moving through its evaluations; the large dot is the final one. Up and to the "
                    "right is real improvement; a line that moves right (more reward-model score) while turning down "
                    "(less gold score) is reward hacking."),
+    "gold_kl": ("Gold and proxy against KL, per checkpoint",
+                "One line per run through its evaluations (the SFT policy at KL 0 on the gold panel), coloured by size; "
+                "the star is where the run's gold score peaked. As in Gao et al.'s reward-model over-optimization "
+                "curves, look for gold lines that turn down while the proxy lines keep climbing."),
     "kl_frontier": ("KL against win rate",
                     "One point per run: KL from the reference policy after training against the win rate over the "
                     "reference. Good runs sit top-left; points far right with a low win rate bought their reward with "
@@ -65,16 +71,19 @@ NOT_AVAILABLE = {
     "training": "no PPO rows with an episode in metrics.jsonl",
     "proxy_gold": "no evaluation with both eval/proxy_reward and eval/gold_score",
     "kl_frontier": "no finished run reported both ppo.kl and ppo.win_rate",
+    "gold_kl": "no PPO run with two or more gold evaluations and objective/kl",
 }
 
 
 def _show_published(study: Study, option: str) -> bool:
-    tasks = {(r.config.get("task") or {}).get("name") for r in study.runs}
-    return option == "always" or (option == "auto" and "tldr" in tasks)
+    """auto: for the real task, and whenever a study climbs the ladder (two sizes or more); the paper's values get
+    panels of their own."""
+    return option == "always" or (option == "auto" and (study.task == "tldr" or len(study.sizes) >= 2))
 
 
 def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
-                 pg: pd.DataFrame, published: dict | None, fig_dir: Path, formats: tuple[str, ...]) -> dict:
+                 pg: pd.DataFrame, published: dict | None, fig_dir: Path, formats: tuple[str, ...],
+                 points: pd.DataFrame | None = None, peaks: pd.DataFrame | None = None) -> dict:
     from nplus.report import figures as F
 
     colors = F.palette(study.variants, study.baseline)
@@ -83,6 +92,8 @@ def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, cur
         "scaling": lambda: F.scaling_plot(results, SCALING_METRICS, colors, published),
         "training": lambda: F.training_curves(curves, CURVE_METRICS, colors, study.sizes),
         "proxy_gold": lambda: F.proxy_vs_gold(pg, colors),
+        "gold_kl": lambda: F.gold_proxy_vs_kl(points if points is not None else pd.DataFrame(),
+                                              peaks if peaks is not None else pd.DataFrame(), study.sizes),
         "kl_frontier": lambda: F.kl_frontier(results, colors, study.sizes),
     }
     out, number = {}, 0
@@ -105,11 +116,15 @@ def _example_view(e: dict) -> dict:
 
 
 def _published_note(study: Study, shown: bool) -> str:
-    if shown:
-        pub = load_published()
-        return f"Paper values: {pub.get('source', 'published results')}. Judge: {pub.get('judge', '?')}."
-    return (f"The paper's published values are not drawn: this study runs task {study.task!r}, whose absolute "
-            "numbers are not comparable with the real TL;DR task (use --published always to draw them anyway).")
+    if not shown:
+        return "The paper's published values are not drawn (use --published always to draw them)."
+    pub = load_published()
+    note = (f"Bottom row: the paper's values, {pub.get('source', 'published results')}, on the real TL;DR task with "
+            f"Pythia models (judge: {pub.get('judge', '?')}), in panels of their own.")
+    if study.task != "tldr":
+        note += (f" This study runs task {study.task!r}: its absolute numbers are not comparable with the paper's; "
+                 "compare the shapes (does each metric rise with size?), not the values.")
+    return note
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -170,7 +185,7 @@ def render(context: dict) -> str:
     return env.get_template("report.html.jinja").render(**context)
 
 
-TOC = (("headline", "Headline"), ("effects", "Effects (forest plot)"), ("scaling", "Scaling"),
+TOC = (("headline", "Headline"), ("effects", "Effects (forest plot)"), ("trust", "A/A check and power"), ("scaling", "Scaling"),
        ("training", "Training curves"), ("overoptimization", "Over-optimization"), ("samples", "Samples"),
        ("sanity", "Sanity checks"), ("provenance", "Provenance"))
 
@@ -187,27 +202,33 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
     stats, stats_source = study_stats(study, results)
     curves = curves_frame(study)
     pg = proxy_gold_frame(study, curves)
+    points = checkpoints(study)
+    peaks = gold_peaks(study, points)
     # 2. figures (PNG + PDF files; PNG embedded)
     shown = _show_published(study, options.published)
     figs = make_figures(study, results, effects_frame(study, stats), curves, pg, load_published() if shown else None,
-                        out / "figures", options.formats)
+                        out / "figures", options.formats, points, peaks)
     # 3. sections
     headline, grid = headline_table(study, stats), sample_grid(study, options.samples)
     examples, examples_reason = overopt_examples(study, options.examples)
     spearman, prov, fails = spearman_rows(results), provenance(study), failures(study)
+    aa, power = aa_check(study, stats), power_rows(study, results)
     # 4. every table as CSV, then the page
     write_tables(out / "tables", {
         "headline": _headline_csv(headline, study.baseline), "stats": stats, "runs": _runs_table(study),
         "spearman": pd.DataFrame(spearman, columns=["variant", "metric", "rho", "ci_low", "ci_high", "n", "sizes", "trend"]),
-        "training_curves": _curves_table(curves), "proxy_vs_gold": pg,
+        "training_curves": _curves_table(curves), "proxy_vs_gold": pg, "overoptimization_checkpoints": points,
+        "overoptimization_peaks": peaks,
         "overoptimization_examples": pd.DataFrame(examples), "samples": _samples_csv(grid),
+        "power": power, "aa_check": pd.DataFrame(aa["rows"], columns=["size", "metric", "label", "diff", "interval", "p", "verdict", "cls"]).drop(columns="cls"),
         "sanity": _sanity_csv(study), "provenance": pd.DataFrame(prov["runs"]), "packages": pd.DataFrame(prov["packages"]),
         "failures": pd.DataFrame(fails, columns=["label", "seed", "status", "error", "path"]),
     })
     context = {
         "title": options.title or f"{study.name}: RLHF implementation details",
         "kind": "single run" if study.single else f"study of {len(study.variants)} variant(s) × {len(study.seeds)} seed(s)",
-        "generated": time.strftime("%Y-%m-%d %H:%M"), "toc": TOC, "facts": what_was_run(study), "failures": fails,
+        "generated": time.strftime("%Y-%m-%d %H:%M"),
+        "toc": [t for t in TOC if not (study.single and t[0] == "trust")], "facts": what_was_run(study), "failures": fails,
         "headline": headline, "findings": findings(headline, stats), "means": means_table(study, stats),
         "rlhf": rlhf_effect_rows(study),
         "variants": variants_table(study), "labels": label_agreement(study), "baseline": study.baseline, "single": study.single,
@@ -215,6 +236,7 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "figs": figs, "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",
         "spearman": [{**s, "interval": fmt_interval(s["ci_low"], s["ci_high"], True)} for s in spearman],
         "examples": [_example_view(e) for e in examples], "examples_reason": examples_reason, "grid": grid,
+        "aa": aa, "power": power_view(power), "peaks": peak_rows(peaks), "peak_summary": peak_summary(peaks),
         "sanity": sanity_table(study), "prov": prov, "study_dir": str(study.root),
     }
     index = out / "index.html"

@@ -33,7 +33,8 @@ class ReportCmd:
     examples: int = 8
     """PPO samples with the largest proxy-minus-gold gap shown in the over-optimization section."""
     published: Literal["auto", "always", "never"] = "auto"
-    """Draw the paper's published values on the scaling curves: auto = only for the real task (task.name = tldr)."""
+    """Draw the paper's published values beside the scaling curves (panels of their own): auto = for studies with
+    two or more model sizes."""
     formats: tuple[Literal["png", "pdf", "svg"], ...] = ("png", "pdf")
     """File formats written to figures/ (the page itself always embeds PNG)."""
 

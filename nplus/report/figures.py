@@ -152,8 +152,9 @@ def scaling_plot(results: pd.DataFrame, metrics: tuple[tuple[str, str], ...], co
     data = results[results.metric.isin([k for k, _ in metrics])].dropna(subset=["params"])
     if data.empty:
         return None
+    rows = 2 if published else 1
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+        fig, axes = plt.subplots(rows, len(metrics), figsize=(3.6 * len(metrics), 3.4 * rows), squeeze=False)
         for ax, (key, title) in zip(axes[0], metrics):
             sub = data[data.metric == key]
             variants = _in_order(sub.variant.unique(), colors)
@@ -166,14 +167,20 @@ def scaling_plot(results: pd.DataFrame, metrics: tuple[tuple[str, str], ...], co
                 x, m, lo, hi = map(np.array, zip(*stats))
                 ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="-o", ms=4, capsize=3, lw=1.4,
                             color=colors.get(variant), label=variant)
-            if published:
-                _published_overlay(ax, published, key)
-            if sub.empty and not published:
+            if sub.empty:
                 ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="#888")
-            _size_ticks(ax, sorted(set(sub.params) | _published_params(published, key)))
+            _size_ticks(ax, sorted(set(sub.params)))
             ax.set_xlabel("policy parameters")
             ax.set_title(_panel_title(title, key))
-        _figure_legend(fig, axes[0])
+        # The paper's values get panels of their own: another task, another judge, other models.
+        for ax, (key, title) in zip(axes[1] if published else [], metrics):
+            _published_overlay(ax, published, key)
+            if key not in (published.get("metrics") or {}):
+                ax.text(0.5, 0.5, "no published value", ha="center", va="center", transform=ax.transAxes, color="#888")
+            _size_ticks(ax, sorted(_published_params(published, key)))
+            ax.set_xlabel("Pythia parameters")
+            ax.set_title(f"paper, real TL;DR: {title}")
+        _figure_legend(fig, axes.ravel())
         fig.tight_layout()
     return fig
 
@@ -273,6 +280,39 @@ def proxy_vs_gold(pg: pd.DataFrame, colors: dict[str, str]) -> plt.Figure | None
         ax.set_ylabel("gold score (gold judge)")
         ax.set_title("proxy vs gold through training")
         ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def gold_proxy_vs_kl(points: pd.DataFrame, peaks: pd.DataFrame, sizes: list[str]) -> plt.Figure | None:
+    """Gold (left) and proxy (right) against KL at every checkpoint, one line per run; colour per size (and
+    variant), a star at gold's peak. Over-optimization is a gold line that turns down while its proxy climbs."""
+    if points.empty or points.groupby("run").size().max() < 2:
+        return None
+    keys = list(dict.fromkeys(zip(points.variant, points["size"])))
+    cycle = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab10").colors]
+    colors = {k: cycle[i % len(cycle)] for i, k in enumerate(keys)}
+    name = lambda v, z: " ".join(x for x in (v if len({k[0] for k in keys}) > 1 else "", f"[{z}]" if z else "") if x) or v
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
+        labelled = set()
+        for run, g in points.groupby("run", sort=False):
+            key = (g.variant.iloc[0], g["size"].iloc[0])
+            color, label = colors[key], None if key in labelled else name(*key)
+            labelled.add(key)
+            axes[0].plot(g.kl, g.gold, "-o", ms=2.5, lw=1.0, alpha=0.75, color=color, label=label)
+            p = g.dropna(subset=["proxy"])
+            axes[1].plot(p.kl, p.proxy, "-o", ms=2.5, lw=1.0, alpha=0.75, color=color)
+            peak = peaks[peaks.run == run]
+            if len(peak):
+                axes[0].scatter(peak.kl_at_peak, peak.peak_gold, marker="*", s=80, color=color, edgecolor="white",
+                                lw=0.5, zorder=4)
+        for ax, (title, ylabel) in zip(axes, (("gold score against KL (star: the run's peak)", "gold score (gold judge)"),
+                                              ("proxy against KL", "proxy reward (what PPO maximized)"))):
+            ax.set_xlabel("KL(π‖π_SFT) of the training rollouts at the checkpoint")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+        _figure_legend(fig, axes)
         fig.tight_layout()
     return fig
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from nplus.metrics_doc import direction
 from nplus.report.load import Run, Study, as_number
+from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 
 # The five numbers a reader wants first: quality (win rate), the reward model, SFT, and the two "prices"
 # (KL from the reference policy and response length), which are descriptive rather than better/worse.
@@ -30,7 +31,9 @@ KEY_METRICS: tuple[tuple[str, str], ...] = (
 SCALING_METRICS: tuple[tuple[str, str], ...] = (
     ("sft.rouge_l", "SFT ROUGE-L"),
     ("rm.accuracy", "RM accuracy"),
+    ("sft.win_rate", "SFT win rate"),
     ("ppo.win_rate", "PPO win rate"),
+    ("ppo.mean_length", "PPO response length"),
 )
 # (label, value key, pass/fail key): the checks the pipeline writes into summary.json.
 SANITY_CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -196,7 +199,7 @@ def headline_table(study: Study, stats: pd.DataFrame) -> dict:
                 for s in sizes]
     rows = []
     for variant in study.variants:
-        if variant == study.baseline:
+        if variant in (study.baseline, AA_VARIANT):  # the A/A arm is a check, shown in its own section
             continue
         for size in sizes:
             runs = [r for r in study.runs if r.variant == variant and r.size == size]
@@ -304,9 +307,11 @@ def spearman_rows(results: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> l
             rho = float(stats.spearmanr(x, y).statistic)
             lo, hi = _bootstrap_spearman(x, y, n_boot, seed)
             trend = "rises with size" if lo > 0 else "falls with size" if hi < 0 else "no clear trend"
+            # colour by direction: a longer response is a change, not an improvement
+            cls = ("changes" if trend != "no clear trend" else "none") if direction(metric) == "none" else \
+                {"rises with size": "helps", "falls with size": "hurts"}.get(trend, "none")
             rows.append({"variant": variant, "metric": metric, "label": label, "rho": rho, "ci_low": lo, "ci_high": hi,
-                         "n": int(x.size), "sizes": int(np.unique(x).size), "trend": trend,
-                         "cls": {"rises with size": "helps", "falls with size": "hurts"}.get(trend, "none")})
+                         "n": int(x.size), "sizes": int(np.unique(x).size), "trend": trend, "cls": cls})
     return rows
 
 
@@ -358,7 +363,10 @@ def variants_table(study: Study) -> list[dict]:
     out = []
     for v in study.variants:
         runs = [r for r in study.runs if r.variant == v]
-        out.append({"variant": v, "baseline": v == study.baseline, "overrides": overrides_text(study.overrides.get(v, {})),
+        overrides = overrides_text(study.overrides.get(v, {}))
+        if v == AA_VARIANT:
+            overrides = f"A/A check: the baseline's configuration, training seed + {AA_SEED_OFFSET}"
+        out.append({"variant": v, "baseline": v == study.baseline, "overrides": overrides,
                     "ok": sum(r.ok for r in runs), "failed": sum(not r.ok for r in runs)})
     return out
 
