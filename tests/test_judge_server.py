@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nplus.evaluation import judges
+from nplus.evaluation import openai_judge
 from nplus.evaluation.evaluate_cmd import EvalConfig, JudgeOptions, run_eval
 from nplus.evaluation.judges import Comparison
 from nplus.tasks.gold import GoldJudge
@@ -139,7 +139,7 @@ EXPECTED_REQUESTS = {0: 2, 1: 3, 2: 2, 3: 2, 4: MAX_RETRIES + 1, 5: 1, 6: 3}
 
 
 def make_judge(server, cache_dir, **kwargs):
-    return judges.OpenAIJudge(
+    return openai_judge.OpenAIJudge(
         model="gpt-4o-mini", base_url=server.base_url, api_key_env="NPLUS_TEST_JUDGE_KEY", concurrency=4,
         max_retries=MAX_RETRIES, timeout_s=CLIENT_TIMEOUT_S, retry_base_delay_s=0.01, cache_dir=cache_dir, **kwargs,
     )
@@ -217,11 +217,11 @@ def test_api_key_is_never_written(tmp_path, api_key, capsys):
 def test_authentication_error_stops_the_job(tmp_path, api_key):
     with ChatServer({post: ["401"] for post in POSTS}) as server:
         judge = make_judge(server, None)
-        with pytest.raises(judges.JudgeConfigError, match="refused"):
+        with pytest.raises(openai_judge.JudgeConfigError, match="refused"):
             judge.compare(POSTS[0], GOOD[0], BAD[0])
         assert server.total_requests == 1  # not retried
         # in a batch, queued requests are cancelled: at most the ones already in flight are sent
-        with pytest.raises(judges.JudgeConfigError):
+        with pytest.raises(openai_judge.JudgeConfigError):
             judge.compare_many([Comparison(p, g, b) for p, g, b in zip(POSTS[1:], GOOD[1:], BAD[1:])])
         assert server.total_requests - 1 <= 2 * judge.concurrency < len(POSTS) - 1
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from nplus.evaluation import judges
+from nplus.evaluation import judges, openai_judge
 from nplus.evaluation.judges import Comparison, Judge, Judgment, judge_against_reference
 from nplus.evaluation.parser import parse_choice
 
@@ -178,39 +178,40 @@ def test_prompt_strips_leading_space_and_asks_for_the_verdict_format():
 
 
 def test_cost_estimate_uses_the_price_table():
-    est = judges.estimate_cost(["x" * 4000] * 1000, "gpt-3.5-turbo-0125", max_tokens=100)
+    est = openai_judge.estimate_cost(["x" * 4000] * 1000, "gpt-3.5-turbo-0125", max_tokens=100)
     assert est.input_tokens == 1_000_000 and est.max_output_tokens == 100_000
     assert est.usd == pytest.approx(0.5 + 0.15)
-    assert judges.estimate_cost(["x" * 4000], "gpt-4o-mini", 0).usd == pytest.approx(0.15 / 1000)
-    assert judges.estimate_cost(["x"], "my-local-model", 10).usd is None
-    assert judges.estimate_cost(["x" * 4], "my-local-model", 0, price_per_1m=(2.0, 0)).usd == pytest.approx(2e-6)
-    assert "1 uncached requests" in judges.estimate_cost(["x"], "m", 1).describe("m")
+    assert openai_judge.estimate_cost(["x" * 4000], "gpt-4o-mini", 0).usd == pytest.approx(0.15 / 1000)
+    assert openai_judge.estimate_cost(["x"], "my-local-model", 10).usd is None
+    assert openai_judge.estimate_cost(["x" * 4], "my-local-model", 0, price_per_1m=(2.0, 0)).usd == pytest.approx(2e-6)
+    assert "1 uncached requests" in openai_judge.estimate_cost(["x"], "m", 1).describe("m")
 
 
 def test_cache_key_and_reply_cache(tmp_path):
-    key = judges.cache_key("gpt-4o-mini", "prompt", 0.0)
-    assert key == judges.cache_key("gpt-4o-mini", "prompt", 0.0)
-    assert len({key, judges.cache_key("gpt-4o", "prompt", 0.0), judges.cache_key("gpt-4o-mini", "prompt", 0.7)}) == 3
-    cache = judges.ReplyCache(tmp_path)
+    key = openai_judge.cache_key("gpt-4o-mini", "prompt", 0.0)
+    assert key == openai_judge.cache_key("gpt-4o-mini", "prompt", 0.0)
+    assert len({key, openai_judge.cache_key("gpt-4o", "prompt", 0.0),
+                openai_judge.cache_key("gpt-4o-mini", "prompt", 0.7)}) == 3
+    cache = openai_judge.ReplyCache(tmp_path)
     cache.put(key, "gpt-4o-mini", "Preferred: A", {"prompt_tokens": 3, "completion_tokens": 2})
     with cache.path.open("a") as f:
         f.write('{"key": "cut short')  # a crash mid-write must not poison the cache
-    reopened = judges.ReplyCache(tmp_path)
+    reopened = openai_judge.ReplyCache(tmp_path)
     assert reopened.get(key)["reply"] == "Preferred: A" and reopened.get("other") is None
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter():
     rng = random.Random(0)
     for attempt in range(5):
-        delay = judges.backoff_delay(attempt, 0.1, 100.0, rng)
+        delay = openai_judge.backoff_delay(attempt, 0.1, 100.0, rng)
         assert 0.05 * 2**attempt <= delay <= 0.15 * 2**attempt
-    assert judges.backoff_delay(30, 1.0, 5.0, rng) == 5.0
+    assert openai_judge.backoff_delay(30, 1.0, 5.0, rng) == 5.0
 
 
 def test_openai_judge_requires_the_key_variable(monkeypatch):
     monkeypatch.delenv("NPLUS_TEST_MISSING_KEY", raising=False)
-    with pytest.raises(judges.JudgeConfigError, match="NPLUS_TEST_MISSING_KEY"):
-        judges.OpenAIJudge(model="gpt-4o-mini", api_key_env="NPLUS_TEST_MISSING_KEY")
+    with pytest.raises(openai_judge.JudgeConfigError, match="NPLUS_TEST_MISSING_KEY"):
+        openai_judge.OpenAIJudge(model="gpt-4o-mini", api_key_env="NPLUS_TEST_MISSING_KEY")
 
 
 @pytest.fixture(scope="module")
