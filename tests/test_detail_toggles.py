@@ -13,7 +13,8 @@ from transformers import GPTNeoXForCausalLM
 
 from nplus import objectives, ops
 from nplus.config import apply_overrides, preset
-from nplus.data.formatting import pad, prepare_tokenizer, preference_response_ids, sft_response_ids, truncate_query
+from nplus.data.formatting import pad, prepare_tokenizer, preference_response_ids, sft_response_ids
+from nplus.data.truncation import truncate_query
 from nplus.details import REGISTRY
 from nplus.models import (ScalarModel, init_critic, init_reward_head, ladder_config, set_dropout, trunk_of)
 from nplus.stages.common import sample

@@ -1,4 +1,4 @@
-"""Tests of nplus.data.formatting: query template, truncation, padding, response tokens.
+"""Tests of nplus.data.formatting and nplus.data.truncation: query template, truncation, padding, response tokens.
 
 One test per data-stage detail proves that flipping it changes the output of the function that owns
 it (``test_detail_<name>_changes_output``); hypothesis checks the truncation invariants on generated
@@ -18,17 +18,13 @@ from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from nplus.data import formatting
+from nplus.data import truncation
 from nplus.data.formatting import (
     DISTINCT_PAD_TOKEN,
     QUERY_TEMPLATE,
-    QueryCache,
     encode,
-    encode_queries,
-    encode_query,
     format_query,
     pad,
-    post_cut_candidates,
     preference_response_ids,
     preference_response_ids_many,
     preference_text,
@@ -36,8 +32,8 @@ from nplus.data.formatting import (
     sft_reference_text,
     sft_response_ids,
     sft_response_ids_many,
-    truncate_query,
 )
+from nplus.data.truncation import QueryCache, encode_queries, encode_query, post_cut_candidates, truncate_query
 
 EOS = "<|endoftext|>"
 CORPUS = [
@@ -64,7 +60,7 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
 
 @functools.lru_cache(maxsize=None)
 def make_variant(name: str) -> PreTrainedTokenizerFast:
-    """Tokenizers around the fast truncation path's premise (see ``formatting._fast_plan``).
+    """Tokenizers around the fast truncation path's premise (see ``truncation._fast_plan``).
 
     * ``plain``: :func:`make_tokenizer` (premise holds; no added token can meet the cue).
     * ``added``: more added tokens, some normalized, one of them ``"\n\n"`` (part of the cue's ``T``):
@@ -340,13 +336,13 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 def _truncate_spy():
     """Patch the paper's loop (the fast path's fallback) to count the rows it decides."""
     calls = []
-    real = formatting._truncate_at_newlines
+    real = truncation._truncate_at_newlines
 
     def spy(*args):
         calls.append(args[:3])
         return real(*args)
 
-    return calls, mock.patch.object(formatting, "_truncate_at_newlines", spy)
+    return calls, mock.patch.object(truncation, "_truncate_at_newlines", spy)
 
 
 @FAST
@@ -370,10 +366,10 @@ def test_fast_newline_truncation_equals_the_paper_loop(variant, subreddit, title
     event(f"{variant}: {'truncated' if truncated else 'fits'}, fallback={bool(calls)}")
     # where the premise holds the proof is complete: the canary never fails and the loop never runs
     full = format_query(subreddit, title, post)
-    if variant in FAST_VARIANTS and (variant != "nfc" or formatting._nfc_quick_check_yes(full)):
+    if variant in FAST_VARIANTS and (variant != "nfc" or truncation._nfc_quick_check_yes(full)):
         assert not calls
     if variant in ("lstrip", "metaspace"):
-        assert formatting._fast_plan(tok) is None
+        assert truncation._fast_plan(tok) is None
 
 
 @settings(FAST, max_examples=40)
@@ -399,8 +395,8 @@ def test_fast_truncation_scans_few_candidates_on_long_newline_free_posts(tok):
     """The point of the fast path: hundreds of one-character cuts cost a handful of short encodings."""
     post = " ".join(f"word{i} and some more text" for i in range(60))  # ~1700 characters, no newline
     max_tokens = len(encode(tok, format_query("cats", "Help", ""))) + 50
-    scan = formatting._Scan.split_candidate
-    with mock.patch.object(formatting._Scan, "split_candidate", autospec=True, side_effect=scan) as spy:
+    scan = truncation._Scan.split_candidate
+    with mock.patch.object(truncation._Scan, "split_candidate", autospec=True, side_effect=scan) as spy:
         q = encode_query("cats", "Help", post, tok, max_tokens, "newline")
     kept = paper_truncation("cats", "Help", post, tok, max_tokens)
     assert q.text == format_query("cats", "Help", kept)
@@ -409,27 +405,27 @@ def test_fast_truncation_scans_few_candidates_on_long_newline_free_posts(tok):
 
 
 def test_fast_plan_checks_its_premise():
-    plain = formatting._fast_plan(make_variant("plain"))
+    plain = truncation._fast_plan(make_variant("plain"))
     assert plain is not None and not plain.nfc
     assert plain.margin == len(EOS) - 1 + 2  # the longest non-normalized added token
     assert plain.tail_tokens == len(encode(make_variant("plain"), "TL;DR:")) + 2
     assert plain.row_margin(format_query("a", "b", "c")) == 2  # no added token in the row
     assert plain.row_margin(format_query("a", "b", "c" + EOS)) == plain.margin
-    added = formatting._fast_plan(make_variant("added"))
+    added = truncation._fast_plan(make_variant("added"))
     # the longest non-normalized (EOS) and normalized ("cat is") added tokens; "\n\n" may meet the cue
     assert added.margin == (len(EOS) - 1) + (len("cat is") - 1) + 2 and added.tail_tokens == 0
-    assert formatting._fast_plan(make_variant("cue")).tail_tokens == 0  # "TL;DR" may be one token
-    assert formatting._fast_plan(make_variant("nfc")).nfc
-    assert formatting._fast_plan(make_variant("lstrip")) is None
-    assert formatting._fast_plan(make_variant("metaspace")) is None
-    facts = formatting._fast_plan(make_variant("facts"))
+    assert truncation._fast_plan(make_variant("cue")).tail_tokens == 0  # "TL;DR" may be one token
+    assert truncation._fast_plan(make_variant("nfc")).nfc
+    assert truncation._fast_plan(make_variant("lstrip")) is None
+    assert truncation._fast_plan(make_variant("metaspace")) is None
+    facts = truncation._fast_plan(make_variant("facts"))
     assert facts.regex_margin == 12 and facts.row_margin(format_query("a", "b", "c")) == 12
     assert facts.margin == len(EOS) - 1 + 12
     # a plan follows its tokenizer: prepare_tokenizer adds [PAD], a longer added token
     prepared = prepare_tokenizer(make_variant("plain"), "distinct")
-    assert formatting._fast_plan(prepared).margin == plain.margin
+    assert truncation._fast_plan(prepared).margin == plain.margin
     prepared.add_tokens([AddedToken("a much longer added token", normalized=False)])
-    assert formatting._fast_plan(prepared).margin == len("a much longer added token") - 1 + 2
+    assert truncation._fast_plan(prepared).margin == len("a much longer added token") - 1 + 2
 
 
 @settings(max_examples=300, deadline=None)
@@ -473,7 +469,7 @@ def test_fast_truncation_of_tldr_synth_posts_equals_the_paper_loop():
     tok = prepare_tokenizer(train_tokenizer(x for p in posts for x in (p.title, p.text, p.reference)), "distinct")
     long = [p for p in posts if len(p.text.split()) > 200][:12]
     assert any("\n" not in p.text for p in long)
-    assert formatting._fast_plan(tok) is not None
+    assert truncation._fast_plan(tok) is not None
     for limit in (96, 160):
         rows = [(p.subreddit, p.title, p.text) for p in long]
         calls, patch = _truncate_spy()
@@ -487,18 +483,18 @@ def test_fast_truncation_of_tldr_synth_posts_equals_the_paper_loop():
 @given(text=st.lists(st.sampled_from(FRAGMENTS + NEWLINE_FRAGMENTS + ["\u0301", "\u0323", "\u0f73"]),
                      max_size=20).map("".join))
 def test_nfc_quick_check_yes_means_every_substring_is_nfc(text):
-    if formatting._nfc_quick_check_yes(text):
+    if truncation._nfc_quick_check_yes(text):
         for i in range(len(text) + 1):
             for j in range(i, len(text) + 1):
                 assert unicodedata.is_normalized("NFC", text[i:j])
 
 
 def test_nfc_quick_check_examples():
-    assert formatting._nfc_quick_check_yes("plain ascii") and formatting._nfc_quick_check_yes("café 中文 😀")
-    assert not formatting._nfc_quick_check_yes("cafe\u0301")  # composes
-    assert not formatting._nfc_quick_check_yes("\u212b")  # a singleton: NFC replaces it
-    assert not formatting._nfc_quick_check_yes("\u1100\u1161")  # Hangul jamo compose by rule
-    assert not formatting._nfc_quick_check_yes("a\u0323\u0301"[::-1])  # out-of-order combining marks
+    assert truncation._nfc_quick_check_yes("plain ascii") and truncation._nfc_quick_check_yes("café 中文 😀")
+    assert not truncation._nfc_quick_check_yes("cafe\u0301")  # composes
+    assert not truncation._nfc_quick_check_yes("\u212b")  # a singleton: NFC replaces it
+    assert not truncation._nfc_quick_check_yes("\u1100\u1161")  # Hangul jamo compose by rule
+    assert not truncation._nfc_quick_check_yes("a\u0323\u0301"[::-1])  # out-of-order combining marks
 
 
 def test_query_cache_pickles_empty_and_follows_its_tokenizer(tok):

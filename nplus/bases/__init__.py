@@ -109,7 +109,8 @@ def build(cfg, data, out_dir: Path, command: str | None = None) -> dict:
 
 def base_probes(cfg, data, model, n: int = 256) -> dict:
     """post_swap_gap of a model on the first ``n`` validation posts, with the run's query format and truncation."""
-    from nplus.data.formatting import sft_response_ids, truncate_query
+    from nplus.data.formatting import sft_response_ids
+    from nplus.data.truncation import truncate_query
     from nplus.evaluation.probes import post_swap_gap
 
     d, tok = cfg.details, data.tokenizer

@@ -1,1 +1,2 @@
-"""Datasets: loading and validation (``loader``), query formatting (``formatting``), pre-tokenization (``builder``)."""
+"""Datasets: loading and validation (``loader``), query formatting (``formatting``) and truncation
+(``truncation``), pre-tokenization (``builder``)."""

@@ -1,9 +1,9 @@
 """Pre-tokenized SFT and preference datasets (the paper's ``..._oai_preprocessing`` form).
 
 The builder only orchestrates: every data-stage detail is decided by one function of
-:mod:`nplus.data.formatting`. Both builders return ``(DatasetDict, stats)`` where ``stats`` maps each
-split to counts a run records next to its data (sfd asserts that the true maximum lengths equal its
-constants; we report them instead):
+:mod:`nplus.data.formatting` or (query truncation) :mod:`nplus.data.truncation`. Both builders return
+``(DatasetDict, stats)`` where ``stats`` maps each split to counts a run records next to its data (sfd
+asserts that the true maximum lengths equal its constants; we report them instead):
 
 * ``n_rows``
 * ``n_query_truncated``   -- queries longer than ``Lengths.query`` before truncation (removed rows under
@@ -28,16 +28,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets
 
-from nplus.data import formatting
+from nplus.data import formatting, truncation
 from nplus.data.formatting import (
     ON_OFF,
     PAD_TOKEN_MODES,
     PADDING_SIDES,
     TRUNCATION_MODES,
     DataBuildError,
-    QueryCache,
     check_choice,
-    encode_queries,
     pad,
     preference_response_ids_many,
     preference_text,
@@ -45,6 +43,7 @@ from nplus.data.formatting import (
     sft_reference_text,
     sft_response_ids_many,
 )
+from nplus.data.truncation import QueryCache, encode_queries
 
 CNNDM_BATCHES = ("batch0_cnndm", "cnndm0", "cnndm2")
 """Comparison batches on CNN/DM articles: the out-of-distribution split of the RM evaluation."""
@@ -280,9 +279,10 @@ def _code_version() -> str:
     """A hash of the code that computes the columns.
 
     ``datasets`` fingerprints a map function without the functions it calls, so a dataset loaded from
-    disk would otherwise get its cached columns back after :mod:`nplus.data.formatting` changed.
+    disk would otherwise get its cached columns back after :mod:`nplus.data.formatting` or
+    :mod:`nplus.data.truncation` changed.
     """
-    source = inspect.getsource(formatting) + inspect.getsource(sys.modules[__name__])
+    source = "".join(inspect.getsource(m) for m in (formatting, truncation, sys.modules[__name__]))
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
