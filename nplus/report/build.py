@@ -34,7 +34,7 @@ class Options:
     title: str | None = None
     samples: int = 6
     examples: int = 8
-    published: str = "auto"  # auto: for studies with two or more sizes (in panels of their own); always; never
+    published: str = "auto"  # auto: the real task or two or more sizes (in panels of their own); always; never
     formats: tuple[str, ...] = ("png", "pdf")
 
 
@@ -82,8 +82,8 @@ def _show_published(study: Study, option: str) -> bool:
 
 
 def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
-                 pg: pd.DataFrame, published: dict | None, fig_dir: Path, formats: tuple[str, ...],
-                 points: pd.DataFrame | None = None, peaks: pd.DataFrame | None = None) -> dict:
+                 pg: pd.DataFrame, points: pd.DataFrame, peaks: pd.DataFrame, published: dict | None, fig_dir: Path,
+                 formats: tuple[str, ...]) -> dict:
     from nplus.report import figures as F
 
     colors = F.palette(study.variants, study.baseline)
@@ -92,8 +92,7 @@ def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, cur
         "scaling": lambda: F.scaling_plot(results, SCALING_METRICS, colors, published),
         "training": lambda: F.training_curves(curves, CURVE_METRICS, colors, study.sizes),
         "proxy_gold": lambda: F.proxy_vs_gold(pg, colors),
-        "gold_kl": lambda: F.gold_proxy_vs_kl(points if points is not None else pd.DataFrame(),
-                                              peaks if peaks is not None else pd.DataFrame(), study.sizes),
+        "gold_kl": lambda: F.gold_proxy_vs_kl(points, peaks),
         "kl_frontier": lambda: F.kl_frontier(results, colors, study.sizes),
     }
     out, number = {}, 0
@@ -206,8 +205,8 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
     peaks = gold_peaks(study, points)
     # 2. figures (PNG + PDF files; PNG embedded)
     shown = _show_published(study, options.published)
-    figs = make_figures(study, results, effects_frame(study, stats), curves, pg, load_published() if shown else None,
-                        out / "figures", options.formats, points, peaks)
+    figs = make_figures(study, results, effects_frame(study, stats), curves, pg, points, peaks,
+                        load_published() if shown else None, out / "figures", options.formats)
     # 3. sections
     headline, grid = headline_table(study, stats), sample_grid(study, options.samples)
     examples, examples_reason = overopt_examples(study, options.examples)

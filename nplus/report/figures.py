@@ -284,7 +284,7 @@ def proxy_vs_gold(pg: pd.DataFrame, colors: dict[str, str]) -> plt.Figure | None
     return fig
 
 
-def gold_proxy_vs_kl(points: pd.DataFrame, peaks: pd.DataFrame, sizes: list[str]) -> plt.Figure | None:
+def gold_proxy_vs_kl(points: pd.DataFrame, peaks: pd.DataFrame) -> plt.Figure | None:
     """Gold (left) and proxy (right) against KL at every checkpoint, one line per run; colour per size (and
     variant), a star at gold's peak. Over-optimization is a gold line that turns down while its proxy climbs."""
     if points.empty or points.groupby("run").size().max() < 2:

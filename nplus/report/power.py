@@ -65,11 +65,7 @@ def aa_check(study: Study, stats: pd.DataFrame) -> dict:
 
 def power_rows(study: Study, results: pd.DataFrame) -> pd.DataFrame:
     """``nplus.stats.power_table`` over the study's finished runs (empty without 2 baseline seeds)."""
-    if results.empty:
-        return power_table(pd.DataFrame(columns=["variant", "size", "seed", "metric", "value"]), study.baseline,
-                           [m for m, _ in POWER_METRICS], family_size(study), SEED_COUNTS)
-    tidy = results[["variant", "size", "seed", "metric", "value"]]
-    return power_table(tidy, study.baseline, [m for m, _ in POWER_METRICS], family_size(study), SEED_COUNTS)
+    return power_table(results, study.baseline, [m for m, _ in POWER_METRICS], family_size(study), SEED_COUNTS)
 
 
 def power_view(table: pd.DataFrame) -> dict:
