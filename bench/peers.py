@@ -95,7 +95,7 @@ def run_nplus(paths: dict, a: dict) -> dict:
     torch.set_num_threads(a["threads"])
     from transformers import AutoTokenizer
 
-    from nplus.config import preset
+    from nplus.presets import preset
     from nplus.models import RewardNormalization
     from nplus.rundir import read_jsonl
     from nplus.stages.ppo import train_ppo

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from nplus.config import preset
+from nplus.presets import preset
 from nplus.rundir import read_json, read_jsonl
 
 
@@ -60,7 +60,7 @@ def phases(rung: str = "tiny", batch: int = 64, query: int = 160, response: int 
     from dataclasses import replace
 
     from nplus import perf
-    from nplus.config import preset
+    from nplus.presets import preset
 
     base = preset("demo", 1)
     cfg = replace(base, ppo=replace(base.ppo, batch_size=batch, micro_batch=batch, num_minibatches=1,

@@ -50,7 +50,7 @@ class BaseCmd:
     action: tyro.conf.Positional[Literal["build"]]
     """`build`: run the recipe."""
     rung: str = "tiny"
-    """Ladder rung (nano, micro, tiny, xs, s, m, l)."""
+    """Ladder rung (nano, micro, tiny, mini, midi, xs, s, m, l)."""
     preset: str = "demo"
     """Preset whose task and model settings (recipe hyperparameters) the base is built with."""
     out: Path | None = None
@@ -62,7 +62,8 @@ class BaseCmd:
 
     def run(self) -> int:
         from nplus import bases
-        from nplus.config import ConfigError, apply_overrides, preset
+        from nplus.config import ConfigError, apply_overrides
+        from nplus.presets import preset
         from nplus.models import LADDER
         from nplus.pipeline import default_cache, load_data
 
@@ -160,7 +161,8 @@ class RunArgs:
     """Mirror metrics and samples to wandb (offline mode when WANDB_API_KEY is unset)."""
 
     def resolve(self):
-        from nplus.config import apply_overrides, preset
+        from nplus.config import apply_overrides
+        from nplus.presets import preset
 
         cfg = preset(self.preset, self.seed)
         if self.framework:  # a framework's values first, then the flags given on the command line

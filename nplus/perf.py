@@ -185,7 +185,7 @@ def cost_row(rung: str, batch: int, query: int, response: int, epochs: int, voca
     """Episodes/s and memory of one PPO update at (rung, batch) with random weights (median over ``repeats``)."""
     from dataclasses import replace
 
-    from nplus.config import preset
+    from nplus.presets import preset
 
     base = preset("demo", 1)
     cfg = replace(base, ppo=replace(base.ppo, batch_size=batch, micro_batch=batch, num_minibatches=1,

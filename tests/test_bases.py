@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from nplus import bases
-from nplus.config import BASE_RECIPE, apply_overrides, preset
+from nplus.config import BASE_RECIPE, apply_overrides
+from nplus.presets import preset
 from nplus.pipeline import load_data
 from nplus.stages.base import pretrain_base, pretraining_texts, token_stream
 

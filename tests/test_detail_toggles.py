@@ -12,7 +12,8 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from nplus import objectives, ops
-from nplus.config import apply_overrides, preset
+from nplus.config import apply_overrides
+from nplus.presets import preset
 from nplus.data.formatting import pad, prepare_tokenizer, preference_response_ids, sft_response_ids
 from nplus.data.truncation import truncate_query
 from nplus.details import REGISTRY

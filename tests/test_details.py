@@ -51,7 +51,8 @@ def test_each_detail_applies_where_it_means_something():
 
 
 def test_a_detail_that_means_nothing_under_the_algorithm_is_rejected_before_compute():
-    from nplus.config import ConfigError, apply_overrides, preset
+    from nplus.config import ConfigError, apply_overrides
+    from nplus.presets import preset
 
     with pytest.raises(ConfigError, match=r"details.value_init='sft' means nothing under algorithm=grpo \(it applies to: ppo\)"):
         apply_overrides(preset("smoke"), hparams={"algorithm": "grpo"}, details={"value_init": "sft"})
@@ -66,7 +67,8 @@ def test_a_detail_that_means_nothing_under_the_algorithm_is_rejected_before_comp
 
 
 def test_the_algorithm_leaves_upstream_hashes_and_ppo_run_hashes_alone():
-    from nplus.config import apply_overrides, preset
+    from nplus.config import apply_overrides
+    from nplus.presets import preset
 
     base = preset("smoke")
     for algorithm in ALGORITHMS[1:]:

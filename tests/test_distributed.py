@@ -92,7 +92,8 @@ def test_single_process_training_is_not_wrapped_and_backward_averages_micro_batc
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
 def test_frozen_offload_without_deepspeed_fails_before_any_output(tmp_path):
-    from nplus.config import ConfigError, apply_overrides, preset
+    from nplus.config import ConfigError, apply_overrides
+    from nplus.presets import preset
     from nplus.pipeline import run_pipeline
 
     cfg = apply_overrides(preset("smoke"), {"ppo.frozen_offload": "true"})

@@ -94,7 +94,8 @@ def test_network_judge_rerun_makes_zero_requests(corpus, tmp_path, monkeypatch):
 
 
 def test_relabelled_pairs_are_a_comparisons_source_of_the_embedded_task(corpus, tmp_path):
-    from nplus.config import ConfigError, apply_overrides, preset
+    from nplus.config import ConfigError, apply_overrides
+    from nplus.presets import preset
 
     _label(corpus, tmp_path / "ai", judge="simulated-ai", limit=4)
     base = preset("smoke", 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nplus.config import PRESETS, preset
+from nplus.presets import PRESETS, preset
 from nplus.details import REGISTRY, Details
 
 ROOT = Path(__file__).resolve().parent.parent

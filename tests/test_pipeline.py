@@ -2,7 +2,8 @@
 
 import pytest
 
-from nplus.config import apply_overrides, preset
+from nplus.config import apply_overrides
+from nplus.presets import preset
 from nplus.details import ALGORITHMS, REGISTRY
 from nplus.testing import run_isolated
 from nplus.rundir import read_json, read_jsonl

@@ -105,7 +105,8 @@ def test_fact_check_pairs_differ_in_one_fact_and_the_judge_agrees():
 def test_fact_check_set_follows_the_built_rows_when_query_truncation_drops_some(tmp_path):
     """details.query_truncation=drop leaves the over-long validation posts out of the built data: the RM's
     fact-check probe must pair each remaining row with its own post (it once assumed the generator's order)."""
-    from nplus.config import apply_overrides, preset
+    from nplus.config import apply_overrides
+    from nplus.presets import preset
     from nplus.pipeline import fact_check_set, load_data
     from nplus.tasks.synth import build_posts
     from nplus.tasks.world import SLOTS

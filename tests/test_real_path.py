@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
-from nplus.config import apply_overrides, preset
+from nplus.config import apply_overrides
+from nplus.presets import preset
 from nplus.models import ladder_config
 from nplus.rundir import done_problem, read_json, read_jsonl
 from nplus.tasks.gold import GoldJudge

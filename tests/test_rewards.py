@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nplus.config import ConfigError, apply_overrides, preset
+from nplus.config import ConfigError, apply_overrides
+from nplus.presets import preset
 from nplus.rewards import RULES, keywords_rule, sentiment_rule, text_score_fn
 from nplus.rundir import read_json, read_jsonl
 from nplus.testing import run_isolated

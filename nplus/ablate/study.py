@@ -8,7 +8,7 @@ variant × size × seed, each with its resolved ``Config`` and run directory
 ``<out>/<variant>[/size=<s>]/seed=<n>/``.
 
     name = "demo"                 # the study's name (default output: runs/<name>)
-    preset = "demo"               # base preset (nplus.config.PRESETS)
+    preset = "demo"               # base preset (nplus.presets.PRESETS)
     seeds = "default"             # seeds/<name>.txt, committed before results are seen
     sizes = ["nano", "tiny"]      # optional: model-ladder rungs; a size sets model.name
     baseline = "baseline"         # the variant every other is compared with (added if not listed)
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nplus.config import PRESETS, Config, ConfigError, apply_overrides, preset
+from nplus.config import Config, ConfigError, apply_overrides
+from nplus.presets import PRESETS, preset
 from nplus.details import REGISTRY, DetailError
 from nplus.frameworks import FRAMEWORKS, framework_details
 from nplus.stats import AA_SEED_OFFSET, AA_VARIANT

@@ -61,7 +61,7 @@ class LabelConfig:
 
 def _load(cfg: LabelConfig):
     """(comparisons DatasetDict, tldr-synth data dir or None)."""
-    from nplus.config import preset
+    from nplus.presets import preset
     from nplus.data.loader import load_comparisons
     from nplus.pipeline import default_cache, synth_dir
 
