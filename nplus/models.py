@@ -26,10 +26,10 @@ from nplus.rundir import fault_point
 # Pythia; rotary on 25 % of head dims as in Pythia unless ModelConfig.rotary_pct says otherwise. Parameter counts depend on the tokenizer's vocabulary.
 LADDER: dict[str, tuple[int, int, int]] = {
     "nano": (32, 1, 2),
+    "nano2": (32, 2, 2),
     "micro": (48, 2, 4),
     "tiny": (64, 2, 4),
     "mini": (80, 2, 4),
-    "midi": (96, 2, 4),
     "xs": (128, 3, 4),
     "s": (192, 4, 6),
     "m": (256, 6, 8),

@@ -14,6 +14,7 @@ import random
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from nplus.report import Options, ReportError, build_report, load_study
@@ -312,7 +313,8 @@ def test_sizes_scaling_and_spearman(tmp_path):
     assert 'id="spearman-table"' in html and "rises with size" in html
     rows = list(csv.DictReader(open(out / "tables" / "spearman.csv")))
     rouge = next(r for r in rows if r["variant"] == "baseline" and r["metric"] == "sft.rouge_l")
-    assert float(rouge["rho"]) > 0.8 and float(rouge["ci_low"]) > 0
+    assert float(rouge["rho"]) > 0.8 and float(rouge["ci_low"]) > 0  # ROUGE-L = 0.20 + 0.02 · log10(params) + noise
+    assert float(rouge["ci_low"]) < 0.02 < float(rouge["ci_high"])
     # the paper's values in panels of their own, labelled as the real task's
     assert "Bottom row: the paper&#39;s values" in html and "not comparable with the paper&#39;s" in html
 
@@ -389,8 +391,17 @@ def test_spearman_reports_a_metric_that_is_the_same_at_every_size():
     rows = [{"variant": "baseline", "metric": m, "params": p, "value": v}
             for p, rouge in ((1e5, 0.3), (3e5, 0.5), (1e6, 0.55)) for seed in (1, 2)
             for m, v in (("sft.rouge_l", rouge + 0.001 * seed), ("ppo.win_rate", 0.0))]
-    got = {r["metric"]: r for r in spearman_rows(pd.DataFrame(rows), n_boot=200)}
+    got = {r["metric"]: r for r in spearman_rows(pd.DataFrame(rows))}
     assert got["sft.rouge_l"]["trend"] == "rises with size"
+    # the slope's t interval, by hand: a line through (5, .301/.302), (5.477, .501/.502), (6, .551/.552)
+    import numpy as np
+    from scipy import stats as sps
+
+    x = np.log10([1e5, 1e5, 3e5, 3e5, 1e6, 1e6])
+    fit = sps.linregress(x, [0.301, 0.302, 0.501, 0.502, 0.551, 0.552])
+    half = sps.t.ppf(0.975, 4) * fit.stderr
+    assert got["sft.rouge_l"]["ci_low"] == pytest.approx(fit.slope - half)
+    assert got["sft.rouge_l"]["ci_high"] == pytest.approx(fit.slope + half)
     assert got["ppo.win_rate"]["trend"].startswith("the same at every size") and math.isnan(got["ppo.win_rate"]["rho"])
 
 
@@ -411,3 +422,37 @@ def test_relabelled_variants_show_their_labellers_agreement(tmp_path):
     table = table[:table.index("</table>")]
     assert "judge:simulated-ai(length=0.15)" in table and "0.850" in table and "0.700" in table
     assert table.count("<tr>") == 2  # the header and one relabelled split of one variant (validation kept)
+
+
+@pytest.mark.parametrize("hypothesis, verdict", [("rises", "rises: the hypothesis holds"),
+                                                 ("falls", "rises: the hypothesis is contradicted")])
+def test_knob_section_tests_the_trend_along_the_knob(tmp_path, hypothesis, verdict):
+    """Win-rate effects −0.12, +0.01, +0.08 in the knob's order: the paired difference rises along it."""
+    order = ["no_eos_penalty", "reward_whitening_on", "advantage_whitening_off"]
+    root = make_study(tmp_path / "knob", failed=None)
+    meta = json.loads((root / "study.json").read_text())
+    meta["study"]["knob"] = {"name": "a made-up knob", "variants": order, "metric": "ppo.win_rate", "hypothesis": hypothesis}
+    _write_json(root / "study.json", meta)
+    html = build_report(root, tmp_path / "out").read_text()
+    section = html[html.index('<section id="knob">'):]
+    section = section[:section.index("</section>")]
+    assert "Along the knob: a made-up knob" in section and verdict in section
+    assert section.index(order[0]) < section.index(order[1]) < section.index(order[2])
+    table = pd.read_csv(tmp_path / "out" / "tables" / "knob.csv")
+    assert len(table) == 9 and table.groupby("variant")["diff"].mean()[order].is_monotonic_increasing
+
+
+def test_studies_without_a_knob_have_no_knob_section(tmp_path):
+    html = build_report(make_study(tmp_path / "plain", failed=None), tmp_path / "out").read_text()
+    assert '<section id="knob">' not in html and 'href="#knob"' not in html
+
+
+def test_knob_slopes_are_per_seed_least_squares_slopes():
+    """Hand-computed: over positions 0, 1, 2 the least-squares slope is (last − first) / 2."""
+    from nplus.report.knob import seed_slopes
+
+    diffs = {1: (-0.030, 0.018, 0.014), 2: (0.004, -0.024, 0.050), 3: (-0.014, -0.038, 0.084)}
+    points = pd.DataFrame([{"seed": s, "position": p, "diff": d} for s, ds in diffs.items() for p, d in enumerate(ds)])
+    assert seed_slopes(points) == pytest.approx([0.022, 0.023, 0.049])
+    # one setting only: no slope
+    assert seed_slopes(points[points.position == 0]).size == 0

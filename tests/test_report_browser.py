@@ -245,3 +245,21 @@ def test_untrusted_text_stays_text(rendered):
     assert XSS_SCRIPT in dom["text"] and XSS_IMG in dom["text"]
     assert dom["scripts"] == 0 and dom["handlers"] == 0 and dom["iframes"] == 0
     assert all(i["scheme"] == "data" for i in dom["images"])
+
+
+COMMITTED = sorted(p.parent.name for p in (Path(__file__).resolve().parents[1] / "reports").glob("*/index.html"))
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_report_opens_offline_without_errors(name, tmp_path):
+    """Every published report under reports/: loads with no request beyond its own file, no console error, and
+    every figure decoded."""
+    index = Path(__file__).resolve().parents[1] / "reports" / name / "index.html"
+    page = render_in_chromium(index, tmp_path)
+    cdp = page["events"]
+    urls = [p["request"]["url"] for p in cdp.of("Network.requestWillBeSent")]
+    assert urls and [u for u in urls if u != page["uri"] and urlparse(u).scheme != "data"] == []
+    assert cdp.of("Runtime.exceptionThrown") == []
+    assert [e["entry"] for e in cdp.of("Log.entryAdded") if e["entry"].get("level") in ("error", "warning")] == []
+    images = page["dom"]["images"]
+    assert images and all(i["scheme"] == "data" and i["loaded"] for i in images)

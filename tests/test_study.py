@@ -114,6 +114,25 @@ def test_ppo_only_flip_shares_upstream_hashes(tmp_path):
     assert by[("baseline", 1)]["sft"] != by[("baseline", 2)]["sft"]
 
 
+KNOB = """[[variants]]
+name = "v"
+[[variants]]
+name = "u"
+[knob]
+name = "k"
+variants = {variants}
+metric = "{metric}"
+hypothesis = "{hyp}"
+"""
+
+
+def test_knob_is_kept_in_order_and_written_to_study_json(tmp_path):
+    study = load_study(write_study(tmp_path, BASE + KNOB.format(variants='["u", "v"]', metric="ppo.gold_score", hyp="falls")))
+    assert study.knob == {"name": "k", "variants": ["u", "v"], "metric": "ppo.gold_score", "hypothesis": "falls"}
+    assert study.as_dict()["knob"] == study.knob
+    assert "knob" not in load_study(write_study(tmp_path, BASE)).as_dict()  # studies without one: study.json unchanged
+
+
 @pytest.mark.parametrize("body, key, choices", [
     (BASE + "colour = 1\n", "colour", "valid keys"),
     ('name = "s"\npreset = "huge"\nseeds = "mine"\n', "preset", "smoke"),
@@ -129,6 +148,11 @@ def test_ppo_only_flip_shares_upstream_hashes(tmp_path):
     (BASE + 'baseline = "ref"\n', "baseline", "no variant named"),
     ('preset = "smoke"\nseeds = "mine"\n', "name", "missing"),
     (BASE + "one_at_a_time = 1\n", "one_at_a_time", "true or false"),
+    (BASE + KNOB.format(variants='["v", "w"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "valid: v"),
+    (BASE + KNOB.format(variants='["v"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "two or more"),
+    (BASE + KNOB.format(variants='["v", "baseline"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "valid: v"),
+    (BASE + KNOB.format(variants='["v", "u"]', metric="ppo.winrate", hyp="rises"), "knob.metric", "ppo.win_rate"),
+    (BASE + KNOB.format(variants='["v", "u"]', metric="ppo.win_rate", hyp="up"), "knob.hypothesis", "rises, falls"),
 ])
 def test_invalid_studies_fail_with_file_key_and_choices(tmp_path, body, key, choices):
     path = write_study(tmp_path, body)

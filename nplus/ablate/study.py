@@ -14,6 +14,11 @@ variant × size × seed, each with its resolved ``Config`` and run directory
     baseline = "baseline"         # the variant every other is compared with (added if not listed)
     one_at_a_time = true          # optional: one variant per alternative of every detail, "<detail>=<value>"
     aa = true                     # optional: an A/A arm "aa", the baseline with fresh training seeds (a check)
+    [knob]                        # optional: variants that are settings of one knob, and the trend to test
+    name = "verifier"             #   what the knob is (the report's axis)
+    variants = ["rm=micro", "rm=tiny", "rm=gold"]   # its settings, in increasing order (not the baseline)
+    metric = "ppo.win_rate"       #   the paired difference (variant − baseline) tested along the knob
+    hypothesis = "rises"          #   rises | falls: the report says whether the data show it
     [hparams]                     # optional: hyperparameter overrides for every variant
     "ppo.total_episodes" = 2048
     [[variants]]
@@ -37,7 +42,9 @@ from nplus.details import REGISTRY, DetailError
 from nplus.frameworks import FRAMEWORKS, framework_details
 from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 
-STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "aa", "hparams", "variants")
+STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "aa", "knob", "hparams", "variants")
+KNOB_KEYS = ("name", "variants", "metric", "hypothesis")
+KNOB_HYPOTHESES = ("rises", "falls")
 VARIANT_KEYS = ("name", "details", "framework", "hparams")
 # Where committed seed lists live: next to the study's folder (ablations/../seeds), else the repository's.
 _REPO_SEEDS = Path(__file__).resolve().parents[2] / "seeds"
@@ -76,6 +83,8 @@ class Study:
     hparams: dict[str, Any]
     variants: tuple[Variant, ...]
     description: str = ""
+    knob: dict[str, Any] = field(default_factory=dict)
+    """Empty, or {name, variants, metric, hypothesis}: variants that set one knob, in order (see the module doc)."""
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -83,7 +92,8 @@ class Study:
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "name": self.name, "description": self.description, "preset": self.preset,
                 "seeds_name": self.seeds_name, "seeds": list(self.seeds), "sizes": list(self.sizes),
-                "baseline": self.baseline, "hparams": self.hparams, "variants": [v.as_dict() for v in self.variants]}
+                "baseline": self.baseline, "hparams": self.hparams, "variants": [v.as_dict() for v in self.variants],
+                **({"knob": self.knob} if self.knob else {})}
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,30 @@ def read_seeds(path: Path) -> tuple[int, ...]:
 def _available_seed_lists(study_path: Path) -> list[str]:
     folders = {Path(study_path).resolve().parent.parent / "seeds", _REPO_SEEDS}
     return sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.txt")})
+
+
+def _knob(path: Path, raw: Any, names: list[str], baseline: str) -> dict[str, Any]:
+    from nplus.metrics_doc import SUMMARY_METRICS
+
+    _typed(path, "knob", raw, dict, "a table with keys " + ", ".join(KNOB_KEYS))
+    _check_keys(path, "knob.", raw, KNOB_KEYS)
+    for key in KNOB_KEYS:
+        if key not in raw:
+            raise _fail(path, f"knob.{key}", f"missing (required keys: {', '.join(KNOB_KEYS)})")
+    label = _typed(path, "knob.name", raw["name"], str, "a string")
+    settings = _typed(path, "knob.variants", raw["variants"], list, "a list of variant names in the knob's order")
+    arms = [n for n in names if n != baseline]
+    for v in settings:
+        if v not in arms:
+            raise _fail(path, "knob.variants", f"{v!r} is not a variant other than the baseline; valid: {', '.join(arms)}")
+    if len(settings) < 2 or len(set(settings)) != len(settings):
+        raise _fail(path, "knob.variants", "needs two or more distinct variants (a trend needs two settings)")
+    metric = _typed(path, "knob.metric", raw["metric"], str, "a summary metric name")
+    if metric not in SUMMARY_METRICS:
+        raise _fail(path, "knob.metric", f"unknown summary metric {metric!r}; valid: {', '.join(SUMMARY_METRICS)}")
+    if raw["hypothesis"] not in KNOB_HYPOTHESES:
+        raise _fail(path, "knob.hypothesis", f"{raw['hypothesis']!r}; valid choices: {', '.join(KNOB_HYPOTHESES)}")
+    return {"name": label, "variants": list(settings), "metric": metric, "hypothesis": raw["hypothesis"]}
 
 
 def _variant(path: Path, i: int, raw: Any) -> Variant:
@@ -251,7 +285,8 @@ def load_study(path: Path | str) -> Study:
     if dupes:
         raise _fail(path, "variants", f"duplicate variant names: {', '.join(dupes)}")
     study = Study(path, name, base_preset, seeds_name, seeds, sizes, baseline, dict(hparams), tuple(variants),
-                  _typed(path, "description", raw.get("description", ""), str, "a string"))
+                  _typed(path, "description", raw.get("description", ""), str, "a string"),
+                  _knob(path, raw["knob"], names, baseline) if "knob" in raw else {})
     for v in study.variants:
         for size in sizes or (None,):
             try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from nplus.report.load import Study, load_published, load_study, results_frame, study_stats
+from nplus.report.knob import knob_points, knob_summary
 from nplus.report.overopt import checkpoints, peak_rows, peak_summary, peaks as gold_peaks
 from nplus.report.power import aa_check, power_rows, power_view
 from nplus.report.samples import CURVE_METRICS, curves_frame, display_text, overopt_examples, proxy_gold_frame, sample_grid
@@ -43,6 +44,10 @@ CAPTIONS = {
                "One row per variant, one panel per key metric. The dot is the mean difference from the baseline over "
                "seeds (paired by seed), the bar its interval. Look for bars that stay clear of the dashed zero line: "
                "green helps, red hurts, blue changes a descriptive quantity (KL, length), grey is no detectable effect."),
+    "knob": ("The effect along the study's knob",
+             "The knob's settings in increasing order, left to right. Grey points are single seeds' paired differences "
+             "from the baseline; the coloured dot and bar are their mean and interval (green helps, red hurts, grey no "
+             "detectable effect). The hypothesis is about the slope: read the trend test below, not one setting."),
     "scaling": ("Scaling with model size",
                 "Faint points are single seeds, the line is the mean with its interval, against the policy's parameter "
                 "count (log scale). Look for lines that rise from left to right, and for seeds that fall far below the "
@@ -67,6 +72,7 @@ CAPTIONS = {
 }
 NOT_AVAILABLE = {
     "forest": "no variant has a paired difference against the baseline",
+    "knob": "the study declares no knob, or no knob variant has a finished run paired with the baseline",
     "scaling": "no finished run reported params with these metrics",
     "training": "no PPO rows with an episode in metrics.jsonl",
     "proxy_gold": "no evaluation with both eval/proxy_reward and eval/gold_score",
@@ -82,13 +88,14 @@ def _show_published(study: Study, option: str) -> bool:
 
 
 def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
-                 pg: pd.DataFrame, points: pd.DataFrame, peaks: pd.DataFrame, published: dict | None, fig_dir: Path,
-                 formats: tuple[str, ...]) -> dict:
+                 pg: pd.DataFrame, points: pd.DataFrame, peaks: pd.DataFrame, knob: pd.DataFrame,
+                 published: dict | None, fig_dir: Path, formats: tuple[str, ...]) -> dict:
     from nplus.report import figures as F
 
     colors = F.palette(study.variants, study.baseline)
     builders = {
         "forest": lambda: F.forest_plot(effects, KEY_METRICS),
+        "knob": lambda: F.knob_plot(knob, effects, study.spec["knob"], study.baseline) if study.spec.get("knob") else None,
         "scaling": lambda: F.scaling_plot(results, SCALING_METRICS, colors, published),
         "training": lambda: F.training_curves(curves, CURVE_METRICS, colors, study.sizes),
         "proxy_gold": lambda: F.proxy_vs_gold(pg, colors),
@@ -184,7 +191,8 @@ def render(context: dict) -> str:
     return env.get_template("report.html.jinja").render(**context)
 
 
-TOC = (("headline", "Headline"), ("effects", "Effects (forest plot)"), ("trust", "A/A check and power"), ("scaling", "Scaling"),
+TOC = (("headline", "Headline"), ("effects", "Effects (forest plot)"), ("knob", "Along the knob"),
+       ("trust", "A/A check and power"), ("scaling", "Scaling"),
        ("training", "Training curves"), ("overoptimization", "Over-optimization"), ("samples", "Samples"),
        ("sanity", "Sanity checks"), ("provenance", "Provenance"))
 
@@ -203,9 +211,11 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
     pg = proxy_gold_frame(study, curves)
     points = checkpoints(study)
     peaks = gold_peaks(study, points)
+    knob_pts = knob_points(study, results)
+    effects = effects_frame(study, stats)
     # 2. figures (PNG + PDF files; PNG embedded)
     shown = _show_published(study, options.published)
-    figs = make_figures(study, results, effects_frame(study, stats), curves, pg, points, peaks,
+    figs = make_figures(study, results, effects, curves, pg, points, peaks, knob_pts,
                         load_published() if shown else None, out / "figures", options.formats)
     # 3. sections
     headline, grid = headline_table(study, stats), sample_grid(study, options.samples)
@@ -215,9 +225,9 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
     # 4. every table as CSV, then the page
     write_tables(out / "tables", {
         "headline": _headline_csv(headline, study.baseline), "stats": stats, "runs": _runs_table(study),
-        "spearman": pd.DataFrame(spearman, columns=["variant", "metric", "rho", "ci_low", "ci_high", "n", "sizes", "trend"]),
+        "spearman": pd.DataFrame(spearman, columns=["variant", "metric", "rho", "slope", "ci_low", "ci_high", "n", "sizes", "trend"]),
         "training_curves": _curves_table(curves), "proxy_vs_gold": pg, "overoptimization_checkpoints": points,
-        "overoptimization_peaks": peaks,
+        "overoptimization_peaks": peaks, "knob": knob_pts,
         "overoptimization_examples": pd.DataFrame(examples), "samples": _samples_csv(grid),
         "power": power, "aa_check": pd.DataFrame(aa["rows"], columns=["size", "metric", "label", "diff", "interval", "p", "verdict", "cls"]).drop(columns="cls"),
         "sanity": _sanity_csv(study), "provenance": pd.DataFrame(prov["runs"]), "packages": pd.DataFrame(prov["packages"]),
@@ -227,13 +237,16 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "title": options.title or f"{study.name}: RLHF implementation details",
         "kind": "single run" if study.single else f"study of {len(study.variants)} variant(s) × {len(study.seeds)} seed(s)",
         "generated": time.strftime("%Y-%m-%d %H:%M"),
-        "toc": [t for t in TOC if not (study.single and t[0] == "trust")], "facts": what_was_run(study), "failures": fails,
+        "toc": [t for t in TOC if not (study.single and t[0] == "trust") and not (t[0] == "knob" and not study.spec.get("knob"))],
+        "facts": what_was_run(study), "failures": fails,
+        "knob": {**study.spec["knob"], "rows": knob_summary(study, knob_pts, stats)} if study.spec.get("knob") else None,
         "headline": headline, "findings": findings(headline, stats), "means": means_table(study, stats),
         "rlhf": rlhf_effect_rows(study),
         "variants": variants_table(study), "labels": label_agreement(study), "baseline": study.baseline, "single": study.single,
         "stats_source": stats_source, "direction_text": DIRECTION_TEXT, "ci_level": round(100 * (1 - ALPHA)),
         "figs": figs, "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",
-        "spearman": [{**s, "interval": fmt_interval(s["ci_low"], s["ci_high"], True)} for s in spearman],
+        "spearman": [{**s, "slope_text": fmt(s["slope"], True), "interval": fmt_interval(s["ci_low"], s["ci_high"], True)}
+                     for s in spearman],
         "examples": [_example_view(e) for e in examples], "examples_reason": examples_reason, "grid": grid,
         "aa": aa, "power": power_view(power), "peaks": peak_rows(peaks), "peak_summary": peak_summary(peaks),
         "sanity": sanity_table(study), "prov": prov, "study_dir": str(study.root),

@@ -118,6 +118,37 @@ def forest_plot(effects: pd.DataFrame, metrics: tuple[tuple[str, str], ...]) -> 
     return fig
 
 
+def knob_plot(points: pd.DataFrame, effects: pd.DataFrame, knob: dict, baseline: str) -> plt.Figure | None:
+    """The paired difference (variant − baseline) at each setting of the study's knob, in order: seeds as faint
+    points, the mean and its interval from the statistics; one panel per size."""
+    if points.empty:
+        return None
+    sizes = list(dict.fromkeys(points["size"]))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(sizes), figsize=(3.4 * len(sizes) + 1.2, 3.3), squeeze=False, sharey=True)
+        for ax, size in zip(axes[0], sizes):
+            g = points[points["size"] == size]
+            ax.plot(g.position, g["diff"], "o", color="#8c8c8c", alpha=0.55, ms=4, mew=0)
+            for pos, v in enumerate(knob["variants"]):
+                e = effects[(effects.variant == v) & (effects.metric == knob["metric"]) & (effects["size"].fillna("") == size)]
+                if not len(e):
+                    continue
+                row = e.iloc[0]
+                color = VERDICT_COLORS[verdict_class(row.verdict)]
+                if _finite(row.diff_ci_low, row.diff_ci_high):
+                    ax.plot([pos + 0.12] * 2, [row.diff_ci_low, row.diff_ci_high], color=color, lw=2.2, solid_capstyle="round")
+                ax.plot(pos + 0.12, row["diff"], "o", color=color, ms=6, mec="white", mew=0.6, zorder=3)
+            ax.axhline(0.0, color="#555555", lw=0.8, ls="--", zorder=1)
+            ax.set_xticks(range(len(knob["variants"])), knob["variants"], rotation=20, ha="right")
+            ax.set_xlim(-0.5, len(knob["variants"]) - 0.5)
+            ax.set_xlabel(knob["name"] + " →")
+            if size:
+                ax.set_title(f"size {size}")
+        axes[0][0].set_ylabel(f"{knob['metric']}: variant − {baseline}")
+        fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------ scaling
 
 def _t_band(values: np.ndarray) -> tuple[float, float]:
