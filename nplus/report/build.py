@@ -211,6 +211,7 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
     pg = proxy_gold_frame(study, curves)
     points = checkpoints(study)
     peaks = gold_peaks(study, points)
+    knob_spec = study.spec.get("knob")
     knob_pts = knob_points(study, results)
     effects = effects_frame(study, stats)
     # 2. figures (PNG + PDF files; PNG embedded)
@@ -237,9 +238,9 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "title": options.title or f"{study.name}: RLHF implementation details",
         "kind": "single run" if study.single else f"study of {len(study.variants)} variant(s) × {len(study.seeds)} seed(s)",
         "generated": time.strftime("%Y-%m-%d %H:%M"),
-        "toc": [t for t in TOC if not (study.single and t[0] == "trust") and not (t[0] == "knob" and not study.spec.get("knob"))],
+        "toc": [t for t in TOC if not (study.single and t[0] == "trust") and not (t[0] == "knob" and not knob_spec)],
         "facts": what_was_run(study), "failures": fails,
-        "knob": {**study.spec["knob"], "rows": knob_summary(study, knob_pts, stats)} if study.spec.get("knob") else None,
+        "knob": {**knob_spec, "rows": knob_summary(study, knob_pts, stats)} if knob_spec else None,
         "headline": headline, "findings": findings(headline, stats), "means": means_table(study, stats),
         "rlhf": rlhf_effect_rows(study),
         "variants": variants_table(study), "labels": label_agreement(study), "baseline": study.baseline, "single": study.single,

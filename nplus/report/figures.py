@@ -130,7 +130,7 @@ def knob_plot(points: pd.DataFrame, effects: pd.DataFrame, knob: dict, baseline:
             g = points[points["size"] == size]
             ax.plot(g.position, g["diff"], "o", color="#8c8c8c", alpha=0.55, ms=4, mew=0)
             for pos, v in enumerate(knob["variants"]):
-                e = effects[(effects.variant == v) & (effects.metric == knob["metric"]) & (effects["size"].fillna("") == size)]
+                e = effects[(effects.variant == v) & (effects.metric == knob["metric"]) & (effects["size"] == size)]
                 if not len(e):
                     continue
                 row = e.iloc[0]

@@ -11,13 +11,11 @@ understates their spread, and it called a trend whose per-seed slopes do not cle
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from nplus.report.load import Study
-from nplus.report.tables import fmt, fmt_interval
+from nplus.report.tables import effect_cell, fmt, fmt_interval, stat_row
 from nplus.stats import t_interval
 
 COLUMNS = ["size", "variant", "position", "seed", "diff"]
@@ -48,18 +46,12 @@ def knob_summary(study: Study, points: pd.DataFrame, stats: pd.DataFrame) -> lis
     knob = study.spec.get("knob") or {}
     out = []
     for size, g in points.groupby("size", sort=False):
-        arms = []
-        for pos, v in enumerate(knob["variants"]):
-            s = stats[(stats.variant == v) & (stats.metric == knob["metric"]) & (stats["size"].fillna("") == size)]
-            row = s.iloc[0] if len(s) else None
-            arms.append({"variant": v, "position": pos, "n": int((g.variant == v).sum()),
-                         "diff": fmt(row["diff"], True) if row is not None else "—",
-                         "interval": fmt_interval(row["diff_ci_low"], row["diff_ci_high"], True) if row is not None else "",
-                         "verdict": (row["verdict"] if row is not None and isinstance(row["verdict"], str) else "")})
+        arms = [{"variant": v, "n": int((g.variant == v).sum()),
+                 **effect_cell(stat_row(stats, v, size, knob["metric"]), knob["metric"])}
+                for v in knob["variants"]]
         slopes = seed_slopes(g)
         slope, _, lo, hi = t_interval(slopes)
         if lo is None:
-            lo = hi = math.nan
             trend = "not testable (fewer than two seeds with two or more settings)"
         else:
             trend = "rises" if lo > 0 else "falls" if hi < 0 else "no detectable trend"

@@ -157,12 +157,12 @@ def what_was_run(study: Study) -> list[tuple[str, str]]:
     return rows
 
 
-def _stat_row(stats: pd.DataFrame, variant: str, size: str, metric: str) -> dict | None:
+def stat_row(stats: pd.DataFrame, variant: str, size: str, metric: str) -> dict | None:
     sel = stats[(stats.variant == variant) & (stats["size"] == size) & (stats.metric == metric)]
     return sel.iloc[0].to_dict() if len(sel) else None
 
 
-def _effect_cell(row: dict | None, metric: str) -> dict:
+def effect_cell(row: dict | None, metric: str) -> dict:
     if row is None or as_number(row.get("diff")) is None:
         return {"text": "—", "interval": "", "verdict": "not available", "cls": "na", "title": "not available"}
     verdict = row.get("verdict") or "not assessed"
@@ -195,7 +195,7 @@ def headline_table(study: Study, stats: pd.DataFrame) -> dict:
     """The answer in one table: each variant's paired effect on the key metrics, baseline values on top."""
     metrics = [{"key": k, "label": lab, "direction": direction(k)} for k, lab in KEY_METRICS]
     sizes = study.sizes or [""]
-    baseline = [{"size": s, "cells": [_mean_cell(_stat_row(stats, study.baseline, s, m["key"])) for m in metrics]}
+    baseline = [{"size": s, "cells": [_mean_cell(stat_row(stats, study.baseline, s, m["key"])) for m in metrics]}
                 for s in sizes]
     rows = []
     for variant in study.variants:
@@ -208,7 +208,7 @@ def headline_table(study: Study, stats: pd.DataFrame) -> dict:
             failed = sum(not r.ok for r in runs)
             rows.append({"variant": variant, "size": size, "overrides": overrides_text(study.overrides.get(variant, {})),
                          "n": _n_pairs(stats, variant, size), "failed": failed, "all_failed": failed == len(runs),
-                         "cells": [_effect_cell(_stat_row(stats, variant, size, m["key"]), m["key"]) for m in metrics]})
+                         "cells": [effect_cell(stat_row(stats, variant, size, m["key"]), m["key"]) for m in metrics]})
     return {"metrics": metrics, "baseline": baseline, "rows": rows, "has_sizes": bool(study.sizes)}
 
 
@@ -239,7 +239,7 @@ def findings(headline: dict, stats: pd.DataFrame | None = None) -> list[dict]:
         if stats is not None:
             sel = stats[(stats.variant == row["variant"]) & (stats["size"] == row["size"]) & ~stats.metric.isin(key_names)]
             moved += [(r["metric"], c) for r in sel.to_dict("records")
-                      if (c := _effect_cell(r, r["metric"]))["cls"] in ("helps", "hurts")]
+                      if (c := effect_cell(r, r["metric"]))["cls"] in ("helps", "hurts")]
         name = row["variant"] + (f" [{row['size']}]" if row["size"] else "")
         if moved:
             parts = [{"verdict": c["verdict"], "cls": c["cls"], "metric": label,
@@ -253,7 +253,7 @@ def findings(headline: dict, stats: pd.DataFrame | None = None) -> list[dict]:
 def means_table(study: Study, stats: pd.DataFrame) -> dict:
     """Every variant's absolute values (mean over seeds and interval): the table for single-variant studies."""
     metrics = [{"key": k, "label": lab, "direction": direction(k)} for k, lab in KEY_METRICS]
-    rows = [{"variant": v, "size": s, "cells": [_mean_cell(_stat_row(stats, v, s, m["key"])) for m in metrics]}
+    rows = [{"variant": v, "size": s, "cells": [_mean_cell(stat_row(stats, v, s, m["key"])) for m in metrics]}
             for v in study.variants for s in (study.sizes or [""])
             if any(r.variant == v and r.size == s for r in study.runs)]
     return {"metrics": metrics, "rows": rows, "has_sizes": bool(study.sizes)}
