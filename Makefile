@@ -61,21 +61,21 @@ BENCH_GPU_ARGS ?=
 bench-gpu: $(STAMP)
 	$(GPU_PY) -m nplus.bench_gpu $(BENCH_GPU_ARGS)
 
-## TRL's PPO trainer vs nplus's on the same random-weight models, prompts and settings (bench/peers.py), in a
+## TRL's PPO trainer vs nplus's on the same random-weight models, prompts and settings (nplus/bench_peers.py), in a
 ## bench-only environment: trl is never a dependency of nplus. torch is pinned (unpinned, it pulls GB of CUDA).
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PEERS_ARGS ?=
 
-$(BENCH_STAMP): bench/requirements-peers.txt pyproject.toml
+$(BENCH_STAMP): nplus/bench_peers_requirements.txt pyproject.toml
 	$(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q torch==2.13.0
-	$(BENCH_VENV)/bin/pip install -q -r bench/requirements-peers.txt
+	$(BENCH_VENV)/bin/pip install -q -r nplus/bench_peers_requirements.txt
 	$(BENCH_VENV)/bin/pip install -q -e .
 	touch $(BENCH_STAMP)
 
 bench-peers: $(BENCH_STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python bench/peers.py $(PEERS_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python -m nplus.bench_peers $(PEERS_ARGS)
 
 clean:
 	rm -rf runs/.cache runs/smoke

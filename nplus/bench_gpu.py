@@ -24,6 +24,11 @@ from transformers import GPTNeoXConfig
 from nplus import perf
 
 
+def _sig(x: float) -> float:
+    """Three significant digits: a tiny CPU config's MFU is ~1e-5, which rounding to decimals would print as 0."""
+    return float(f"{x:.3g}")
+
+
 def pythia_1b_config(vocab: int = 50304, max_positions: int = 2048) -> GPTNeoXConfig:
     """EleutherAI/pythia-1b-deduped's shape: hidden 2048, 16 layers, 8 heads, FFN 8192, rotary on 25 % of head
     dims, parallel residual, untied embeddings; no dropout."""
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     for name in ("generation", "scoring", "training"):
         sec = statistics.median(t[name] for t in times)
         phases[name] = {"seconds": round(sec, 4), "tokens_per_s": round(tokens[name] / sec, 1),
-                        "tflop_per_s": round(flops[name] / sec / 1e12, 4), "mfu": round(flops[name] / sec / peak, 4)}
+                        "tflop_per_s": _sig(flops[name] / sec / 1e12), "mfu": _sig(flops[name] / sec / peak)}
     total = sum(statistics.median(t[n] for t in times) for n in phases)
     return {
         "model": "nano (tiny test config)" if args.tiny else "pythia-1b shape, random weights",
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
         "batch": batch, "micro_batch": micro, "query": query, "response": response, "ppo_epochs": args.epochs,
         "updates_timed": args.updates, "phases": phases,
         "update_s": round(total, 4), "episodes_per_s": round(batch / total, 2),
-        "mfu_update": round(sum(flops.values()) / total / peak, 4),
+        "mfu_update": _sig(sum(flops.values()) / total / peak),
         "peak_tflops": round(peak / 1e12, 3), "peak_source": peak_source,
         "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if on_cuda else round(perf.peak_rss_mib(), 1),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if on_cuda else "peak RSS",

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from nplus import ops
+from nplus.models import by_length
 from nplus.stages.common import decode_responses
 from nplus.tasks.gold import words
 from nplus.tasks.world import FEELINGS, SLOT_KEYS
@@ -68,11 +69,14 @@ class TrainingReward:
     score: ScoreFn | None = None
 
 
-def rm_score_fn(reward_model: torch.nn.Module, bias: float, gain: float, pad_id: int, reward_token: str) -> ScoreFn:
-    """The learned reward model's normalized score (the paper's source)."""
+def rm_score_fn(reward_model: torch.nn.Module, bias: float, gain: float, pad_id: int, reward_token: str,
+                chunks: int = 1) -> ScoreFn:
+    """The learned reward model's normalized score (the paper's source); ``chunks``: models.by_length."""
+    def raw(ids: torch.Tensor) -> torch.Tensor:
+        return ops.pool_reward(reward_model(ids, pad_id), ids, pad_id, reward_token)
+
     def score(queries: torch.Tensor, responses: torch.Tensor, posts: Sequence[str]) -> torch.Tensor:
-        qr = torch.cat([queries, responses], 1)
-        return ops.normalize_score(ops.pool_reward(reward_model(qr, pad_id), qr, pad_id, reward_token), bias, gain)
+        return ops.normalize_score(by_length(raw, torch.cat([queries, responses], 1), pad_id, chunks), bias, gain)
     return score
 
 

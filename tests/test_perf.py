@@ -75,3 +75,39 @@ def test_pythia_1b_shape_has_pythia_1b_parameter_count():
         model = GPTNeoXForCausalLM(pythia_1b_config())
     # EleutherAI/pythia-1b: 1,011,781,632 parameters (vocab 50304)
     assert sum(p.numel() for p in model.parameters()) == 1_011_781_632
+
+
+def test_by_length_equals_one_padded_pass_in_values_gradients_and_row_order():
+    """models.by_length (ppo.length_chunks): rows grouped by length, shared leading pads dropped — the same outputs
+    and parameter gradients as one padded pass up to float rounding, in the input's row order."""
+    from nplus.models import by_length
+    from nplus.rewards import rm_score_fn
+
+    cfg = ladder_config("nano", 40, 40, 0, 1)
+    policy, _, rm, critic = perf.random_models(cfg)
+    q = perf.random_queries(7, 12, 40, seed=3)
+    q[2, :11] = perf.PAD_ID  # one row of a single query token: its group drops 11 columns
+    qr = torch.cat([q, torch.randint(2, 40, (7, 5))], 1)
+    results = {}
+    for chunks in (1, 3, 7, 20):
+        actor = Actor(policy, critic, None, chunks)
+        actor.zero_grad(set_to_none=True)
+        logits, values = actor(qr, perf.PAD_ID, 5)
+        (logits.logsumexp(-1).sum() + values.sum()).backward()
+        score = rm_score_fn(rm, 0.0, 1.0, perf.PAD_ID, "eos", chunks)(q, qr[:, 12:], [""] * 7)
+        grads = [p.grad.clone() for p in actor.parameters() if p.grad is not None]
+        results[chunks] = (logits.detach(), values.detach(), score.detach(), grads)
+    assert results[1][0].shape == (7, 5, 40) and results[1][1].shape == (7, 5) and results[1][2].shape == (7,)
+    for chunks in (3, 7, 20):
+        for got, want in zip(results[chunks][:3], results[1][:3]):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for got, want in zip(results[chunks][3], results[1][3]):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # each group really is cut: fn sees no column that is padding in all of its rows
+    widths = []
+    by_length(lambda ids: widths.append(ids.size(1)) or ids[:, -1:], qr, perf.PAD_ID, 3)
+    lead = (qr != perf.PAD_ID).long().cumsum(1).eq(0).sum(1).sort(descending=True).values
+    assert widths == [qr.size(1) - int(g.min()) for g in lead.chunk(3)]
+    assert widths[0] < qr.size(1)  # the shortest rows come first, and their group is cut
+    # chunks = 1 is the plain call, bit for bit
+    assert torch.equal(by_length(lambda ids: critic(ids, perf.PAD_ID), qr, perf.PAD_ID, 1), critic(qr, perf.PAD_ID))

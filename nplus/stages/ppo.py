@@ -19,7 +19,7 @@ import torch.nn as nn
 from nplus import ops
 from nplus.config import Config
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn
-from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, count_parameters, init_critic,
+from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, by_length, count_parameters, init_critic,
                           init_reward_head, lm_logits, load_causal_lm, set_dropout)
 from nplus.stages.common import (MetricsLog, check_finite, dist, lr_at, make_optimizer, minibatches, progress,
                                  rank_generator, sample, seed_everything, set_lr, zero3_offload)
@@ -51,15 +51,19 @@ class Actor(nn.Module):
     """Policy (+ critic) behind one interface: details.value_network picks separate or shared trunk. With neither a
     critic nor a shared trunk it is the policy alone (the critic-free algorithms and DPO): values are zeros."""
 
-    def __init__(self, policy, critic: ScalarModel | None, shared: SharedTrunkPolicy | None):
+    def __init__(self, policy, critic: ScalarModel | None, shared: SharedTrunkPolicy | None, chunks: int = 1):
         super().__init__()
         self.policy, self.critic, self.shared = policy, critic, shared
+        self.chunks = chunks  # ppo.length_chunks: forward passes over rows grouped by length (models.by_length)
 
     def lm(self):
         return self.shared.lm if self.shared is not None else self.policy
 
     def forward(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, Lq+T) → (B, T, V) logits predicting the response tokens and (B, T) values of the states before them."""
+        return by_length(lambda ids: self._forward(ids, pad_id, response_length), query_responses, pad_id, self.chunks)
+
+    def _forward(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         keep = response_length + 1
         if self.shared is not None:
             logits, values = self.shared(query_responses, pad_id, keep)
@@ -77,11 +81,13 @@ class Actor(nn.Module):
         are bit-identical; the separate-critic case skips the policy's forward pass entirely.
         """
         keep = response_length + 1
-        if self.shared is not None:
-            return self.shared(query_responses, pad_id, 1)[1][:, -keep:-1]
-        if self.critic is None:
+        if self.critic is None and self.shared is None:
             return torch.zeros(query_responses.size(0), response_length, device=query_responses.device)
-        return self.critic(query_responses, pad_id)[:, -keep:-1]
+
+        def values_of(ids: torch.Tensor) -> torch.Tensor:
+            out = self.shared(ids, pad_id, 1)[1] if self.shared is not None else self.critic(ids, pad_id)
+            return out[:, -keep:-1]
+        return by_length(values_of, query_responses, pad_id, self.chunks)
 
 
 def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
@@ -92,7 +98,7 @@ def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
     if d.value_network == "separate":
         critic = init_critic(d.value_init, rm_dir, sft_dir)
         set_dropout(critic.backbone, d.dropout)
-        return Actor(policy, critic, None)
+        return Actor(policy, critic, None, cfg.ppo.length_chunks)
     if d.value_network == "shared_trunk":
         hidden = policy.config.hidden_size
         if d.value_init == "reward_model":  # the RM's head on the policy's trunk (the trunks differ after RM training)
@@ -103,7 +109,7 @@ def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
             head = nn.Linear(hidden, 1)
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        return Actor(None, None, SharedTrunkPolicy(policy, head))
+        return Actor(None, None, SharedTrunkPolicy(policy, head), cfg.ppo.length_chunks)
     raise ValueError(f"value_network={d.value_network!r}")
 
 
@@ -112,9 +118,11 @@ def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature
     return ops.logprobs_of(ops.training_logits(logits, temperature, temperature_in_training), responses)
 
 
-def response_logits(ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int) -> torch.Tensor:
-    """(B, Lq+T) → (B, T, V) logits of a plain causal LM for the response positions."""
-    return lm_logits(ref_policy, query_responses, pad_id, response_length + 1)[:, :-1]
+def response_logits(ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int,
+                    chunks: int = 1) -> torch.Tensor:
+    """(B, Lq+T) → (B, T, V) logits of a plain causal LM for the response positions (``chunks``: models.by_length)."""
+    return by_length(lambda ids: lm_logits(ref_policy, ids, pad_id, response_length + 1)[:, :-1], query_responses,
+                     pad_id, chunks)
 
 
 def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -152,7 +160,7 @@ def rollout(cfg: Config, actor: Actor, ref_policy, score_fn: ScoreFn, queries: t
         logprobs = response_logprobs(logits, responses, p.temperature, d.temperature_in_training)
     else:
         raise ValueError(f"rollout_logprobs={d.rollout_logprobs!r}")
-    ref_logits = response_logits(ref_policy, query_responses_raw, pad_id, T)
+    ref_logits = response_logits(ref_policy, query_responses_raw, pad_id, T, p.length_chunks)
     ref_logprobs = response_logprobs(ref_logits, responses, p.temperature, d.temperature_in_training)
     # 3. truncate after the first EOS (EOS kept); score the truncated text
     post = ops.truncate_after_eos(responses, eos_id, pad_id)
@@ -301,7 +309,7 @@ def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: 
     actor.train()
     reward = reward or TrainingReward()  # the learned RM, which reads no posts
     ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device, with_rm=reward.score is None)
-    score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token)
+    score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token, cfg.ppo.length_chunks)
     base_lr = cfg.stage_lr("ppo")
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, cfg.details.adam_eps)
     # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
