@@ -146,8 +146,8 @@ class PPOConfig:
     length_chunks: int = 4
     """Rollout scoring and training forward passes run over rows grouped by query length in this many groups,
     each without the leading padding all its rows share (nplus.models.by_length). The same function of the
-    weights: only float rounding differs from one padded pass (1 = that pass, the code before 2026-12-05). On the
-    demo, 4 takes ~25 % off a PPO update (docs/performance.md)."""
+    weights: only float rounding differs from one padded pass (1 = that pass, the code before 2026-12-05). At the
+    demo's shapes, 4 took 16 % off a PPO update (9 % in `make bench-peers`; docs/performance.md)."""
     frozen_offload: bool = False
     """Wrap the frozen reference policy and reward model in DeepSpeed ZeRO-3 with CPU parameter offload
     (nplus/configs/ds_zero3_offload_frozen.json), as the paper did at 6.9B. Needs `pip install deepspeed` and

@@ -103,14 +103,14 @@ def by_length(fn, input_ids: torch.Tensor, pad_id: int, chunks: int):
     Left-padded rows are sorted by their leading pad count and split into ``chunks`` groups; each group drops the
     leading columns that are padding in all its rows, runs ``fn``, and the outputs go back to the input's row
     order. Exact because a leading pad is masked out of attention and position ids count attended tokens only
-    (``position_ids_from_mask``), so the columns dropped never touch a kept token. The point is compute: with
-    query lengths spread over [Lq/2, Lq], 4 groups skip ~15 % of the tokens and ~27 % of the attention work
+    (``position_ids_from_mask``), so the columns dropped never touch a kept token. The point is compute: at the
+    demo's shapes 4 groups took 26 % off a policy + critic forward and backward and 16 % off a PPO update
     (docs/performance.md). ``fn`` must return a tensor or a tuple of tensors of shape (rows, ...) that does not
     depend on the number of columns (e.g. the last ``keep`` positions); ``chunks = 1`` is the plain call.
     """
     if chunks <= 1 or input_ids.size(0) <= 1:
         return fn(input_ids)
-    lead = (input_ids != pad_id).long().cumsum(1).eq(0).sum(1)  # (B,) leading pads per row
+    lead = ops.first_true_indices(input_ids != pad_id)  # (B,) leading pads per row
     order = lead.argsort(descending=True, stable=True)  # shortest rows first
     last = input_ids.size(1) - 1  # an all-pad row (none in practice) keeps one column
     outs = [fn(input_ids[rows, min(int(lead[rows].min()), last):]) for rows in order.chunk(chunks)]
