@@ -58,6 +58,25 @@ def fault_point(name: str) -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+# The kill -9 campaign's two-runner check (nplus/ablate/faults.py) needs both runners to have listed what is left
+# before either finishes a run; process start-up alone can take longer than a fast run. "<dir>:<n>": each runner
+# that reaches the barrier (after listing, before running) leaves a file in <dir> and waits until <n> are there,
+# or 120 s (then the check reports that they did not overlap). Unset: one dict lookup.
+BARRIER_ENV = "NPLUS_START_BARRIER"
+
+
+def start_barrier() -> None:
+    spec = os.environ.get(BARRIER_ENV)
+    if not spec:
+        return
+    folder, _, n = spec.rpartition(":")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).iterdir())) < int(n) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 # errno values that mean "the disk (or this process's file-size limit, RLIMIT_FSIZE, or quota) is full".
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 

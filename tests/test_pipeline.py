@@ -12,14 +12,6 @@ SUMMARY_KEYS = ["sft.rouge_l", "sft.win_rate", "rm.accuracy", "ppo.win_rate", "p
                 "ppo.eos_rate", "ppo.win_rate_ci"]
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """One smoke run (in a fresh process) recording which details the pipeline reads."""
-    root = tmp_path_factory.mktemp("smoke")
-    summary, read = run_isolated(preset("smoke", 1), root / "run", root / "cache", spy=True)
-    return {"root": root, "summary": summary, "read": set(read)}
-
-
 def test_smoke_summary_and_run_directory(smoke):
     run = smoke["root"] / "run"
     summary = read_json(run / "summary.json")

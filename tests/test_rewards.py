@@ -1,6 +1,7 @@
 """Reward sources (reward.source = rm | gold | rule): the rules by hand, centring on the references, the config's
 errors before any compute, hashes, and smoke runs of each source on the PPO smoke run's SFT and RM."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,9 +99,11 @@ def test_reward_source_enters_the_run_hash_only_when_it_is_not_the_rm():
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory):
+def sources(tmp_path_factory, smoke):
+    """The smoke run (reward source: the RM) and one run per other source, sharing its cache (a copy)."""
     root = tmp_path_factory.mktemp("rewards")
-    run_isolated(preset("smoke", 1), root / "rm", root / "cache")
+    shutil.copytree(smoke["root"] / "run", root / "rm")
+    shutil.copytree(smoke["root"] / "cache", root / "cache")
     out = {}
     for name, hp in {"gold": {"reward.source": "gold"},
                      "keywords": {"reward.source": "rule", "reward.rule": "keywords"},
@@ -111,13 +114,18 @@ def sources(tmp_path_factory):
     return out
 
 
+def keys(summary: dict) -> dict[str, str]:
+    """Each upstream artifact's cache key (its folder's name: the smoke run's cache was copied)."""
+    return {stage: Path(path).name for stage, path in summary["artifacts"].items()}
+
+
 def test_every_source_finishes_with_the_same_layout_and_the_gold_judge_still_evaluating(sources):
     rm_summary = sources["rm"][0]
     for name, (summary, run) in sources.items():
         assert set(rm_summary) <= set(summary), name
         if name == "rm_micro":
             continue
-        assert summary["artifacts"] == rm_summary["artifacts"], "SFT and RM are shared across reward sources"
+        assert keys(summary) == keys(rm_summary), "SFT and RM are shared across reward sources"
         ppo_rows = [r for r in read_jsonl(run / "samples.jsonl") if r["stage"] == "ppo"]
         assert all(r["gold_score"] is not None for r in ppo_rows)
     assert read_json(sources["gold"][1] / "config.json")["reward"]["source"] == "gold"
@@ -129,7 +137,7 @@ def test_reward_model_from_another_rung_trains_its_own_sft_and_scores_the_policy
     summary, run = sources["rm_micro"]
     default = sources["rm"][0]
     assert summary["reward_model"] == "micro" and summary["model"] == default["model"] == "nano"
-    assert summary["artifacts"]["sft"] == default["artifacts"]["sft"] and summary["artifacts"]["rm"] != default["artifacts"]["rm"]
+    assert keys(summary)["sft"] == keys(default)["sft"] and keys(summary)["rm"] != keys(default)["rm"]
     rm_cfg = read_json(Path(summary["artifacts"]["rm"]) / "config.json")
     assert rm_cfg["model"]["name"] == "micro"
     assert summary["sanity.first_ratio_ok"] and summary["sanity.initial_kl_ok"]

@@ -47,7 +47,7 @@ from pathlib import Path
 import tyro
 
 from nplus.ablate.runner import RUN_FN_ENV
-from nplus.rundir import DONE, FAULT_COUNTER_ENV, FAULT_ENV, FAULT_POINTS, done_problem, read_json
+from nplus.rundir import BARRIER_ENV, DONE, FAULT_COUNTER_ENV, FAULT_ENV, FAULT_POINTS, done_problem, read_json
 
 POINTS = ("timer", *FAULT_POINTS)
 WALL_TIME = "wall_time_s"  # metrics whose name ends so are timings: they differ between any two sweeps
@@ -101,9 +101,12 @@ def runner_command(c: Campaign, out: Path) -> list[str]:
             str(out.with_name(out.name + "-cache")), "--workers", str(c.workers)]
 
 
-def launch(c: Campaign, out: Path, log: Path, fault: str | None = None) -> subprocess.Popen:
+def launch(c: Campaign, out: Path, log: Path, fault: str | None = None, barrier: str | None = None
+           ) -> subprocess.Popen:
     """Start the runner in its own session, so that killing its process group spares this process."""
-    env = {k: v for k, v in os.environ.items() if k not in (FAULT_ENV, FAULT_COUNTER_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in (FAULT_ENV, FAULT_COUNTER_ENV, BARRIER_ENV)}
+    if barrier:
+        env[BARRIER_ENV] = barrier
     if c.run_fn:
         env[RUN_FN_ENV] = c.run_fn
     if fault:
@@ -280,7 +283,9 @@ def pair_check(c: Campaign, ref: Path, logs: Path) -> tuple[int, int, bool, list
     """Two runners at once on a fresh copy: (specs completed, completed specs attempted more than once, whether
     both runners started before either had completed a run, problems)."""
     out = c.out / "pair"
-    procs = [launch(c, out, logs / f"pair-{i}.txt") for i in (1, 2)]
+    # both list what is left before either runs anything (a fast run can finish before the other process is up)
+    barrier = f"{logs / 'pair-barrier'}:2"
+    procs = [launch(c, out, logs / f"pair-{i}.txt", barrier=barrier) for i in (1, 2)]
     codes = [wait_or_kill(p, None) for p in procs]
     problems = [f"pair runner {i}: exit status {rc}" for i, rc in enumerate(codes, 1) if rc not in (0, 1, 3)]
     # each runner's first line: "<study>: <n> complete, <m> to run ..."

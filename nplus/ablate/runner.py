@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 from nplus.ablate.study import RunSpec, Study, expand
 from nplus.rundir import (DONE, DiskFullError, atomic_write_json, atomic_write_text, done_problem, file_lock, is_done,
-                          read_json)
+                          read_json, start_barrier)
 
 # The function that executes one spec: run_fn(cfg, out_dir, cache, command=...) -> summary dict, writing DONE last.
 DEFAULT_RUN_FN = "nplus.pipeline:run_pipeline"
@@ -336,6 +336,7 @@ def run_study(study: Study, out: Path, workers: int = 1, cache: Path | None = No
     todo = [s for s in specs if not is_complete(s)]
     echo(f"{study.name}: {len(specs) - len(todo)} complete, {len(todo)} to run"
          + (f" on {workers} workers × {threads_per_worker(workers)} threads" if todo else ""))
+    start_barrier()
     if todo and run_fn_ref() == DEFAULT_RUN_FN:
         prepare_shared(todo, cache, echo)
     outcomes = run_local(todo, cache, workers, run_fn_ref(), command) if todo else []

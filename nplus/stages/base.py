@@ -133,16 +133,21 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     # default" that details.dropout=model_default re-enables downstream.
     set_dropout(model, "disabled")
     model.train()
-    stream, starts, tldr = token_stream(pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts,
-                                                          cfg.task.synth_seed), tokenizer)
+    steps = total = m.pretrain_induction_steps + m.pretrain_steps
+    if stop_after is not None:
+        steps = min(total, stop_after)
+    # Only the language phase and the manifest read the token stream: a replay of the first updates, all of the
+    # induction phase, skips building it (15-30 s for the demo corpus on 2 cores).
+    if stop_after is None or steps > m.pretrain_induction_steps:
+        stream, starts, tldr = token_stream(pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts,
+                                                              cfg.task.synth_seed), tokenizer)
     V = len(tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=m.pretrain_lr, eps=1e-8)
     log = MetricsLog(out_dir / "metrics.jsonl", "base")
-    total = m.pretrain_induction_steps + m.pretrain_steps
     n_span_rows = round(m.pretrain_batch * m.pretrain_span_mix)
-    bar = progress(total if stop_after is None else min(total, stop_after), f"base {m.name}")
+    bar = progress(steps, f"base {m.name}")
     losses: list[float] = []
-    for step in range(total if stop_after is None else min(total, stop_after)):
+    for step in range(steps):
         set_lr(opt, recipe_lr(m.pretrain_lr, m.pretrain_language_lr or m.pretrain_lr, step, m.pretrain_induction_steps,
                               m.pretrain_steps))
         weights = None
