@@ -23,8 +23,9 @@ command every time, and check that nothing was lost, redone or read half-written
    redone: "duplicated"). At the end of a sweep: the same run directories as the reference, each complete or
    failed as in the reference ("runs lost" counts the others), and stats.csv compared with the reference's byte
    for byte and as a table without the wall-time rows (two uninterrupted sweeps differ there too).
-3. Two runners started at once on a fresh copy (``OUT/pair``): every spec that completes was attempted exactly
-   once (the ``====`` headers of its log.txt).
+3. Two runners started at once on a fresh copy (``OUT/pair``), held at a start barrier (``NPLUS_START_BARRIER``)
+   until both have listed what is left: every spec that completes was attempted exactly once (the ``====``
+   headers of its log.txt).
 
 Exit status 0 when nothing was lost, duplicated or half-read and the stats tables are identical; else 1.
 """
