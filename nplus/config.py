@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +149,12 @@ class PPOConfig:
     each without the leading padding all its rows share (nplus.models.by_length). The same function of the
     weights: only float rounding differs from one padded pass (1 = that pass, the code before 2026-12-05). At the
     demo's shapes, 4 took 16 % off a PPO update (9 % in `make bench-peers`; docs/performance.md)."""
+    last_layer: Literal["response", "all"] = "response"
+    """`response`: forward passes that read the response's positions only (the policy and critic of every PPO,
+    RLOO, REINFORCE or GRPO epoch, the rollout's values and reference log-probs) run the last transformer layer on
+    those positions alone (nplus.models.suffix_hidden); the layers below run in full. The same function of the
+    weights: only float rounding differs from `all` (every position, the code before 2026-12-06). At the demo's
+    shapes it took 24 % off the PPO epochs (docs/performance.md)."""
     frozen_offload: bool = False
     """Wrap the frozen reference policy and reward model in DeepSpeed ZeRO-3 with CPU parameter offload
     (nplus/configs/ds_zero3_offload_frozen.json), as the paper did at 6.9B. Needs `pip install deepspeed` and
@@ -331,8 +338,22 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _check_choices(obj: Any, prefix: str = "") -> None:
+    """Every ``Literal`` field (nested sections included) holds one of its choices: ``--set`` and a study's
+    [hparams] set them as strings, so a typo must fail here, not deep in a stage (or not at all)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, f"{prefix}{f.name}.")
+        elif typing.get_origin(hints[f.name]) is Literal and value not in typing.get_args(hints[f.name]):
+            choices = ", ".join(str(c) for c in typing.get_args(hints[f.name]))
+            raise ConfigError(f"{prefix}{f.name}={value!r}: valid choices: {choices}")
+
+
 def validate(cfg: Config) -> None:
-    """Check ranges and exact divisions up front, naming the field."""
+    """Check choices, ranges and exact divisions up front, naming the field."""
+    _check_choices(cfg)
     if cfg.algorithm not in ALGORITHMS:
         raise ConfigError(f"algorithm={cfg.algorithm!r}: unknown algorithm; valid choices: {', '.join(ALGORITHMS)}")
     for name in misplaced(cfg.details, cfg.algorithm):

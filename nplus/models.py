@@ -14,7 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForCausalLM, GPTNeoXConfig, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXModel, PreTrainedModel
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb, eager_attention_forward
 from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns nplus's own progress
@@ -86,15 +89,71 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, keep: int = 0) -> torch.Tensor:
+def lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, keep: int = 0,
+              suffix: bool = False) -> torch.Tensor:
     """(B, L) ids → (B, L, V) logits, masking pads (``ids != pad_id``, as sfd does) with matching positions.
 
     ``keep > 0`` computes logits for the last ``keep`` positions only, (B, keep, V): PPO needs them for the
-    response alone, and the vocabulary projection over the query is most of a small model's cost.
+    response alone, and the vocabulary projection over the query is most of a small model's cost. With
+    ``suffix`` (ppo.last_layer = response) the last layer also runs on those positions alone (``suffix_hidden``).
     """
+    if keep > 0 and suffix and suffix_supported(model.base_model):
+        return model.get_output_embeddings()(suffix_hidden(model.base_model, input_ids, pad_id, keep))
     mask = input_ids != pad_id
     return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False,
                  logits_to_keep=keep).logits
+
+
+def suffix_supported(trunk: nn.Module) -> bool:
+    """Whether ``suffix_hidden`` has a last-layer-on-the-suffix path for this trunk (else it runs the full forward)."""
+    return isinstance(trunk, GPTNeoXModel) and trunk.config._attn_implementation in ("sdpa", "eager")
+
+
+def suffix_hidden(trunk: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, keep: int) -> torch.Tensor:
+    """(B, L) ids → (B, keep, H): the trunk's final hidden states (after its final norm) at the last ``keep`` positions.
+
+    A position's last-layer output feeds only its own logit or value, and PPO reads the response's alone. So the
+    last layer runs its attention queries, output projection, MLP and final norm on the last ``keep`` positions
+    only; its keys and values still cover every position, and the layers below run in full (their outputs are the
+    last layer's keys and values). The same function of the weights as ``trunk(...).last_hidden_state[:, -keep:]``
+    (the last layer's dropout, when on, draws masks for the kept positions only). At the demo's shapes it is
+    bit-identical and takes 27 % off a policy + critic forward and backward (docs/performance.md). Other trunks
+    than GPT-NeoX with sdpa or eager attention get the full forward, sliced.
+    """
+    mask = input_ids != pad_id
+    positions = position_ids_from_mask(mask)
+    if not suffix_supported(trunk):
+        return trunk(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                     use_cache=False).last_hidden_state[:, -keep:]
+    # 1. embeddings, mask and rotary tables, and every layer but the last: as GPTNeoXModel.forward
+    embeds = trunk.embed_in(input_ids)  # (B, L, H)
+    # (B, 1, L, L), or None without padding (is_causal); the cache argument (None) is positional: its name changed
+    causal = create_causal_mask(trunk.config, embeds, mask, None, positions)
+    hidden = trunk.emb_dropout(embeds)
+    cos, sin = trunk.rotary_emb(hidden, position_ids=positions)  # (B, L, rotary dims) each
+    for layer in trunk.layers[:-1]:
+        hidden = layer(hidden, attention_mask=causal, position_ids=positions, position_embeddings=(cos, sin))
+    # 2. the last layer: keys and values of all L positions, queries of the last `keep`
+    layer, attn = trunk.layers[-1], trunk.layers[-1].attention
+    B, L, H = hidden.shape
+    qkv = attn.query_key_value(layer.input_layernorm(hidden)).view(B, L, -1, 3 * attn.head_size).transpose(1, 2)
+    query, key, value = qkv.chunk(3, dim=-1)  # (B, heads, L, head) each
+    query, _ = apply_rotary_pos_emb(query[:, :, -keep:], query[:, :, -keep:], cos[:, -keep:], sin[:, -keep:])
+    _, key = apply_rotary_pos_emb(key, key, cos, sin)
+    if causal is None:  # a shorter query block needs the explicit mask: sdpa's is_causal aligns it top-left
+        causal = torch.ones(L, L, dtype=torch.bool, device=hidden.device).tril()[None, None]
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(trunk.config._attn_implementation, eager_attention_forward)
+    out, _ = attend(attn, query, key, value, causal[:, :, -keep:], scaling=attn.scaling,
+                    dropout=attn.attention_dropout if attn.training else 0.0)  # (B, keep, heads, head)
+    out = layer.post_attention_dropout(attn.dense(out.reshape(B, keep, H)))
+    # 3. the residual branches of the kept positions (Pythia: parallel residual)
+    kept = hidden[:, -keep:]
+    if layer.use_parallel_residual:
+        hidden = layer.post_mlp_dropout(layer.mlp(layer.post_attention_layernorm(kept))) + out + kept
+    else:
+        out = out + kept
+        hidden = layer.post_mlp_dropout(layer.mlp(layer.post_attention_layernorm(out))) + out
+    return trunk.final_layer_norm(hidden)
 
 
 def by_length(fn, input_ids: torch.Tensor, pad_id: int, chunks: int):
@@ -138,8 +197,10 @@ class ScalarModel(nn.Module):
         self.backbone = backbone
         self.head = head if head is not None else nn.Linear(backbone.config.hidden_size, 1)
 
-    def forward(self, input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-        """(B, L) ids → (B, L) scalar outputs."""
+    def forward(self, input_ids: torch.Tensor, pad_id: int, keep: int = 0) -> torch.Tensor:
+        """(B, L) ids → (B, L) scalar outputs; ``keep > 0``: the last ``keep`` positions only, (B, keep)."""
+        if keep > 0:
+            return self.head(suffix_hidden(self.backbone, input_ids, pad_id, keep)).squeeze(-1)
         mask = input_ids != pad_id
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                                use_cache=False).last_hidden_state
@@ -201,7 +262,13 @@ class SharedTrunkPolicy(nn.Module):
         self.lm = lm
         self.value_head = value_head
 
-    def forward(self, input_ids: torch.Tensor, pad_id: int, keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, pad_id: int, keep: int = 0,
+                suffix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) ids → (B, L, V) logits and (B, L) values; ``keep > 0``: logits of the last ``keep`` positions
+        only, and with ``suffix`` (``suffix_hidden``) the values too."""
+        if keep > 0 and suffix:
+            hidden = suffix_hidden(self.lm.base_model, input_ids, pad_id, keep)
+            return self.lm.get_output_embeddings()(hidden), self.value_head(hidden).squeeze(-1)
         mask = input_ids != pad_id
         out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                       output_hidden_states=True, use_cache=False, logits_to_keep=keep)

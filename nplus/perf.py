@@ -46,6 +46,15 @@ def trunk_flops(s: Shape, batch: int, query: int, new: int) -> float:
     return 2.0 * batch * new * s.layers * (weights + 2 * keys * s.hidden)
 
 
+def suffix_trunk_flops(s: Shape, batch: int, length: int, keep: int) -> float:
+    """FLOPs of a plain forward over ``length`` tokens whose last layer runs on the last ``keep`` positions only
+    (``models.suffix_hidden``): the layers below in full; in the last, QKV for every position, then the attention
+    of ``keep`` queries over ``length`` keys, the output projection and the FFN for ``keep`` positions."""
+    below = trunk_flops(Shape(s.hidden, s.layers - 1, s.vocab, s.ffn), batch, 0, length)
+    last = length * 3 * s.hidden**2 + keep * (s.hidden**2 + 2 * s.hidden * s.ffn + 2 * length * s.hidden)
+    return below + 2.0 * batch * last
+
+
 def head_flops(s: Shape, batch: int, positions: int) -> float:
     """FLOPs of the vocabulary projection at ``positions`` positions per row."""
     return 2.0 * batch * positions * s.hidden * s.vocab
@@ -62,15 +71,18 @@ def generation_flops(s: Shape, batch: int, query: int, response: int) -> float:
 
 def scoring_flops(s: Shape, batch: int, query: int, response: int) -> float:
     """The rollout's forward passes over (B, L) after sampling, with old log-probs from generation (the paper):
-    critic values (trunk + a scalar head), reference log-probs (logits for T + 1 positions), reward model."""
+    critic values (trunk + a scalar head), reference log-probs (logits for T + 1 positions), both with the last
+    layer on the T + 1 response positions; the reward model in full."""
     L = query + response
-    return 3 * trunk_flops(s, batch, 0, L) + head_flops(s, batch, response + 1)
+    return (2 * suffix_trunk_flops(s, batch, L, response + 1) + trunk_flops(s, batch, 0, L)
+            + head_flops(s, batch, response + 1))
 
 
 def training_flops(s: Shape, batch: int, query: int, response: int, epochs: int) -> float:
-    """PPO epochs: policy (logits for T + 1 positions) and separate critic, forward and backward (3× forward)."""
+    """PPO epochs: policy (logits for T + 1 positions) and separate critic, their last layer on those positions,
+    forward and backward (3× forward)."""
     L = query + response
-    forward = 2 * trunk_flops(s, batch, 0, L) + head_flops(s, batch, response + 1)
+    forward = 2 * suffix_trunk_flops(s, batch, L, response + 1) + head_flops(s, batch, response + 1)
     return 3.0 * forward * epochs
 
 
@@ -144,7 +156,7 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
 
     p, dev = cfg.ppo, queries.device
     policy, ref_policy, reward_model, critic = models
-    actor = Actor(policy, critic, None, p.length_chunks).train()
+    actor = Actor(policy, critic, None, p.length_chunks, p.last_layer == "response").train()
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], cfg.stage_lr("ppo"), cfg.details.adam_eps)
     gen, sample_gen = torch.Generator().manual_seed(cfg.seed + 2), torch.Generator().manual_seed(cfg.seed + 3)
     autocast = (torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None

@@ -149,6 +149,7 @@ CASES = [
     Case("bad-flag-type", (*SMOKE, "--seed", "one"), ("--seed", "one"), tyro=True),
     Case("unknown-set-field", (*SMOKE, "--set", "ppo.learning_rate=1e-4"),
          ("--set ppo.learning_rate", "unknown field 'learning_rate' in ppo", "valid fields: lr, total_episodes")),
+    Case("set-value-not-a-choice", (*SMOKE, "--set", "model.dtype=float16"), ("model.dtype='float16'", "float32, bfloat16")),
     Case("bad-set-type", (*SMOKE, "--set", "ppo.lr=fast"), ("--set ppo.lr", "cannot read 'fast' as float")),
     Case("set-without-value", (*SMOKE, "--set", "ppo.lr"), ("--set expects KEY=VALUE", "'ppo.lr'")),
     Case("set-on-a-detail", (*SMOKE, "--set", "details.dropout=disabled"), ("--set details.dropout", "--details.dropout")),

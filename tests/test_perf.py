@@ -19,8 +19,13 @@ def test_flop_formulas_by_hand():
     # prefill of 3 tokens + 1 logit, then one cached step attending to 4 keys + 1 logit
     assert perf.generation_flops(s, batch=2, query=3, response=2) == 2592 + 160 + 2 * 2 * (192 + 2 * 4 * 4) + 160
     L = 5
-    assert perf.scoring_flops(s, 2, 3, 2) == 3 * perf.trunk_flops(s, 2, 0, L) + perf.head_flops(s, 2, 3)
-    assert perf.training_flops(s, 2, 3, 2, epochs=4) == 12 * (2 * perf.trunk_flops(s, 2, 0, L) + perf.head_flops(s, 2, 3))
+    # one layer, its last, on 3 of 5 positions: QKV 5 × 3 × 16, then 3 × (output 16 + FFN 128 + attention 2 × 5 × 4)
+    assert perf.suffix_trunk_flops(s, batch=2, length=L, keep=3) == 2 * 2 * (240 + 3 * 184)  # 3168
+    assert perf.suffix_trunk_flops(s, 2, L, L) == perf.trunk_flops(s, 2, 0, L)  # keeping all is the plain forward
+    deeper = perf.Shape(hidden=4, layers=3, vocab=10, ffn=16)
+    assert perf.suffix_trunk_flops(deeper, 2, L, 3) == 2 * perf.trunk_flops(s, 2, 0, L) + 3168
+    assert perf.scoring_flops(s, 2, 3, 2) == 2 * 3168 + perf.trunk_flops(s, 2, 0, L) + perf.head_flops(s, 2, 3)
+    assert perf.training_flops(s, 2, 3, 2, epochs=4) == 12 * (2 * 3168 + perf.head_flops(s, 2, 3))
     assert set(perf.phase_flops(s, 2, 3, 2, 1)) == {"generation", "scoring", "training"}
 
 
@@ -49,10 +54,19 @@ def test_value_only_pass_equals_the_full_forward():
     cfg = ladder_config("nano", 40, 32, 0, 1)
     policy, _, rm, critic = perf.random_models(cfg)
     qr = torch.cat([perf.random_queries(3, 8, 40), torch.randint(2, 40, (3, 4))], 1)
-    for actor in (Actor(policy, critic, None), Actor(None, None, SharedTrunkPolicy(policy, rm.head))):
-        actor.eval()
-        with torch.no_grad():
-            assert torch.equal(actor.values(qr, 1, 4), actor(qr, 1, 4)[1])
+    outputs = {}
+    for suffix in (False, True):  # ppo.last_layer: all, response
+        for kind, actor in (("separate", Actor(policy, critic, None, 1, suffix)),
+                            ("shared", Actor(None, None, SharedTrunkPolicy(policy, rm.head), 1, suffix))):
+            actor.eval()
+            with torch.no_grad():
+                logits, values = actor(qr, 1, 4)
+                assert logits.shape == (3, 4, 40) and values.shape == (3, 4)
+                assert torch.equal(actor.values(qr, 1, 4), values)
+            outputs[kind, suffix] = logits, values
+    for kind in ("separate", "shared"):  # the last layer on the response positions: the same outputs
+        for got, want in zip(outputs[kind, True], outputs[kind, False]):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_bench_gpu_runs_on_cpu_with_the_tiny_config(capsys):
@@ -111,3 +125,48 @@ def test_by_length_equals_one_padded_pass_in_values_gradients_and_row_order():
     assert widths[0] < qr.size(1)  # the shortest rows come first, and their group is cut
     # chunks = 1 is the plain call, bit for bit
     assert torch.equal(by_length(lambda ids: critic(ids, perf.PAD_ID), qr, perf.PAD_ID, 1), critic(qr, perf.PAD_ID))
+
+
+def test_suffix_hidden_equals_the_full_forward_in_outputs_and_gradients():
+    """models.suffix_hidden: the last layer on the kept positions only is the full forward's slice, in hidden states
+    and parameter gradients, for parallel and sequential residuals, partial and full rotary, sdpa and eager
+    attention, left padding and none (the is_causal mask path), one layer and three; dropout off."""
+    from transformers import GPTNeoXModel
+
+    from nplus.models import suffix_hidden, suffix_supported
+
+    q = perf.random_queries(5, 10, 40, seed=4)
+    q[1, :9] = perf.PAD_ID  # a one-token query
+    padded = torch.cat([q, torch.randint(2, 40, (5, 6))], 1)  # (5, 16)
+    unpadded = torch.randint(2, 40, (3, 16))
+    for rung, parallel, rotary, attn in (("nano", True, 0.25, "sdpa"), ("xs", False, 1.0, "eager"), ("micro", True, 0.5, "sdpa")):
+        cfg = ladder_config(rung, 40, 32, 0, 1, rotary_pct=rotary)
+        cfg.use_parallel_residual = parallel
+        for k in ("attention_dropout", "hidden_dropout"):
+            setattr(cfg, k, 0.0)
+        cfg._attn_implementation = attn
+        torch.manual_seed(0)
+        trunk = GPTNeoXModel(cfg).train()
+        assert suffix_supported(trunk)
+        for ids in (padded, unpadded):
+            mask = ids != perf.PAD_ID
+            full = trunk(input_ids=ids, attention_mask=mask, position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+                         use_cache=False).last_hidden_state[:, -7:]
+            trunk.zero_grad(set_to_none=True)
+            full.pow(2).sum().backward()
+            want = [p.grad.clone() for p in trunk.parameters()]
+            trunk.zero_grad(set_to_none=True)
+            fast = suffix_hidden(trunk, ids, perf.PAD_ID, 7)
+            fast.pow(2).sum().backward()
+            torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+            for got, w in zip((p.grad for p in trunk.parameters()), want):
+                torch.testing.assert_close(got, w, rtol=1e-4, atol=1e-5)
+    # the causal LM's kept logits: HF's own logits_to_keep path, through the suffix
+    from nplus.models import lm_logits
+
+    policy = perf.random_models(ladder_config("nano2", 40, 32, 0, 1))[0]
+    mask = padded != perf.PAD_ID
+    want = policy(input_ids=padded, attention_mask=mask, position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+                  use_cache=False, logits_to_keep=7).logits
+    torch.testing.assert_close(lm_logits(policy, padded, perf.PAD_ID, 7, suffix=True), want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(lm_logits(policy, padded, perf.PAD_ID, 7), want)  # suffix off: HF's own path, bit for bit

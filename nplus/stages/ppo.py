@@ -51,10 +51,12 @@ class Actor(nn.Module):
     """Policy (+ critic) behind one interface: details.value_network picks separate or shared trunk. With neither a
     critic nor a shared trunk it is the policy alone (the critic-free algorithms and DPO): values are zeros."""
 
-    def __init__(self, policy, critic: ScalarModel | None, shared: SharedTrunkPolicy | None, chunks: int = 1):
+    def __init__(self, policy, critic: ScalarModel | None, shared: SharedTrunkPolicy | None, chunks: int = 1,
+                 suffix: bool = False):
         super().__init__()
         self.policy, self.critic, self.shared = policy, critic, shared
         self.chunks = chunks  # ppo.length_chunks: forward passes over rows grouped by length (models.by_length)
+        self.suffix = suffix  # ppo.last_layer = response: the last layer on the kept positions (models.suffix_hidden)
 
     def lm(self):
         return self.shared.lm if self.shared is not None else self.policy
@@ -66,26 +68,31 @@ class Actor(nn.Module):
     def _forward(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         keep = response_length + 1
         if self.shared is not None:
-            logits, values = self.shared(query_responses, pad_id, keep)
+            logits, values = self.shared(query_responses, pad_id, keep, self.suffix)
         elif self.critic is None:
-            logits = lm_logits(self.policy, query_responses, pad_id, keep)
+            logits = lm_logits(self.policy, query_responses, pad_id, keep, self.suffix)
             values = torch.zeros(logits.shape[:2], device=logits.device)
         else:
-            logits, values = lm_logits(self.policy, query_responses, pad_id, keep), self.critic(query_responses, pad_id)
+            logits = lm_logits(self.policy, query_responses, pad_id, keep, self.suffix)
+            values = self.critic(query_responses, pad_id, keep if self.suffix else 0)
         return logits[:, :-1], values[:, -keep:-1]
 
     def values(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> torch.Tensor:
         """(B, Lq+T) → (B, T) values alone (a rollout whose old log-probs come from generation needs no logits).
 
         The same forward as ``forward`` (hidden states do not depend on how many logits are kept), so the values
-        are bit-identical; the separate-critic case skips the policy's forward pass entirely.
+        are bit-identical; the separate-critic case skips the policy's forward pass entirely. The shared trunk
+        computes the kept positions' logits as well (one vocabulary projection of ``keep`` positions).
         """
         keep = response_length + 1
         if self.critic is None and self.shared is None:
             return torch.zeros(query_responses.size(0), response_length, device=query_responses.device)
 
         def values_of(ids: torch.Tensor) -> torch.Tensor:
-            out = self.shared(ids, pad_id, 1)[1] if self.shared is not None else self.critic(ids, pad_id)
+            if self.shared is not None:
+                out = self.shared(ids, pad_id, keep if self.suffix else 1, self.suffix)[1]
+            else:
+                out = self.critic(ids, pad_id, keep if self.suffix else 0)
             return out[:, -keep:-1]
         return by_length(values_of, query_responses, pad_id, self.chunks)
 
@@ -98,7 +105,7 @@ def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
     if d.value_network == "separate":
         critic = init_critic(d.value_init, rm_dir, sft_dir)
         set_dropout(critic.backbone, d.dropout)
-        return Actor(policy, critic, None, cfg.ppo.length_chunks)
+        return Actor(policy, critic, None, cfg.ppo.length_chunks, cfg.ppo.last_layer == "response")
     if d.value_network == "shared_trunk":
         hidden = policy.config.hidden_size
         if d.value_init == "reward_model":  # the RM's head on the policy's trunk (the trunks differ after RM training)
@@ -109,7 +116,7 @@ def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
             head = nn.Linear(hidden, 1)
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        return Actor(None, None, SharedTrunkPolicy(policy, head), cfg.ppo.length_chunks)
+        return Actor(None, None, SharedTrunkPolicy(policy, head), cfg.ppo.length_chunks, cfg.ppo.last_layer == "response")
     raise ValueError(f"value_network={d.value_network!r}")
 
 
@@ -119,10 +126,11 @@ def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature
 
 
 def response_logits(ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int,
-                    chunks: int = 1) -> torch.Tensor:
-    """(B, Lq+T) → (B, T, V) logits of a plain causal LM for the response positions (``chunks``: models.by_length)."""
-    return by_length(lambda ids: lm_logits(ref_policy, ids, pad_id, response_length + 1)[:, :-1], query_responses,
-                     pad_id, chunks)
+                    chunks: int = 1, suffix: bool = False) -> torch.Tensor:
+    """(B, Lq+T) → (B, T, V) logits of a plain causal LM for the response positions (``chunks``: models.by_length;
+    ``suffix``: ppo.last_layer = response, models.suffix_hidden)."""
+    return by_length(lambda ids: lm_logits(ref_policy, ids, pad_id, response_length + 1, suffix)[:, :-1],
+                     query_responses, pad_id, chunks)
 
 
 def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,7 +168,7 @@ def rollout(cfg: Config, actor: Actor, ref_policy, score_fn: ScoreFn, queries: t
         logprobs = response_logprobs(logits, responses, p.temperature, d.temperature_in_training)
     else:
         raise ValueError(f"rollout_logprobs={d.rollout_logprobs!r}")
-    ref_logits = response_logits(ref_policy, query_responses_raw, pad_id, T, p.length_chunks)
+    ref_logits = response_logits(ref_policy, query_responses_raw, pad_id, T, p.length_chunks, p.last_layer == "response")
     ref_logprobs = response_logprobs(ref_logits, responses, p.temperature, d.temperature_in_training)
     # 3. truncate after the first EOS (EOS kept); score the truncated text
     post = ops.truncate_after_eos(responses, eos_id, pad_id)
