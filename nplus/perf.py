@@ -71,11 +71,10 @@ def generation_flops(s: Shape, batch: int, query: int, response: int) -> float:
 
 def scoring_flops(s: Shape, batch: int, query: int, response: int) -> float:
     """The rollout's forward passes over (B, L) after sampling, with old log-probs from generation (the paper):
-    critic values (trunk + a scalar head), reference log-probs (logits for T + 1 positions), both with the last
-    layer on the T + 1 response positions; the reward model in full."""
+    critic values (trunk + a scalar head), reference log-probs (logits for T + 1 positions) and the reward model
+    (its EOS lies in the response), each with the last layer on the T + 1 response positions."""
     L = query + response
-    return (2 * suffix_trunk_flops(s, batch, L, response + 1) + trunk_flops(s, batch, 0, L)
-            + head_flops(s, batch, response + 1))
+    return 3 * suffix_trunk_flops(s, batch, L, response + 1) + head_flops(s, batch, response + 1)
 
 
 def training_flops(s: Shape, batch: int, query: int, response: int, epochs: int) -> float:
@@ -164,7 +163,7 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     _sync(dev)
     t0 = time.perf_counter()
     with autocast:
-        score = rm_score_fn(reward_model, 0.0, 1.0, PAD_ID, cfg.details.reward_token, p.length_chunks)
+        score = rm_score_fn(reward_model, 0.0, 1.0, PAD_ID, cfg.details.reward_token, p.length_chunks, p.last_layer == "response")
         ro = rollout(cfg, actor, ref_policy, score, queries, [""] * queries.size(0), PAD_ID, EOS_ID, sample_gen)
     _sync(dev)
     t1 = time.perf_counter()

@@ -70,10 +70,21 @@ class TrainingReward:
 
 
 def rm_score_fn(reward_model: torch.nn.Module, bias: float, gain: float, pad_id: int, reward_token: str,
-                chunks: int = 1) -> ScoreFn:
-    """The learned reward model's normalized score (the paper's source); ``chunks``: models.by_length."""
+                chunks: int = 1, suffix: bool = False) -> ScoreFn:
+    """The learned reward model's normalized score (the paper's source); ``chunks``: models.by_length.
+
+    ``suffix`` (ppo.last_layer = response): with a one-position reward token (eos, last_position) the head reads
+    the positions from the earliest scored one on, and the trunk's last layer runs on those alone
+    (models.suffix_hidden); pool_reward then reads them in place, the rest zero-filled and never read."""
     def raw(ids: torch.Tensor) -> torch.Tensor:
-        return ops.pool_reward(reward_model(ids, pad_id), ids, pad_id, reward_token)
+        if not suffix or reward_token == "mean":
+            return ops.pool_reward(reward_model(ids, pad_id), ids, pad_id, reward_token)
+        L = ids.size(1)
+        first = int(ops.last_token_index(ids, pad_id).min()) if reward_token == "eos" else L - 1
+        kept = reward_model(ids, pad_id, L - first)  # (B, L - first)
+        scores = kept.new_zeros(ids.shape)  # (B, L)
+        scores[:, first:] = kept
+        return ops.pool_reward(scores, ids, pad_id, reward_token)
 
     def score(queries: torch.Tensor, responses: torch.Tensor, posts: Sequence[str]) -> torch.Tensor:
         return ops.normalize_score(by_length(raw, torch.cat([queries, responses], 1), pad_id, chunks), bias, gain)

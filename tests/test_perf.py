@@ -24,7 +24,7 @@ def test_flop_formulas_by_hand():
     assert perf.suffix_trunk_flops(s, 2, L, L) == perf.trunk_flops(s, 2, 0, L)  # keeping all is the plain forward
     deeper = perf.Shape(hidden=4, layers=3, vocab=10, ffn=16)
     assert perf.suffix_trunk_flops(deeper, 2, L, 3) == 2 * perf.trunk_flops(s, 2, 0, L) + 3168
-    assert perf.scoring_flops(s, 2, 3, 2) == 2 * 3168 + perf.trunk_flops(s, 2, 0, L) + perf.head_flops(s, 2, 3)
+    assert perf.scoring_flops(s, 2, 3, 2) == 3 * 3168 + perf.head_flops(s, 2, 3)
     assert perf.training_flops(s, 2, 3, 2, epochs=4) == 12 * (2 * 3168 + perf.head_flops(s, 2, 3))
     assert set(perf.phase_flops(s, 2, 3, 2, 1)) == {"generation", "scoring", "training"}
 
@@ -109,6 +109,13 @@ def test_by_length_equals_one_padded_pass_in_values_gradients_and_row_order():
         logits, values = actor(qr, perf.PAD_ID, 5)
         (logits.logsumexp(-1).sum() + values.sum()).backward()
         score = rm_score_fn(rm, 0.0, 1.0, perf.PAD_ID, "eos", chunks)(q, qr[:, 12:], [""] * 7)
+        responses = qr[:, 12:].clone()
+        responses[0, 2:] = perf.PAD_ID  # a response truncated after its third token
+        responses[3] = perf.PAD_ID  # an empty one: the last real token is the query's
+        for token in ("eos", "last_position", "mean"):  # ppo.last_layer = response: the same scores
+            suffixed = rm_score_fn(rm, 0.0, 1.0, perf.PAD_ID, token, chunks, suffix=True)(q, responses, [""] * 7)
+            plain = rm_score_fn(rm, 0.0, 1.0, perf.PAD_ID, token, chunks)(q, responses, [""] * 7)
+            torch.testing.assert_close(suffixed, plain, rtol=1e-5, atol=1e-6)
         grads = [p.grad.clone() for p in actor.parameters() if p.grad is not None]
         results[chunks] = (logits.detach(), values.detach(), score.detach(), grads)
     assert results[1][0].shape == (7, 5, 40) and results[1][1].shape == (7, 5) and results[1][2].shape == (7,)

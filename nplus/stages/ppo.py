@@ -317,7 +317,8 @@ def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: 
     actor.train()
     reward = reward or TrainingReward()  # the learned RM, which reads no posts
     ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device, with_rm=reward.score is None)
-    score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token, cfg.ppo.length_chunks)
+    score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token,
+                                        cfg.ppo.length_chunks, cfg.ppo.last_layer == "response")
     base_lr = cfg.stage_lr("ppo")
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, cfg.details.adam_eps)
     # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
