@@ -156,3 +156,19 @@ def test_training_logits_temperature():
     logits = T([[[1.0, 2.0]]])
     assert torch.allclose(ops.training_logits(logits, 0.5, "on"), logits / 0.5, atol=1e-5)
     assert ops.training_logits(logits, 0.5, "off") is logits
+
+
+def test_entropy_from_logits_by_hand_and_blockwise_bit_for_bit():
+    # uniform over V: log V; one-hot-like: ~0; a 2-way 50/50 split: log 2
+    V = 7
+    logits = torch.stack([torch.zeros(V), torch.tensor([50.0] + [0.0] * (V - 1)),
+                          torch.tensor([3.0, 3.0] + [-1e4] * (V - 2))])[None]  # (1, 3, V)
+    got = ops.entropy_from_logits(logits)
+    assert got.shape == (1, 3)
+    torch.testing.assert_close(got[0], torch.tensor([math.log(V), 0.0, math.log(2)]), atol=1e-5, rtol=0)
+    # blocks of rows give the one-pass values bit for bit, also when the rows do not divide evenly
+    x = torch.randn(5, 13, 31)[:, :-1]  # non-contiguous, as logits[:, :-1] is
+    logp = torch.log_softmax(x.float(), dim=-1)
+    one_pass = -(logp.exp() * logp).sum(-1)
+    for rows in (1, 7, 64, 1000):
+        assert torch.equal(ops.entropy_from_logits(x, rows), one_pass)
