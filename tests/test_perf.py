@@ -177,3 +177,25 @@ def test_suffix_hidden_equals_the_full_forward_in_outputs_and_gradients():
                   use_cache=False, logits_to_keep=7).logits
     torch.testing.assert_close(lm_logits(policy, padded, perf.PAD_ID, 7, suffix=True), want, rtol=1e-5, atol=1e-6)
     assert torch.equal(lm_logits(policy, padded, perf.PAD_ID, 7), want)  # suffix off: HF's own path, bit for bit
+
+
+def test_suffix_falls_back_to_the_full_forward_on_other_architectures():
+    """A trunk suffix_hidden has no path for (here GPT-2) gets the full forward, sliced: the same numbers."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
+
+    from nplus.models import lm_logits, suffix_supported
+
+    cfg = GPT2Config(vocab_size=40, n_positions=32, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    lm, trunk = GPT2LMHeadModel(cfg).eval(), GPT2Model(cfg).eval()
+    assert not suffix_supported(trunk) and not suffix_supported(lm.base_model)
+    ids = torch.cat([perf.random_queries(3, 8, 40, seed=5), torch.randint(2, 40, (3, 4))], 1)
+    mask = ids != perf.PAD_ID
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        want = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=5).logits
+        assert torch.equal(lm_logits(lm, ids, perf.PAD_ID, 5, suffix=True), want)
+        critic = ScalarModel(trunk)
+        # the head on 5 rows instead of 12: float rounding only
+        torch.testing.assert_close(critic(ids, perf.PAD_ID, 5), critic(ids, perf.PAD_ID)[:, -5:], rtol=1e-5, atol=1e-6)
