@@ -151,9 +151,10 @@ class PPOConfig:
     demo's shapes, 4 took 16 % off a PPO update (9 % in `make bench-peers`; docs/performance.md)."""
     last_layer: Literal["response", "all"] = "response"
     """`response`: forward passes that read the response's positions only (the policy and critic of every PPO,
-    RLOO, REINFORCE or GRPO epoch, the rollout's values and reference log-probs) run the last transformer layer on
+    RLOO, REINFORCE or GRPO epoch, the rollout's values, reference log-probs and one-position reward-model score)
+    run the last transformer layer on
     those positions alone (nplus.models.suffix_hidden); the layers below run in full. The same function of the
-    weights: only float rounding differs from `all` (every position, the code before 2026-12-06). At the demo's
+    weights: only float rounding differs from `all` (every position, as before this option existed). At the demo's
     shapes it took 24 % off the PPO epochs (docs/performance.md)."""
     frozen_offload: bool = False
     """Wrap the frozen reference policy and reward model in DeepSpeed ZeRO-3 with CPU parameter offload

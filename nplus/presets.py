@@ -38,7 +38,7 @@ def _demo(seed: int) -> Config:
     # CPU core (measured 2026-12-04, two seeds side by side: SFT ~120 s, RM ~45 s, PPO ~130 s for 24 updates of 64
     # episodes plus two evaluations of 500 posts). The demo study (3 SFT, 3 RM, 6 PPO runs) takes ~11.5 minutes on
     # 2 cores, which with ~1.5 minutes of setup is the 15-minute main job. Since ppo.last_layer = response
-    # (2026-12-06) a PPO run takes ~80 s and the study 8 min 38 s from an empty cache.
+    # (2026-12-05) a PPO run takes ~80 s and the study 8 min 38 s from an empty cache.
     # Lengths cover the corpus: references are <= 45 tokens; 160 query tokens keep the whole post for ~80 % of posts.
     # The base model is the committed nplus/bases/tiny (recipe 3: an induction phase of 4,000 updates on repeated
     # random spans, then document-aligned posts+TL;DR windows with 40,000 fresh posts, 30 % span rows and TL;DR
