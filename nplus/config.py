@@ -152,8 +152,8 @@ class PPOConfig:
     last_layer: Literal["response", "all"] = "response"
     """`response`: forward passes that read the response's positions only (the policy and critic of every PPO,
     RLOO, REINFORCE or GRPO epoch, the rollout's values, reference log-probs and one-position reward-model score)
-    run the last transformer layer on
-    those positions alone (nplus.models.suffix_hidden); the layers below run in full. The same function of the
+    run the last transformer layer on those positions alone (nplus.models.suffix_hidden); the layers below run in
+    full. The same function of the
     weights: only float rounding differs from `all` (every position, as before this option existed). At the demo's
     shapes it took 24 % off the PPO epochs (docs/performance.md)."""
     frozen_offload: bool = False
