@@ -153,9 +153,8 @@ class PPOConfig:
     """`response`: forward passes that read the response's positions only (the policy and critic of every PPO,
     RLOO, REINFORCE or GRPO epoch, the rollout's values, reference log-probs and one-position reward-model score)
     run the last transformer layer on those positions alone (nplus.models.suffix_hidden); the layers below run in
-    full. The same function of the
-    weights: only float rounding differs from `all` (every position, as before this option existed). At the demo's
-    shapes it took 24 % off the PPO epochs (docs/performance.md)."""
+    full. The same function of the weights: only float rounding differs from `all` (every position, as before this
+    option existed). At the demo's shapes it took 24 % off the PPO epochs (docs/performance.md)."""
     frozen_offload: bool = False
     """Wrap the frozen reference policy and reward model in DeepSpeed ZeRO-3 with CPU parameter offload
     (nplus/configs/ds_zero3_offload_frozen.json), as the paper did at 6.9B. Needs `pip install deepspeed` and
@@ -164,6 +163,11 @@ class PPOConfig:
     @property
     def num_updates(self) -> int:
         return self.total_episodes // self.batch_size
+
+    @property
+    def last_layer_suffix(self) -> bool:
+        """last_layer = response: the ``suffix`` argument of the models' forward passes (nplus.models)."""
+        return self.last_layer == "response"
 
 
 @dataclass(frozen=True)

@@ -138,8 +138,8 @@ def suffix_hidden(trunk: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, 
     B, L, H = hidden.shape
     qkv = attn.query_key_value(layer.input_layernorm(hidden)).view(B, L, -1, 3 * attn.head_size).transpose(1, 2)
     query, key, value = qkv.chunk(3, dim=-1)  # (B, heads, L, head) each
-    query, _ = apply_rotary_pos_emb(query[:, :, -keep:], query[:, :, -keep:], cos[:, -keep:], sin[:, -keep:])
-    _, key = apply_rotary_pos_emb(key, key, cos, sin)
+    query, key = apply_rotary_pos_emb(query, key, cos, sin)
+    query = query[:, :, -keep:]  # (B, heads, keep, head)
     if causal is None:  # a shorter query block needs the explicit mask: sdpa's is_causal aligns it top-left
         causal = torch.ones(L, L, dtype=torch.bool, device=hidden.device).tril()[None, None]
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(trunk.config._attn_implementation, eager_attention_forward)
@@ -197,14 +197,15 @@ class ScalarModel(nn.Module):
         self.backbone = backbone
         self.head = head if head is not None else nn.Linear(backbone.config.hidden_size, 1)
 
-    def forward(self, input_ids: torch.Tensor, pad_id: int, keep: int = 0) -> torch.Tensor:
-        """(B, L) ids → (B, L) scalar outputs; ``keep > 0``: the last ``keep`` positions only, (B, keep)."""
-        if keep > 0:
+    def forward(self, input_ids: torch.Tensor, pad_id: int, keep: int = 0, suffix: bool = False) -> torch.Tensor:
+        """(B, L) ids → (B, L) scalar outputs; ``keep > 0``: those of the last ``keep`` positions, (B, keep), with
+        ``suffix`` (``suffix_hidden``) computed for those alone, else sliced from the full output (bit for bit)."""
+        if keep > 0 and suffix:
             return self.head(suffix_hidden(self.backbone, input_ids, pad_id, keep)).squeeze(-1)
         mask = input_ids != pad_id
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                                use_cache=False).last_hidden_state
-        return self.head(hidden).squeeze(-1)
+        return self.head(hidden).squeeze(-1)[:, -keep:]
 
     def save(self, path: Path) -> None:
         path = Path(path)

@@ -155,7 +155,7 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
 
     p, dev = cfg.ppo, queries.device
     policy, ref_policy, reward_model, critic = models
-    actor = Actor(policy, critic, None, p.length_chunks, p.last_layer == "response").train()
+    actor = Actor(policy, critic, None, p.length_chunks, p.last_layer_suffix).train()
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], cfg.stage_lr("ppo"), cfg.details.adam_eps)
     gen, sample_gen = torch.Generator().manual_seed(cfg.seed + 2), torch.Generator().manual_seed(cfg.seed + 3)
     autocast = (torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None
@@ -163,7 +163,7 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     _sync(dev)
     t0 = time.perf_counter()
     with autocast:
-        score = rm_score_fn(reward_model, 0.0, 1.0, PAD_ID, cfg.details.reward_token, p.length_chunks, p.last_layer == "response")
+        score = rm_score_fn(reward_model, 0.0, 1.0, PAD_ID, cfg.details.reward_token, p.length_chunks, p.last_layer_suffix)
         ro = rollout(cfg, actor, ref_policy, score, queries, [""] * queries.size(0), PAD_ID, EOS_ID, sample_gen)
     _sync(dev)
     t1 = time.perf_counter()

@@ -81,7 +81,7 @@ def rm_score_fn(reward_model: torch.nn.Module, bias: float, gain: float, pad_id:
             return ops.pool_reward(reward_model(ids, pad_id), ids, pad_id, reward_token)
         L = ids.size(1)
         first = int(ops.last_token_index(ids, pad_id).min()) if reward_token == "eos" else L - 1
-        kept = reward_model(ids, pad_id, L - first)  # (B, L - first)
+        kept = reward_model(ids, pad_id, L - first, suffix=True)  # (B, L - first)
         scores = kept.new_zeros(ids.shape)  # (B, L)
         scores[:, first:] = kept
         return ops.pool_reward(scores, ids, pad_id, reward_token)

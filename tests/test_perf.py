@@ -197,5 +197,7 @@ def test_suffix_falls_back_to_the_full_forward_on_other_architectures():
         want = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=5).logits
         assert torch.equal(lm_logits(lm, ids, perf.PAD_ID, 5, suffix=True), want)
         critic = ScalarModel(trunk)
+        assert torch.equal(critic(ids, perf.PAD_ID, 5), critic(ids, perf.PAD_ID)[:, -5:])  # suffix off: a slice
         # the head on 5 rows instead of 12: float rounding only
-        torch.testing.assert_close(critic(ids, perf.PAD_ID, 5), critic(ids, perf.PAD_ID)[:, -5:], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(critic(ids, perf.PAD_ID, 5, suffix=True), critic(ids, perf.PAD_ID)[:, -5:],
+                                   rtol=1e-5, atol=1e-6)

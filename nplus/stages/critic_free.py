@@ -94,7 +94,7 @@ def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNorm
     D = dist()
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     policy_only = lambda: Actor(set_dropout(load_causal_lm(sft_dir), d.dropout), None, None, p.length_chunks,  # noqa: E731
-                                p.last_layer == "response")
+                                p.last_layer_suffix)
     o = start_online(cfg, policy_only, sft_dir, rm_dir, run_dir, norm, reward, pad_id)
     kl_coef, num_updates, k = p.kl_coef, p.num_updates, group_size(cfg)
     estimator, placement = kl_details(cfg)

@@ -74,7 +74,7 @@ class Actor(nn.Module):
             values = torch.zeros(logits.shape[:2], device=logits.device)
         else:
             logits = lm_logits(self.policy, query_responses, pad_id, keep, self.suffix)
-            values = self.critic(query_responses, pad_id, keep if self.suffix else 0)
+            values = self.critic(query_responses, pad_id, keep, self.suffix)
         return logits[:, :-1], values[:, -keep:-1]
 
     def values(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> torch.Tensor:
@@ -92,7 +92,7 @@ class Actor(nn.Module):
             if self.shared is not None:
                 out = self.shared(ids, pad_id, keep if self.suffix else 1, self.suffix)[1]
             else:
-                out = self.critic(ids, pad_id, keep if self.suffix else 0)
+                out = self.critic(ids, pad_id, keep, self.suffix)
             return out[:, -keep:-1]
         return by_length(values_of, query_responses, pad_id, self.chunks)
 
@@ -105,7 +105,7 @@ def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
     if d.value_network == "separate":
         critic = init_critic(d.value_init, rm_dir, sft_dir)
         set_dropout(critic.backbone, d.dropout)
-        return Actor(policy, critic, None, cfg.ppo.length_chunks, cfg.ppo.last_layer == "response")
+        return Actor(policy, critic, None, cfg.ppo.length_chunks, cfg.ppo.last_layer_suffix)
     if d.value_network == "shared_trunk":
         hidden = policy.config.hidden_size
         if d.value_init == "reward_model":  # the RM's head on the policy's trunk (the trunks differ after RM training)
@@ -116,7 +116,7 @@ def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
             head = nn.Linear(hidden, 1)
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        return Actor(None, None, SharedTrunkPolicy(policy, head), cfg.ppo.length_chunks, cfg.ppo.last_layer == "response")
+        return Actor(None, None, SharedTrunkPolicy(policy, head), cfg.ppo.length_chunks, cfg.ppo.last_layer_suffix)
     raise ValueError(f"value_network={d.value_network!r}")
 
 
@@ -168,7 +168,7 @@ def rollout(cfg: Config, actor: Actor, ref_policy, score_fn: ScoreFn, queries: t
         logprobs = response_logprobs(logits, responses, p.temperature, d.temperature_in_training)
     else:
         raise ValueError(f"rollout_logprobs={d.rollout_logprobs!r}")
-    ref_logits = response_logits(ref_policy, query_responses_raw, pad_id, T, p.length_chunks, p.last_layer == "response")
+    ref_logits = response_logits(ref_policy, query_responses_raw, pad_id, T, p.length_chunks, p.last_layer_suffix)
     ref_logprobs = response_logprobs(ref_logits, responses, p.temperature, d.temperature_in_training)
     # 3. truncate after the first EOS (EOS kept); score the truncated text
     post = ops.truncate_after_eos(responses, eos_id, pad_id)
@@ -318,7 +318,7 @@ def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: 
     reward = reward or TrainingReward()  # the learned RM, which reads no posts
     ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device, with_rm=reward.score is None)
     score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token,
-                                        cfg.ppo.length_chunks, cfg.ppo.last_layer == "response")
+                                        cfg.ppo.length_chunks, cfg.ppo.last_layer_suffix)
     base_lr = cfg.stage_lr("ppo")
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, cfg.details.adam_eps)
     # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
