@@ -69,6 +69,7 @@ SUMMARY_METRICS: dict[str, tuple[str, str]] = {
     "rm.accuracy": ("up", "validation accuracy of the reward model"),
     "rm.accuracy_gold": ("up", "share of validation pairs the reward model orders as the gold judge does, whatever their label says (tldr-synth; null elsewhere)"),
     "rm.fact_check_accuracy": ("up", "share of minimal pairs (a summary with every fact right vs the same summary with one fact wrong, 128 validation posts) the reward model ranks right: 0.5 means it does not check facts against the post (tldr-synth; null elsewhere)"),
+    "rm.fact_check_sft_likelihood": ("none", "share of the same minimal pairs whose right summary the SFT model (the RM's initial weights) finds more likely: what the model knows about the post's facts before RM training, to read rm.fact_check_accuracy against (tldr-synth; null elsewhere)"),
     "rm.accuracy_valid1": ("up", "validation accuracy on split valid1"),
     "rm.accuracy_valid2": ("up", "validation accuracy on split valid2"),
     "rm.reward_bias": ("none", "bias subtracted from every reward (details.reward_normalization)"),

@@ -2,7 +2,7 @@
 
 import torch
 
-from nplus.evaluation.probes import fact_accuracy, post_swap_gap, response_nll
+from nplus.evaluation.probes import fact_accuracy, likelihood_fact_check, post_swap_gap, response_nll, sequence_logprob
 from nplus.tasks.gold import GoldJudge
 
 PAD = 1
@@ -61,6 +61,21 @@ def test_response_nll_scores_only_the_response_tokens():
     m = _Lookup(12, copy=False)  # always predicts token 2
     nll = response_nll(m, [[3, 4], [3]], [[2, 2], [7]], PAD)
     assert nll[0] < 1e-6 and nll[1] > 30
+
+
+def test_sequence_logprob_ignores_padding_and_sums_the_tokens_after_the_first():
+    m = _Lookup(12, copy=False)  # always predicts token 2: log-prob 0 for a 2, about -40 for anything else
+    lp = sequence_logprob(m, torch.tensor([[3, 2, 2, PAD, PAD], [3, 2, 7, 2, PAD], [3, 2, 7, 7, 2]]), PAD)
+    assert abs(lp[0]) < 1e-6 and -45 < lp[1] < -35 and -85 < lp[2] < -75
+
+
+def test_likelihood_fact_check_credits_only_a_model_that_reads_the_fact_from_the_post():
+    # "post" 5 6 (or 7 8), then the cue 5 (7): the right summary restates the word that followed it in the post
+    right = torch.tensor([[5, 6, 5, 6], [7, 8, 7, 8], [9, 3, 9, 3]])
+    wrong = torch.tensor([[5, 6, 5, 9], [7, 8, 7, 4], [9, 3, 9, 4]])
+    assert likelihood_fact_check(_Lookup(12, copy=True), right, wrong, PAD) == 1.0
+    # a model blind to the post finds both equally likely: a tie is not a pair ranked right
+    assert likelihood_fact_check(_Lookup(12, copy=False), right, wrong, PAD) == 0.0
 
 
 def test_fact_accuracy_counts_only_facts_inside_the_query():

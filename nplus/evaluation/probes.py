@@ -103,6 +103,28 @@ def fact_check_sequences(posts: Sequence, query_ids: Sequence[Sequence[int]], to
     return ids[:len(rows)], ids[len(rows):], [r[1] for r in rows]
 
 
+@torch.no_grad()
+def sequence_logprob(model, ids: torch.Tensor, pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    """(N, L) right-padded ids → (N,) the sum of each sequence's token log-probabilities after its first token."""
+    out = []
+    for x in ids.split(batch_size):
+        real = (x != pad_id)[:, 1:]  # (B, L-1): position t predicts token t+1, a pad predicts nothing
+        logp = torch.log_softmax(lm_logits(model, x, pad_id)[:, :-1].float(), -1)  # (B, L-1, V)
+        out.append((logp.gather(2, x[:, 1:, None]).squeeze(2) * real).sum(1))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def likelihood_fact_check(model, right: torch.Tensor, wrong: torch.Tensor, pad_id: int) -> float:
+    """Share of fact-check minimal pairs (fact_check_sequences) a causal LM finds the right summary more likely in.
+    Both sequences share the query, so this compares the summaries' log-likelihoods: what the RM's initial weights
+    know about the post's facts, next to what the trained RM reads out (fact_check_accuracy)."""
+    was_training = model.training
+    model.eval()
+    hits = sequence_logprob(model, right, pad_id) > sequence_logprob(model, wrong, pad_id)
+    model.train(was_training)
+    return float(hits.float().mean()) if hits.numel() else float("nan")
+
+
 def fact_check_accuracy(score_right: Sequence[float], score_wrong: Sequence[float], slots: Sequence[str]) -> dict:
     """Share of minimal pairs whose right summary scores above the wrong one, overall (``fact_check_accuracy``;
     0.5 is chance) and per slot (``fact_check_accuracy_<slot>``)."""

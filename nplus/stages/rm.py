@@ -18,8 +18,8 @@ from transformers import AutoModel
 from nplus import ops
 from nplus.config import Config
 from nplus.evaluation.metrics import rm_accuracy_report, rm_calibration
-from nplus.evaluation.probes import fact_check_accuracy
-from nplus.models import RewardNormalization, ScalarModel, init_reward_head, set_dropout
+from nplus.evaluation.probes import fact_check_accuracy, likelihood_fact_check
+from nplus.models import RewardNormalization, ScalarModel, init_reward_head, load_causal_lm, set_dropout
 from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
                                  trim_right,
                                  seed_everything, set_lr)
@@ -118,6 +118,9 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
         right, wrong, slots = fact_check
         checks = fact_check_accuracy(score_sequences(rm, right, pad_id, d.reward_token).tolist(),
                                      score_sequences(rm, wrong, pad_id, d.reward_token).tolist(), slots)
+        # the same pairs by the SFT model's likelihood: what the RM's initial weights know, to read the above against
+        checks["fact_check_sft_likelihood"] = likelihood_fact_check(load_causal_lm(sft_dir).to(D.device), right.to(D.device),
+                                                                    wrong.to(D.device), pad_id)
     # 4. normalization from SFT reference summaries (and, for lmhp's variant, SFT policy samples)
     refs = as_tensor(sft_train.select(range(min(len(sft_train), 2000)))["query_reference_response_token"])
     ref_scores = score_sequences(rm, refs, pad_id, d.reward_token)
