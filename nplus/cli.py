@@ -33,11 +33,18 @@ class DataCmd:
     """Generator seed: the same seed gives byte-identical datasets."""
     scale: Literal["default", "small", "tiny"] = "default"
     """Corpus size: default (thousands of posts, for the demo), small (tests), tiny."""
+    comparisons: int | None = None
+    """Training comparisons (None: the scale's; more are drawn after the same validation pairs, as
+    task.synth_comparisons does in a run)."""
 
     def run(self) -> int:
-        from nplus.tasks.synth import generate
+        from nplus.tasks.synth import SIZES, generate
 
-        card = generate(self.out, seed=self.seed, scale=self.scale)
+        floor = SIZES[self.scale].comparisons_train
+        if self.comparisons is not None and self.comparisons < floor:
+            print(f"error: --comparisons {self.comparisons}: at least the {self.scale!r} scale's {floor}", file=sys.stderr)
+            return 2
+        card = generate(self.out, seed=self.seed, scale=self.scale, comparisons=self.comparisons)
         print(json.dumps(card, indent=2))
         return 0
 

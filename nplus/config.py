@@ -43,6 +43,10 @@ class TaskConfig:
     """Size of the generated corpus."""
     max_sft_train: int | None = None
     """Use at most this many SFT training posts (None: all)."""
+    synth_comparisons: int | None = None
+    """tldr-synth: training comparisons to generate (None: the scale's, 4,000 at `default`; the paper's TL;DR has
+    92,858). The scale's pairs come first and the validation pairs are the same, so a run with more pairs trains on
+    a superset and is scored on the same pairs; posts, tokenizer and base models do not change."""
     max_comparisons_train: int | None = None
     """Use at most this many training comparisons (None: all)."""
     max_eval: int = 256
@@ -274,7 +278,8 @@ class Config:
         keep = upstream_stages[stage]
         details = {k: v for k, v in d["details"].items() if REGISTRY[k].stage in keep}
         if stage == "sft":  # SFT never reads the comparisons: relabelled pairs (nplus label) reuse its artifact
-            base["task"] = {k: v for k, v in d["task"].items() if k not in ("comparisons_source", "max_comparisons_train", "max_rm_eval")}
+            base["task"] = {k: v for k, v in d["task"].items()
+                            if k not in ("comparisons_source", "max_comparisons_train", "max_rm_eval", "synth_comparisons")}
         out = {**base, "generator": generator, "seed": d["seed"], "lengths": d["lengths"], "lr": d["lr"], "sft": d["sft"],
                "processes": d["processes"], "eval_temperature": d["eval_temperature"], "details": details}
         if stage == "rm":
@@ -414,6 +419,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"ppo.length_chunks={cfg.ppo.length_chunks} must be at least 1 (1: one padded forward pass)")
     if cfg.task.name == "tldr-synth" and cfg.task.sft_source != "tldr-synth":
         raise ConfigError("task.name=tldr-synth requires task.sft_source = tldr-synth")
+    n_cmp = cfg.task.synth_comparisons
+    if n_cmp is not None:
+        from nplus.tasks.synth import SIZES
+
+        if cfg.task.name != "tldr-synth":
+            raise ConfigError(f"task.synth_comparisons={n_cmp}: only task.name=tldr-synth generates its comparisons; "
+                              "leave it unset (None) for the public datasets")
+        floor = SIZES[cfg.task.synth_scale].comparisons_train
+        if n_cmp < floor:
+            raise ConfigError(f"task.synth_comparisons={n_cmp}: at least the {cfg.task.synth_scale!r} scale's {floor} "
+                              "pairs (train on fewer with task.max_comparisons_train)")
     cmp = cfg.task.comparisons_source
     if cfg.task.name == "tldr-synth" and cmp not in SYNTH_COMPARISONS and not Path(cmp).exists():
         raise ConfigError(f"task.comparisons_source={cmp!r}: under task.name=tldr-synth it is one of "

@@ -54,13 +54,15 @@ class Data:
 
 
 def synth_dir(cfg: Config, cache: Path) -> Path:
-    """Generate the embedded corpus once per (seed, scale, generator version), shared by every run."""
+    """Generate the embedded corpus once per (seed, scale, comparison count, generator version), shared by every run."""
     from nplus.tasks.synth import VERSION, generate
 
-    path = cache / "data" / f"tldr-synth-seed{cfg.task.synth_seed}-{cfg.task.synth_scale}-v{VERSION}"
+    n_cmp = cfg.task.synth_comparisons
+    extra = f"-cmp{n_cmp}" if n_cmp is not None else ""
+    path = cache / "data" / f"tldr-synth-seed{cfg.task.synth_seed}-{cfg.task.synth_scale}{extra}-v{VERSION}"
     with artifact(cache, "data", path.name) as (p, built):
         if not built:
-            generate(p, seed=cfg.task.synth_seed, scale=cfg.task.synth_scale)
+            generate(p, seed=cfg.task.synth_seed, scale=cfg.task.synth_scale, comparisons=n_cmp)
     return path
 
 

@@ -151,6 +151,8 @@ CASES = [
          ("--set ppo.learning_rate", "unknown field 'learning_rate' in ppo", "valid fields: lr, total_episodes")),
     Case("set-value-not-a-choice", (*SMOKE, "--set", "model.dtype=float16"), ("model.dtype='float16'", "float32, bfloat16")),
     Case("bad-set-type", (*SMOKE, "--set", "ppo.lr=fast"), ("--set ppo.lr", "cannot read 'fast' as float")),
+    Case("synth-comparisons-below-the-scale", (*SMOKE, "--set", "task.synth_comparisons=3"),
+         ("task.synth_comparisons=3: at least the", "task.max_comparisons_train")),
     Case("set-without-value", (*SMOKE, "--set", "ppo.lr"), ("--set expects KEY=VALUE", "'ppo.lr'")),
     Case("set-on-a-detail", (*SMOKE, "--set", "details.dropout=disabled"), ("--set details.dropout", "--details.dropout")),
     Case("base-build-unknown-rung", ("base", "build", "--rung", "huge", "--out", "{out}", "--cache", "{cache}"),

@@ -197,3 +197,30 @@ def test_docs_list_the_whole_vocabulary():
     missing = [f for f in (*forms, *synth.DISTRACTOR_MARKERS, *synth.FILLER_PHRASES) if f"`{f}`" not in doc]
     assert not missing, f"docs/tldr-synth.md does not list {missing}"
     assert f"τ_w = {synth.TAU} ·" in doc and f"b_w = {synth.LENGTH_BIAS} ·" in doc
+
+
+def test_more_comparisons_extend_the_scale_s_pairs_and_keep_the_validation_pairs(small_posts):
+    judge = GoldJudge({p.text: p.facts for split in small_posts.values() for p in split})
+    default = synth.build_comparisons(small_posts, 0, "small", judge)
+    more = synth.build_comparisons(small_posts, 0, "small", judge, n_train=650)
+    assert len(default["train"]) == 400 and len(more["train"]) == 650
+    assert more["train"][:400] == default["train"] and more["validation"] == default["validation"]
+    extra = {(r["info"]["post"], tuple(s["text"] for s in r["summaries"])) for r in more["train"][400:]}
+    assert len(extra) > 200  # fresh pairs, not copies of the first 400
+    assert {r["info"]["post"] for r in more["train"][400:]} <= {p.text for p in small_posts["train"]}
+    with pytest.raises(ValueError, match="at least"):
+        synth.build_comparisons(small_posts, 0, "small", judge, n_train=399)
+
+
+def test_synth_comparisons_keeps_base_and_sft_artifacts_and_is_checked_before_compute():
+    from nplus.config import ConfigError, apply_overrides
+    from nplus.presets import preset
+
+    base = preset("demo")
+    more = apply_overrides(base, hparams={"task.synth_comparisons": "48000"})
+    assert more.task.synth_comparisons == 48000
+    assert [more.stage_hash(s) == base.stage_hash(s) for s in ("base", "sft", "rm")] == [True, True, False]
+    with pytest.raises(ConfigError, match="task.synth_comparisons=100: at least the 'default' scale's 4000"):
+        apply_overrides(base, hparams={"task.synth_comparisons": "100"})
+    with pytest.raises(ConfigError, match="only task.name=tldr-synth"):
+        apply_overrides(preset("paper-1b"), hparams={"task.synth_comparisons": "48000"})

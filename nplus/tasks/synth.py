@@ -123,20 +123,27 @@ def pretraining_posts(seed: int, n: int) -> list[Post]:
     taken = {p.text for split in build_posts(seed, "default").values() for p in split}
     return make_posts(n, random.Random(f"tldr-synth/pretrain/{seed}"), set(), taken)
 
-def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, judge) -> dict[str, list[dict]]:
+def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, judge,
+                      n_train: int | None = None) -> dict[str, list[dict]]:
     """Comparisons on SFT train posts (split ``train``) and on SFT validation posts (split ``validation``:
-    ``valid1`` on the first half of the posts, ``valid2`` on the second)."""
+    ``valid1`` on the first half of the posts, ``valid2`` on the second). ``n_train`` (at least the scale's
+    count) adds training pairs drawn after the validation ones, so the scale's pairs and the validation pairs
+    are the same whatever it is."""
     sizes = SIZES[scale]
+    n_train = sizes.comparisons_train if n_train is None else n_train
+    if n_train < sizes.comparisons_train:
+        raise ValueError(f"n_train={n_train}: at least the {scale!r} scale's {sizes.comparisons_train}")
     rng = random.Random(f"tldr-synth/comparisons/{seed}")  # a stream of its own, seeded from a str (stable)
     workers = make_workers(rng)
     val = posts["validation"]
     half, n_val = len(val) // 2, sizes.comparisons_validation
-    return {
-        "train": make_comparisons(posts["train"], sizes.comparisons_train, "train", tuple(range(3, 11)),
-                                  judge, workers, rng),
-        "validation": make_comparisons(val[:half], n_val // 2, "valid1", (11, 12), judge, workers, rng)
-        + make_comparisons(val[half:], n_val - n_val // 2, "valid2", (13, 14), judge, workers, rng),
-    }
+    batches = tuple(range(3, 11))
+    train = make_comparisons(posts["train"], sizes.comparisons_train, "train", batches, judge, workers, rng)
+    validation = (make_comparisons(val[:half], n_val // 2, "valid1", (11, 12), judge, workers, rng)
+                  + make_comparisons(val[half:], n_val - n_val // 2, "valid2", (13, 14), judge, workers, rng))
+    if n_train > len(train):
+        train += make_comparisons(posts["train"], n_train - len(train), "train", batches, judge, workers, rng)
+    return {"train": train, "validation": validation}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -227,8 +234,9 @@ def _card(seed: int, scale: str, posts: dict[str, list[Post]], comparisons: dict
     }
 
 
-def generate(out_dir: Path, seed: int = 0, scale: Scale = "default") -> dict:
-    """Write the ``tldr-synth`` corpus to ``out_dir`` and return its card (also ``out_dir/card.json``)."""
+def generate(out_dir: Path, seed: int = 0, scale: Scale = "default", comparisons: int | None = None) -> dict:
+    """Write the ``tldr-synth`` corpus to ``out_dir`` and return its card (also ``out_dir/card.json``);
+    ``comparisons``: training pairs (None: the scale's; see build_comparisons)."""
     from datasets import DatasetDict
 
     from nplus.tasks.tokenizer import train_tokenizer
@@ -242,7 +250,7 @@ def generate(out_dir: Path, seed: int = 0, scale: Scale = "default") -> dict:
     posts = build_posts(seed, scale)
     judge = GoldJudge({p.text: p.facts for split in posts.values() for p in split})
     # 2. comparisons labelled by simulated annotators
-    comparisons = build_comparisons(posts, seed, scale, judge)
+    comparisons = build_comparisons(posts, seed, scale, judge, comparisons)
 
     # 3. files
     save_dataset(DatasetDict({k: _sft_dataset(v) for k, v in posts.items()}), out_dir / "sft")
