@@ -57,7 +57,7 @@ class BaseCmd:
     action: tyro.conf.Positional[Literal["build"]]
     """`build`: run the recipe."""
     rung: str = "tiny"
-    """Ladder rung (nano, nano2, micro, tiny, mini, xs, s, m, l)."""
+    """Ladder rung (nano, nano2, micro, tiny, mini, micro4, xs, s, m, l)."""
     preset: str = "demo"
     """Preset whose task and model settings (recipe hyperparameters) the base is built with."""
     out: Path | None = None

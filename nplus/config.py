@@ -60,7 +60,7 @@ class ModelConfig:
     """The base model: a rung of the embedded GPT-NeoX ladder or a hub name / local path."""
 
     name: str = "tiny"
-    """Ladder rung (`nano`, `nano2`, `micro`, `tiny`, `mini`, `xs`, `s`, `m`, `l`) or a `transformers` causal LM name/path."""
+    """Ladder rung (`nano`, `nano2`, `micro`, `tiny`, `mini`, `micro4`, `xs`, `s`, `m`, `l`) or a `transformers` causal LM name/path."""
     pretrain_steps: int = 300
     """Language-model updates of base pretraining for ladder models (the analogue of Pythia's pretraining), after
     the induction phase."""

@@ -33,6 +33,9 @@ LADDER: dict[str, tuple[int, int, int]] = {
     "micro": (48, 2, 4),
     "tiny": (64, 2, 4),
     "mini": (80, 2, 4),
+    # Depth grows with width in Pythia's ladder: this 4-layer rung's reward model read the post's facts best of the
+    # ladder's at 48,000 comparisons (docs/tldr-synth.md, "Reward-model data"). 64 × 4 did not pass the copy bar.
+    "micro4": (48, 4, 4),
     "xs": (128, 3, 4),
     "s": (192, 4, 6),
     "m": (256, 6, 8),
