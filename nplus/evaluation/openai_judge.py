@@ -218,13 +218,27 @@ class OpenAIJudge(Judge):
         if len(todo) >= self.announce_cost_above:
             estimate = estimate_cost(list(todo.values()), self.model, self.max_tokens, self.price_per_1m)
             print(estimate.describe(self.model), file=sys.stderr, flush=True)
+        # A bad key or an interrupt sends none of the queued requests (finished replies stay cached). The stop is
+        # set by the worker that fails, not when this thread reaches its future: waiting on the futures in order,
+        # the workers went on sending every queued request while an earlier one was still in flight.
+        stop = threading.Event()
+
+        def ask(key: str, prompt: str) -> tuple[str | None, str | None] | None:
+            if stop.is_set():
+                return None  # skipped: the failure that set the stop is raised below
+            try:
+                return self._ask(key, prompt)
+            except BaseException:
+                stop.set()
+                raise
+
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {key: pool.submit(self._ask, key, prompt) for key, prompt in todo.items()}
+            futures = {key: pool.submit(ask, key, prompt) for key, prompt in todo.items()}
             try:
                 for key, future in futures.items():
                     replies[key] = future.result()
             except BaseException:
-                # a bad key or an interrupt: send none of the queued requests (finished replies stay cached)
+                stop.set()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
         return [_judgment_from_reply(*replies[k]) for k in keys]
