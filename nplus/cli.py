@@ -38,11 +38,12 @@ class DataCmd:
     task.synth_comparisons does in a run)."""
 
     def run(self) -> int:
-        from nplus.tasks.synth import SIZES, generate
+        from nplus.tasks.synth import comparisons_count, generate
 
-        floor = SIZES[self.scale].comparisons_train
-        if self.comparisons is not None and self.comparisons < floor:
-            print(f"error: --comparisons {self.comparisons}: at least the {self.scale!r} scale's {floor}", file=sys.stderr)
+        try:
+            comparisons_count(self.scale, self.comparisons)
+        except ValueError as e:
+            print(f"error: --comparisons {self.comparisons}: {e}", file=sys.stderr)
             return 2
         card = generate(self.out, seed=self.seed, scale=self.scale, comparisons=self.comparisons)
         print(json.dumps(card, indent=2))

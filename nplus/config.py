@@ -421,15 +421,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("task.name=tldr-synth requires task.sft_source = tldr-synth")
     n_cmp = cfg.task.synth_comparisons
     if n_cmp is not None:
-        from nplus.tasks.synth import SIZES
+        from nplus.tasks.synth import comparisons_count
 
         if cfg.task.name != "tldr-synth":
             raise ConfigError(f"task.synth_comparisons={n_cmp}: only task.name=tldr-synth generates its comparisons; "
                               "leave it unset (None) for the public datasets")
-        floor = SIZES[cfg.task.synth_scale].comparisons_train
-        if n_cmp < floor:
-            raise ConfigError(f"task.synth_comparisons={n_cmp}: at least the {cfg.task.synth_scale!r} scale's {floor} "
-                              "pairs (train on fewer with task.max_comparisons_train)")
+        try:
+            comparisons_count(cfg.task.synth_scale, n_cmp)
+        except ValueError as e:
+            raise ConfigError(f"task.synth_comparisons={n_cmp}: {e}") from None
     cmp = cfg.task.comparisons_source
     if cfg.task.name == "tldr-synth" and cmp not in SYNTH_COMPARISONS and not Path(cmp).exists():
         raise ConfigError(f"task.comparisons_source={cmp!r}: under task.name=tldr-synth it is one of "

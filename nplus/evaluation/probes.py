@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from nplus.models import lm_logits
+from nplus.ops import logprobs_of
 
 # Facts only the post body gives, restated token for token from it (the title carries relation and event).
 BODY_FACTS = ("narrator", "counterpart", "duration", "feeling")
@@ -109,8 +110,7 @@ def sequence_logprob(model, ids: torch.Tensor, pad_id: int, batch_size: int = 64
     out = []
     for x in ids.split(batch_size):
         real = (x != pad_id)[:, 1:]  # (B, L-1): position t predicts token t+1, a pad predicts nothing
-        logp = torch.log_softmax(lm_logits(model, x, pad_id)[:, :-1].float(), -1)  # (B, L-1, V)
-        out.append((logp.gather(2, x[:, 1:, None]).squeeze(2) * real).sum(1))
+        out.append((logprobs_of(lm_logits(model, x, pad_id)[:, :-1], x[:, 1:]) * real).sum(1))
     return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -123,6 +123,14 @@ def pretraining_posts(seed: int, n: int) -> list[Post]:
     taken = {p.text for split in build_posts(seed, "default").values() for p in split}
     return make_posts(n, random.Random(f"tldr-synth/pretrain/{seed}"), set(), taken)
 
+def comparisons_count(scale: Scale, n_train: int | None) -> int:
+    """The training comparisons to generate: ``n_train`` (None: the scale's), at least the scale's count."""
+    floor = SIZES[scale].comparisons_train
+    if n_train is not None and n_train < floor:
+        raise ValueError(f"at least the {scale!r} scale's {floor} pairs (train on fewer with task.max_comparisons_train)")
+    return floor if n_train is None else n_train
+
+
 def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, judge,
                       n_train: int | None = None) -> dict[str, list[dict]]:
     """Comparisons on SFT train posts (split ``train``) and on SFT validation posts (split ``validation``:
@@ -130,9 +138,7 @@ def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, jud
     count) adds training pairs drawn after the validation ones, so the scale's pairs and the validation pairs
     are the same whatever it is."""
     sizes = SIZES[scale]
-    n_train = sizes.comparisons_train if n_train is None else n_train
-    if n_train < sizes.comparisons_train:
-        raise ValueError(f"n_train={n_train}: at least the {scale!r} scale's {sizes.comparisons_train}")
+    n_train = comparisons_count(scale, n_train)
     rng = random.Random(f"tldr-synth/comparisons/{seed}")  # a stream of its own, seeded from a str (stable)
     workers = make_workers(rng)
     val = posts["validation"]
@@ -243,6 +249,7 @@ def generate(out_dir: Path, seed: int = 0, scale: Scale = "default", comparisons
 
     if scale not in SIZES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {tuple(SIZES)}")
+    comparisons_count(scale, comparisons)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
