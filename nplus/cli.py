@@ -66,7 +66,15 @@ class BaseCmd:
     cache: Path | None = None
     """Cache for the generated corpus (default: $NPLUS_CACHE or runs/.cache)."""
     threads: int | None = None
-    """torch threads (the result does not depend on it)."""
+    """torch threads. Results are bit-identical for the same CPU type and thread count; a build resumes only under
+    the thread count it started with."""
+    checkpoint_every: int = 250
+    """Write a checkpoint every this many updates (under the cache); a rerun of the same command resumes from it."""
+    fresh: bool = False
+    """Discard this rung's checkpoint and start over."""
+    copy_bar: float = 2.0
+    """Least copy_gain at the end of the induction phase; below it the build stops there with what to change
+    (0: no check)."""
 
     def run(self) -> int:
         from nplus import bases
@@ -80,11 +88,22 @@ class BaseCmd:
         cfg = apply_overrides(preset(self.preset), hparams={"model.name": self.rung})
         if cfg.task.name != "tldr-synth":
             raise ConfigError(f"--preset {self.preset}: base models are built for the embedded task (tldr-synth) only")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every {self.checkpoint_every}: must be a positive number of updates")
         _set_threads(self.threads)
         out = self.out or bases.BASES_DIR / self.rung
-        data = load_data(cfg, self.cache or default_cache())
-        manifest = bases.build(cfg, data, out, command=f"nplus base build --rung {self.rung} --preset {self.preset}")
-        print(json.dumps({k: manifest[k] for k in ("rung", "recipe", "base_hash", "probes", "build_time_s")}, indent=2))
+        cache = self.cache or default_cache()
+        checkpoint = cache / "base-builds" / f"{self.rung}-{cfg.stage_hash('base')}" / "checkpoint.safetensors"
+        if self.fresh:
+            checkpoint.unlink(missing_ok=True)
+        elif checkpoint.is_file():
+            print(f"resuming {self.rung} from {checkpoint}", file=sys.stderr)
+        data = load_data(cfg, cache)
+        manifest = bases.build(cfg, data, out, command=f"nplus base build --rung {self.rung} --preset {self.preset}",
+                               preset=self.preset, checkpoint=checkpoint, checkpoint_every=self.checkpoint_every,
+                               copy_bar=self.copy_bar if self.copy_bar > 0 else None)
+        print(json.dumps({k: manifest[k] for k in ("rung", "recipe", "base_hash", "params", "probes", "validation_loss",
+                                                   "build_time_s", "tokens_per_s", "matmul_peak_fraction")}, indent=2))
         print(f"base model: {out}", file=sys.stderr)
         return 0
 
@@ -269,7 +288,7 @@ def _commands() -> dict[str, type]:
 # A full disk is one too (DiskFullError names the path; an OSError that says so is reported the same way).
 USER_ERRORS = ("BaseModelError", "DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
                "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError",
-               "JudgeFailedError", "DiskFullError", "LabelInputError")
+               "JudgeFailedError", "DiskFullError", "LabelInputError", "InductionNotFormed", "CheckpointMismatch")
 
 
 def merge_repeated_set(argv: list[str]) -> list[str]:

@@ -74,6 +74,15 @@ class ModelConfig:
     """Fresh generated posts (with their TL;DR lines) added to the pretraining corpus beyond the SFT training
     posts, so that the corpus does not repeat and predicting a TL;DR pays only by reading its post."""
     pretrain_lr: float = 3e-3
+    pretrain_lr_rule: Literal["fixed", "inverse_width"] = "fixed"
+    """How the pretraining learning rates follow the rung. `fixed`: pretrain_lr and pretrain_language_lr as given
+    (recipe 3, every rung alike). `inverse_width`: both are the rates of a 64-wide rung and scale as 64 / width
+    (recipe 4, the ladder of `nplus base build`): Adam's update to a hidden weight moves its output in proportion
+    to fan-in, so a constant rate is too large for wide rungs (96 × 2 and 128 × 3 never formed the induction
+    circuit at 2e-3) and halving it per doubling of width formed it at 64 × 4 and 128 × 4 (docs/tldr-synth.md)."""
+    pretrain_grad_clip: float | None = None
+    """Clip the pretraining gradient's global norm to this (None: no clipping, recipe 3). Pythia clips at 1.0; the
+    induction experiments at 64 × 4 and 128 × 4 that set the ladder's rule clipped at 1.0 too."""
     pretrain_language_lr: float | None = None
     """Peak learning rate of the language phase (None: pretrain_lr). Lower than the induction phase's so that
     learning language does not overwrite the copying circuit (measured: at 2e-3 copy_gain fell to 0.1 and the
@@ -261,6 +270,10 @@ class Config:
         if stage == "rm" and (rm_cfg := self.reward_model_config()) is not self:  # an RM from another model
             return rm_cfg.stage_dict("rm")
         d = self.to_dict()
+        # fields added with the scaling ladder: at their defaults they leave earlier hashes (committed bases) as they were
+        for key, default in (("pretrain_lr_rule", "fixed"), ("pretrain_grad_clip", None)):
+            if d["model"][key] == default:
+                del d["model"][key]
         base = {"task": d["task"], "model": d["model"], "base_recipe": BASE_RECIPE}
         if stage == "base":
             # Only what the base model depends on: the corpus it is pretrained on (generator version included) and

@@ -36,6 +36,13 @@ LADDER: dict[str, tuple[int, int, int]] = {
     # Depth grows with width in Pythia's ladder: this 4-layer rung's reward model read the post's facts best of the
     # ladder's at 48,000 comparisons (docs/tldr-synth.md, "Reward-model data"). 64 × 4 did not pass the copy bar.
     "micro4": (48, 4, 4),
+    # The scaling ladder (preset `scaling`, ablations/scaling.toml): depth grows with width as in Pythia's, the
+    # pretraining rates fall as 1 / width (ModelConfig.pretrain_lr_rule), the same tokens in the same order.
+    "r32x2": (32, 2, 2),
+    "r48x3": (48, 3, 4),
+    "r64x4": (64, 4, 4),
+    "r96x4": (96, 4, 4),
+    "r128x4": (128, 4, 4),
     "xs": (128, 3, 4),
     "s": (192, 4, 6),
     "m": (256, 6, 8),

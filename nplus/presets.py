@@ -6,6 +6,8 @@ Each is a short function that says why its values were chosen; a variant is a sm
 
 from __future__ import annotations
 
+import dataclasses
+
 from nplus.config import (Config, ConfigError, DPOConfig, Details, Lengths, ModelConfig, OptimConfig, PPOConfig,
                           TaskConfig)
 
@@ -70,6 +72,19 @@ def _demo(seed: int) -> Config:
     )
 
 
+def _scaling(seed: int) -> Config:
+    # The scaling study's ladder (rungs r32x2 … r128x4, ablations/scaling.toml): one pretraining recipe for every
+    # rung, as Pythia's suite: the same tokens in the same order (4,000 induction then 2,500 language updates of
+    # 32 windows), peak rates 1e-3 at width 64 falling as 1 / width (ModelConfig.pretrain_lr_rule), gradients clipped
+    # at norm 1 (Pythia's). Downstream, the
+    # demo's hyperparameters for every rung, as the paper uses one set for every size.
+    demo = _demo(seed)
+    return dataclasses.replace(
+        demo, preset="scaling",
+        model=dataclasses.replace(demo.model, name="r64x4", pretrain_lr=1e-3, pretrain_language_lr=1e-3,
+                                  pretrain_lr_rule="inverse_width", pretrain_grad_clip=1.0))
+
+
 # Per-size PPO memory knobs from the paper: micro-batch × accumulation × 8 GPUs = 512.
 _PAPER_SIZES = {"1b": ("EleutherAI/pythia-1b-deduped", 16), "2.8b": ("EleutherAI/pythia-2.8b-deduped", 4),
                 "6.9b": ("EleutherAI/pythia-6.9b-deduped", 1)}
@@ -100,6 +115,7 @@ def _paper(size: str, seed: int) -> Config:
 PRESETS = {
     "smoke": _smoke,
     "demo": _demo,
+    "scaling": _scaling,
     **{f"paper-{s}": (lambda seed, s=s: _paper(s, seed)) for s in _PAPER_SIZES},
 }
 

@@ -77,34 +77,91 @@ def committed_base(cfg, tokenizer_file: Path | None, root: Path = BASES_DIR) -> 
     return model_dir
 
 
-def build(cfg, data, out_dir: Path, command: str | None = None) -> dict:
-    """Run the recipe for ``cfg`` into ``out_dir`` (model/ and manifest.json); returns the manifest."""
+def build(cfg, data, out_dir: Path, command: str | None = None, preset: str | None = None,
+          checkpoint: Path | None = None, checkpoint_every: int = 250, copy_bar: float | None = None) -> dict:
+    """Run the recipe for ``cfg`` into ``out_dir`` (model/ and manifest.json); returns the manifest. ``checkpoint``
+    (a file under the cache) makes the build resumable; ``copy_bar`` stops it when the induction phase ends without
+    the copying circuit (nplus/stages/base.py)."""
     import torch
     import transformers
 
     from nplus.config import BASE_RECIPE
-    from nplus.stages.base import pretrain_base
+    from nplus.stages.base import pretrain_base, pretraining_texts, validation_loss
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = data.tokenizer
     t0 = time.time()
-    result = pretrain_base(cfg, data.sft["train"], tok, out_dir, probe=lambda model: base_probes(cfg, data, model))
+    result = pretrain_base(cfg, data.sft["train"], tok, out_dir, probe=lambda model: base_probes(cfg, data, model),
+                           checkpoint=checkpoint, checkpoint_every=checkpoint_every, copy_bar=copy_bar)
+    wall = time.time() - t0  # a resumed build counts this invocation's time only (the manifest says so)
+    m = cfg.model
+    held_out = pretraining_texts(data.sft["validation"].select(range(min(VALIDATION_DOCS, len(data.sft["validation"])))),
+                                 m.pretrain_corpus)
     tokenizer_file = data.data_dir / "tokenizer" / "tokenizer.json" if data.data_dir else None
+    cost = build_cost(cfg, len(tok), result["resumed_at"], result["updates"])
+    speed = cost["tokens"] / result["train_time_s"]
     manifest = {
-        "rung": cfg.model.name, "recipe": BASE_RECIPE, "base_hash": cfg.stage_hash("base"), "config": cfg.stage_dict("base"),
+        "rung": cfg.model.name, "recipe": BASE_RECIPE, "preset": preset, "base_hash": cfg.stage_hash("base"),
+        "config": cfg.stage_dict("base"),
         "weights_sha256": sha256_file(out_dir / "model" / WEIGHTS),
         "tokenizer_sha256": sha256_file(tokenizer_file) if tokenizer_file else None,
         "corpus_sha256": sha256_tensor(result["stream"]),
         "probes": {k: result[k] for k in ("copy_gain", "copy_nll_first", "copy_nll_repeat", "post_swap_gap", "reference_nll") if k in result},
+        "validation_loss": validation_loss(result["model"], held_out, tok, m.pretrain_seq_len),
         "loss": result["loss"], "first_losses": result["first_losses"], "params": result["params"],
+        "non_embedding_params": result["params"] - 2 * len(tok) * result["hidden"],
         "tokens": result["tokens"], "documents": result["documents"],
-        "build_time_s": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
+        "build_time_s": round(wall, 1), "resumed_at_update": result["resumed_at"],
+        "threads": torch.get_num_threads(), "device": device_name(),
+        "tokens_per_s": round(speed, 1),
+        "matmul_peak_fraction": round(cost["flops"] / result["train_time_s"] / matmul_peak(), 3),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "command": command or rebuild_command(cfg.model.name),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return manifest
+
+
+# Held-out documents of the manifest's validation_loss: the first validation posts with their TL;DR lines
+VALIDATION_DOCS = 512
+
+
+def build_cost(cfg, vocab: int, first: int, last: int) -> dict:
+    """Tokens and matmul FLOPs (forward + backward = 3 forwards) of pretraining updates [first, last) of ``cfg``'s
+    rung: the manifest's tokens/s and share of the machine's matmul peak."""
+    from nplus.models import LADDER
+    from nplus.perf import Shape, head_flops, trunk_flops
+
+    hidden, layers, _ = LADDER[cfg.model.name]
+    s, m = Shape(hidden, layers, vocab, 4 * hidden), cfg.model
+    tokens = flops = 0.0
+    for window, n in ((m.pretrain_span_len, max(0, min(last, m.pretrain_induction_steps) - first)),
+                      (m.pretrain_seq_len, max(0, last - max(first, m.pretrain_induction_steps)))):
+        tokens += n * m.pretrain_batch * window
+        flops += n * 3 * (trunk_flops(s, m.pretrain_batch, 0, window) + head_flops(s, m.pretrain_batch, window))
+    return {"tokens": tokens, "flops": flops}
+
+
+def matmul_peak() -> float:
+    from nplus.perf import matmul_peak_flops
+
+    return matmul_peak_flops(n=1024, repeats=3)
+
+
+def device_name() -> str:
+    """Where a build ran: the CPU model (or the GPU's name), for the manifest."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def base_probes(cfg, data, model, n: int = 256) -> dict:

@@ -18,6 +18,7 @@ ladder's dropout in its saved config and is not affected by any detail. Built on
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -115,13 +116,118 @@ def recipe_lr(base_lr: float, language_lr: float, step: int, induction_steps: in
     return language_lr * min(1.0, (k + 1) / WARMUP) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / max(1, language_steps))))
 
 
+# ModelConfig.pretrain_lr_rule = inverse_width: the configured rates are a 64-wide rung's (the demo rung's width)
+REFERENCE_WIDTH = 64
+
+
+def peak_lrs(m, hidden: int) -> tuple[float, float]:
+    """(induction, language) peak learning rates of a rung ``hidden`` wide under ``m.pretrain_lr_rule``."""
+    scale = REFERENCE_WIDTH / hidden if m.pretrain_lr_rule == "inverse_width" else 1.0
+    return m.pretrain_lr * scale, (m.pretrain_language_lr or m.pretrain_lr) * scale
+
+
+class InductionNotFormed(RuntimeError):
+    """The induction phase ended without the copying circuit: the language phase would build a base that cannot
+    read its post, so the build stops here (its checkpoint kept) instead of shipping one."""
+
+
+@torch.no_grad()
+def validation_loss(model, docs: list[tuple[str, str]], tokenizer, seq_len: int, batch: int = 32) -> float:
+    """Mean next-token NLL over held-out documents (query + TL;DR line + EOS, as pretraining sees them), each row
+    one document from its first token, cut at ``seq_len + 1`` tokens: the rung's language-model quality on posts
+    it never trained on (manifest key ``validation_loss``)."""
+    ids, _, _ = token_stream(docs, tokenizer)
+    eos = tokenizer.eos_token_id
+    rows, start = [], 0
+    for i, tok in enumerate(ids.tolist()):  # split the stream back into documents at their closing EOS
+        if tok == eos:
+            rows.append(ids[start:i + 1][:seq_len + 1])
+            start = i + 1
+    total, count = 0.0, 0
+    for b in range(0, len(rows), batch):
+        chunk = rows[b:b + batch]
+        width = max(len(r) for r in chunk)
+        x = torch.full((len(chunk), width), eos, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width - 1, dtype=torch.bool)
+        for j, r in enumerate(chunk):
+            x[j, :len(r)] = r
+            mask[j, :len(r) - 1] = True  # right padding: the targets past a document's EOS are not counted
+        logits = model(input_ids=x[:, :-1], use_cache=False).logits  # (b, W - 1, V)
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none")
+        total += float(nll[mask.reshape(-1)].double().sum())
+        count += int(mask.sum())
+    return total / count
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checkpoints: everything the next update depends on, so that a resumed build ends bit-identical to an uninterrupted
+# one (same CPU type and thread count). safetensors only: a checkpoint is never unpickled.
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint made by another configuration or thread count: resuming from it would not be this build."""
+
+
+def save_checkpoint(path: Path, step: int, model, opt: torch.optim.Optimizer, gen: torch.Generator,
+                    losses: list[float], identity: str) -> None:
+    from safetensors.torch import save_file
+
+    from nplus.rundir import fault_point
+
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    for i, p in enumerate(model.parameters()):
+        for k, v in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{k}"] = v.detach().clone().reshape(-1) if v.dim() == 0 else v.detach().clone()
+    tensors["rng.data"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)  # .item() floats are float32 values: exact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"step": str(step), "identity": identity})
+    fault_point("checkpoint")  # the kill test dies here: the new checkpoint written, the previous one still in place
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model, opt: torch.optim.Optimizer, gen: torch.Generator,
+                    identity: str) -> tuple[int, list[float]] | None:
+    """Restore a checkpoint written for ``identity`` (the base-stage hash); returns (next step, losses) or None
+    when there is none. One written for another configuration is an error, never silently reused."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        if meta.get("identity") != identity:
+            raise CheckpointMismatch(f"{path}: a checkpoint of another base configuration or thread count "
+                                     f"({meta.get('identity')}; this build is {identity}): resume with the same "
+                                     "--threads, or pass --fresh to start over")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = {}
+    for i, p in enumerate(model.parameters()):
+        s = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if s:
+            state[i] = {k: (v.reshape(()) if k == "step" else v) for k, v in s.items()}
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    gen.set_state(tensors["rng.data"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(meta["step"]), tensors["losses"].tolist()
+
+
 def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: int | None = None,
-                  probe=None) -> dict:
+                  probe=None, checkpoint: Path | None = None, checkpoint_every: int = 250,
+                  copy_bar: float | None = None) -> dict:
     """Train a ladder model from scratch with the two-phase recipe; save it with safetensors into out_dir/model.
 
     ``stop_after`` ends after that many updates without saving (the schedule is the full run's): the test that
     the committed weights come from this recipe replays the first updates. ``probe(model) -> dict`` adds probe
-    figures (post_swap_gap) to the result; ``stream`` is the pretraining token stream (hashed into the manifest)."""
+    figures (post_swap_gap) to the result; ``stream`` is the pretraining token stream (hashed into the manifest).
+    ``checkpoint``: a file written every ``checkpoint_every`` updates and at the end, resumed from when present
+    (``bases.build`` deletes it once the manifest is written). ``copy_bar``: the least ``copy_gain`` at the end of the induction phase, else
+    InductionNotFormed."""
     m = cfg.model
     gen = seed_everything(m.pretrain_seed)
     # Rotary positions have no learned table: the size only bounds generation, so it is fixed rather than taken
@@ -142,14 +248,22 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
         stream, starts, tldr = token_stream(pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts,
                                                               cfg.task.synth_seed), tokenizer)
     V = len(tokenizer)
-    opt = torch.optim.AdamW(model.parameters(), lr=m.pretrain_lr, eps=1e-8)
+    induction_lr, language_lr = peak_lrs(m, model.config.hidden_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=induction_lr, eps=1e-8)
+    # CPU results depend on the thread count in the last bits: a checkpoint resumes under the count it was made with
+    identity = f"{cfg.stage_hash('base')}/threads={torch.get_num_threads()}"
+    first, losses = 0, []
+    if checkpoint is not None and (resumed := load_checkpoint(checkpoint, model, opt, gen, identity)):
+        first, losses = resumed
     log = MetricsLog(out_dir / "metrics.jsonl", "base")
+    if first:
+        _truncate_log(out_dir / "metrics.jsonl", first)
     n_span_rows = round(m.pretrain_batch * m.pretrain_span_mix)
     bar = progress(steps, f"base {m.name}")
-    losses: list[float] = []
-    for step in range(steps):
-        set_lr(opt, recipe_lr(m.pretrain_lr, m.pretrain_language_lr or m.pretrain_lr, step, m.pretrain_induction_steps,
-                              m.pretrain_steps))
+    bar.update(first)
+    t_train = time.time()
+    for step in range(first, steps):
+        set_lr(opt, recipe_lr(induction_lr, language_lr, step, m.pretrain_induction_steps, m.pretrain_steps))
         weights = None
         if step < m.pretrain_induction_steps:  # 1. induction phase
             window = span_batch(m.pretrain_batch, m.pretrain_span_len, V, gen, tokenizer.eos_token_id)
@@ -167,13 +281,30 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
         check_finite(loss, "base", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if m.pretrain_grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), m.pretrain_grad_clip)
         opt.step()
         losses.append(loss.item())
         if step % 10 == 0 or step == total - 1:
             log.log(step, **{"base/loss": losses[-1]})
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="induction" if step < m.pretrain_induction_steps else "language")
+        done = step + 1
+        if copy_bar is not None and done == m.pretrain_induction_steps:  # the circuit must be there by now
+            gain = copy_probe(model, V)["copy_gain"]
+            log.log(step, **{"base/copy_gain": gain})
+            if gain < copy_bar:  # before the checkpoint: a rerun of this configuration fails here again
+                bar.close()
+                raise InductionNotFormed(
+                    f"base {m.name}: copy_gain {gain:.2f} < {copy_bar} after the {m.pretrain_induction_steps} "
+                    f"induction updates (peak lr {induction_lr:.2e}): the induction circuit did not form; lower "
+                    "model.pretrain_lr or raise model.pretrain_induction_steps (docs/tldr-synth.md, 'The ladder')")
+        # the last one too: the caller deletes it once the manifest is written, so a crash after training costs nothing
+        if checkpoint is not None and stop_after is None and (done % checkpoint_every == 0
+                                                              or done in (m.pretrain_induction_steps, steps)):
+            save_checkpoint(checkpoint, done, model, opt, gen, losses, identity)
     bar.close()
+    train_time = time.time() - t_train
     if stop_after is not None:
         return {"losses": losses}
     model.config.update(dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT))  # set_dropout zeroed the config too
@@ -181,4 +312,22 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     tokenizer.save_pretrained(out_dir / "model")
     model.eval()
     return {"loss": losses[-1], "first_losses": losses[:8], "params": count_parameters(model), "tokens": int(stream.numel()),
+            "model": model, "hidden": model.config.hidden_size, "resumed_at": first, "updates": steps,
+            "train_time_s": train_time,
             "documents": int(starts.numel()), "stream": stream, **copy_probe(model, V), **(probe(model) if probe else {})}
+
+
+def _truncate_log(path: Path, first: int) -> None:
+    """A resumed build logs its updates from ``first`` again: drop the rows a killed run wrote past its checkpoint."""
+    import json
+
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        keep = []
+        for r in rows:
+            try:
+                if json.loads(r)["step"] < first:
+                    keep.append(r)
+            except json.JSONDecodeError:  # the line a kill cut short
+                continue
+        path.write_text("".join(r + "\n" for r in keep))
