@@ -1,7 +1,10 @@
 """Committed base models (nplus/bases): probes, integrity checks, and proof that the recipe made the weights."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,9 @@ RUNGS = [p.parent.name for p in MANIFESTS]
 
 def _cfg(rung: str):
     manifest = bases.read_manifest(rung)
-    cfg = apply_overrides(preset("demo"), hparams={"model.name": rung})
-    assert cfg.stage_dict("base") == manifest["config"], "the demo preset no longer builds the committed base"
+    name = manifest.get("preset") or "demo"  # manifests before the scaling ladder were all built with the demo preset
+    cfg = apply_overrides(preset(name), hparams={"model.name": rung})
+    assert cfg.stage_dict("base") == manifest["config"], f"the {name} preset no longer builds the committed base"
     return cfg, manifest
 
 
@@ -120,3 +124,57 @@ def test_a_configuration_no_base_was_built_with_builds_its_own():
     cfg = apply_overrides(preset("demo"), hparams={"model.pretrain_steps": 7})
     assert bases.committed_base(cfg, None) is None
     assert bases.committed_base(preset("smoke"), None) is None
+
+
+def _build(out: Path, cache: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A small base build through the real CLI (smoke preset: 36 updates, a checkpoint every 10)."""
+    cmd = [sys.executable, "-m", "nplus.cli", "base", "build", "--rung", "nano", "--preset", "smoke", "--out", str(out),
+           "--cache", str(cache), "--copy-bar", "0", "--checkpoint-every", "10", "--threads", "1"]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NPLUS_PROGRESS": "0", **(env or {})},
+                          start_new_session=True)
+
+
+@pytest.mark.slow
+def test_a_killed_base_build_resumes_to_the_same_weights(tmp_path):
+    """kill -9 mid-build (between writing a checkpoint and putting it in place), rerun the same command: the weights
+    equal an uninterrupted build's, and the manifest says where it resumed."""
+    cache = tmp_path / "cache"
+    whole = _build(tmp_path / "whole", cache)
+    assert whole.returncode == 0, whole.stderr
+    assert not list((cache / "base-builds").glob("*/checkpoint.safetensors"))  # removed once the manifest is written
+    killed = _build(tmp_path / "killed", cache, {"NPLUS_FAULT": "checkpoint:2", "NPLUS_FAULT_COUNTER": str(tmp_path / "n")})
+    assert killed.returncode == -9  # died at the second checkpoint (after update 10), the first (update 6) in place
+    assert not (tmp_path / "killed" / "manifest.json").exists()
+    resumed = _build(tmp_path / "killed", cache)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming nano" in resumed.stderr
+    a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("whole", "killed"))
+    assert b["resumed_at_update"] == 6 and a["resumed_at_update"] == 0
+    assert a["weights_sha256"] == b["weights_sha256"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # the rows the killed run logged past its checkpoint were dropped, not doubled
+
+
+def test_a_checkpoint_of_another_thread_count_is_refused(tmp_path):
+    import torch
+
+    from nplus.stages.base import CheckpointMismatch, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    save_checkpoint(tmp_path / "c.safetensors", 3, model, opt, gen, [1.0], "hash/threads=2")
+    with pytest.raises(CheckpointMismatch, match="same --threads"):
+        load_checkpoint(tmp_path / "c.safetensors", model, opt, gen, "hash/threads=1")
+    assert load_checkpoint(tmp_path / "c.safetensors", model, opt, gen, "hash/threads=2") == (3, [1.0])
+
+
+def test_the_ladder_rule_scales_the_rate_with_width():
+    from nplus.models import LADDER
+    from nplus.stages.base import peak_lrs
+
+    m = preset("scaling").model
+    rates = {r: peak_lrs(m, LADDER[r][0]) for r in ("r32x2", "r48x3", "r64x4", "r96x4", "r128x4")}
+    assert rates["r64x4"] == (1e-3, 1e-3) and rates["r32x2"] == (2e-3, 2e-3) and rates["r128x4"] == (5e-4, 5e-4)
+    assert peak_lrs(preset("demo").model, 128) == (2e-3, 2e-3)  # recipe 3: one rate for every width
+

@@ -298,7 +298,7 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
                 raise InductionNotFormed(
                     f"base {m.name}: copy_gain {gain:.2f} < {copy_bar} after the {m.pretrain_induction_steps} "
                     f"induction updates (peak lr {induction_lr:.2e}): the induction circuit did not form; lower "
-                    "model.pretrain_lr or raise model.pretrain_induction_steps (docs/tldr-synth.md, 'The ladder')")
+                    "model.pretrain_lr or raise model.pretrain_induction_steps (docs/tldr-synth.md, section The ladder)")
         # the last one too: the caller deletes it once the manifest is written, so a crash after training costs nothing
         if checkpoint is not None and stop_after is None and (done % checkpoint_every == 0
                                                               or done in (m.pretrain_induction_steps, steps)):
