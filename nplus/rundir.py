@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -170,11 +171,21 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# The locks this process holds, by (real path, thread): the study runner holds a run directory's lock around
+# run_pipeline, which takes the same lock itself (flock would refuse a second descriptor of the same process).
+_HELD: set[tuple[str, int]] = set()
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """An advisory exclusive lock (flock); released by the OS if the holder dies. Yields whether it was taken."""
+    """An advisory exclusive lock (flock); released by the OS if the holder dies. Yields whether it was taken.
+    Re-entrant within a thread: a lock the calling thread already holds is taken again at once."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = (os.path.realpath(path), threading.get_ident())
+    if key in _HELD:
+        yield True
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -182,9 +193,72 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
-        yield True
+        _HELD.add(key)
+        try:
+            yield True
+        finally:
+            _HELD.discard(key)
     finally:
         os.close(fd)
+
+
+class RunDirError(Exception):
+    """A run directory that must not be written now: another process is writing it, it holds a finished run
+    (without ``--overwrite``), or it is not a run directory. One line naming the path (the CLI prints it)."""
+
+
+RUN_LOCK = ".lock"  # the run directory's lock: run_pipeline and the study runner take the same file
+# What marks a directory as a run directory (a file the pipeline or the runner wrote there)
+RUN_MARKERS = (RUN_LOCK, "config.json", DONE, "command.txt", "error.txt")
+
+
+@contextlib.contextmanager
+def run_dir_lock(path: Path, overwrite: bool = False) -> Iterator[None]:
+    """Hold ``path``'s run lock for the whole run, refusing (RunDirError) when another process holds it, when
+    ``path`` holds a finished run (DONE) and ``overwrite`` is false, or when it is a non-empty directory that is
+    not a run directory (``--out .`` would mix a run's files into it)."""
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not any((path / m).exists() for m in RUN_MARKERS):
+        raise RunDirError(f"{path} is a non-empty directory that is not a run directory; choose a new or empty "
+                          "directory for --out")
+
+    def refuse_finished() -> None:
+        if not overwrite and (path / DONE).exists():
+            raise RunDirError(f"{path} holds a finished run ({DONE} present); pass --overwrite to replace it, or "
+                              "choose another --out")
+
+    refuse_finished()  # before the lock file is created: a refused run leaves the directory as it was
+    with file_lock(path / RUN_LOCK, blocking=False) as taken:
+        if not taken:
+            raise RunDirError(f"{path} is locked: another nplus process (a pipeline or a study runner) is writing "
+                              "this run directory; wait for it to finish or choose another --out")
+        refuse_finished()  # again under the lock: the other process may have just finished
+        yield
+
+
+class PathError(Exception):
+    """A path the operating system will refuse (a file where a directory must be, no permission, a name too
+    long): one line naming the path, raised before anything is written."""
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """``path`` is a directory this command will create or write into: refuse (PathError, naming ``flag``) when it
+    or its nearest existing ancestor is not a directory, that ancestor is not writable, or a name in it is longer
+    than the file system allows. Cheap, so every writer checks before its first write."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PathError(f"{flag} {path}: exists and is not a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PathError(f"{flag} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PathError(f"{flag} {path}: {existing} is not writable (permission denied)")
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise PathError(f"{flag} {path}: the name {part[:40]!r}... is longer than the file system's {limit} bytes")
 
 
 def is_done(path: Path) -> bool:

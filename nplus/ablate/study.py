@@ -25,7 +25,7 @@ variant × size × seed, each with its resolved ``Config`` and run directory
     name = "no-eos-penalty"
     details = { missing_eos_penalty = "off" }
     framework = "trl-ppo"         # optional: a framework-emulation preset, applied before `details`
-    hparams = { "ppo.lr" = 1e-4 } # optional: this variant's hyperparameter overrides
+    hparams = { "ppo.kl_coef" = 0.01 } # optional: this variant's hyperparameter overrides
 """
 
 from __future__ import annotations
@@ -299,18 +299,19 @@ def load_study(path: Path | str) -> Study:
 # ---- expansion -----------------------------------------------------------------------------------------------
 
 def resolve(study: Study, variant: Variant, size: str | None, seed: int) -> Config:
-    """preset(seed + the variant's seed offset) → size → study hparams → framework details → variant details →
-    variant hparams."""
+    """preset(seed + the variant's seed offset) → framework details → variant details → size, study hparams and
+    variant hparams (hparams and details are separate fields, so the order of the two kinds does not matter)."""
     seed += variant.seed_offset
     if study.preset == "paper":  # a paper size is a whole preset (model, batch split, processes)
         cfg, hparams = preset(f"paper-{size}", seed), dict(study.hparams)
     else:
         cfg = preset(study.preset, seed)
         hparams = {**({"model.name": size} if size else {}), **study.hparams}
-    cfg = apply_overrides(cfg, hparams=hparams)
     if variant.framework:
         cfg = apply_overrides(cfg, details=framework_details(variant.framework))
-    return apply_overrides(cfg, hparams=variant.hparams, details=variant.details)
+    # the study's and the variant's hparams in one call with the variant's details, so that a rate the study sets
+    # for a variant that turns on details.learning_rate=per_stage is judged (effective or not) where it applies
+    return apply_overrides(cfg, hparams={**hparams, **variant.hparams}, details=variant.details)
 
 
 def run_dir(out: Path, variant: str, size: str | None, seed: int) -> Path:
