@@ -261,6 +261,27 @@ def check_writable_dir(path: Path, flag: str) -> None:
             raise PathError(f"{flag} {path}: the name {part[:40]!r}... is longer than the file system's {limit} bytes")
 
 
+# The longest name (in bytes) a study or variant may have: the common file-system limit is 255 bytes, less room
+# for what is added to a name on disk (a report's or an atomic write's ".NAME.tmpPID").
+NAME_MAX_BYTES = 200
+
+
+def dir_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one directory level on any common file system (None when it can): checked where a
+    study loads, so a bad name fails before any training, not after the baseline has trained."""
+    if name.strip() in ("", ".", ".."):
+        return "empty, '.' or '..'"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator ('/' or '\\')"
+    if name.startswith(".") or name != name.strip():
+        return "it starts with '.' or starts or ends with a space (hidden or easily mistyped)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it contains a control character"
+    if len(name.encode()) > NAME_MAX_BYTES:
+        return f"it is {len(name.encode())} bytes long, more than the {NAME_MAX_BYTES} allowed"
+    return None
+
+
 def is_done(path: Path) -> bool:
     """The marker exists: cheap enough to poll (the scheduler does); :func:`done_problem` also checks content."""
     return (Path(path) / DONE).exists()

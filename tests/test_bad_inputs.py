@@ -131,6 +131,9 @@ def inputs(tmp_path_factory):
                      'details = { reward_whitening = "sometimes" }\n',
         "unknown_preset": 'name = "x"\npreset = "huge"\nseeds = "smoke"\n',
         "unknown_seeds": 'name = "x"\npreset = "smoke"\nseeds = "lucky"\n',
+        "long_variant": 'name = "x"\npreset = "smoke"\nseeds = "smoke"\n[[variants]]\nname = "' + "v" * 300 + '"\n',
+        "variant_newline": 'name = "x"\npreset = "smoke"\nseeds = "smoke"\n[[variants]]\nname = "a\\nb"\n',
+        "study_slash": 'name = "../x"\npreset = "smoke"\nseeds = "smoke"\n',
         "ineffective": 'name = "x"\npreset = "smoke"\nseeds = "smoke"\n[[variants]]\nname = "v"\n'
                        'hparams = { "ppo.lr" = 2e-4 }\n',
     }
@@ -333,6 +336,13 @@ CASES = [
          ("reward.rule='sentiment' has no effect", "reward.source=rule")),
     Case("study-ineffective-hparam", ("ablate", "{study_ineffective}", "--out", "{out}", "--cache", "{cache}"),
          ("variant 'v'", "ppo.lr", "has no effect", "details.learning_rate=single")),
+    # ---- study and variant names the file system refuses: checked when the study loads, before any training
+    Case("study-variant-name-too-long", ("ablate", "{study_long_variant}", "--out", "{out}", "--cache", "{cache}"),
+         ("variants[0].name", "cannot be a directory name", "300 bytes long, more than the 200 allowed")),
+    Case("study-variant-name-control-character", ("ablate", "{study_variant_newline}", "--out", "{out}", "--cache",
+                                                  "{cache}"), ("variants[0].name", "a control character")),
+    Case("study-name-with-a-separator", ("ablate", "{study_study_slash}", "--out", "{out}", "--cache", "{cache}"),
+         ("name: '../x' cannot be a directory name", "path separator")),
     Case("negative-threads", (*SMOKE, "--threads", "-3"), ("--threads=-3", "an integer in 1..")),
     Case("zero-workers", ("ablate", "{ablations}/smoke.toml", "--workers", "0", "--out", "{out}", "--cache", "{cache}"),
          ("--workers=0", "an integer in 1..")),
