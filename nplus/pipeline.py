@@ -29,7 +29,8 @@ from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
 from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, check_writable_dir, done_problem,
-                          mark_done, read_json, read_jsonl, run_dir_lock, save_dataset, write_provenance)
+                          mark_done, read_json, read_jsonl, run_dir_lock, save_dataset, share_file_modes,
+                          write_provenance)
 from nplus import bases
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
@@ -218,6 +219,7 @@ def stage_artifact(cache: Path, stage: str, key: str):
     yield path, built
     D.barrier()
     if not built and D.is_main:
+        share_file_modes(path)
         mark_done(path)
     D.barrier()
 

@@ -330,6 +330,32 @@ def done_problem(path: Path) -> str | None:
     return None
 
 
+def umask() -> int:
+    """This process's umask (read from /proc where it can be, so that no other thread sees it changed)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_file_modes(path: Path) -> None:
+    """Give every file under ``path`` the mode an ordinary write gets (0666 less the umask: 0644 usually). Files
+    written through a private temporary file (safetensors, transformers' save_pretrained) come out 0600, which
+    makes a shared NPLUS_CACHE (docs/reproduce.md) unreadable to colleagues; a mode already wider is left."""
+    want = 0o666 & ~umask()
+    path = Path(path)
+    for f in [path] if path.is_file() else path.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            mode = f.stat().st_mode & 0o777
+            if mode != want and mode & want == mode:  # narrower than an ordinary write: widen to it, never beyond
+                os.chmod(f, want)
+
+
 @contextlib.contextmanager
 def artifact(cache: Path, stage: str, key: str) -> Iterator[tuple[Path, bool]]:
     """Content-addressed stage artifact. Yields (directory, already_built).
@@ -353,6 +379,7 @@ def artifact(cache: Path, stage: str, key: str) -> Iterator[tuple[Path, bool]]:
         try:
             with naming_full_disk(path):
                 yield path, False
+                share_file_modes(path)
                 mark_done(path)
         except DiskFullError:
             shutil.rmtree(path, ignore_errors=True)

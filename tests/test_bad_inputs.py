@@ -515,3 +515,25 @@ def test_the_run_lock_is_the_study_runners_and_is_reentrant_in_one_process(tmp_p
             pass
     with run_dir_lock(run, overwrite=True):
         pass
+
+
+def test_cached_artifacts_get_the_mode_of_an_ordinary_write(tmp_path):
+    """Issue #35: safetensors (and save_pretrained) write 0600 through a private temporary file, everything else
+    0644: a shared NPLUS_CACHE's weights were unreadable to colleagues. An artifact's files now all get 0666 less
+    the umask, as an ordinary write does; a mode already wider is left alone."""
+    import torch
+    from safetensors.torch import save_file
+
+    from nplus.rundir import artifact, umask
+
+    with artifact(tmp_path, "sft", "k") as (path, built):
+        assert not built
+        save_file({"w": torch.zeros(2)}, str(path / "model.safetensors"))
+        (path / "eval.json").write_text("{}")
+        (path / "wide.txt").write_text("")
+        os.chmod(path / "wide.txt", 0o666)
+    want = 0o666 & ~umask()
+    modes = {f.name: f.stat().st_mode & 0o777 for f in path.iterdir()}
+    assert modes == {"model.safetensors": want, "eval.json": want, "wide.txt": 0o666, "DONE": want}, modes
+    with artifact(tmp_path, "sft", "k") as (_, built):  # DONE still vouches for the files: modes are not content
+        assert built
