@@ -577,7 +577,7 @@ def _coerce(path: str, value: Any) -> Any:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is bool:
         if value.strip().lower() not in BOOLEANS:
-            raise ConfigError(f"--set {path}={value}: not a boolean; valid choices: true, false")
+            raise ConfigError(f"--set {path}={value!r}: not a boolean; valid choices: true, false")
         return BOOLEANS[value.strip().lower()]
     try:
         if hint is int:

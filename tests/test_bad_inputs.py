@@ -537,3 +537,146 @@ def test_cached_artifacts_get_the_mode_of_an_ordinary_write(tmp_path):
     assert modes == {"model.safetensors": want, "eval.json": want, "wide.txt": 0o666, "DONE": want}, modes
     with artifact(tmp_path, "sft", "k") as (_, built):  # DONE still vouches for the files: modes are not content
         assert built
+
+
+# ---- property: random values at every numeric and choice field through the real command line (issue #35) ------
+
+def _config_fields() -> list[tuple[str, object, tuple | None]]:
+    """(dotted path, type annotation, declared range) of every leaf field of Config that --set can change (the
+    details have their own flags, checked by tyro against the registry's choices)."""
+    import dataclasses
+    import typing
+
+    from nplus.config import Config
+
+    out = []
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if f.name == "details" and not prefix:
+                continue
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")
+            else:
+                out.append((f"{prefix}{f.name}", hint, f.metadata.get("range")))
+
+    walk(Config, "")
+    return out
+
+
+FIELDS = _config_fields()
+# str fields whose value is one of a list (checked by validate, not by the type)
+_STR_CHOICES = {"algorithm": ("ppo", "dpo", "rloo", "reinforce", "grpo"), "reward.source": ("rm", "gold", "rule"),
+                "reward.rule": ("keywords", "sentiment")}
+NUMERIC_AND_CHOICE = [(p, h, r) for p, h, r in FIELDS if p in _STR_CHOICES or h is not str]
+
+
+def _invalid_values(draw, hint, bounds, path):
+    """A text that no reading of the field accepts (so the command must refuse it)."""
+    import math
+    import typing
+
+    from hypothesis import strategies as st
+
+    from nplus.config import INT_MAX
+
+    optional = typing.get_origin(hint) in (typing.Union, __import__("types").UnionType)
+    if optional:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    junk = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12).filter(
+        lambda t: t.strip().lower() not in ("none", "null"))
+    if path in _STR_CHOICES or typing.get_origin(hint) is typing.Literal:
+        choices = _STR_CHOICES.get(path) or typing.get_args(hint)
+        return draw(junk.filter(lambda t: t not in choices))
+    if hint is bool:
+        return draw(junk.filter(lambda t: t.strip().lower() not in ("true", "false")))
+    low, high, open_low = bounds or (None, None, False)
+    if hint is int:
+        low, high = 0 if low is None else low, INT_MAX if high is None else high
+        below = st.integers(max_value=int(low) - (not open_low)).map(str)
+        return draw(st.one_of(below, st.integers(min_value=int(high) + 1).map(str),
+                              st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != int(x)).map(repr),
+                              junk.filter(lambda t: not _reads_as_int(t))))
+    # float
+    outside = [st.sampled_from(["nan", "inf", "-inf", "NaN", "-Infinity"])]
+    if low is not None:
+        outside.append(st.floats(max_value=low, exclude_max=not open_low, allow_nan=False, allow_infinity=False)
+                       .map(repr))
+    if high is not None:
+        outside.append(st.floats(min_value=high, exclude_min=True, allow_nan=False, allow_infinity=False).map(repr))
+    outside.append(junk.filter(lambda t: not _reads_as_float(t) or not math.isfinite(float(t))))
+    return draw(st.one_of(*outside))
+
+
+def _reads_as_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _reads_as_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def test_the_property_test_covers_every_numeric_and_choice_field():
+    paths = {p for p, _, _ in NUMERIC_AND_CHOICE}
+    assert {"seed", "lr", "processes", "ppo.micro_batch", "ppo.num_minibatches", "ppo.temperature", "ppo.kl_coef",
+            "ppo.frozen_offload", "model.dtype", "task.max_sft_train", "dpo.ref_mixup_alpha", "reward.rule"} <= paths
+    assert len(paths) >= 60, len(paths)
+
+
+PROPERTY_EXAMPLES = 100  # ~35 s on a busy 2-core machine: each example parses the real command line
+
+
+def test_random_values_through_the_cli(tmp_path, monkeypatch):
+    """Every numeric, boolean and choice field of the config, set through `nplus pipeline --set F=V --dry-run`
+    with random values: a value no reading accepts always exits 2 with one `error:` line naming the field and no
+    traceback; any value at all (random text, numbers in or out of range) exits 0 or that way, and nothing is
+    written. Runs the real parser in-process (nplus.cli.main)."""
+    import contextlib
+    import io
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NPLUS_DEBUG", raising=False)
+    out = tmp_path / "out"
+
+    @st.composite
+    def cases(draw):
+        path, hint, bounds = draw(st.sampled_from(NUMERIC_AND_CHOICE))
+        if draw(st.booleans()):
+            return path, _invalid_values(draw, hint, bounds, path), True
+        anything = st.one_of(st.integers().map(str), st.floats().map(repr), st.text(max_size=12),
+                             st.sampled_from(["true", "false", "none", "0", "1", "-1", "1e-4", str(2**63)]))
+        return path, draw(anything), False
+
+    @settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(cases())
+    def check(case):
+        path, value, invalid = case
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                rc = main(["pipeline", "--preset", "smoke", "--out", str(out), "--dry-run", "--set", f"{path}={value}"])
+            except SystemExit as e:  # tyro: never expected here (--set takes any text)
+                rc = e.code
+        err = stderr.getvalue()
+        assert "Traceback" not in err, err
+        assert rc in (0, 2), (rc, err)
+        if invalid or rc == 2:
+            assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), (path, value, err)
+            assert path.split(".")[-1] in err, (path, value, err)
+        assert list(tmp_path.iterdir()) == [], "a dry run writes nothing"
+
+    check()
