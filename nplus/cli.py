@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from nplus.config import positive
+from nplus.config import non_negative, positive, ranged
 from nplus.details import REGISTRY, registry_json
 
 
@@ -31,7 +31,7 @@ class DataCmd:
     """The task to generate."""
     out: Path
     """Output directory (sft/, comparisons/, facts.jsonl, tokenizer/, card.json)."""
-    seed: int = 0
+    seed: int = ranged(0)
     """Generator seed: the same seed gives byte-identical datasets."""
     scale: Literal["default", "small", "tiny"] = "default"
     """Corpus size: default (thousands of posts, for the demo), small (tests), tiny."""
@@ -74,7 +74,7 @@ class BaseCmd:
     """Write a checkpoint every this many updates (under the cache); a rerun of the same command resumes from it."""
     fresh: bool = False
     """Discard this rung's checkpoint and start over."""
-    copy_bar: float = 2.0
+    copy_bar: float = non_negative(2.0)
     """Least copy_gain at the end of the induction phase; below it the build stops there with what to change
     (0: no check)."""
 
