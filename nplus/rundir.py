@@ -246,19 +246,27 @@ def check_writable_dir(path: Path, flag: str) -> None:
     or its nearest existing ancestor is not a directory, that ancestor is not writable, or a name in it is longer
     than the file system allows. Cheap, so every writer checks before its first write."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise PathError(f"{flag} {path}: exists and is not a directory")
+
+    def exists(p: Path) -> bool:  # a name too long makes stat fail with ENAMETOOLONG rather than say "absent"
+        try:
+            return p.exists()
+        except OSError:
+            return False
+
     existing = path
-    while not existing.exists() and existing != existing.parent:
+    while not exists(existing) and existing != existing.parent:
         existing = existing.parent
+    limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise PathError(f"{flag} {str(path)[:60]}...: the name {part[:40]!r}... is longer than the file "
+                            f"system's {limit} bytes")
+    if existing == path and not path.is_dir():
+        raise PathError(f"{flag} {path}: exists and is not a directory")
     if not existing.is_dir():
         raise PathError(f"{flag} {path}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PathError(f"{flag} {path}: {existing} is not writable (permission denied)")
-    limit = os.pathconf(existing, "PC_NAME_MAX")
-    for part in path.parts:
-        if len(os.fsencode(part)) > limit:
-            raise PathError(f"{flag} {path}: the name {part[:40]!r}... is longer than the file system's {limit} bytes")
 
 
 # The longest name (in bytes) a study or variant may have: the common file-system limit is 255 bytes, less room

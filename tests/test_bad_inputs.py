@@ -306,6 +306,8 @@ CASES = [
     Case("cache-env-is-a-file", ("pipeline", "--preset", "smoke", "--out", "{out}"),
          ("--cache", "posts.txt: exists and is not a directory"), env={"NPLUS_CACHE": "{data_file}"}),
     Case("out-name-too-long", (*SMOKE, "--out", "{out}/" + "x" * 300), ("longer than the file system's",)),
+    Case("out-name-too-long-in-an-existing-folder", (*SMOKE, "--out", "{root}/" + "x" * 300),
+         ("--out", "is longer than the file system's 255 bytes")),
     Case("study-file-is-a-directory", ("ablate", "{root}", "--out", "{out}", "--cache", "{cache}"),
          ("Is a directory",)),
     Case("report-out-is-a-file", ("report", "{finished_run}", "--out", "{data_file}"),
