@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_eval(obj)
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, indent=2))
         return 0
+    except BrokenPipeError:  # `nplus ... | head`: the reader left; nothing to say (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         if debug:
             raise
