@@ -466,7 +466,8 @@ def ineffective(cfg: Config) -> dict[str, str]:
         out["lr"] = ("details.learning_rate=per_stage trains each stage at its own rate; set sft.lr, rm.lr, ppo.lr or "
                      "dpo.lr, or add --details.learning-rate single")
     if cfg.reward.source != "rule":
-        out["reward.rule"] = f"reward.rule is read only with reward.source=rule (here reward.source={cfg.reward.source})"
+        out["reward.rule"] = (f"reward.rule is read only with reward.source=rule "
+                              f"(here reward.source={cfg.reward.source})")
     return out
 
 

@@ -156,7 +156,8 @@ def inputs(tmp_path_factory):
     locked = root / "locked_run"
     locked.mkdir()
     (locked / "config.json").write_text(json.dumps({"seed": 1}))
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(locked / ".lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(locked / ".lock")], stdout=subprocess.PIPE,
+                              text=True)
     assert holder.stdout.readline().strip() == "held"
     p["locked_run"] = str(locked)
     yield p
@@ -302,7 +303,8 @@ CASES = [
     # ---- paths the operating system refuses: checked before anything is written
     Case("out-is-a-file", (*SMOKE, "--out", "{data_file}"), ("--out", "posts.txt: exists and is not a directory")),
     Case("out-parent-is-a-file", (*SMOKE, "--out", "{data_file}/run"), ("posts.txt is a file, not a directory",)),
-    Case("cache-is-a-file", (*SMOKE, "--cache", "{data_file}"), ("--cache", "posts.txt: exists and is not a directory")),
+    Case("cache-is-a-file", (*SMOKE, "--cache", "{data_file}"),
+         ("--cache", "posts.txt: exists and is not a directory")),
     Case("cache-env-is-a-file", ("pipeline", "--preset", "smoke", "--out", "{out}"),
          ("--cache", "posts.txt: exists and is not a directory"), env={"NPLUS_CACHE": "{data_file}"}),
     Case("out-name-too-long", (*SMOKE, "--out", "{out}/" + "x" * 300), ("longer than the file system's",)),
@@ -326,7 +328,8 @@ CASES = [
     Case("nan-learning-rate", (*SMOKE, "--set", "lr=nan"), ("lr=nan", "a finite number ≥ 0")),
     Case("negative-learning-rate", (*SMOKE, "--set", "lr=-1e-3"), ("lr=-0.001", "≥ 0")),
     Case("infinite-temperature", (*SMOKE, "--set", "ppo.temperature=inf"), ("ppo.temperature=inf", "> 0")),
-    Case("seed-beyond-64-bits", (*SMOKE, "--seed", str(2**64)), ("seed=18446744073709551616", "0..9223372036854775807")),
+    Case("seed-beyond-64-bits", (*SMOKE, "--seed", str(2**64)),
+         ("seed=18446744073709551616", "0..9223372036854775807")),
     Case("negative-seed", (*SMOKE, "--seed", "-1"), ("seed=-1", "0..9223372036854775807")),
     Case("fraction-above-one", (*SMOKE, "--set", "ppo.gamma=1.5"), ("ppo.gamma=1.5", "≤ 1")),
     Case("boolean-typo", (*SMOKE, "--set", "ppo.frozen_offload=ture"), ("ppo.frozen_offload='ture'", "true, false")),
@@ -517,12 +520,11 @@ def test_the_run_lock_is_the_study_runners_and_is_reentrant_in_one_process(tmp_p
         code = ("import sys; from nplus.rundir import run_dir_lock\n"
                 "try:\n    with run_dir_lock(sys.argv[1]): pass\nexcept Exception as e: print(e); sys.exit(3)")
         r = subprocess.run([sys.executable, "-c", code, str(run)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, check=False)
         assert r.returncode == 3 and "is locked" in r.stdout, r
     (run / "DONE").write_text("{}")
-    with pytest.raises(RunDirError, match="holds a finished run"):
-        with run_dir_lock(run):
-            pass
+    with pytest.raises(RunDirError, match="holds a finished run"), run_dir_lock(run):
+        pass
     with run_dir_lock(run, overwrite=True):
         pass
 

@@ -473,7 +473,8 @@ def test_damaged_runs_are_skipped_with_a_warning_and_no_half_report_is_left(tmp_
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipping")]
     assert len(warnings) == 3 and all("its DONE check failed" in w for w in warnings), warnings
     study = load_study(root)
-    assert sorted(r.rel for r in study.failed_runs) == ["baseline/seed=1", "baseline/seed=2", "reward_whitening_on/seed=1"]
+    assert sorted(r.rel for r in study.failed_runs) == ["baseline/seed=1", "baseline/seed=2",
+                                                        "reward_whitening_on/seed=1"]
     assert all(r.error.startswith("damaged: ") and not r.samples and not r.metrics and not r.summary
                for r in study.failed_runs)
     assert "damaged: " in html

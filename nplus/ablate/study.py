@@ -194,8 +194,8 @@ def _variant(path: Path, i: int, raw: Any) -> Variant:
     if "name" not in raw:
         raise _fail(path, f"{where}.name", "missing (every variant needs a name)")
     name = _typed(path, f"{where}.name", raw["name"], str, "a string")
-    problem = dir_name_problem(name) or (
-        "it starts with size= or seed= (the runner's own directory levels)" if name.startswith(("size=", "seed=")) else None)
+    problem = dir_name_problem(name) or ("it starts with size= or seed= (the runner's own directory levels)"
+                                         if name.startswith(("size=", "seed=")) else None)
     if problem:
         raise _fail(path, f"{where}.name", f"{_short(name)} cannot be a directory name: {problem}")
     if name == AA_VARIANT:

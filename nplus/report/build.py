@@ -201,9 +201,6 @@ TOC = (("headline", "Headline"), ("effects", "Effects (forest plot)"), ("knob", 
 
 def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -> Path:
     """Write ``out_dir/index.html`` (self-contained), ``figures/`` (PNG + PDF) and ``tables/`` (CSV)."""
-    from nplus.report.figures import DIRECTION_TEXT
-    from nplus.rundir import atomic_write_text
-
     final = Path(out_dir)
     # the whole folder is replaced: only a previous report (or an empty folder) may be
     if final.is_dir() and any(final.iterdir()) and not (final / "index.html").exists():
