@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
+from nplus.config import non_negative, positive, ranged
 from nplus.details import REGISTRY, registry_json
 
 
@@ -29,7 +31,7 @@ class DataCmd:
     """The task to generate."""
     out: Path
     """Output directory (sft/, comparisons/, facts.jsonl, tokenizer/, card.json)."""
-    seed: int = 0
+    seed: int = ranged(0)
     """Generator seed: the same seed gives byte-identical datasets."""
     scale: Literal["default", "small", "tiny"] = "default"
     """Corpus size: default (thousands of posts, for the demo), small (tests), tiny."""
@@ -65,14 +67,14 @@ class BaseCmd:
     """Write here instead of nplus/bases/RUNG."""
     cache: Path | None = None
     """Cache for the generated corpus (default: $NPLUS_CACHE or runs/.cache)."""
-    threads: int | None = None
+    threads: int | None = positive(None)
     """torch threads. Results are bit-identical for the same CPU type and thread count; a build resumes only under
     the thread count it started with."""
-    checkpoint_every: int = 250
+    checkpoint_every: int = positive(250)
     """Write a checkpoint every this many updates (under the cache); a rerun of the same command resumes from it."""
     fresh: bool = False
     """Discard this rung's checkpoint and start over."""
-    copy_bar: float = 2.0
+    copy_bar: float = non_negative(2.0)
     """Least copy_gain at the end of the induction phase; below it the build stops there with what to change
     (0: no check)."""
 
@@ -177,15 +179,19 @@ class RunArgs:
     """Framework-emulation preset (paper, trl-ppo, openrlhf, deepspeed-chat, trlx, lmhp): its detail values
     replace the preset's; --details flags still override them."""
     set: tuple[str, ...] = ()
-    """Hyperparameter overrides as dotted KEY=VALUE, e.g. --set ppo.total_episodes=2048 ppo.lr=1e-4."""
+    """Hyperparameter overrides as dotted KEY=VALUE, e.g. --set ppo.total_episodes=2048 ppo.kl_coef=0.01 (a field
+    that has no effect in the resolved configuration is an error naming what governs it: the stage rates ppo.lr,
+    sft.lr, rm.lr act only under --details.learning-rate per_stage, lr only under single)."""
     cache: Path | None = None
     """Artifact cache for data, base, SFT and RM (default: $NPLUS_CACHE or runs/.cache)."""
     dry_run: bool = False
     """Print the resolved configuration and exit without loading data or models."""
-    threads: int | None = None
+    threads: int | None = positive(None)
     """torch threads (default: torch's choice)."""
     track: bool = False
     """Mirror metrics and samples to wandb (offline mode when WANDB_API_KEY is unset)."""
+    overwrite: bool = False
+    """Replace the finished run in --out (one with a DONE marker); without it such a run is never overwritten."""
 
     def resolve(self):
         from nplus.config import apply_overrides
@@ -197,7 +203,6 @@ class RunArgs:
 
             cfg = apply_overrides(cfg, details=framework_details(self.framework))
         given = {k: v for k, v in dataclasses.asdict(self.details).items() if v is not None}
-        cfg = apply_overrides(cfg, details=given)
         hp = {"algorithm": self.algorithm} if self.algorithm is not None else {}
         hp.update({f"reward.{k}": v for k, v in dataclasses.asdict(self.reward).items() if v is not None})
         for item in self.set:
@@ -207,7 +212,7 @@ class RunArgs:
                 raise ConfigError(f"--set expects KEY=VALUE (e.g. --set ppo.lr=1e-4), got {item!r}")
             k, v = item.split("=", 1)
             hp[k] = v
-        return apply_overrides(cfg, hparams=hp)
+        return apply_overrides(cfg, hparams=hp, details=given)  # together: a --set is judged under the flags given
 
 
 def _run_stages(args: RunArgs, stop_after: str) -> int:
@@ -219,7 +224,8 @@ def _run_stages(args: RunArgs, stop_after: str) -> int:
                          indent=2))
         return 0
     _set_threads(args.threads)
-    summary = run_pipeline(cfg, args.out, args.cache, stop_after=stop_after, track=args.track)
+    summary = run_pipeline(cfg, args.out, args.cache, stop_after=stop_after, track=args.track,
+                           overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))
     print(f"run directory: {args.out}", file=sys.stderr)
     return 0
@@ -286,9 +292,22 @@ def _commands() -> dict[str, type]:
 
 # Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
 # A full disk is one too (DiskFullError names the path; an OSError that says so is reported the same way).
-USER_ERRORS = ("BaseModelError", "DetailError", "ConfigError", "StudyError", "FrameworkError", "SchemaError", "DataSourceError",
-               "EvalInputError", "JudgeConfigError", "ReportError", "WandbMissingError", "DataBuildError",
-               "JudgeFailedError", "DiskFullError", "LabelInputError", "InductionNotFormed", "CheckpointMismatch")
+USER_ERRORS = ("RunDirError", "PathError", "BaseModelError", "DetailError", "ConfigError", "StudyError",
+               "FrameworkError", "SchemaError", "DataSourceError", "EvalInputError", "JudgeConfigError", "ReportError",
+               "WandbMissingError", "DataBuildError", "JudgeFailedError", "DiskFullError", "LabelInputError",
+               "InductionNotFormed", "CheckpointMismatch")
+# `--debug` (anywhere on the command line) or NPLUS_DEBUG=1: let every error through with its traceback.
+DEBUG_FLAG, DEBUG_ENV = "--debug", "NPLUS_DEBUG"
+EXIT_USER, EXIT_INTERRUPTED = 2, 130  # 130 = 128 + SIGINT, what a shell reports for a Ctrl-C
+INTERRUPTED = ("interrupted; rerun the same command to resume: finished runs, cached stages and artifacts are kept "
+               "and nothing half-written is reused (--debug for the traceback)")
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system error: what the system said and the path(s) it said it about."""
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    reason = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+    return f"{reason}: {paths}" if paths else f"{reason} ({type(e).__name__})"
 
 
 def merge_repeated_set(argv: list[str]) -> list[str]:
@@ -326,13 +345,40 @@ def check_detail_flags(argv: list[str]) -> None:
                 raise DetailError(f"--details.{name}: unknown detail; valid details: {', '.join(REGISTRY)}")
 
 
+def check_flag_ranges(cmd: object, prefix: str = "--") -> None:
+    """A command's flags declared with a range (nplus.config.ranged and its shorthands, e.g. --threads, --workers)
+    hold a value in it: one line naming the flag, before anything runs (tyro checks only the type)."""
+    from nplus.config import check_declared_ranges
+
+    check_declared_ranges(cmd, prefix)
+
+
+def check_output_paths(cmd: object) -> None:
+    """Every command's --out and --cache (when given) is a directory it may write, checked before it writes
+    anything: a file in the way, no permission or a name too long is one line naming the path, not a traceback
+    after provenance (commands that default them check their defaults where they resolve them)."""
+    from nplus.rundir import check_writable_dir
+
+    for name in ("out", "cache"):
+        value = getattr(cmd, name, None)
+        if isinstance(value, Path):
+            check_writable_dir(value, f"--{name}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    cmds = _commands()
-    argv = merge_repeated_set(list(sys.argv[1:] if argv is None else argv))
+    """Run one command. A user error, an operating-system error (a path refused) and Ctrl-C end in one line on
+    stderr (exit 2, 2 and 130), never a traceback, unless --debug or NPLUS_DEBUG=1 asks for it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
     try:
+        cmds = _commands()
+        argv = merge_repeated_set(argv)
         check_detail_flags(argv)
         obj = tyro.extras.subcommand_cli_from_dict(cmds, args=argv, prog="nplus",
                                                    description="nplus: the implementation details of RLHF with PPO, measured.")
+        check_flag_ranges(obj)
+        check_output_paths(obj)
         if hasattr(obj, "run"):
             return int(obj.run() or 0)
         from nplus.evaluation.evaluate_cmd import run_eval
@@ -340,14 +386,27 @@ def main(argv: list[str] | None = None) -> int:
         result = run_eval(obj)
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, indent=2))
         return 0
+    except BrokenPipeError:  # `nplus ... | head`: the reader left; nothing to say (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"error: {INTERRUPTED}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
         from nplus.rundir import DiskFullError, is_disk_full
 
+        if debug:
+            raise
         if type(e).__name__ not in USER_ERRORS and is_disk_full(e):
             e = DiskFullError(getattr(e, "filename", None) or "a file", e)
         if type(e).__name__ in USER_ERRORS:
             print(f"error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_USER
+        if isinstance(e, OSError):
+            print(f"error: {os_error_line(e)}", file=sys.stderr)
+            return EXIT_USER
         raise
 
 

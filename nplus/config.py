@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,32 @@ from nplus.details import ALGORITHMS, REGISTRY, Details, DetailError, misplaced,
 
 class ConfigError(ValueError):
     """A configuration value that is invalid (named field, valid choices)."""
+
+
+# ---- value ranges, declared beside each field and checked for every field by ``validate`` ----
+# A field without a declared range still gets its type's: an int (never a bool) in 0 .. INT_MAX (a seed is fed
+# to 64-bit generators), a float that is finite, a bool that is a bool. ``ranged`` narrows that.
+INT_MAX = 2**63 - 1
+
+
+def ranged(default: Any, low: float | None = None, high: float | None = None, *, open_low: bool = False) -> Any:
+    """A dataclass field whose value must lie in [low, high] ((low, high] with ``open_low``; None: unbounded)."""
+    return field(default=default, metadata={"range": (low, high, open_low)})
+
+
+def positive(default: Any) -> Any:
+    """An int ≥ 1 or a float > 0 (a count, a size, a temperature)."""
+    return ranged(default, 0, open_low=True)
+
+
+def non_negative(default: Any) -> Any:
+    """≥ 0 (a learning rate, a coefficient)."""
+    return ranged(default, 0)
+
+
+def share(default: Any) -> Any:
+    """A fraction in [0, 1]."""
+    return ranged(default, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -41,17 +69,17 @@ class TaskConfig:
     """Seed of the generated corpus (shared by every training seed, like a public dataset)."""
     synth_scale: Literal["default", "small", "tiny"] = "default"
     """Size of the generated corpus."""
-    max_sft_train: int | None = None
+    max_sft_train: int | None = positive(None)
     """Use at most this many SFT training posts (None: all)."""
     synth_comparisons: int | None = None
     """tldr-synth: training comparisons to generate (None: the scale's, 4,000 at `default`; the paper's TL;DR has
     92,858). The scale's pairs come first and the validation pairs are the same, so a run with more pairs trains on
     a superset and is scored on the same pairs; posts, tokenizer and base models do not change."""
-    max_comparisons_train: int | None = None
+    max_comparisons_train: int | None = positive(None)
     """Use at most this many training comparisons (None: all)."""
-    max_eval: int = 256
+    max_eval: int = positive(256)
     """Validation prompts used for generation-based evaluation (ROUGE, win rate)."""
-    max_rm_eval: int = 1000
+    max_rm_eval: int = positive(1000)
     """Validation comparisons used for reward-model accuracy."""
 
 
@@ -67,32 +95,32 @@ class ModelConfig:
     pretrain_induction_steps: int = 0
     """Updates on repeated random-token spans before the language phase: the induction circuit (in-context
     copying) forms there; language-model training on posts alone does not produce it at this size."""
-    pretrain_span_mix: float = 0.0
+    pretrain_span_mix: float = share(0.0)
     """Share of each language-phase batch's rows that are repeated random spans (keeps the copying circuit
     exercised while the model learns language)."""
     pretrain_extra_posts: int = 0
     """Fresh generated posts (with their TL;DR lines) added to the pretraining corpus beyond the SFT training
     posts, so that the corpus does not repeat and predicting a TL;DR pays only by reading its post."""
-    pretrain_lr: float = 3e-3
+    pretrain_lr: float = positive(3e-3)
     pretrain_lr_rule: Literal["fixed", "inverse_width"] = "fixed"
     """How the pretraining learning rates follow the rung. `fixed`: pretrain_lr and pretrain_language_lr as given
     (recipe 3, every rung alike). `inverse_width`: both are the rates of a 64-wide rung and scale as 64 / width
     (recipe 4, the ladder of `nplus base build`): Adam's update to a hidden weight moves its output in proportion
     to fan-in, so a constant rate is too large for wide rungs (96 × 2 and 128 × 3 never formed the induction
     circuit at 2e-3) and halving it per doubling of width formed it at 64 × 4 and 128 × 4 (docs/tldr-synth.md)."""
-    pretrain_grad_clip: float | None = None
+    pretrain_grad_clip: float | None = positive(None)
     """Clip the pretraining gradient's global norm to this (None: no clipping, recipe 3). Pythia clips at 1.0; the
     induction experiments at 64 × 4 and 128 × 4 that set the ladder's rule clipped at 1.0 too."""
-    pretrain_language_lr: float | None = None
+    pretrain_language_lr: float | None = positive(None)
     """Peak learning rate of the language phase (None: pretrain_lr). Lower than the induction phase's so that
     learning language does not overwrite the copying circuit (measured: at 2e-3 copy_gain fell to 0.1 and the
     SFT policy restated 4 % of durations; at 1e-3 it stays above 2)."""
-    pretrain_batch: int = 32
-    pretrain_seq_len: int = 128
+    pretrain_batch: int = positive(32)
+    pretrain_seq_len: int = positive(128)
     """Window of the language phase (each window starts at a document)."""
-    pretrain_span_len: int = 128
+    pretrain_span_len: int = positive(128)
     """Window of the induction phase."""
-    pretrain_tldr_weight: float = 1.0
+    pretrain_tldr_weight: float = non_negative(1.0)
     """Loss weight of the TL;DR tokens (and the EOS that ends them) in the language phase, relative to the post's
     tokens, which are ~88 % of a window: the TL;DR is where reading the post pays (span rows keep weight 1)."""
     pretrain_seed: int = 0
@@ -101,7 +129,7 @@ class ModelConfig:
     """`posts`: training posts only. `posts_tldr`: each training post followed by its author's TL;DR line, as
     Reddit posts carry them (the TL;DR dataset was mined from such lines). Copying facts from post to summary
     needs attention circuits that only form on text where facts repeat; Pythia learned them on web text."""
-    rotary_pct: float = 0.25
+    rotary_pct: float = share(0.25)
     """Share of each head's dimensions that carry rotary position embeddings in ladder models (Pythia: 0.25)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
 
@@ -110,22 +138,22 @@ class ModelConfig:
 class Lengths:
     """Token limits (paper: query 512, SFT response 53 / total 562, preference response 169 / total 638)."""
 
-    query: int = 512
-    sft_response: int = 53
-    sft_total: int = 562
-    pref_response: int = 169
-    pref_total: int = 638
+    query: int = positive(512)
+    sft_response: int = positive(53)
+    sft_total: int = positive(562)
+    pref_response: int = positive(169)
+    pref_total: int = positive(638)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """One stage's optimizer settings. ``lr`` is used when details.learning_rate = per_stage."""
 
-    lr: float = 3e-6
-    epochs: int = 1
-    batch_size: int = 128
+    lr: float = non_negative(3e-6)
+    epochs: int = positive(1)
+    batch_size: int = positive(128)
     """Global batch (rollouts per batch for PPO)."""
-    micro_batch: int = 128
+    micro_batch: int = positive(128)
     """Per-process micro-batch; batch_size = micro_batch × grad_accum × processes."""
 
 
@@ -133,31 +161,31 @@ class OptimConfig:
 class PPOConfig:
     """PPO hyperparameters (Stiennon et al. except the learning rate)."""
 
-    lr: float = 3e-6
-    total_episodes: int = 1_000_000
-    batch_size: int = 512
-    micro_batch: int = 64
-    ppo_epochs: int = 4
-    num_minibatches: int = 1
-    response_length: int = 53
-    temperature: float = 0.7
-    kl_coef: float = 0.05
-    kl_target: float = 6.0
-    kl_horizon: int = 10_000
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
+    lr: float = non_negative(3e-6)
+    total_episodes: int = positive(1_000_000)
+    batch_size: int = positive(512)
+    micro_batch: int = positive(64)
+    ppo_epochs: int = positive(4)
+    num_minibatches: int = positive(1)
+    response_length: int = positive(53)
+    temperature: float = positive(0.7)
+    kl_coef: float = non_negative(0.05)
+    kl_target: float = positive(6.0)
+    kl_horizon: int = positive(10_000)
+    gamma: float = share(1.0)
+    lam: float = share(0.95)
+    cliprange: float = non_negative(0.2)
+    cliprange_value: float = non_negative(0.2)
+    vf_coef: float = non_negative(0.1)
     missing_eos_score: float = -1.0
     """The score a response without EOS gets (replace) or loses (subtract)."""
-    group_size: int = 4
+    group_size: int = positive(4)
     """RLOO k / GRPO G: responses sampled per prompt; batch_size counts responses, so an update holds
     batch_size / group_size prompts. Ahmadian et al. 2024 used k = 2 and 4; TRL's RLOO defaults to 2; Shao et al.
     2024 used G = 64; TRL's GRPO defaults to 8. REINFORCE samples one response per prompt."""
     eval_every: int = 0
     """Evaluate on validation prompts every N PPO updates (0: only at the end)."""
-    length_chunks: int = 4
+    length_chunks: int = positive(4)
     """Rollout scoring and training forward passes run over rows grouped by query length in this many groups,
     each without the leading padding all its rows share (nplus.models.by_length). The same function of the
     weights: only float rounding differs from one padded pass (1 = that pass, the code before 2026-12-05). At the
@@ -189,14 +217,14 @@ class DPOConfig(OptimConfig):
     optimizer settings are SFT's and RM's (``lr`` used with details.learning_rate = per_stage; sfd's dpo.py: 3e-6,
     1 epoch); a batch counts comparison pairs (sfd: 64; Rafailov et al.: 64)."""
 
-    batch_size: int = 64
-    micro_batch: int = 64
-    beta: float = 0.05
+    batch_size: int = positive(64)
+    micro_batch: int = positive(64)
+    beta: float = positive(0.05)
     """β of the implicit reward β·log(π/π_ref): sfd's dpo.py 0.05; Rafailov et al. (App. B) 0.5 for TL;DR, 0.1
     elsewhere; TRL's DPOConfig 0.1."""
-    ref_sync_steps: int = 512
+    ref_sync_steps: int = positive(512)
     """details.dpo_reference = synced: updates between reference updates (TRL ref_model_sync_steps 512)."""
-    ref_mixup_alpha: float = 0.6
+    ref_mixup_alpha: float = ranged(0.6, 0, 1, open_low=True)
     """details.dpo_reference = synced: weight of the policy in ref ← α·π + (1−α)·ref (TRL ref_model_mixup_alpha)."""
 
 
@@ -227,9 +255,9 @@ class Config:
     (Ahmadian et al. 2024), reinforce (REINFORCE with a baseline) or grpo (Shao et al. 2024). All reuse the same
     SFT and RM artifacts (DPO trains without the RM; it scores DPO's samples in evaluation) and write the same
     run layout and ppo.* summary fields."""
-    lr: float = 3e-6
+    lr: float = non_negative(3e-6)
     """The single learning rate of every stage (details.learning_rate = single)."""
-    eval_temperature: float = 0.01
+    eval_temperature: float = positive(0.01)
     """Near-greedy evaluation temperature (details.eval_temperature = near_greedy)."""
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -240,7 +268,7 @@ class Config:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     details: Details = field(default_factory=Details)
-    processes: int = 1
+    processes: int = positive(1)
     """Data-parallel processes (accelerate); batch sizes are global."""
 
     def __post_init__(self) -> None:
@@ -361,22 +389,91 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _check_choices(obj: Any, prefix: str = "") -> None:
-    """Every ``Literal`` field (nested sections included) holds one of its choices: ``--set`` and a study's
-    [hparams] set them as strings, so a typo must fail here, not deep in a stage (or not at all)."""
+def _range_text(low: float | None, high: float | None, open_low: bool, integer: bool) -> str:
+    if integer:
+        return f"an integer in {int(low) + open_low}..{int(high)}"
+    lo = "" if low is None else f"{'>' if open_low else '≥'} {low:g}"
+    hi = "" if high is None else f"≤ {high:g}"
+    bounds = " and ".join(b for b in (lo, hi) if b)
+    return f"a finite number{' ' + bounds if bounds else ''}"
+
+
+def _check_value(name: str, hint: Any, value: Any, bounds: tuple | None) -> None:
+    """One field's value against its type (Literal choices, bool, int, float, str, Optional) and declared range."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        if value is None:
+            return
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{name}={value!r}: valid choices: {', '.join(str(c) for c in typing.get_args(hint))}")
+        return
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}: must be true or false")
+        return
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r}: must be a string")
+        return
+    if hint not in (int, float):
+        return
+    low, high, open_low = bounds or (None, None, False)
+    if hint is int:  # an int is also within what a 64-bit seed or counter holds
+        low, high = 0 if low is None else low, INT_MAX if high is None else high
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (hint is int and not isinstance(value, int)) or (hint is float and not math.isfinite(value)) \
+            or (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high):
+        raise ConfigError(f"{name}={value!r}: must be {_range_text(low, high, open_low, hint is int)}")
+
+
+def _check_fields(obj: Any, prefix: str = "") -> None:
+    """Every field of every section holds a value of its type within its declared range (``ranged`` and its
+    shorthands; a type's own bounds otherwise) and, for a ``Literal``, one of its choices: ``--set`` and a study's
+    [hparams] set them from text, so a typo or an out-of-range number must fail here, before anything is written,
+    not deep in a stage (or not at all)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            _check_choices(value, f"{prefix}{f.name}.")
-        elif typing.get_origin(hints[f.name]) is Literal and value not in typing.get_args(hints[f.name]):
-            choices = ", ".join(str(c) for c in typing.get_args(hints[f.name]))
-            raise ConfigError(f"{prefix}{f.name}={value!r}: valid choices: {choices}")
+        if dataclasses.is_dataclass(hints[f.name]):
+            _check_fields(value, f"{prefix}{f.name}.")
+        else:
+            _check_value(f"{prefix}{f.name}", hints[f.name], value, f.metadata.get("range"))
+
+
+def check_declared_ranges(obj: Any, prefix: str = "--") -> None:
+    """The fields of a command's dataclass (nested ones included) that declare a range hold a value in it; the
+    error names the flag (``--threads``, ``--slurm.gpus``)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        flag = prefix + f.name.replace("_", "-")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_declared_ranges(value, flag + ".")
+        elif "range" in f.metadata:
+            _check_value(flag, hints[f.name], value, f.metadata["range"])
+
+
+def ineffective(cfg: Config) -> dict[str, str]:
+    """The fields the resolved configuration never reads, each with what governs it (setting one is an error)."""
+    out: dict[str, str] = {}
+    if cfg.details.learning_rate == "single":
+        for stage in ("sft", "rm", "ppo", "dpo"):
+            out[f"{stage}.lr"] = ("details.learning_rate=single trains every stage at the one rate `lr`; set lr, or "
+                                  "add --details.learning-rate per_stage (a study: details = { learning_rate = "
+                                  "\"per_stage\" })")
+    else:
+        out["lr"] = ("details.learning_rate=per_stage trains each stage at its own rate; set sft.lr, rm.lr, ppo.lr or "
+                     "dpo.lr, or add --details.learning-rate single")
+    if cfg.reward.source != "rule":
+        out["reward.rule"] = (f"reward.rule is read only with reward.source=rule "
+                              f"(here reward.source={cfg.reward.source})")
+    return out
 
 
 def validate(cfg: Config) -> None:
-    """Check choices, ranges and exact divisions up front, naming the field."""
-    _check_choices(cfg)
+    """Check types, choices, ranges and exact divisions up front, naming the field."""
+    _check_fields(cfg)
     if cfg.algorithm not in ALGORITHMS:
         raise ConfigError(f"algorithm={cfg.algorithm!r}: unknown algorithm; valid choices: {', '.join(ALGORITHMS)}")
     for name in misplaced(cfg.details, cfg.algorithm):
@@ -408,8 +505,6 @@ def validate(cfg: Config) -> None:
         if cfg.ppo.group_size < 2 or local % cfg.ppo.group_size:
             raise ConfigError(f"ppo.group_size={cfg.ppo.group_size} must be at least 2 and divide the per-process batch "
                               f"ppo.batch_size / processes = {local} (algorithm={cfg.algorithm} compares the responses of a prompt)")
-    if not 0 < cfg.dpo.ref_mixup_alpha <= 1 or cfg.dpo.ref_sync_steps < 1:
-        raise ConfigError("dpo.ref_mixup_alpha must be in (0, 1] and dpo.ref_sync_steps at least 1")
     # the dpo section is read (and checked) only when it is the algorithm, so it never blocks a PPO config
     for stage in ("sft", "rm", "ppo") + (("dpo",) if cfg.algorithm == "dpo" else ()):
         s = getattr(cfg, stage)
@@ -426,10 +521,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("lengths: totals must be at least the response limits")
     if cfg.ppo.response_length > cfg.lengths.sft_response:
         raise ConfigError(f"ppo.response_length={cfg.ppo.response_length} exceeds lengths.sft_response={cfg.lengths.sft_response}")
-    if not 0 < cfg.ppo.temperature:
-        raise ConfigError("ppo.temperature must be positive")
-    if cfg.ppo.length_chunks < 1:
-        raise ConfigError(f"ppo.length_chunks={cfg.ppo.length_chunks} must be at least 1 (1: one padded forward pass)")
     if cfg.task.name == "tldr-synth" and cfg.task.sft_source != "tldr-synth":
         raise ConfigError("task.name=tldr-synth requires task.sft_source = tldr-synth")
     n_cmp = cfg.task.synth_comparisons
@@ -457,20 +548,39 @@ def config_from_dict(d: dict[str, Any]) -> Config:
     return Config(**{k: (kinds[k](**v) if k in kinds else v) for k, v in d.items()})
 
 
-def _coerce(current: Any, value: Any, full: str) -> Any:
-    if not isinstance(value, str) or isinstance(current, str):
+def _field_hint(path: str) -> Any:
+    """The type annotation of the dotted ``path`` (a field of Config or of one of its sections)."""
+    cls: Any = Config
+    for key in path.split("."):
+        hint = typing.get_type_hints(cls)[key]
+        cls = hint
+    return hint
+
+
+BOOLEANS = {"true": True, "false": False}
+
+
+def _coerce(path: str, value: Any) -> Any:
+    """A ``--set`` value (text) read as the field's declared type; other values (a study's TOML numbers) are
+    checked as they are by ``validate``. A bool reads only true/false: `ture` is an error, not false."""
+    if not isinstance(value, str):
         return value
+    hint = _field_hint(path)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value.strip().lower() in ("none", "null"):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        if value.strip().lower() not in BOOLEANS:
+            raise ConfigError(f"--set {path}={value!r}: not a boolean; valid choices: true, false")
+        return BOOLEANS[value.strip().lower()]
     try:
-        if isinstance(current, bool):
-            return value.lower() in ("1", "true", "yes", "on")
-        if isinstance(current, int):
+        if hint is int:
             return int(value)
-        if isinstance(current, float):
+        if hint is float:
             return float(value)
-        if current is None:
-            return None if value.lower() == "none" else int(value)
     except ValueError as e:
-        raise ConfigError(f"--set {full}: cannot read {value!r} as {type(current).__name__}") from e
+        raise ConfigError(f"--set {path}: cannot read {value!r} as {hint.__name__}") from e
     return value
 
 
@@ -495,10 +605,28 @@ def apply_overrides(cfg: Config, hparams: dict[str, Any] | None = None, details:
             if i == len(keys) - 1:
                 if isinstance(node[key], dict):
                     raise ConfigError(f"--set {path}: {path} is a config section, set one of its fields")
-                node[key] = _coerce(node[key], value, path)
+                node[key] = _coerce(path, value)
             else:
                 node = node[key]
-    return config_from_dict(d)
+    new = config_from_dict(d)
+    _refuse_ineffective(cfg, new, hparams or {})
+    return new
+
+
+def _refuse_ineffective(before: Config, after: Config, hparams: dict[str, Any]) -> None:
+    """A field given a new value that the resolved configuration never reads is an error naming what governs it
+    (setting it to the value it already has, as a study's shared [hparams] may, changes nothing and passes)."""
+    unread = ineffective(after)
+    old, new = before.to_dict(), after.to_dict()
+    for path in hparams:
+        if path in unread and _get(old, path) != _get(new, path):
+            raise ConfigError(f"--set {path}={_get(new, path)!r} has no effect: {unread[path]}")
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        d = d[key]
+    return d
 
 
 __all__ = ["ALGORITHMS", "Config", "ConfigError", "DetailError", "Details", "apply_overrides", "config_hash"]

@@ -28,8 +28,9 @@ from nplus.data.builder import DataDetails, Lengths as DataLengths, build_prefer
 from nplus.data.formatting import prepare_tokenizer
 from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
-from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, done_problem, mark_done, read_json,
-                          read_jsonl, save_dataset, write_provenance)
+from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, check_writable_dir, done_problem,
+                          mark_done, read_json, read_jsonl, run_dir_lock, save_dataset, share_file_modes,
+                          write_provenance)
 from nplus import bases
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
@@ -218,6 +219,7 @@ def stage_artifact(cache: Path, stage: str, key: str):
     yield path, built
     D.barrier()
     if not built and D.is_main:
+        share_file_modes(path)
         mark_done(path)
     D.barrier()
 
@@ -323,10 +325,27 @@ def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
 
 
 def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command: str | None = None,
-                 stop_after: str = "ppo", track: bool = False) -> dict:
-    """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json."""
-    t_start = time.time()
+                 stop_after: str = "ppo", track: bool = False, overwrite: bool = False) -> dict:
+    """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json.
+
+    The main process holds ``out_dir``'s run lock (the study runner's) from before provenance to DONE, so a second
+    run on the same directory is refused instead of interleaving its files with this one's; a finished run (DONE)
+    is replaced only with ``overwrite``."""
     out_dir, cache = Path(out_dir), Path(cache or default_cache())
+    sources = _preflight(cfg, out_dir, cache, stop_after, track)
+    D = dist()
+    if D.world != cfg.processes:
+        raise ConfigError(f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set processes={D.world} "
+                          f"(and micro-batches so that batch = micro_batch × grad_accum × processes)")
+    with run_dir_lock(out_dir, overwrite) if D.is_main else contextlib.nullcontext():
+        return _run_locked(cfg, out_dir, cache, command, stop_after, track, sources)
+
+
+def _preflight(cfg: Config, out_dir: Path, cache: Path, stop_after: str, track: bool) -> Sources | None:
+    """Inputs that can be checked without compute, before anything is written: the output and cache paths, the
+    base model's directory and, for the public task, the judge's key, the tokenizer and the datasets' schemas."""
+    check_writable_dir(out_dir, "--out")
+    check_writable_dir(cache, "--cache")
     if track:  # fail before any compute, not after training, when wandb is missing
         from nplus.tracking import require_wandb
 
@@ -334,18 +353,19 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     if cfg.ppo.frozen_offload and stop_after == "ppo" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
                           "launch on GPUs with `accelerate launch`, or pass --set ppo.frozen_offload=false")
-    # 0. inputs that can be checked without compute, before anything is written: the base model's directory
-    #    and, for the public task, the judge's key, the tokenizer and the datasets' schemas
     check_model_source(cfg.model.name)
     rm_cfg = cfg.reward_model_config()  # the policy's own config unless reward.model names another model
     if rm_cfg is not cfg:
         check_model_source(rm_cfg.model.name)
-    sources = open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
-    # 1. provenance before any compute
+    return open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
+
+
+def _run_locked(cfg: Config, out_dir: Path, cache: Path, command: str | None, stop_after: str, track: bool,
+                sources: Sources | None) -> dict:
+    t_start = time.time()
+    rm_cfg = cfg.reward_model_config()
     D = dist()
-    if D.world != cfg.processes:
-        raise ConfigError(f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set processes={D.world} "
-                          f"(and micro-batches so that batch = micro_batch × grad_accum × processes)")
+    # 1. provenance before any compute
     if D.is_main:
         for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
             (out_dir / stale).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -170,11 +171,21 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# The locks this process holds, by (real path, thread): the study runner holds a run directory's lock around
+# run_pipeline, which takes the same lock itself (flock would refuse a second descriptor of the same process).
+_HELD: set[tuple[str, int]] = set()
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """An advisory exclusive lock (flock); released by the OS if the holder dies. Yields whether it was taken."""
+    """An advisory exclusive lock (flock); released by the OS if the holder dies. Yields whether it was taken.
+    Re-entrant within a thread: a lock the calling thread already holds is taken again at once."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = (os.path.realpath(path), threading.get_ident())
+    if key in _HELD:
+        yield True
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -182,9 +193,101 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
-        yield True
+        _HELD.add(key)
+        try:
+            yield True
+        finally:
+            _HELD.discard(key)
     finally:
         os.close(fd)
+
+
+class RunDirError(Exception):
+    """A run directory that must not be written now: another process is writing it, it holds a finished run
+    (without ``--overwrite``), or it is not a run directory. One line naming the path (the CLI prints it)."""
+
+
+RUN_LOCK = ".lock"  # the run directory's lock: run_pipeline and the study runner take the same file
+# What marks a directory as a run directory (a file the pipeline or the runner wrote there)
+RUN_MARKERS = (RUN_LOCK, "config.json", DONE, "command.txt", "error.txt")
+
+
+@contextlib.contextmanager
+def run_dir_lock(path: Path, overwrite: bool = False) -> Iterator[None]:
+    """Hold ``path``'s run lock for the whole run, refusing (RunDirError) when another process holds it, when
+    ``path`` holds a finished run (DONE) and ``overwrite`` is false, or when it is a non-empty directory that is
+    not a run directory (``--out .`` would mix a run's files into it)."""
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not any((path / m).exists() for m in RUN_MARKERS):
+        raise RunDirError(f"{path} is a non-empty directory that is not a run directory; choose a new or empty "
+                          "directory for --out")
+
+    def refuse_finished() -> None:
+        if not overwrite and (path / DONE).exists():
+            raise RunDirError(f"{path} holds a finished run ({DONE} present); pass --overwrite to replace it, or "
+                              "choose another --out")
+
+    refuse_finished()  # before the lock file is created: a refused run leaves the directory as it was
+    with file_lock(path / RUN_LOCK, blocking=False) as taken:
+        if not taken:
+            raise RunDirError(f"{path} is locked: another nplus process (a pipeline or a study runner) is writing "
+                              "this run directory; wait for it to finish or choose another --out")
+        refuse_finished()  # again under the lock: the other process may have just finished
+        yield
+
+
+class PathError(Exception):
+    """A path the operating system will refuse (a file where a directory must be, no permission, a name too
+    long): one line naming the path, raised before anything is written."""
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """``path`` is a directory this command will create or write into: refuse (PathError, naming ``flag``) when it
+    or its nearest existing ancestor is not a directory, that ancestor is not writable, or a name in it is longer
+    than the file system allows. Cheap, so every writer checks before its first write."""
+    path = Path(path)
+
+    def exists(p: Path) -> bool:  # a name too long makes stat fail with ENAMETOOLONG rather than say "absent"
+        try:
+            return p.exists()
+        except OSError:
+            return False
+
+    existing = path
+    while not exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise PathError(f"{flag} {str(path)[:60]}...: the name {part[:40]!r}... is longer than the file "
+                            f"system's {limit} bytes")
+    if existing == path and not path.is_dir():
+        raise PathError(f"{flag} {path}: exists and is not a directory")
+    if not existing.is_dir():
+        raise PathError(f"{flag} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PathError(f"{flag} {path}: {existing} is not writable (permission denied)")
+
+
+# The longest name (in bytes) a study or variant may have: the common file-system limit is 255 bytes, less room
+# for what is added to a name on disk (a report's or an atomic write's ".NAME.tmpPID").
+NAME_MAX_BYTES = 200
+
+
+def dir_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one directory level on any common file system (None when it can): checked where a
+    study loads, so a bad name fails before any training, not after the baseline has trained."""
+    if name.strip() in ("", ".", ".."):
+        return "empty, '.' or '..'"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator ('/' or '\\')"
+    if name.startswith(".") or name != name.strip():
+        return "it starts with '.' or starts or ends with a space (hidden or easily mistyped)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it contains a control character"
+    if len(name.encode()) > NAME_MAX_BYTES:
+        return f"it is {len(name.encode())} bytes long, more than the {NAME_MAX_BYTES} allowed"
+    return None
 
 
 def is_done(path: Path) -> bool:
@@ -235,6 +338,32 @@ def done_problem(path: Path) -> str | None:
     return None
 
 
+def umask() -> int:
+    """This process's umask (read from /proc where it can be, so that no other thread sees it changed)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_file_modes(path: Path) -> None:
+    """Give every file under ``path`` the mode an ordinary write gets (0666 less the umask: 0644 usually). Files
+    written through a private temporary file (safetensors, transformers' save_pretrained) come out 0600, which
+    makes a shared NPLUS_CACHE (docs/reproduce.md) unreadable to colleagues; a mode already wider is left."""
+    want = 0o666 & ~umask()
+    path = Path(path)
+    for f in [path] if path.is_file() else path.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            mode = f.stat().st_mode & 0o777
+            if mode != want and mode & want == mode:  # narrower than an ordinary write: widen to it, never beyond
+                os.chmod(f, want)
+
+
 @contextlib.contextmanager
 def artifact(cache: Path, stage: str, key: str) -> Iterator[tuple[Path, bool]]:
     """Content-addressed stage artifact. Yields (directory, already_built).
@@ -258,6 +387,7 @@ def artifact(cache: Path, stage: str, key: str) -> Iterator[tuple[Path, bool]]:
         try:
             with naming_full_disk(path):
                 yield path, False
+                share_file_modes(path)
                 mark_done(path)
         except DiskFullError:
             shutil.rmtree(path, ignore_errors=True)

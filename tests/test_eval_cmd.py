@@ -60,7 +60,13 @@ def test_run_directory_end_to_end(tmp_path, corpus):
     run_dir.mkdir(parents=True)
     sft_rows = [{**r, "stage": "sft", "response": " i do not know"} for r in rows]
     write_jsonl(run_dir / "samples.jsonl", sft_rows + [{**r, "stage": "ppo"} for r in rows])
-    result = run_eval(gold_config(run_dir, data_dir))
+    (run_dir / "eval.json").write_text('{"the pipeline": "wrote this"}\n')
+    # without --out a run directory is refused: its eval.json is the pipeline's (its DONE vouches for it)
+    with pytest.raises(EvalInputError, match="is a run directory: pass --out DIR"):
+        run_eval(gold_config(run_dir, data_dir))
+    assert json.loads((run_dir / "eval.json").read_text()) == {"the pipeline": "wrote this"}
+    assert not (run_dir / "judgments.jsonl").exists()
+    result = run_eval(gold_config(run_dir, data_dir, out=run_dir))  # told to: written there
 
     assert result["stage"] == "ppo" and result["n_total"] == len(rows) == result["n"]
     assert result["n_unparseable"] == result["n_failed"] == result["n_ties"] == 0

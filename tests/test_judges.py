@@ -55,6 +55,15 @@ PARSE_CASES = [
     ("Neither summary is better.", None),
     ("There is no clear preference, although Summary A is better on style.", None),
     ("I can't decide. Summary B is better in places, Summary A in others.", None),
+    # issue #35: real judge explanations without a verdict line ("preferable": 111 of 1,000)
+    ("Summary A misses the age, while Summary B keeps every fact. Summary B is preferable.", "B"),
+    ("Summary A is preferable because it keeps the question; Summary B drops it.", "A"),
+    ("Summary B would be the better one; Summary A invents a sister.", "B"),
+    ("Summary A is much better and more faithful than Summary B.", "A"),
+    ("Summary B seems more preferable overall.", "B"),
+    ("Summary A is more concise, but Summary B is preferable for accuracy.", "B"),
+    ("Neither summary is preferable.", None),
+    ("Summary A is preferable in tone, Summary B is preferable in content.", None),
 ]
 
 

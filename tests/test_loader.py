@@ -1,5 +1,6 @@
 """The data loader: every kind of source, the public schemas, bad rows, and failing fast without the hub."""
 
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +188,17 @@ def test_accepts_schema_variants(comparisons):
 def test_validation_sees_selected_rows_only(comparisons):
     bad = _with_row(comparisons, 0, _set(("choice",), 7))["validation"]
     validate_comparisons(DatasetDict({"validation": bad.select(range(1, len(bad)))}))
+
+
+def test_json_comparisons_whose_every_confidence_is_null_load(comparisons, tmp_path):
+    """Issue #35: AI-feedback labels carry no confidence; saved as JSON, every row's `extra.confidence` is null and
+    the column is read with the type null. The row check allows null, so the file loads (as integers)."""
+    rows = comparisons.to_list()
+    for row in rows:
+        row["extra"]["confidence"] = None
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = load_comparisons(str(path))["train"]
+    assert loaded.features["extra"]["confidence"] == Value("int64")
+    assert loaded["extra"] == [{"confidence": None}] * len(rows)
+    assert loaded["choice"] == comparisons["choice"]

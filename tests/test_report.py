@@ -290,7 +290,7 @@ def test_missing_metrics_say_not_available(tmp_path):
     run = tmp_path / "sftonly" / "seed=1"
     _write_json(run / "config.json", {"hash": "h", "seed": 1, "task": {"name": "tldr-synth"}})
     _write_json(run / "summary.json", {"sft.rouge_l": 0.2, "artifacts": {}})
-    (run / "DONE").write_text("")
+    mark_done(run, {"hash": "h"}, RUN_OUTPUTS)
     index = build_report(run.parent, tmp_path / "out")
     html = index.read_text()
     for name in ("forest", "training", "proxy_gold", "kl_frontier"):
@@ -417,6 +417,7 @@ def test_relabelled_variants_show_their_labellers_agreement(tmp_path):
         cfg = json.loads(cfg_path.read_text())
         cfg["task"]["comparisons_source"] = str(labels)
         _write_json(cfg_path, cfg)
+        mark_done(cfg_path.parent, {"hash": cfg["hash"]}, RUN_OUTPUTS)  # as the pipeline would have written it
     html = build_report(root, tmp_path / "out").read_text()
     table = html[html.index('id="labels-table"'):]
     table = table[:table.index("</table>")]
@@ -456,3 +457,43 @@ def test_knob_slopes_are_per_seed_least_squares_slopes():
     assert seed_slopes(points) == pytest.approx([0.022, 0.023, 0.049])
     # one setting only: no slope
     assert seed_slopes(points[points.position == 0]).size == 0
+
+
+def test_damaged_runs_are_skipped_with_a_warning_and_no_half_report_is_left(tmp_path, capsys, monkeypatch):
+    """Issue #35: a truncated samples.jsonl / metrics.jsonl or a corrupt summary.json under a DONE is the same
+    failed integrity check that stats and the runner apply: the run is skipped (one warning line each) and
+    listed as failed, never read; a report that fails half-way leaves the previous one, not figures alone."""
+    root = make_study(tmp_path / "dmg", failed=None)
+    for rel, name, cut in (("baseline/seed=1", "samples.jsonl", 40), ("baseline/seed=2", "summary.json", 10),
+                           ("reward_whitening_on/seed=1", "metrics.jsonl", 100)):
+        f = root / rel / name
+        f.write_bytes(f.read_bytes()[:cut])
+    out = tmp_path / "report"
+    html = build_report(root, out, Options(formats=("png",))).read_text()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipping")]
+    assert len(warnings) == 3 and all("its DONE check failed" in w for w in warnings), warnings
+    study = load_study(root)
+    assert sorted(r.rel for r in study.failed_runs) == ["baseline/seed=1", "baseline/seed=2",
+                                                        "reward_whitening_on/seed=1"]
+    assert all(r.error.startswith("damaged: ") and not r.samples and not r.metrics and not r.summary
+               for r in study.failed_runs)
+    assert "damaged: " in html
+    # a failure half-way: the previous report stays whole and no temporary folder is left beside it
+    before = (out / "index.html").read_text()
+    monkeypatch.setattr("nplus.report.build.render", lambda context: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        build_report(root, out, Options(formats=("png",)))
+    assert (out / "index.html").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dmg", "report"]
+    with pytest.raises(RuntimeError, match="boom"):
+        build_report(root, tmp_path / "new", Options(formats=("png",)))
+    assert not (tmp_path / "new").exists()
+
+
+def test_report_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
+    root = make_study(tmp_path / "s", seeds=(1, 2), stats=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ReportError, match="holds no report"):
+        build_report(root, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

@@ -89,7 +89,8 @@ def test_gold_reward_needs_the_embedded_task():
 
 def test_reward_source_enters_the_run_hash_only_when_it_is_not_the_rm():
     base = preset("smoke", 1)
-    assert apply_overrides(base, hparams={"reward.rule": "sentiment"}).hash == base.hash  # unread under rm
+    with pytest.raises(ConfigError, match="reward.rule='sentiment' has no effect"):  # unread under rm: refused
+        apply_overrides(base, hparams={"reward.rule": "sentiment"})
     gold = apply_overrides(base, hparams={"reward.source": "gold"})
     rules = [apply_overrides(base, hparams={"reward.source": "rule", "reward.rule": r}) for r in RULES]
     hashes = {base.hash, gold.hash, *(c.hash for c in rules)}

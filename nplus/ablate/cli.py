@@ -10,6 +10,7 @@ from typing import Literal
 import tyro
 
 from nplus.ablate.slurm import SlurmOptions
+from nplus.config import positive
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class AblateCmd:
     """Study file (TOML), e.g. ablations/demo.toml."""
     out: Path | None = None
     """Output directory: one run directory per spec, study.json, results.csv, stats.csv (default runs/<study name>)."""
-    workers: int = 1
+    workers: int = positive(1)
     """Local worker processes; each gets max(1, cores // workers) torch threads."""
     dry_run: bool = False
     """Print the plan (runs, distinct SFT/RM artifacts, sharing, estimated time; sbatch scripts for slurm) and exit."""
@@ -39,8 +40,6 @@ class AblateCmd:
         study = load_study(self.study)
         out = self.out or Path("runs") / study.name
         cache = self.cache or default_cache()
-        if self.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {self.workers}")
         specs = expand(study, out)
         if self.dry_run:
             print(plan_text(study, make_plan(study, specs, cache, out), self.workers))

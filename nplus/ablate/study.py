@@ -25,7 +25,7 @@ variant × size × seed, each with its resolved ``Config`` and run directory
     name = "no-eos-penalty"
     details = { missing_eos_penalty = "off" }
     framework = "trl-ppo"         # optional: a framework-emulation preset, applied before `details`
-    hparams = { "ppo.lr" = 1e-4 } # optional: this variant's hyperparameter overrides
+    hparams = { "ppo.kl_coef" = 0.01 } # optional: this variant's hyperparameter overrides
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from nplus.presets import PRESETS, preset
 from nplus.details import REGISTRY, DetailError
 from nplus.frameworks import FRAMEWORKS, framework_details
 from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
+from nplus.rundir import dir_name_problem
 
 STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "aa", "knob", "hparams", "variants")
 KNOB_KEYS = ("name", "variants", "metric", "hypothesis")
@@ -182,6 +183,10 @@ def _knob(path: Path, raw: Any, names: list[str], baseline: str) -> dict[str, An
     return {"name": label, "variants": list(settings), "metric": metric, "hypothesis": raw["hypothesis"]}
 
 
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 60 else name[:40] + "…")
+
+
 def _variant(path: Path, i: int, raw: Any) -> Variant:
     where = f"variants[{i}]"
     _typed(path, where, raw, dict, "a table")
@@ -189,8 +194,10 @@ def _variant(path: Path, i: int, raw: Any) -> Variant:
     if "name" not in raw:
         raise _fail(path, f"{where}.name", "missing (every variant needs a name)")
     name = _typed(path, f"{where}.name", raw["name"], str, "a string")
-    if not name or "/" in name or name.startswith(".") or name.startswith("size=") or name.startswith("seed="):
-        raise _fail(path, f"{where}.name", f"{name!r} cannot be a directory name (no '/', no leading '.', size=, seed=)")
+    problem = dir_name_problem(name) or ("it starts with size= or seed= (the runner's own directory levels)"
+                                         if name.startswith(("size=", "seed=")) else None)
+    if problem:
+        raise _fail(path, f"{where}.name", f"{_short(name)} cannot be a directory name: {problem}")
     if name == AA_VARIANT:
         raise _fail(path, f"{where}.name", f"{name!r} is the A/A arm's name; set `aa = true` for it, or rename this variant")
     details = _typed(path, f"{where}.details", raw.get("details", {}), dict, "a table of detail = value")
@@ -234,6 +241,8 @@ def load_study(path: Path | str) -> Study:
         if key not in raw:
             raise _fail(path, key, "missing (required keys: name, preset, seeds)")
     name = _typed(path, "name", raw["name"], str, "a string")
+    if problem := dir_name_problem(name):  # the default output runs/<name> and the report's reports/<name>
+        raise _fail(path, "name", f"{_short(name)} cannot be a directory name: {problem}")
     base_preset = _typed(path, "preset", raw["preset"], str, "a string")
     if base_preset not in PRESETS and base_preset != "paper":
         raise _fail(path, "preset", f"unknown preset {base_preset!r}; valid presets: paper (with sizes), {', '.join(PRESETS)}")
@@ -299,18 +308,19 @@ def load_study(path: Path | str) -> Study:
 # ---- expansion -----------------------------------------------------------------------------------------------
 
 def resolve(study: Study, variant: Variant, size: str | None, seed: int) -> Config:
-    """preset(seed + the variant's seed offset) → size → study hparams → framework details → variant details →
-    variant hparams."""
+    """preset(seed + the variant's seed offset) → framework details → variant details → size, study hparams and
+    variant hparams (hparams and details are separate fields, so the order of the two kinds does not matter)."""
     seed += variant.seed_offset
     if study.preset == "paper":  # a paper size is a whole preset (model, batch split, processes)
         cfg, hparams = preset(f"paper-{size}", seed), dict(study.hparams)
     else:
         cfg = preset(study.preset, seed)
         hparams = {**({"model.name": size} if size else {}), **study.hparams}
-    cfg = apply_overrides(cfg, hparams=hparams)
     if variant.framework:
         cfg = apply_overrides(cfg, details=framework_details(variant.framework))
-    return apply_overrides(cfg, hparams=variant.hparams, details=variant.details)
+    # the study's and the variant's hparams in one call with the variant's details, so that a rate the study sets
+    # for a variant that turns on details.learning_rate=per_stage is judged (effective or not) where it applies
+    return apply_overrides(cfg, hparams={**hparams, **variant.hparams}, details=variant.details)
 
 
 def run_dir(out: Path, variant: str, size: str | None, seed: int) -> Path:

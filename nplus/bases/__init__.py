@@ -120,6 +120,7 @@ def build(cfg, data, out_dir: Path, command: str | None = None, preset: str | No
         "command": command or rebuild_command(cfg.model.name),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    share_file_modes(out_dir)  # safetensors' 0600 weights: the same mode as the manifest beside them
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return manifest

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nplus.config import positive
 from nplus.data.builder import DataDetails, Lengths, applied_lengths
 from nplus.data.formatting import DataBuildError
 from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError
@@ -88,7 +89,7 @@ class DataBuildCmd:
     one is an error, since it could not change the datasets."""
     lengths: Lengths = field(default_factory=Lengths)
     """Token limits (paper: query 512, SFT response 53 / total 562, preference response 169 / total 638)."""
-    num_proc: int | None = None
+    num_proc: int | None = positive(None)
     """Processes for tokenization (datasets.map num_proc; default: one)."""
     overwrite: bool = False
     """Replace the datasets already in --out (otherwise an existing build is an error)."""

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from nplus.config import SYNTH_COMPARISONS
+from nplus.config import SYNTH_COMPARISONS, non_negative, positive, ranged
 from nplus.evaluation.evaluate_cmd import JudgeOptions, judge_from_options
 from nplus.evaluation.judges import Comparison, SimulatedAIJudge
 
@@ -40,17 +40,17 @@ class LabelConfig:
     only), hf (a local causal LM) or openai (an OpenAI-compatible endpoint)."""
     judge_options: Annotated[JudgeOptions, tyro.conf.OmitArgPrefixes] = field(default_factory=JudgeOptions)
     """Judge settings (as for nplus eval)."""
-    length_preference: float = 0.15
+    length_preference: float = ranged(0.15)
     """simulated-ai: gold points added per word of a summary (the judge's own word cost is 0.02): a labeller
     that likes long summaries, a known bias of LLM judges."""
-    position_margin: float = 0.5
+    position_margin: float = non_negative(0.5)
     """simulated-ai: when the two scores (with the length preference) differ by less than this, it picks A."""
     cache: Path | None = None
     """Artifact cache holding the generated tldr-synth corpus (default: $NPLUS_CACHE or runs/.cache)."""
     splits: tuple[str, ...] = ("train",)
     """Splits to relabel; the others are copied with their original labels, so by default the RM is validated
     against held-out human-style labels."""
-    limit: int | None = None
+    limit: int | None = positive(None)
     """Relabel only the first N pairs of each relabelled split (e.g. to bound a paid judge's cost)."""
 
     def run(self) -> int:

@@ -19,12 +19,13 @@ import os
 import re
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
 
 SYNTH = "tldr-synth"
 SFT_HUB = "vwxyzjn/summarize_from_feedback_tldr_3_filtered"
@@ -60,8 +61,32 @@ def load_comparisons(source: str, data_dir: Path | None = None) -> DatasetDict:
     """Pairwise comparisons (``info``, ``summaries``, ``choice``, ``worker``, ``batch``, ``split``, ``extra``)."""
     config = COMPARISONS_CONFIG if source == COMPARISONS_HUB else None
     ds = _load(source, data_dir, kind="comparisons", hub_config=config)
+    ds = DatasetDict({split: _typed_null_columns(d) for split, d in ds.items()})
     validate_comparisons(ds)
     return ds
+
+
+# The type of a public-schema field whose every row is null in a JSON file (read with the type ``null``).
+_NULL_AS = {"confidence": Value("int64"), "choice": Value("int64")}
+
+
+def _typed_nulls(feature: Any, name: str = "") -> Any:
+    """``feature`` with every leaf of type ``null`` given its public-schema type (strings but for integers)."""
+    if isinstance(feature, dict):
+        return {k: _typed_nulls(v, k) for k, v in feature.items()}
+    if type(feature).__name__ in ("List", "Sequence") and hasattr(feature, "feature"):
+        return type(feature)(_typed_nulls(feature.feature, name))
+    if _dtype(feature) == "null":
+        return _NULL_AS.get(name, Value("string"))
+    return feature
+
+
+def _typed_null_columns(d: Dataset) -> Dataset:
+    """JSON files whose every row leaves a field null are read with the type ``null`` (AI-feedback labels carry no
+    ``extra.confidence``; TL;DR rows no ``info.site`` / ``info.article``). The row checks allow null there, so
+    give such fields their public-schema type instead of refusing the file."""
+    typed = Features({k: _typed_nulls(v, k) for k, v in d.features.items()})
+    return d if typed == d.features else d.cast(typed)
 
 
 def _load(source: str, data_dir: Path | None, kind: str, hub_config: str | None) -> DatasetDict:

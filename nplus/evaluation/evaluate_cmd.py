@@ -22,7 +22,7 @@ import tyro
 from nplus.evaluation import metrics
 from nplus.evaluation.judges import GoldJudgeAdapter, Judge, judge_against_reference, make_judge
 from nplus.evaluation.rouge import rouge_scores
-from nplus.rundir import atomic_write_json, atomic_write_text
+from nplus.rundir import atomic_write_json, atomic_write_text, check_writable_dir
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ class EvalConfig:
     """A run directory (reads its samples.jsonl) or a .jsonl / .csv file with columns post (or query),
     response, reference and optional id, finished."""
     out: Path | None = None
-    """Output directory for eval.json and judgments.jsonl (default: the run directory, or <file stem>_eval/
-    next to an input file)."""
+    """Output directory for eval.json and judgments.jsonl (default: <file stem>_eval/ next to an input file;
+    required for a run directory, whose own eval.json its DONE marker vouches for)."""
     stage: str | None = None
     """Evaluate rows of this stage (sft / ppo) when the input has a stage column (default: ppo if present,
     else the only stage)."""
@@ -256,11 +256,16 @@ def judge_from_options(kind: str, opts: JudgeOptions) -> Judge:
 
 
 def default_out(cfg: EvalConfig) -> Path:
-    """The run directory itself, or ``<stem>_eval/`` next to an input file."""
+    """``--out``, or ``<stem>_eval/`` next to an input file. A run directory has no default: its eval.json is the
+    pipeline's, vouched for by its DONE marker, and rewriting it would make stats drop the run and the runner
+    retrain it."""
     if cfg.out is not None:
         return Path(cfg.out)
     path = Path(cfg.input)
-    return path if path.is_dir() else path.with_name(f"{path.stem}_eval")
+    if path.is_dir():
+        raise EvalInputError(f"--input {path} is a run directory: pass --out DIR for the evaluation's eval.json and "
+                             "judgments.jsonl (the run's own eval.json is left as the pipeline wrote it)")
+    return path.with_name(f"{path.stem}_eval")
 
 
 def aggregate(records: list[dict[str, Any]], examples: list[Example], response_lengths: np.ndarray,
@@ -300,12 +305,13 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     # 1. read and validate everything before any judging
     check_config(cfg)
     path, rows = read_rows(cfg.input)
+    out = default_out(cfg)  # created only when there are results to write: a refused eval leaves nothing
+    check_writable_dir(out, "--out")
     rows, stage = select_stage(rows, cfg.stage, path)
     examples = examples_from_rows(rows, path)[: cfg.limit]
     count = length_counter(cfg.length_unit, cfg.tokenizer)
     response_lengths = np.array([count(e.response) for e in examples])
     reference_lengths = np.array([count(e.reference) for e in examples])
-    out = default_out(cfg)  # created only when there are results to write: a refused eval leaves nothing
     # 2. the judge (an openai judge checks its API key here, the gold judge that it knows every post)
     opts = cfg.judge_options
     judge = judge_from_options(cfg.judge, opts)

@@ -30,10 +30,12 @@ _VERDICT = re.compile(
 # A line that is nothing but the letter: "A", "B.", "(B)", "Summary B", "summary a!".
 _BARE_LINE = re.compile(r"^\s*(?:summary\s+)?\(?([AB])\)?\s*[.!]?\s*$", re.IGNORECASE)
 
-# Sentences that pick a side without a verdict line: "I prefer Summary A", "Summary B is better".
+# Sentences that pick a side without a verdict line: "I prefer Summary A", "Summary B is better", "Summary B is
+# preferable" (111 of 1,000 real judge explanations say it that way), "Summary A would be the better choice".
 _PREFERENCE_PHRASE = re.compile(
     r"\b(?:i\s+(?:would\s+)?(?:prefer|choose|pick|select)|i'?d\s+(?:prefer|choose|pick))\s+(?:summary\s+)?([AB])\b"
-    r"|\bsummary\s+([AB])\s+is\s+(?:better|preferred|superior|the\s+better)",
+    r"|\bsummary\s+([AB])\s+(?:is|would\s+be|seems|appears)\s+(?:to\s+be\s+)?"
+    r"(?:(?:much|slightly|clearly|far|somewhat|the|more)\s+)*(?:better|preferred|preferable|superior)\b",
     re.IGNORECASE,
 )
 
@@ -42,7 +44,7 @@ _PREFERENCE_PHRASE = re.compile(
 _REFUSAL = re.compile(
     r"\b(?:cannot|can ?not|can'?t|unable to|impossible to)\s+(?:determine|decide|choose|tell|judge|pick)"
     r"|\b(?:a|it'?s a|is a) (?:tie|draw)\b|\b(?:no (?:clear )?preference|same quality)\b"
-    r"|\bneither (?:summary |one )?is (?:better|preferred|superior)\b"
+    r"|\bneither (?:summary |one )?is (?:better|preferred|preferable|superior)\b"
     r"|\b(?:equally|just as) (?:good|bad|well|accurate|valid|strong|weak|informative|concise|clear)\b",
     re.IGNORECASE,
 )

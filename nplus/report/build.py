@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,12 +201,35 @@ TOC = (("headline", "Headline"), ("effects", "Effects (forest plot)"), ("knob", 
 
 def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -> Path:
     """Write ``out_dir/index.html`` (self-contained), ``figures/`` (PNG + PDF) and ``tables/`` (CSV)."""
+    final = Path(out_dir)
+    # the whole folder is replaced: only a previous report (or an empty folder) may be
+    if final.is_dir() and any(final.iterdir()) and not (final / "index.html").exists():
+        raise ReportError(f"--out {final} is a non-empty directory that holds no report (index.html); the report "
+                          "replaces its folder, so choose a new or empty directory")
+    # 1. read the study and its statistics
+    study = load_study(Path(study_dir))
+    # written into a temporary folder beside it and renamed at the end: a report that fails half-way (or is
+    # interrupted) leaves the previous report, or nothing, never figures without an index.html
+    out = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        _build(study, out, options)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    out.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final / "index.html"
+
+
+def _build(study: Study, out: Path, options: Options) -> None:
+    """Every file of the report into ``out``."""
     from nplus.report.figures import DIRECTION_TEXT
     from nplus.rundir import atomic_write_text
 
-    # 1. read the study and its statistics
-    study = load_study(Path(study_dir))
-    out = Path(out_dir)
     results = results_frame(study)
     stats, stats_source = study_stats(study, results)
     curves = curves_frame(study)
@@ -252,6 +277,4 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "aa": aa, "power": power_view(power), "peaks": peak_rows(peaks), "peak_summary": peak_summary(peaks),
         "sanity": sanity_table(study), "prov": prov, "study_dir": str(study.root),
     }
-    index = out / "index.html"
-    atomic_write_text(index, render(context))
-    return index
+    atomic_write_text(out / "index.html", render(context))

@@ -8,6 +8,8 @@ from typing import Literal
 
 import tyro
 
+from nplus.config import non_negative
+
 
 def default_name(study: Path) -> str:
     """runs/NAME → NAME; a lone run runs/NAME/variant/seed=1 → NAME-variant-seed=1 (not just "seed=1")."""
@@ -28,9 +30,9 @@ class ReportCmd:
     """Report directory (default: reports/<study directory name>; for a lone run, its last three path parts)."""
     title: str | None = None
     """Page title (default: "<study name>: RLHF implementation details")."""
-    samples: int = 6
+    samples: int = non_negative(6)
     """Validation prompts shown side by side (reference, SFT, baseline PPO, every variant)."""
-    examples: int = 8
+    examples: int = non_negative(8)
     """PPO samples with the largest proxy-minus-gold gap shown in the over-optimization section."""
     published: Literal["auto", "always", "never"] = "auto"
     """Draw the paper's published values beside the scaling curves (panels of their own): auto = for studies with

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -80,7 +81,7 @@ class Run:
     variant: str
     size: str  # "" when the study has no size axis
     seed: int | None
-    status: str  # "ok" (DONE written), "failed" (error.txt), "incomplete" (neither: killed or still running)
+    status: str  # "ok" (DONE written and its files match), "failed" (error.txt, or a damaged DONE), "incomplete"
     error: str = ""
     config: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
@@ -123,9 +124,17 @@ def _parse_rel(parts: Iterable[str]) -> tuple[str, str, int | None]:
 
 
 def _status(path: Path) -> tuple[str, str]:
-    """(status, why) of a run directory: DONE is written last, error.txt on a contained failure."""
+    """(status, why) of a run directory: DONE is written last, error.txt on a contained failure. A DONE whose
+    files no longer match it (truncated, edited, corrupted) is the check ``stats`` and the runner apply
+    (rundir.done_problem): such a run is reported as failed with the reason, and none of its outputs are read."""
+    from nplus.rundir import done_problem
+
     if (path / "DONE").exists():
-        return "ok", ""
+        problem = done_problem(path)
+        if problem is None:
+            return "ok", ""
+        print(f"warning: skipping {path}: its DONE check failed ({problem})", file=sys.stderr)
+        return "failed", f"damaged: {problem}"
     if (path / "error.txt").exists():
         return "failed", first_line(read_text(path / "error.txt")) or "error.txt is empty"
     if not _is_run_dir(path):
@@ -140,9 +149,10 @@ def load_run(path: Path, root: Path, default_variant: str, spec: dict | None = N
     if spec:
         variant, size = str(spec.get("variant") or variant), str(spec.get("size") or "")
         seed = spec["seed"] if isinstance(spec.get("seed"), int) else seed
-    summary = read_json(path / "summary.json") or {}
-    config = read_json(path / "config.json") or {}
     status, error = _status(path)
+    damaged = error.startswith("damaged: ")  # outputs its DONE no longer vouches for are not read
+    summary = {} if damaged else read_json(path / "summary.json") or {}
+    config = read_json(path / "config.json") or {}
     if seed is None:
         seed = next((int(s) for s in (summary.get("seed"), config.get("seed")) if isinstance(s, int)), None)
     done = read_json(path / "DONE")
@@ -151,7 +161,8 @@ def load_run(path: Path, root: Path, default_variant: str, spec: dict | None = N
                config=config if isinstance(config, dict) else {}, details=read_json(path / "details.json") or {},
                summary=summary if isinstance(summary, dict) else {}, env=read_json(path / "env.json") or {},
                command=read_text(path / "command.txt").strip(), done=done if isinstance(done, dict) else {},
-               metrics=read_jsonl(path / "metrics.jsonl"), samples=read_jsonl(path / "samples.jsonl"))
+               metrics=[] if damaged else read_jsonl(path / "metrics.jsonl"),
+               samples=[] if damaged else read_jsonl(path / "samples.jsonl"))
 
 
 # ----------------------------------------------------------------------------------------------------- study

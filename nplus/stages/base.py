@@ -174,7 +174,7 @@ def save_checkpoint(path: Path, step: int, model, opt: torch.optim.Optimizer, ge
                     losses: list[float], identity: str) -> None:
     from safetensors.torch import save_file
 
-    from nplus.rundir import fault_point
+    from nplus.rundir import fault_point, share_file_modes
 
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
     for i, p in enumerate(model.parameters()):
@@ -186,6 +186,7 @@ def save_checkpoint(path: Path, step: int, model, opt: torch.optim.Optimizer, ge
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"step": str(step), "identity": identity})
+    share_file_modes(tmp)  # safetensors writes 0600; a shared cache's checkpoint is resumed by colleagues too
     fault_point("checkpoint")  # the kill test dies here: the new checkpoint written, the previous one still in place
     tmp.replace(path)
 
