@@ -220,7 +220,7 @@ def test_no_console_errors(rendered):
 
 def test_key_sections_rendered(rendered):
     dom = rendered["dom"]
-    for section in ("headline", "effects", "scaling", "training", "overoptimization", "samples", "sanity", "provenance"):
+    for section in ("headline", "glossary", "effects", "training", "overoptimization", "samples", "sanity", "provenance"):
         assert section in dom["sections"] and f"#{section}" in dom["tocLinks"]
     assert dom["verdictRows"] >= 4  # the baseline row and three variants
     assert len(dom["images"]) >= 4 and all(i["scheme"] == "data" and i["loaded"] and i["width"] > 300 for i in dom["images"])
