@@ -585,3 +585,44 @@ def test_glossary_lists_the_metrics_on_the_page(caveat_report):
     for name in ("ppo.win_rate", "rm.accuracy", "ppo.kl", "objective/kl"):
         assert f">{name}<" in glossary
     assert SUMMARY_METRICS["ppo.kl"][1].replace("‖", "‖") in glossary
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def test_figures_numbered_in_page_order_with_one_colour_per_variant(caveat_report):
+    numbers = [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", caveat_report)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 4
+    colours: dict[str, set] = {}
+    for label, colour in re.findall(r'data-label="([^"]+)" data-color="([^"]+)"', caveat_report):
+        colours.setdefault(label.split(" [")[0], set()).add(colour)
+    assert {"baseline", "no_eos_penalty", "query_truncation=drop"} <= set(colours)
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # and no two variants share one
+
+
+def test_palette_colours_the_top_variants_and_greys_the_rest():
+    from nplus.report.figures import BASELINE_COLOR, OTHER_COLOR, palette
+
+    variants = ["baseline"] + [f"v{i}" for i in range(20)]
+    ranked = [f"v{i}" for i in range(19, -1, -1)]
+    colors = palette(variants, "baseline", ranked)
+    assert colors["baseline"] == BASELINE_COLOR
+    coloured = [v for v in variants[1:] if colors[v] != OTHER_COLOR]
+    assert sorted(coloured) == sorted(ranked[:9]) and len({colors[v] for v in coloured}) == 9
+    few = palette(variants[:6], "baseline")  # five others: every one coloured, none twice
+    assert OTHER_COLOR not in few.values() and len(set(few.values())) == 6
+
+
+def test_learning_curves_with_one_evaluation_are_left_out_with_a_reason(tmp_path):
+    root = make_study(tmp_path / "one_eval", seeds=(1, 2), variants=("baseline", "no_eos_penalty"), failed=None)
+    for metrics in root.glob("*/seed=*/metrics.jsonl"):  # keep the final evaluation only, as the demo preset does
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        last = max(r["episode"] for r in rows if "eval/gold_score" in r)
+        _write_jsonl(metrics, [r for r in rows if "eval/gold_score" not in r or r["episode"] == last])
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    assert "Left out: gold score (eval/gold_score)" in html and "at one evaluation only" in html
+    from nplus.report.figures import curve_metrics
+    from nplus.report.samples import CURVE_METRICS, curves_frame
+
+    drawn, left_out = curve_metrics(curves_frame(load_study(root)), CURVE_METRICS)
+    assert "eval/gold_score" not in [k for k, _ in drawn] and left_out == ["gold score (eval/gold_score)"]
