@@ -620,7 +620,7 @@ def test_learning_curves_with_one_evaluation_are_left_out_with_a_reason(tmp_path
         last = max(r["episode"] for r in rows if "eval/gold_score" in r)
         _write_jsonl(metrics, [r for r in rows if "eval/gold_score" not in r or r["episode"] == last])
     html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
-    assert "Left out: gold score (eval/gold_score)" in html and "at one evaluation only" in html
+    assert "Left out: gold score (eval/gold_score)" in html and "at one episode only" in html
     from nplus.report.figures import curve_metrics
     from nplus.report.samples import CURVE_METRICS, curves_frame
 

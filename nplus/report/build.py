@@ -159,7 +159,7 @@ def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, cur
         out[name] = entry
     if left_out:
         out["training"]["note"] = (f"Left out: {', '.join(left_out)} — each run logged {'it' if len(left_out) == 1 else 'them'} "
-                                   "at one evaluation only (the final one), so there is no curve to draw; a study that "
+                                   "at one episode only, so there is no curve to draw; a study that "
                                    "needs these curves sets ppo.eval_every to evaluate during training.")
     out["_colors"] = colors
     return out
@@ -252,45 +252,62 @@ TOC = (("headline", "Headline"), ("glossary", "Glossary"), ("effects", "Effects 
 
 def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -> Path:
     """Write ``out_dir/index.html`` (self-contained), ``figures/`` (PNG + PDF) and ``tables/`` (CSV)."""
+    # 1. read the study and what the page computes from its runs
+    study = load_study(Path(study_dir))
+    results = results_frame(study)
+    stats, stats_source = study_stats(study, results)
+    curves = curves_frame(study)
+    points = checkpoints(study)
+    examples, examples_reason = overopt_examples(study, options.examples)
+    inputs = {
+        "results": results, "stats": stats, "stats_source": stats_source, "curves": curves,
+        "pg": proxy_gold_frame(study, curves), "points": points, "peaks": gold_peaks(study, points),
+        "knob": knob_points(study, results), "grid": sample_grid(study, options.samples), "examples": examples,
+        "examples_reason": examples_reason, "rlhf": rlhf_effect_rows(study), "aa": aa_check(study, stats),
+        "power": power_rows(study, results), "prov": provenance(study), "labels": label_agreement(study),
+        "facts": what_was_run(study),
+    }
+    return write_report(study, inputs, Path(out_dir), options)
+
+
+def write_report(study: Study, inputs: dict, out: Path, options: Options, carried: dict[str, str] | None = None,
+                 tables: tuple[str, ...] | None = None) -> Path:
+    """The page, its figures and its tables from a study and its computed inputs (``build_report``; or, for a
+    committed report whose runs are gone, ``nplus.report.rebuild`` from its tables). ``carried``: sections whose
+    inputs only the runs held, as the earlier page rendered them (already escaped HTML); ``tables``: the CSV files
+    to write (None: all)."""
     from nplus.report.figures import DIRECTION_TEXT
     from nplus.rundir import atomic_write_text
 
-    # 1. read the study and its statistics
-    study = load_study(Path(study_dir))
-    out = Path(out_dir)
-    results = results_frame(study)
-    stats, stats_source = study_stats(study, results)
-    stats = with_holm_intervals(stats, study.baseline)
+    results, curves, pg, points, peaks = (inputs[k] for k in ("results", "curves", "pg", "points", "peaks"))
+    stats = with_holm_intervals(inputs["stats"], study.baseline)
     judge = make_judge(study, stats)
-    curves = curves_frame(study)
-    pg = proxy_gold_frame(study, curves)
-    points = checkpoints(study)
-    peaks = gold_peaks(study, points)
-    knob_spec = study.spec.get("knob")
-    knob_pts = knob_points(study, results)
+    knob_spec, knob_pts = study.spec.get("knob"), inputs["knob"]
     effects = effects_frame(study, stats, judge)
     # 2. figures (PNG + PDF files; PNG embedded)
     shown = _show_published(study, options.published)
     figs = make_figures(study, results, effects, curves, pg, points, peaks, knob_pts,
                         load_published() if shown else None, out / "figures", options.formats)
-    # 3. sections
-    headline, grid = headline_table(study, stats, judge), sample_grid(study, options.samples)
-    examples, examples_reason = overopt_examples(study, options.examples)
-    spearman, prov, fails = spearman_rows(results), provenance(study), failures(study)
-    aa, power = aa_check(study, stats), power_rows(study, results)
-    rlhf = rlhf_effect_rows(study)
     colors = figs.pop("_colors")
+    # 3. sections
+    headline, grid, examples = headline_table(study, stats, judge), inputs["grid"], inputs["examples"]
+    spearman, prov, fails = spearman_rows(results), inputs["prov"], failures(study)
+    aa, power, rlhf = inputs["aa"], inputs["power"], inputs["rlhf"]
     # 4. every table as CSV, then the page
-    write_tables(out / "tables", {
-        "headline": _headline_csv(headline, study.baseline), "stats": stats, "runs": _runs_table(study),
-        "spearman": pd.DataFrame(spearman, columns=["variant", "metric", "rho", "slope", "ci_low", "ci_high", "n", "sizes", "trend"]),
-        "training_curves": _curves_table(curves), "proxy_vs_gold": pg, "overoptimization_checkpoints": points,
-        "overoptimization_peaks": peaks, "knob": knob_pts,
-        "overoptimization_examples": pd.DataFrame(examples), "samples": _samples_csv(grid),
-        "power": power, "aa_check": pd.DataFrame(aa["rows"], columns=["size", "metric", "label", "diff", "interval", "p", "verdict", "cls"]).drop(columns="cls"),
-        "sanity": _sanity_csv(study), "provenance": pd.DataFrame(prov["runs"]), "packages": pd.DataFrame(prov["packages"]),
-        "failures": pd.DataFrame(fails, columns=["label", "seed", "status", "error", "path"]),
-    })
+    all_tables = {
+        "headline": lambda: _headline_csv(headline, study.baseline), "stats": lambda: stats,
+        "runs": lambda: _runs_table(study),
+        "spearman": lambda: pd.DataFrame(spearman, columns=["variant", "metric", "rho", "slope", "ci_low", "ci_high", "n", "sizes", "trend"]),
+        "training_curves": lambda: _curves_table(curves), "proxy_vs_gold": lambda: pg,
+        "overoptimization_checkpoints": lambda: points, "overoptimization_peaks": lambda: peaks, "knob": lambda: knob_pts,
+        "overoptimization_examples": lambda: pd.DataFrame(examples), "samples": lambda: _samples_csv(grid),
+        "power": lambda: power,
+        "aa_check": lambda: pd.DataFrame(aa["rows"], columns=["size", "metric", "label", "diff", "interval", "p", "verdict", "cls"]).drop(columns="cls"),
+        "sanity": lambda: _sanity_csv(study), "provenance": lambda: pd.DataFrame(prov["runs"]),
+        "packages": lambda: pd.DataFrame(prov["packages"]),
+        "failures": lambda: pd.DataFrame(fails, columns=["label", "seed", "status", "error", "path"]),
+    }
+    write_tables(out / "tables", {k: make() for k, make in all_tables.items() if tables is None or k in tables})
     context = {
         "title": options.title or f"{study.name}: RLHF implementation details",
         "kind": "single run" if study.single else f"study of {len(study.variants)} variant(s) × {len(study.seeds)} seed(s)",
@@ -300,17 +317,17 @@ def build_report(study_dir: Path, out_dir: Path, options: Options = Options()) -
         "answer": answer(study, stats, judge, spearman, peaks, rlhf),
         "baseline_text": baseline_text(study), "colors": [{"variant": v, "color": c} for v, c in colors.items()],
         "glossary": glossary(stats, KEY_METRICS, CURVE_METRICS),
-        "facts": what_was_run(study), "failures": fails,
+        "facts": inputs["facts"], "failures": fails, "carried": carried or {},
         "knob": {**knob_spec, "rows": knob_summary(study, knob_pts, stats)} if knob_spec else None,
         "headline": headline, "findings": findings(headline, stats, judge), "means": means_table(study, stats),
         "rlhf": rlhf,
-        "variants": variants_table(study), "labels": label_agreement(study), "baseline": study.baseline, "single": study.single,
-        "stats_source": stats_source, "direction_text": DIRECTION_TEXT, "ci_level": round(100 * (1 - ALPHA)),
+        "variants": variants_table(study), "labels": inputs["labels"], "baseline": study.baseline, "single": study.single,
+        "stats_source": inputs["stats_source"], "direction_text": DIRECTION_TEXT, "ci_level": round(100 * (1 - ALPHA)),
         "figs": figs, "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",
         "has_scaling": len(study.sizes) >= 2,
         "spearman": [{**s, "slope_text": fmt(s["slope"], True), "interval": fmt_interval(s["ci_low"], s["ci_high"], True)}
                      for s in spearman],
-        "examples": [_example_view(e) for e in examples], "examples_reason": examples_reason, "grid": grid,
+        "examples": [_example_view(e) for e in examples], "examples_reason": inputs["examples_reason"], "grid": grid,
         "aa": aa, "power": power_view(power), "peaks": peak_rows(peaks), "peak_summary": peak_summary(peaks),
         "sanity": sanity_table(study), "prov": prov, "study_dir": str(study.root),
     }

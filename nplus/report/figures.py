@@ -353,7 +353,10 @@ def training_curves(curves: pd.DataFrame, metrics: tuple[tuple[str, str], ...], 
             for label in _in_order(sub.label.unique(), colors, sub.drop_duplicates("label").set_index("label").variant):
                 g = sub[sub.label == label]
                 variant, size = g.variant.iloc[0], g["size"].iloc[0]
-                agg = g.groupby("episode").value.agg(["mean", "std", "count"]).sort_index()
+                if {"mean", "std", "n"} <= set(g.columns):  # already aggregated (tables/training_curves.csv)
+                    agg = g.groupby("episode")[["mean", "std", "n"]].first().rename(columns={"n": "count"}).sort_index()
+                else:
+                    agg = g.groupby("episode").value.agg(["mean", "std", "count"]).sort_index()
                 color = colors.get(variant)
                 grey = color == OTHER_COLOR
                 ls = SIZE_STYLES[sizes.index(size) % len(SIZE_STYLES)] if size in sizes else "-"
