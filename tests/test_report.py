@@ -626,3 +626,15 @@ def test_learning_curves_with_one_evaluation_are_left_out_with_a_reason(tmp_path
 
     drawn, left_out = curve_metrics(curves_frame(load_study(root)), CURVE_METRICS)
     assert "eval/gold_score" not in [k for k, _ in drawn] and left_out == ["gold score (eval/gold_score)"]
+
+
+def test_same_shift_on_every_seed_is_shown_not_badged():
+    """reports/reward_hacking: ppo.eos_rate −0.006 on each of 3 seeds (1/500 steps) read "hurts" (p = 0 from a
+    zero-variance t-test); a difference without variance is not tested, so it gets no badge."""
+    from nplus.report.tables import effect_cell
+
+    row = {"variant": "rule", "size": "", "metric": "ppo.eos_rate", "diff": -0.006, "diff_ci_low": -0.006,
+           "diff_ci_high": -0.006, "n_pairs": 3, "p_holm": 0.0, "verdict": "hurts"}
+    cell = effect_cell(row, "ppo.eos_rate")
+    assert cell["cls"] == "na" and cell["verdict"] == "same shift on every seed (untested)"
+    assert effect_cell({**row, "diff_ci_low": -0.01, "diff_ci_high": -0.002}, "ppo.eos_rate")["cls"] == "hurts"

@@ -91,14 +91,22 @@ def overopt_sentence(peaks: pd.DataFrame) -> str:
 
 
 def rlhf_sentence(rlhf: list[dict], baseline: str) -> str:
-    base = next((e for e in rlhf if e["variant"] == baseline), None)
-    if base is None:
+    """What PPO added over its SFT policy for the baseline (its largest size), and every variant whose PPO ended
+    below its own SFT policy on gold (reward hacking reads there first)."""
+    base = [e for e in rlhf if e["variant"] == baseline]
+    if not base:
         return ""
-    gold = base.get("gold_score_diff")
-    ci = base.get("win_rate_diff_ci")
-    text = (f"PPO over its SFT policy ({base['label']}): win rate {base['win_rate_diff']:+.3f} "
+    b = base[-1]
+    ci = b.get("win_rate_diff_ci")
+    text = (f"PPO over its SFT policy ({b['label']}): win rate {b['win_rate_diff']:+.3f} "
             f"{fmt_interval(ci[0], ci[1], True) if ci else ''}".rstrip())
-    return text + (f", gold score {gold:+.2f}." if gold is not None else ".")
+    text += f", gold score {b['gold_score_diff']:+.2f}." if b.get("gold_score_diff") is not None else "."
+    fell = [e for e in rlhf if e["variant"] != baseline and (e.get("gold_score_diff") or 0.0) < 0]
+    if fell:
+        text += (" PPO ended below its own SFT policy on gold in " +
+                 _join([f"{e['label']} ({e['gold_score_diff']:+.2f}; win rate per seed {e['per_seed']})" for e in fell])
+                 + ".")
+    return text
 
 
 def answer(study: Study, stats: pd.DataFrame, judge: Judge, spearman: list[dict], peaks: pd.DataFrame,

@@ -17,7 +17,7 @@ import pandas as pd
 
 from nplus.metrics_doc import direction
 from nplus.report.load import Run, Study, as_number
-from nplus.report.verdicts import Judge, identical, is_bookkeeping
+from nplus.report.verdicts import Judge, constant_shift, identical, is_bookkeeping
 from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 
 # The five numbers a reader wants first: quality (win rate), the reward model, SFT, and the two "prices"
@@ -189,6 +189,9 @@ def effect_cell(row: dict | None, metric: str, judge: "Judge | None" = None) -> 
     elif judge is not None and (why := judge.not_comparable(variant, metric)):
         verdict, cls = "not comparable", "nc"
         title = f"not comparable: {why}; {title}"
+    elif constant_shift(row):
+        verdict, cls = "same shift on every seed (untested)", "na"
+        title = f"the difference is {fmt(row['diff'], True)} on every seed: no variance, no test; {title}"
     elif identical(row):
         same = judge is not None and judge.ppo_only.get(variant) and metric.startswith(("sft.", "rm."))
         verdict = "same SFT/RM (by construction)" if same else "identical on every seed"

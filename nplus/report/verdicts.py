@@ -186,6 +186,14 @@ def identical(row: dict) -> bool:
     return d == 0 and lo in (0, None) and hi in (0, None)
 
 
+def constant_shift(row: dict) -> bool:
+    """A non-zero paired difference that is the same on every seed: no variance, so no test (scipy's t-test is
+    undefined there and ``nplus.stats`` reads it as certain). With quantized metrics (an EOS rate in steps of
+    1/500) this happens by chance at three seeds; it is shown, never badged."""
+    d, lo, hi, n = (as_number(row.get(k)) for k in ("diff", "diff_ci_low", "diff_ci_high", "n_pairs"))
+    return bool(d) and lo is not None and lo == hi and (n or 0) >= 2
+
+
 def with_holm_intervals(stats: pd.DataFrame, baseline: str, alpha: float = ALPHA) -> pd.DataFrame:
     """Add ``holm_level``, ``holm_ci_low`` and ``holm_ci_high``: the level Holm decided each paired test at (the
     variants' family per size and metric; the A/A arm on its own, as in ``nplus.stats.compare``) and the
