@@ -638,3 +638,28 @@ def test_same_shift_on_every_seed_is_shown_not_badged():
     cell = effect_cell(row, "ppo.eos_rate")
     assert cell["cls"] == "na" and cell["verdict"] == "same shift on every seed (untested)"
     assert effect_cell({**row, "diff_ci_low": -0.01, "diff_ci_high": -0.002}, "ppo.eos_rate")["cls"] == "hurts"
+
+
+def test_committed_report_rebuilds_from_its_tables(tmp_path):
+    """A report whose runs are gone (reports/NAME in the repository) is rebuilt from its tables and its page:
+    verdicts, marks and figures computed again, the run-only sections carried over and said to be."""
+    from nplus.report.rebuild import rebuild
+
+    root = make_study(tmp_path / "gone", seeds=(1, 2, 3), failed=None,
+                      variants=("baseline", "no_eos_penalty", "advantage_whitening_off", "query_truncation=drop"))
+    report = tmp_path / "report"
+    first = build_report(root, report, Options(formats=("png",))).read_text()
+    import shutil
+
+    shutil.rmtree(root)  # the runs are gone
+    html = rebuild(report, Options(formats=("png",))).read_text()
+    assert "Rebuilt from this report's committed tables" in html
+    assert _row(html, "no_eos_penalty") == _row(first, "no_eos_penalty")  # the same verdicts and intervals
+    assert "⚠ sanity failed" in _row(html, SANITY_FAIL[0]) and "not comparable" in _row(html, "query_truncation=drop")
+    answer = lambda page: page[page.index('id="answer"'):page.index("</div>", page.index('id="answer"'))]
+    assert answer(html) == answer(first)
+    for section in ('<section id="samples">', '<section id="provenance">', '<section id="trust">'):
+        assert section in html
+    assert [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", html)] == \
+        [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", first)]
+    assert {"holm_level", "holm_ci_low", "holm_ci_high"} <= set(pd.read_csv(report / "tables" / "stats.csv").columns)
