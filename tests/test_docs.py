@@ -35,7 +35,8 @@ def test_readme_demo_table_is_the_committed_artifact():
     expected = {
         "SFT win rate against the references": [f"{v:.3f}" for v in base["sft.win_rate"]],
         "PPO win rate": [f"{v:.3f}" for v in base["ppo.win_rate"]],
-        "SFT → PPO gold score": [f"{a:.2f} → {b:.2f}" for a, b in zip(base["sft.gold_score"], base["ppo.gold_score"])],
+        "SFT → PPO gold score": [f"{a:.2f} → {b:.2f}"
+                                 for a, b in zip(base["sft.gold_score"], base["ppo.gold_score"])],
         "PPO KL, EOS rate": [f"{a:.2f}, {b:.3f}" for a, b in zip(base["ppo.kl"], base["ppo.eos_rate"])],
     }
     assert _readme_table() == expected
@@ -44,8 +45,9 @@ def test_readme_demo_table_is_the_committed_artifact():
 def test_readme_ppo_minus_sft_is_the_committed_report():
     page = (ROOT / "reports/frameworks/index.html").read_text()
     table = page[page.index("What PPO adds over SFT"):]
-    row = re.search(r"<tr><td>baseline</td>(.*?)</tr>", table[:table.index("</table>")], flags=re.S).group(1)
-    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    row = re.search(r"<tr><td>baseline</td>(.*?)</tr>", table[:table.index("</table>")], flags=re.DOTALL).group(1)
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+             for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)]
     diff, interval = cells[1], cells[2].replace(" (excludes 0)", "")
     assert f"**PPO − SFT: {diff} {interval}**" in (ROOT / "README.md").read_text()
 

@@ -26,8 +26,8 @@ def sanity_sentence(study: Study, judge: Judge) -> str:
     n_bad, n_runs = sum(e["failed"] for *_, e in bad), sum(e["runs"] for e in judge.sanity.values())
     named = [f"{v}{f' [{s}]' if s else ''} (seed{'s' * (len(e['seeds']) > 1)} {', '.join(map(str, e['seeds']))})"
              for v, s, e in bad]
-    return (f"⚠ {n_bad} of {n_runs} runs failed a sanity check — {_join(named)}: they do not measure what they claim "
-            "to, and their verdicts are marked ⚠ below.")
+    return (f"⚠ {n_bad} of {n_runs} runs failed a sanity check — {_join(named)}: they do not measure what they "
+            "claim to, and their verdicts are marked ⚠ below.")
 
 
 def effect_sentence(study: Study, stats: pd.DataFrame, judge: Judge) -> str:
@@ -58,7 +58,8 @@ def effect_sentence(study: Study, stats: pd.DataFrame, judge: Judge) -> str:
         counts = [f"{len(hurts)} hurt{'s' * (len(hurts) == 1)}" if hurts else "",
                   f"{len(helps)} help{'s' * (len(helps) == 1)}" if helps else ""]
         what = "variant × size pairs" if any(r.get("size") for r, _ in usable) else "variants"
-        return (f"On {label}, of {len(usable)} comparable {what} {' and '.join(x for x in counts if x)} ({', '.join(helps + hurts)}{tail}); "
+        moved = " and ".join(x for x in counts if x)
+        return (f"On {label}, of {len(usable)} comparable {what} {moved} ({', '.join(helps + hurts)}{tail}); "
                 f"the largest effect is {name(r)}: {value} ({c['verdict']}){flag}.")
     return (f"No variant detectably changes {label} ({len(usable)} compared{tail}); the largest difference, "
             f"{name(r)} {value}, is within what the seeds cannot tell apart.")
@@ -71,7 +72,8 @@ def scaling_sentence(spearman: list[dict], baseline: str) -> str:
     rises = [s["label"] for s in rows if s["trend"] == "rises with size"]
     falls = [s["label"] for s in rows if s["trend"] == "falls with size"]
     flat = [s["label"] for s in rows if s["trend"] not in ("rises with size", "falls with size")]
-    who = f"{rows[0]['variant']}, " if rows[0]["variant"] != baseline or len({s['variant'] for s in spearman}) > 1 else ""
+    several = rows[0]["variant"] != baseline or len({s["variant"] for s in spearman}) > 1
+    who = f"{rows[0]['variant']}, " if several else ""
     parts = ([f"{_join(rises)} rise{'s' * (len(rises) == 1)} with size"] if rises else ["no metric rises with size"])
     parts += [f"{_join(falls)} fall{'s' * (len(falls) == 1)}"] if falls else []
     parts += [f"no clear trend in {_join(flat)}"] if flat and rises else []

@@ -81,8 +81,8 @@ CAPTIONS = {
     "kl_frontier": ("KL against win rate",
                     "One point per run: KL from the reference policy after training against the win rate over the "
                     "reference. Good runs sit top-left; points far right with a low win rate bought their reward with "
-                    "distance from the SFT policy without getting better (the paper's failed 1B seeds had KL ≈ 50–85). "
-                    "Points left of 0: " + KL_NOTE),
+                    "distance from the SFT policy without getting better (the paper's failed 1B seeds had KL ≈ "
+                    "50–85). Points left of 0: " + KL_NOTE),
 }
 NOT_AVAILABLE = {
     "forest": "no variant has a paired difference against the baseline",
@@ -140,8 +140,10 @@ def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, cur
     _, left_out = F.curve_metrics(curves, CURVE_METRICS)
     builders = {  # page order
         "forest": lambda: F.forest_plot(effects, KEY_METRICS, seeds),
-        "knob": lambda: F.knob_plot(knob, effects, study.spec["knob"], study.baseline) if study.spec.get("knob") else None,
-        "scaling": lambda: F.scaling_plot(results, SCALING_METRICS, colors, published) if len(study.sizes) >= 2 else None,
+        "knob": lambda: (F.knob_plot(knob, effects, study.spec["knob"], study.baseline)
+                         if study.spec.get("knob") else None),
+        "scaling": lambda: (F.scaling_plot(results, SCALING_METRICS, colors, published)
+                            if len(study.sizes) >= 2 else None),
         "training": lambda: F.training_curves(curves, CURVE_METRICS, colors, study.sizes),
         "gold_kl": lambda: F.gold_proxy_vs_kl(points, peaks, colors, study.sizes),
         "proxy_gold": lambda: F.proxy_vs_gold(pg, colors),
@@ -158,9 +160,10 @@ def make_figures(study: Study, results: pd.DataFrame, effects: pd.DataFrame, cur
             entry.update(F.save(fig, fig_dir, name, formats), number=number)
         out[name] = entry
     if left_out:
-        out["training"]["note"] = (f"Left out: {', '.join(left_out)} — each run logged {'it' if len(left_out) == 1 else 'them'} "
-                                   "at one episode only, so there is no curve to draw; a study that "
-                                   "needs these curves sets ppo.eval_every to evaluate during training.")
+        them = "it" if len(left_out) == 1 else "them"
+        out["training"]["note"] = (f"Left out: {', '.join(left_out)} — each run logged {them} at one episode "
+                                   "only, so there is no curve to draw; a study that needs these curves sets "
+                                   "ppo.eval_every to evaluate during training.")
     out["_colors"] = colors
     return out
 
@@ -209,8 +212,8 @@ def _headline_csv(headline: dict, baseline: str) -> pd.DataFrame:
                          "diff": c["text"], "interval": c["interval"], "unadjusted_interval": c.get("raw_interval", ""),
                          "verdict": c["verdict"], "seeds": row["n"],
                          "marks": "; ".join(n["text"] for n in row.get("notes", []))})
-    return pd.DataFrame(rows, columns=["variant", "size", "baseline", "metric", "diff", "interval", "unadjusted_interval",
-                                       "verdict", "seeds", "marks"])
+    return pd.DataFrame(rows, columns=["variant", "size", "baseline", "metric", "diff", "interval",
+                                       "unadjusted_interval", "verdict", "seeds", "marks"])
 
 
 def _sanity_csv(study: Study) -> pd.DataFrame:
@@ -244,7 +247,8 @@ def render(context: dict) -> str:
     return env.get_template("report.html.jinja").render(**context)
 
 
-TOC = (("headline", "Headline"), ("glossary", "Glossary"), ("effects", "Effects (forest plot)"), ("knob", "Along the knob"),
+TOC = (("headline", "Headline"), ("glossary", "Glossary"), ("effects", "Effects (forest plot)"),
+       ("knob", "Along the knob"),
        ("trust", "A/A check and power"), ("scaling", "Scaling"),
        ("training", "Training curves"), ("overoptimization", "Over-optimization"), ("samples", "Samples"),
        ("sanity", "Sanity checks"), ("provenance", "Provenance"))
@@ -297,12 +301,15 @@ def write_report(study: Study, inputs: dict, out: Path, options: Options, carrie
     all_tables = {
         "headline": lambda: _headline_csv(headline, study.baseline), "stats": lambda: stats,
         "runs": lambda: _runs_table(study),
-        "spearman": lambda: pd.DataFrame(spearman, columns=["variant", "metric", "rho", "slope", "ci_low", "ci_high", "n", "sizes", "trend"]),
+        "spearman": lambda: pd.DataFrame(spearman, columns=["variant", "metric", "rho", "slope", "ci_low", "ci_high",
+                                                            "n", "sizes", "trend"]),
         "training_curves": lambda: _curves_table(curves), "proxy_vs_gold": lambda: pg,
-        "overoptimization_checkpoints": lambda: points, "overoptimization_peaks": lambda: peaks, "knob": lambda: knob_pts,
+        "overoptimization_checkpoints": lambda: points, "overoptimization_peaks": lambda: peaks,
+        "knob": lambda: knob_pts,
         "overoptimization_examples": lambda: pd.DataFrame(examples), "samples": lambda: _samples_csv(grid),
         "power": lambda: power,
-        "aa_check": lambda: pd.DataFrame(aa["rows"], columns=["size", "metric", "label", "diff", "interval", "p", "verdict", "cls"]).drop(columns="cls"),
+        "aa_check": lambda: pd.DataFrame(aa["rows"], columns=["size", "metric", "label", "diff", "interval", "p",
+                                                              "verdict", "cls"]).drop(columns="cls"),
         "sanity": lambda: _sanity_csv(study), "provenance": lambda: pd.DataFrame(prov["runs"]),
         "packages": lambda: pd.DataFrame(prov["packages"]),
         "failures": lambda: pd.DataFrame(fails, columns=["label", "seed", "status", "error", "path"]),
@@ -321,7 +328,8 @@ def write_report(study: Study, inputs: dict, out: Path, options: Options, carrie
         "knob": {**knob_spec, "rows": knob_summary(study, knob_pts, stats)} if knob_spec else None,
         "headline": headline, "findings": findings(headline, stats, judge), "means": means_table(study, stats),
         "rlhf": rlhf,
-        "variants": variants_table(study), "labels": inputs["labels"], "baseline": study.baseline, "single": study.single,
+        "variants": variants_table(study), "labels": inputs["labels"], "baseline": study.baseline,
+        "single": study.single,
         "stats_source": inputs["stats_source"], "direction_text": DIRECTION_TEXT, "ci_level": round(100 * (1 - ALPHA)),
         "figs": figs, "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",
         "has_scaling": len(study.sizes) >= 2,

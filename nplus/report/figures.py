@@ -168,9 +168,10 @@ def forest_plot(effects: pd.DataFrame, metrics: tuple[tuple[str, str], ...],
             ax.grid(axis="y", visible=False)
         axes[0][0].set_yticks(list(y.values()), [f"⚠ {lab}" if lab in suspect else lab for lab in y])
         axes[0][0].set_ylim(-0.7, len(labels) - 0.3)
-        fig.supxlabel("variant − baseline (paired by seed). Thick bar: Holm-consistent interval (the verdict's); thin: "
-                      "unadjusted 95 %; grey points: seeds.\nGreen helps, red hurts, blue changes, grey no detectable "
-                      "effect, violet not comparable; hollow dot and ⚠: a sanity check failed", fontsize=8.5)
+        fig.supxlabel("variant − baseline (paired by seed). Thick bar: Holm-consistent interval (the verdict's); "
+                      "thin: unadjusted 95 %; grey points: seeds.\nGreen helps, red hurts, blue changes, grey no "
+                      "detectable effect, violet not comparable; hollow dot and ⚠: a sanity check failed",
+                      fontsize=8.5)
         fig.tight_layout()
     return fig
 

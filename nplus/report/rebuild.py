@@ -25,8 +25,16 @@ from pathlib import Path
 import pandas as pd
 
 from nplus.report.build import Options, write_report
-from nplus.report.load import (ReportError, Run, Study, _choose_baseline, _order_sizes, _order_variants, _spec_overrides,
-                               normalize_stats)
+from nplus.report.load import (
+    ReportError,
+    Run,
+    Study,
+    _choose_baseline,
+    _order_sizes,
+    _order_variants,
+    _spec_overrides,
+    normalize_stats,
+)
 
 REWRITTEN = ("headline", "stats", "spearman")
 IDENTITY = ("path", "variant", "size", "seed", "status", "error")
@@ -63,11 +71,11 @@ def _section(page: str, start: str, end: str) -> str:
 def _facts(page: str) -> list[tuple[str, str]]:
     block = _section(page, '<dl class="facts">', "</dl>")
     return [(html.unescape(k).strip(), html.unescape(re.sub(r"<[^>]+>", "", v)).strip())
-            for k, v in re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", block, flags=re.S)]
+            for k, v in re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", block, flags=re.DOTALL)]
 
 
 def _spec(page: str) -> dict:
-    m = re.search(r"<summary>study\.json</summary>\s*<pre class=\"block\">(.*?)</pre>", page, flags=re.S)
+    m = re.search(r"<summary>study\.json</summary>\s*<pre class=\"block\">(.*?)</pre>", page, flags=re.DOTALL)
     return json.loads(html.unescape(m.group(1))) if m else {}
 
 
@@ -75,15 +83,17 @@ def _rlhf(page: str) -> list[dict]:
     """The "What PPO adds over SFT" rows as the previous page computed them (the samples they need are gone)."""
     table = _section(_section(page, "<h3>What PPO adds over SFT</h3>", "</table>"), "<tbody>", "</tbody>")
     rows = []
-    for tr in re.findall(r"<tr>(.*?)</tr>", table, flags=re.S):
-        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+    for tr in re.findall(r"<tr>(.*?)</tr>", table, flags=re.DOTALL):
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.DOTALL)]
         if len(cells) != 6:
             continue
         label, n, diff, interval, per_seed, gold = cells
         ci = [float(x) for x in re.findall(r"[-+]?\d*\.\d+|[-+]?\d+", interval.split("(")[0])][:2]
         variant, _, size = label.partition(" [")
         rows.append({"variant": variant, "size": size.rstrip("]"), "label": label, "n": n, "win_rate_diff": float(diff),
-                     "win_rate_diff_ci": ci if len(ci) == 2 else None, "interval": interval.replace(" (excludes 0)", ""),
+                     "win_rate_diff_ci": ci if len(ci) == 2 else None,
+                     "interval": interval.replace(" (excludes 0)", ""),
                      "excludes_zero": "(excludes 0)" in interval, "per_seed": per_seed,
                      "gold_score_diff": None if gold in ("—", "") else float(gold)})
     return rows
@@ -155,11 +165,12 @@ def load_report_study(report: Path) -> tuple[Study, dict, dict[str, str]]:
     return study, inputs, {k: v for k, v in carried.items() if v}
 
 
-def rebuild(report: Path, options: Options = Options()) -> Path:
+def rebuild(report: Path, options: Options | None = None) -> Path:
+    options = options or Options()
     study, inputs, carried = load_report_study(Path(report))
     for old in (Path(report) / "figures").glob("*.*"):  # every figure is drawn again; none left from the old page
         old.unlink()
-    title = re.search(r"<title>(.*?)</title>", (Path(report) / "index.html").read_text(encoding="utf-8"), re.S)
+    title = re.search(r"<title>(.*?)</title>", (Path(report) / "index.html").read_text(encoding="utf-8"), re.DOTALL)
     opts = Options(title=html.unescape(title.group(1)) if title else None, samples=options.samples,
                    examples=options.examples, published=options.published, formats=options.formats)
     return write_report(study, inputs, Path(report), opts, carried=carried, tables=REWRITTEN)

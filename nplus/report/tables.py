@@ -163,7 +163,7 @@ def stat_row(stats: pd.DataFrame, variant: str, size: str, metric: str) -> dict 
     return sel.iloc[0].to_dict() if len(sel) else None
 
 
-def effect_cell(row: dict | None, metric: str, judge: "Judge | None" = None) -> dict:
+def effect_cell(row: dict | None, metric: str, judge: Judge | None = None) -> dict:
     """One verdict cell: the paired difference, the interval the verdict was decided with (Holm-consistent when the
     statistics carry it), the verdict, and the marks of ``nplus.report.verdicts`` (bookkeeping, not comparable,
     identical on every seed, sanity checks failed)."""
@@ -383,9 +383,15 @@ def _git(env: dict) -> str:
     return rev[:12] + (" (dirty)" if g.get("dirty") else "")
 
 
+def _cpu(env: dict) -> str:
+    """ (CPU model, cores, torch threads): bit-identical numbers need the same CPU type and thread count."""
+    return f" ({env['cpu']}, {env.get('torch_threads', '?')} threads)" if env.get("cpu") else ""
+
+
 def provenance(study: Study) -> dict:
     runs = [{"label": r.label, "seed": r.seed, "status": r.status, "hash": str(r.config.get("hash") or "—"),
-             "git": _git(r.env), "device": str(r.env.get("device") or "—"), "command": r.command or "—", "path": r.rel}
+             "git": _git(r.env),
+             "device": str(r.env.get("device") or "—") + _cpu(r.env), "command": r.command or "—", "path": r.rel}
             for r in study.runs]
     versions: dict[str, set] = {}
     for r in study.runs:

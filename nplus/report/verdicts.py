@@ -51,7 +51,7 @@ def _preset_details(study: Study) -> dict[str, str]:
 
     from nplus.details import REGISTRY
 
-    name = study.spec.get("preset") or next((r.config.get("preset") for r in study.runs if r.config.get("preset")), None)
+    name = study.spec.get("preset") or next((p for r in study.runs if (p := r.config.get("preset"))), None)
     try:
         from nplus.presets import preset
 
@@ -205,7 +205,7 @@ def with_holm_intervals(stats: pd.DataFrame, baseline: str, alpha: float = ALPHA
     arms = out[(out.variant != baseline) & out["diff"].notna()]
     families = [arms[arms.variant != AA_VARIANT], arms[arms.variant == AA_VARIANT]]
     for family in families:
-        for _, idx in family.groupby(["size", "metric"]).groups.items():
+        for idx in family.groupby(["size", "metric"]).groups.values():
             pvals = [None if pd.isna(p) else float(p) for p in out.loc[idx, "p_ttest"]]
             for i, level in zip(idx, holm_levels(pvals, alpha)):
                 out.at[i, "holm_level"] = math.nan if level is None else level
