@@ -68,10 +68,9 @@ def write_models(root: Path, rung: str, vocab: int, max_positions: int, seed: in
     config.num_labels = 1
     rm = set_dropout(GPTNeoXForSequenceClassification(config), "disabled")
     rm.save_pretrained(root / "rm_hf", safe_serialization=True)
-    # nplus's reward-model layout, written from the same weights: trunk + a linear head with bias 0
-    from transformers import AutoModel
-
-    backbone = AutoModel.from_pretrained(str(root / "rm_hf"), use_safetensors=True)
+    # nplus's reward-model layout, written from the same weights: trunk + a linear head with bias 0 (the trunk taken
+    # from the model in memory: loading rm_hf as a bare trunk printed a LOAD REPORT for its score head)
+    backbone = rm.base_model
     head = torch.nn.Linear(config.hidden_size, 1)
     with torch.no_grad():
         head.weight.copy_(rm.score.weight)
@@ -208,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--response", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--updates", type=int, default=3, help="updates per run, the first untimed")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=8, help="interleaved nplus/TRL pairs (the order alternates per pair); "
+                    "3 pairs understated the run-to-run spread: two idle invocations gave ratios 1.61 and 1.96")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=1)
@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         trl_version = trl.__version__
     except ImportError:
         trl_version = None
+    from nplus.rundir import cpu_model
+
+    machine = f"{cpu_model()}; torch threads {a['threads']} per run"
+    print(f"machine: {machine}")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version}, threads {a['threads']}")
     print("settings: " + json.dumps({k: a[k] for k in ("rung", "vocab", "batch", "query", "response", "epochs", "updates", "runs", "temperature", "lr")}))
     results: dict[str, list[dict]] = {"nplus": [], "trl": []}
@@ -230,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths = _spawned(write_models, Path(tmp), a["rung"], a["vocab"], a["query"] + a["response"] + 8, a["seed"])
         for run in range(a["runs"]):
-            for name in names:  # alternate, so that drifting machine load affects both alike
+            # interleaved, and the order alternates per pair (ABBA...), so that drifting load and warm-up affect both alike
+            for name in (names if run % 2 == 0 else names[::-1]):
                 r = _spawned(run_nplus if name == "nplus" else run_trl, paths, a)
                 results[name].append(r)
                 print(f"run {run + 1} {name}: " + json.dumps({k: round(v, 3) for k, v in r.items()}), flush=True)
+    print(f"figures below: median [min, max] over {a['runs']} run(s) per system on {machine}")
     keys = ("episodes_per_s", "sampled_tokens_per_s", "generation_s", "scoring_s", "training_s", "update_s", "peak_rss_mib")
     for name in names:
         print(f"{name:5s} " + "  ".join(f"{k} {_med_range([r[k] for r in results[name]])}" for k in keys))

@@ -232,6 +232,15 @@ class ScalarModel(nn.Module):
         return cls(backbone, head.to(dtype))
 
 
+def load_trunk(sft_dir: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The transformer trunk of a saved causal LM (the RM's and the critic's starting point).
+
+    Loaded as the causal LM it was saved as and cut to its trunk: ``AutoModel.from_pretrained`` on that checkpoint
+    gives the same weights but finds the LM head (``embed_out.weight``) unexpected and prints transformers' LOAD
+    REPORT table on every run. Same weights, no random draw (tests/test_models_load.py)."""
+    return trunk_of(load_causal_lm(sft_dir, dtype))
+
+
 def trunk_of(lm: PreTrainedModel) -> PreTrainedModel:
     """The transformer trunk of a causal LM (GPT-NeoX: ``.gpt_neox``), sharing its weights."""
     return lm.base_model
@@ -254,7 +263,7 @@ def init_critic(value_init: str, reward_model_dir: Path, sft_dir: Path, dtype: t
     or as SFT + a zero head (``random_head``: a value of 0 everywhere, no reward knowledge)."""
     if value_init == "reward_model":
         return ScalarModel.load(reward_model_dir, dtype)
-    backbone = AutoModel.from_pretrained(str(sft_dir), dtype=dtype, use_safetensors=True)
+    backbone = load_trunk(sft_dir, dtype)
     if value_init == "sft":
         return ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, "scaled_normal"))
     if value_init == "random_head":

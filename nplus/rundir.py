@@ -406,6 +406,20 @@ def git_revision() -> dict[str, Any]:
     return {"revision": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def cpu_model() -> str:
+    """The CPU's model name and the cores this process may use ("AMD EPYC, 2 cores"): numbers are bit-identical
+    only on the same CPU type with the same thread count, so every run and benchmark records it."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cores} cores"
+
+
 def environment() -> dict[str, Any]:
     """Provenance: git revision, package versions, device and determinism flags."""
     import torch
@@ -422,6 +436,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": versions,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "hostname": platform.node(),

@@ -125,6 +125,36 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
     return out
 
 
+def holm_levels(pvalues: list[float | None], alpha: float = ALPHA) -> list[float | None]:
+    """The significance level at which Holm's step-down procedure decided each test (None stays None).
+
+    Step k (0-based, p-values sorted ascending) tests at α / (m − k); the procedure stops at the first step that
+    fails, and every later test is decided at that step's level. A (1 − level) interval around each difference is
+    then consistent with the verdict: it excludes 0 exactly when Holm rejects (p_holm < α), which the unadjusted 95 %
+    interval does not promise. These are the intervals the report shows beside its verdicts."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    out: list[float | None] = [None] * len(pvalues)
+    m, stopped = len(order), None
+    for rank, i in enumerate(order):
+        level = alpha / (m - rank)
+        if stopped is None and float(pvalues[i]) >= level:
+            stopped = level
+        out[i] = stopped if stopped is not None else level
+    return out
+
+
+def interval_at(diff: float, lo: float, hi: float, n: int, level: float, confidence: float = CONFIDENCE
+                ) -> tuple[float, float]:
+    """A paired t interval recomputed at another level: the half-width of the ``confidence`` interval [lo, hi] over
+    ``n`` paired seeds, rescaled from t(1 − (1 − confidence)/2) to t(1 − level/2), n − 1 degrees of freedom."""
+    from scipy import stats
+
+    t_old = float(stats.t.ppf((1 + confidence) / 2, n - 1))
+    half = (hi - lo) / 2 / t_old * float(stats.t.ppf(1 - level / 2, n - 1))
+    return diff - half, diff + half
+
+
 def verdict(p_adjusted: float | None, diff: float, direction: str | None, alpha: float = ALPHA) -> str:
     """helps / hurts / changes / no detectable effect / insufficient data / not assessed."""
     if direction is None:

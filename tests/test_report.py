@@ -31,6 +31,15 @@ VARIANTS = {
     "reward_whitening_on": ({"reward_whitening": "on"}, 0.01, -0.5, 0.5, 0.0),
     "advantage_whitening_off": ({"advantage_whitening": "off"}, 0.08, 2.0, 3.0, 0.01),
 }
+# Variants used by single tests only (make_study(variants=...)): a flip judged on other prompts (TRL's and
+# DeepSpeed-Chat's query_truncation = drop) and a flip that changes nothing here (the same numbers as the baseline).
+EXTRA_VARIANTS = {
+    "query_truncation=drop": ({"query_truncation": "drop"}, 0.15, 0.0, -2.0, 0.0),
+    "reward_clipping=10": ({"reward_clipping": "10"}, 0.0, 0.0, 0.0, 0.0),
+}
+NO_OPS = {"reward_clipping=10"}
+# The one run whose sanity check fails (score position): its variant's cells and the headline must say so.
+SANITY_FAIL = ("advantage_whitening_off", 2)
 SIZE_PARAMS = {"nano": 310_000, "tiny": 1_250_000, "xs": 4_900_000}
 IDS = [f"val-{i:03d}" for i in range(10)]
 
@@ -83,30 +92,33 @@ def _sample_rows(rng: random.Random, variant: str, seed: int, inject: bool) -> l
     return rows
 
 
-def _summary(rng: random.Random, effect: tuple, seed: int, size: str) -> dict:
+def _summary(rng: random.Random, effect: tuple, seed: int, size: str, variant: str = "") -> dict:
     _, dwin, dkl, dlen, _ = effect
     scale = math.log10(SIZE_PARAMS.get(size, 1e6))
+    # SFT and RM depend on the size and seed only: the fixture's flips are PPO details, so, as in a real study, the
+    # variants reuse the baseline's SFT and RM and their numbers are identical by construction.
+    up = random.Random(f"upstream/{size}/{seed}")
     return {
-        "sft.rouge1": 0.30, "sft.rouge2": 0.10, "sft.rouge_l": 0.20 + 0.02 * scale + rng.gauss(0, 0.004),
+        "sft.rouge1": 0.30, "sft.rouge2": 0.10, "sft.rouge_l": 0.20 + 0.02 * scale + up.gauss(0, 0.004),
         "sft.win_rate": 0.3, "sft.win_rate_ci": [0.2, 0.4], "sft.mean_length": 24.0, "sft.eos_rate": 0.95,
-        "sft.gold_score": 0.3, "rm.accuracy": 0.55 + 0.03 * scale + rng.gauss(0, 0.005), "rm.accuracy_valid1": 0.6,
+        "sft.gold_score": 0.3, "rm.accuracy": 0.55 + 0.03 * scale + up.gauss(0, 0.005), "rm.accuracy_valid1": 0.6,
         "rm.accuracy_valid2": 0.6, "rm.reward_bias": -0.3,
         "ppo.win_rate": 0.45 + 0.03 * scale + dwin + rng.gauss(0, 0.006), "ppo.win_rate_ci": [0.3, 0.7],
         "ppo.kl": 5.0 + dkl + rng.gauss(0, 0.3), "ppo.mean_length": 30.0 + dlen + rng.gauss(0, 0.5),
         "ppo.eos_rate": 0.9, "ppo.proxy_reward": 0.6 + rng.gauss(0, 0.05), "ppo.gold_score": 0.35 + dwin + rng.gauss(0, 0.02),
         "ppo.rouge_l": 0.18, "sanity.first_ratio": 1.0, "sanity.first_ratio_ok": True, "sanity.initial_kl": 0.0,
         "sanity.initial_kl_ok": True, "sanity.rm_padding_max_diff": 2e-7, "sanity.rm_padding_ok": True,
-        "sanity.score_position_ok": seed != 2 or effect[0] == {}, "sanity.score_position_offset": 1.0,
+        "sanity.score_position_ok": (variant, seed) != SANITY_FAIL, "sanity.score_position_offset": 1.0,
         "sanity.score_position_expected_offset": 1.0,
         "params": SIZE_PARAMS.get(size, 1_250_000), "model": size or "tiny", "seed": seed, "preset": "smoke",
-        "wall_time_s": 61.5 + seed, "ppo_wall_time_s": 30.0, "artifacts": {"sft": "/cache/sft/abc", "rm": "/cache/rm/def"},
+        "wall_time_s": 61.5 + seed + dkl, "ppo_wall_time_s": 30.0 + dkl, "artifacts": {"sft": "/cache/sft/abc", "rm": "/cache/rm/def"},
     }
 
 
 def _write_run(run: Path, study: str, variant: str, size: str, seed: int, inject: bool, failed: bool,
                task: str = "tldr-synth") -> None:
-    effect = VARIANTS[variant]
-    rng = random.Random(f"{variant}/{size}/{seed}")
+    effect = {**VARIANTS, **EXTRA_VARIANTS}[variant]
+    rng = random.Random(f"{'baseline' if variant in NO_OPS else variant}/{size}/{seed}")
     details = {"missing_eos_penalty": "replace", "reward_whitening": "off", "advantage_whitening": "on", **effect[0]}
     cfg_hash = f"{abs(hash((variant, size, seed))) % 16**12:012x}"
     _write_json(run / "config.json", {"hash": cfg_hash, "seed": seed, "preset": "smoke", "details": details,
@@ -126,7 +138,7 @@ def _write_run(run: Path, study: str, variant: str, size: str, seed: int, inject
     _write_jsonl(run / "metrics.jsonl", _metrics_rows(rng, effect))
     _write_jsonl(run / "samples.jsonl", _sample_rows(rng, variant, seed, inject))
     _write_json(run / "eval.json", {"ppo": {"win_rate": 0.5}})
-    _write_json(run / "summary.json", _summary(rng, effect, seed, size))
+    _write_json(run / "summary.json", _summary(rng, effect, seed, size, variant))
     mark_done(run, {"hash": cfg_hash}, RUN_OUTPUTS)
 
 
@@ -145,11 +157,12 @@ def make_study(root: Path, seeds=(1, 2, 3), sizes: tuple[str, ...] = (), variant
                            failed is not None and (v, n) == failed, task)
                 specs.append({"variant": v, "size": s or None, "seed": n, "run_dir": str(run.relative_to(root)),
                               "hash": json.loads((run / "config.json").read_text())["hash"],
-                              "stage_hashes": {}, "details": VARIANTS[v][0]})
+                              "stage_hashes": {}, "details": {**VARIANTS, **EXTRA_VARIANTS}[v][0]})
     _write_json(root / "study.json", {
         "study": {"path": "ablations/fixture.toml", "name": name, "description": "report fixture", "preset": "smoke",
                   "seeds_name": "fixture", "seeds": list(seeds), "sizes": list(sizes), "baseline": "baseline",
-                  "hparams": {}, "variants": [{"name": v, "details": VARIANTS[v][0], "framework": None, "hparams": {}}
+                  "hparams": {}, "variants": [{"name": v, "details": {**VARIANTS, **EXTRA_VARIANTS}[v][0], "framework": None,
+                                                            "hparams": {}}
                                               for v in variants]},
         "specs": specs})
     if stats:
@@ -207,13 +220,13 @@ def test_verdict_table_and_colours(study_report):
     row = table[table.index("no_eos_penalty"):]
     row = row[:row.index("</tr>")]
     assert 'class="num cell hurts"' in row and "missing_eos_penalty = off" in row
-    assert 'class="num cell helps"' in table
+    assert 'class="num cell helps' in table
 
 
 def test_at_least_four_figures_and_sections(study_report):
     _, _, html = study_report
     assert len(_figures_in(html)) >= 4
-    for section in ("headline", "effects", "scaling", "training", "overoptimization", "samples", "sanity", "provenance"):
+    for section in ("headline", "glossary", "effects", "training", "overoptimization", "samples", "sanity", "provenance"):
         assert f'<section id="{section}">' in html and f'href="#{section}"' in html
     assert "<script" not in html.replace("&lt;script", "")
 
@@ -377,10 +390,17 @@ def test_stale_stats_are_recomputed(tmp_path):
 
 
 def test_real_task_draws_published_values(tmp_path):
-    root = make_study(tmp_path / "tldr", seeds=(1, 2), variants=("baseline",), failed=None, stats=False, task="tldr")
+    root = make_study(tmp_path / "tldr", seeds=(1, 2), sizes=("nano", "tiny"), variants=("baseline",), failed=None,
+                      stats=False, task="tldr")
     html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
     assert "Bottom row: the paper&#39;s values, Huang et al. (2024)" in html and "published values are not drawn" not in html
     assert "not comparable with the paper&#39;s" not in html
+
+
+def test_single_size_study_has_no_scaling_section(tmp_path):
+    root = make_study(tmp_path / "one", seeds=(1, 2), variants=("baseline", "no_eos_penalty"), failed=None)
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    assert 'id="scaling"' not in html and 'href="#scaling"' not in html
 
 
 def test_spearman_reports_a_metric_that_is_the_same_at_every_size():
@@ -497,3 +517,192 @@ def test_report_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
     with pytest.raises(ReportError, match="holds no report"):
         build_report(root, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------- verdicts a reader can trust
+
+def _row(html: str, variant: str) -> str:
+    table = html[html.index('id="verdict-table"'):html.index("</table>", html.index('id="verdict-table"'))]
+    row = table[table.index(f"<strong>{variant}</strong>"):]
+    return row[:row.index("</tr>")]
+
+
+def _cells(row: str) -> list[str]:
+    return re.findall(r'<td class="num cell[^"]*"[^>]*>.*?</td>', row, flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def caveat_report(tmp_path_factory) -> str:
+    """A study with every caveat: a sanity failure (SANITY_FAIL), a flip judged on other prompts, a no-op flip."""
+    root = make_study(tmp_path_factory.mktemp("c") / "caveats", failed=None,
+                      variants=("baseline", "no_eos_penalty", "advantage_whitening_off", "query_truncation=drop",
+                                "reward_clipping=10"))
+    return build_report(root, root.parent / "report", Options(formats=("png",))).read_text()
+
+
+def test_failed_sanity_check_is_marked_in_headline_and_cells(caveat_report):
+    html = caveat_report
+    answer = html[html.index('id="answer"'):html.index("</div>", html.index('id="answer"'))]
+    variant, seed = SANITY_FAIL
+    assert "failed a sanity check" in answer and f"{variant} (seed {seed})" in answer
+    cells = _cells(_row(html, variant))
+    assert len(cells) == 5 and all("suspect" in c and "⚠ sanity failed" in c for c in cells)
+    assert "sanity check failed on 1 of 3 seed(s) (score after EOS)" in _row(html, variant)
+    # the clean variant carries no mark
+    assert not any("suspect" in c or "⚠" in c for c in _cells(_row(html, "no_eos_penalty")))
+
+
+def test_other_prompts_are_not_comparable_and_no_ops_say_so(caveat_report):
+    drop = _row(caveat_report, "query_truncation=drop")
+    assert "evaluated on other prompts" in drop
+    # +0.15 win rate on every seed, but on the shorter posts only: no green cell
+    assert all('cell nc' in c and "not comparable" in c for c in _cells(drop))
+    noop = _row(caveat_report, "reward_clipping=10")
+    assert "no-op here" in noop and not any(re.search(r"cell (helps|hurts|changes|none)", c) for c in _cells(noop))
+
+
+def test_identical_by_construction_and_bookkeeping_get_no_badge(caveat_report):
+    row = _row(caveat_report, "no_eos_penalty")
+    cells = _cells(row)
+    # RM accuracy and SFT ROUGE-L of a PPO-only flip: the baseline's SFT and RM, not "no detectable effect"
+    assert all("same SFT/RM (by construction)" in c for c in cells[1:3])
+    findings = caveat_report[caveat_report.index('<ul class="findings">'):]
+    findings = findings[:findings.index("</ul>")]
+    # ppo_wall_time_s is 6 s longer on every seed (a certain "hurts" in stats.csv): bookkeeping, not a finding
+    assert "wall_time" not in findings and "sanity." not in findings and "ppo.gold_score" in findings
+
+
+def test_interval_beside_a_verdict_is_the_one_it_was_decided_with(tmp_path):
+    """Holm-consistent intervals exclude 0 exactly when the verdict is helps / hurts / changes; the unadjusted 95 %
+    interval does not (a variant with a small p before adjustment has one that excludes 0 but reads "no
+    detectable effect")."""
+    from nplus.report.verdicts import with_holm_intervals
+    from nplus.stats import compare
+
+    rng = random.Random(3)
+    rows = []
+    for v, effect in [("baseline", 0.0)] + [(f"v{i}", 0.004 * i) for i in range(12)]:
+        for seed in (1, 2, 3):
+            for metric in ("ppo.win_rate", "ppo.kl"):
+                rows.append({"variant": v, "size": "", "seed": seed, "metric": metric,
+                             "value": 0.5 + effect + rng.gauss(0, 0.004)})
+    stats = with_holm_intervals(normalize_stats(compare(pd.DataFrame(rows), "baseline")), "baseline")
+    judged = stats[stats.variant != "baseline"]
+    raw_disagrees = 0
+    for r in judged.to_dict("records"):
+        decided = r["verdict"] in ("helps", "hurts", "changes")
+        assert (r["holm_ci_low"] > 0 or r["holm_ci_high"] < 0) == decided, r
+        raw_disagrees += (r["diff_ci_low"] > 0 or r["diff_ci_high"] < 0) != decided
+    assert raw_disagrees > 0  # the case the issue saw: the unadjusted interval contradicts the verdict
+
+
+def test_headline_states_the_answer(tmp_path):
+    root = make_study(tmp_path / "sized", seeds=(1, 2, 3), sizes=("nano", "tiny", "xs"), failed=None,
+                      variants=("baseline", "no_eos_penalty"))
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    answer = html[html.index('id="answer"'):html.index("</div>", html.index('id="answer"'))]
+    # trend verdicts for scaling, the largest gold effect, over-optimization named or ruled out
+    assert re.search(r"Scaling \(baseline, 3 sizes\): [^<]*PPO win rate rise with size", answer)
+    assert "the largest effect is no_eos_penalty" in answer
+    assert "over-optimized" in answer.lower()
+    assert "failed a sanity check" not in answer  # SANITY_FAIL is another variant: nothing to mark here
+
+
+def test_baseline_is_described_as_its_preset():
+    from nplus.report.verdicts import baseline_text
+    from nplus.report.load import Study
+
+    study = Study(root=Path("."), name="x", spec={"preset": "demo"}, runs=[], baseline="baseline", single=False,
+                  variants=["baseline"], sizes=[], overrides={"baseline": {}})
+    text = baseline_text(study)
+    assert text.startswith("preset demo") and "learning_rate = per_stage (paper: single)" in text
+
+
+def test_glossary_lists_the_metrics_on_the_page(caveat_report):
+    from nplus.metrics_doc import SUMMARY_METRICS
+
+    glossary = caveat_report[caveat_report.index('id="glossary-table"'):]
+    glossary = glossary[:glossary.index("</table>")]
+    for name in ("ppo.win_rate", "rm.accuracy", "ppo.kl", "objective/kl"):
+        assert f">{name}<" in glossary
+    assert SUMMARY_METRICS["ppo.kl"][1].replace("‖", "‖") in glossary
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def test_figures_numbered_in_page_order_with_one_colour_per_variant(caveat_report):
+    numbers = [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", caveat_report)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 4
+    colours: dict[str, set] = {}
+    for label, colour in re.findall(r'data-label="([^"]+)" data-color="([^"]+)"', caveat_report):
+        colours.setdefault(label.split(" [")[0], set()).add(colour)
+    assert {"baseline", "no_eos_penalty", "query_truncation=drop"} <= set(colours)
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # and no two variants share one
+
+
+def test_palette_colours_the_top_variants_and_greys_the_rest():
+    from nplus.report.figures import BASELINE_COLOR, OTHER_COLOR, palette
+
+    variants = ["baseline"] + [f"v{i}" for i in range(20)]
+    ranked = [f"v{i}" for i in range(19, -1, -1)]
+    colors = palette(variants, "baseline", ranked)
+    assert colors["baseline"] == BASELINE_COLOR
+    coloured = [v for v in variants[1:] if colors[v] != OTHER_COLOR]
+    assert sorted(coloured) == sorted(ranked[:9]) and len({colors[v] for v in coloured}) == 9
+    few = palette(variants[:6], "baseline")  # five others: every one coloured, none twice
+    assert OTHER_COLOR not in few.values() and len(set(few.values())) == 6
+
+
+def test_learning_curves_with_one_evaluation_are_left_out_with_a_reason(tmp_path):
+    root = make_study(tmp_path / "one_eval", seeds=(1, 2), variants=("baseline", "no_eos_penalty"), failed=None)
+    for metrics in root.glob("*/seed=*/metrics.jsonl"):  # keep the final evaluation only, as the demo preset does
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        last = max(r["episode"] for r in rows if "eval/gold_score" in r)
+        _write_jsonl(metrics, [r for r in rows if "eval/gold_score" not in r or r["episode"] == last])
+        config = json.loads((metrics.parent / "config.json").read_text())
+        mark_done(metrics.parent, {"hash": config["hash"]}, RUN_OUTPUTS)  # as the pipeline would have written it
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    assert "Left out: gold score (eval/gold_score)" in html and "at one episode only" in html
+    from nplus.report.figures import curve_metrics
+    from nplus.report.samples import CURVE_METRICS, curves_frame
+
+    drawn, left_out = curve_metrics(curves_frame(load_study(root)), CURVE_METRICS)
+    assert "eval/gold_score" not in [k for k, _ in drawn] and left_out == ["gold score (eval/gold_score)"]
+
+
+def test_same_shift_on_every_seed_is_shown_not_badged():
+    """reports/reward_hacking: ppo.eos_rate −0.006 on each of 3 seeds (1/500 steps) read "hurts" (p = 0 from a
+    zero-variance t-test); a difference without variance is not tested, so it gets no badge."""
+    from nplus.report.tables import effect_cell
+
+    row = {"variant": "rule", "size": "", "metric": "ppo.eos_rate", "diff": -0.006, "diff_ci_low": -0.006,
+           "diff_ci_high": -0.006, "n_pairs": 3, "p_holm": 0.0, "verdict": "hurts"}
+    cell = effect_cell(row, "ppo.eos_rate")
+    assert cell["cls"] == "na" and cell["verdict"] == "same shift on every seed (untested)"
+    assert effect_cell({**row, "diff_ci_low": -0.01, "diff_ci_high": -0.002}, "ppo.eos_rate")["cls"] == "hurts"
+
+
+def test_committed_report_rebuilds_from_its_tables(tmp_path):
+    """A report whose runs are gone (reports/NAME in the repository) is rebuilt from its tables and its page:
+    verdicts, marks and figures computed again, the run-only sections carried over and said to be."""
+    from nplus.report.rebuild import rebuild
+
+    root = make_study(tmp_path / "gone", seeds=(1, 2, 3), failed=None,
+                      variants=("baseline", "no_eos_penalty", "advantage_whitening_off", "query_truncation=drop"))
+    report = tmp_path / "report"
+    first = build_report(root, report, Options(formats=("png",))).read_text()
+    import shutil
+
+    shutil.rmtree(root)  # the runs are gone
+    html = rebuild(report, Options(formats=("png",))).read_text()
+    assert "Rebuilt from this report's committed tables" in html
+    assert _row(html, "no_eos_penalty") == _row(first, "no_eos_penalty")  # the same verdicts and intervals
+    assert "⚠ sanity failed" in _row(html, SANITY_FAIL[0]) and "not comparable" in _row(html, "query_truncation=drop")
+    answer = lambda page: page[page.index('id="answer"'):page.index("</div>", page.index('id="answer"'))]
+    assert answer(html) == answer(first)
+    for section in ('<section id="samples">', '<section id="provenance">', '<section id="trust">'):
+        assert section in html
+    assert [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", html)] == \
+        [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", first)]
+    assert {"holm_level", "holm_ci_low", "holm_ci_high"} <= set(pd.read_csv(report / "tables" / "stats.csv").columns)

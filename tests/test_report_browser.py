@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -158,6 +159,13 @@ DOM_PROBE = """JSON.stringify({
   iframes: document.querySelectorAll('iframe,object,embed').length,
   verdictRows: document.querySelectorAll('#verdict-table tbody tr').length,
   tocLinks: [...document.querySelectorAll('nav.toc a')].map(a => a.getAttribute('href')),
+  figureNumbers: [...document.querySelectorAll('figure figcaption strong')].map(s => s.textContent.trim()),
+  figures: [...document.querySelectorAll('figure')].map(f => ({id: f.id, width: f.querySelector('img').naturalWidth,
+    height: f.querySelector('img').naturalHeight, text: f.innerText})),
+  legends: [...document.querySelectorAll('figure ul.legend-key li')].map(li => ({
+    figure: li.closest('figure').id, label: li.dataset.label, color: li.dataset.color,
+    drawn: getComputedStyle(li.querySelector('.swatch')).backgroundColor})),
+  answer: [...document.querySelectorAll('#answer p')].map(p => p.textContent.trim()),
   text: document.body.innerText,
 })"""
 
@@ -178,6 +186,10 @@ def render_in_chromium(index: Path, workdir: Path) -> dict:
         cdp.wait_for("Page.loadEventFired")
         dom = json.loads(cdp.call("Runtime.evaluate", expression=DOM_PROBE, returnByValue=True)["result"]["value"])
         shot = cdp.call("Page.captureScreenshot", format="png")
+        if os.environ.get("NPLUS_SCREENSHOTS"):  # keep every page's first screen for a reader to look at
+            keep = Path(os.environ["NPLUS_SCREENSHOTS"])
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"{index.parent.name}.png").write_bytes(base64.b64decode(shot["data"]))
         screenshot = workdir / "screenshot.png"
         screenshot.write_bytes(base64.b64decode(shot["data"]))
         ws.close()
@@ -220,7 +232,7 @@ def test_no_console_errors(rendered):
 
 def test_key_sections_rendered(rendered):
     dom = rendered["dom"]
-    for section in ("headline", "effects", "scaling", "training", "overoptimization", "samples", "sanity", "provenance"):
+    for section in ("headline", "glossary", "effects", "training", "overoptimization", "samples", "sanity", "provenance"):
         assert section in dom["sections"] and f"#{section}" in dom["tocLinks"]
     assert dom["verdictRows"] >= 4  # the baseline row and three variants
     assert len(dom["images"]) >= 4 and all(i["scheme"] == "data" and i["loaded"] and i["width"] > 300 for i in dom["images"])
@@ -263,3 +275,31 @@ def test_committed_report_opens_offline_without_errors(name, tmp_path):
     assert [e["entry"] for e in cdp.of("Log.entryAdded") if e["entry"].get("level") in ("error", "warning")] == []
     images = page["dom"]["images"]
     assert images and all(i["scheme"] == "data" and i["loaded"] for i in images)
+
+
+ANSWER = re.compile(r"^(On (gold score|PPO win rate)|No variant|Scaling \(|Over-optimized:|No run over-optimized|"
+                    r"PPO over its SFT policy|⚠ \d+ of \d+ runs failed a sanity check)")
+
+
+def _rgb(hex_colour: str) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_report_reads_right_at_a_glance(name, tmp_path):
+    """What a reader sees first, in every committed report: a headline that states the study's answer, figures
+    numbered in the order they appear, none of them empty, and each variant in one colour in every figure."""
+    index = Path(__file__).resolve().parents[1] / "reports" / name / "index.html"
+    dom = render_in_chromium(index, tmp_path)["dom"]
+    assert dom["answer"] and any(ANSWER.match(s) for s in dom["answer"]), dom["answer"]
+    numbers = [int(re.match(r"Figure (\d+)\.", t).group(1)) for t in dom["figureNumbers"]]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
+    assert dom["figures"] and all(f["width"] > 300 and f["height"] > 150 and "not available" not in f["text"]
+                                  for f in dom["figures"])
+    colours: dict[str, set] = {}
+    for entry in dom["legends"]:
+        assert entry["drawn"] == _rgb(entry["color"]), entry  # the swatch shows the colour the legend lists
+        colours.setdefault(entry["label"].split(" [")[0], set()).add(entry["color"])
+    assert colours and all(len(c) == 1 for c in colours.values()), {k: c for k, c in colours.items() if len(c) > 1}
+    assert "scaling" in dom["sections"] or not re.search(r"Scaling \(", " ".join(dom["answer"]))

@@ -170,3 +170,18 @@ def test_rlhf_effect_pairs_ppo_and_sft_by_prompt_within_each_seed(tmp_path):
     assert effect["min_seed_win_rate_diff"] == pytest.approx(0.25) and effect["gold_score_diff"] == pytest.approx(1.5)
     lo, hi = effect["win_rate_diff_ci"]
     assert 0 < lo < 0.35 < hi
+
+
+def test_holm_levels_decide_exactly_as_holm():
+    """The level each test was decided at: p < level ⟺ Holm rejects; after the first failed step every later test
+    is decided at that step's level (p = 0.03, 0.04: Holm rejects neither, though 0.04 < 0.05 / 1)."""
+    import random
+
+    from nplus.stats import holm, holm_levels
+
+    assert holm_levels([0.03, 0.04]) == [0.025, 0.025]
+    assert holm_levels([0.001, None, 0.02, 0.04]) == [0.05 / 3, None, 0.025, 0.05]
+    rng = random.Random(0)
+    for _ in range(500):
+        p = [rng.random() ** 3 for _ in range(rng.randint(1, 8))]
+        assert [pi < lv for pi, lv in zip(p, holm_levels(p))] == [a < 0.05 for a in holm(p)]

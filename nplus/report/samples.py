@@ -18,7 +18,7 @@ from nplus.report.tables import fmt
 CURVE_METRICS: tuple[tuple[str, str], ...] = (
     ("objective/scores", "proxy reward (objective/scores)"),
     ("eval/gold_score", "gold score (eval/gold_score)"),
-    ("objective/kl", "KL (objective/kl)"),
+    ("objective/kl", "KL (objective/kl, the run's estimator)"),
     ("val/mean_length", "response length (val/mean_length)"),
     ("val/eos_rate", "EOS rate (val/eos_rate)"),
     ("eval/repetition_rate", "repetition rate (eval/repetition_rate)"),

@@ -17,6 +17,7 @@ import pandas as pd
 
 from nplus.metrics_doc import direction
 from nplus.report.load import Run, Study, as_number
+from nplus.report.verdicts import Judge, constant_shift, identical, is_bookkeeping
 from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 
 # The five numbers a reader wants first: quality (win rate), the reward model, SFT, and the two "prices"
@@ -79,7 +80,7 @@ def fmt_duration(seconds: float) -> str:
 
 
 def overrides_text(overrides: dict) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in overrides.items()) if overrides else "paper defaults"
+    return ", ".join(f"{k} = {v}" for k, v in overrides.items()) if overrides else "the baseline's configuration"
 
 
 def fmt_params(params: float | None) -> str:
@@ -162,17 +163,45 @@ def stat_row(stats: pd.DataFrame, variant: str, size: str, metric: str) -> dict 
     return sel.iloc[0].to_dict() if len(sel) else None
 
 
-def effect_cell(row: dict | None, metric: str) -> dict:
+def effect_cell(row: dict | None, metric: str, judge: Judge | None = None) -> dict:
+    """One verdict cell: the paired difference, the interval the verdict was decided with (Holm-consistent when the
+    statistics carry it), the verdict, and the marks of ``nplus.report.verdicts`` (bookkeeping, not comparable,
+    identical on every seed, sanity checks failed)."""
     if row is None or as_number(row.get("diff")) is None:
-        return {"text": "—", "interval": "", "verdict": "not available", "cls": "na", "title": "not available"}
+        return {"text": "—", "interval": "", "verdict": "not available", "cls": "na", "title": "not available",
+                "marks": [], "suspect": False}
     verdict = row.get("verdict") or "not assessed"
     p = as_number(row.get("p_holm"))
+    raw = fmt_interval(row.get("diff_ci_low"), row.get("diff_ci_high"), True)
+    holm = fmt_interval(row.get("holm_ci_low"), row.get("holm_ci_high"), True)
+    level = as_number(row.get("holm_level"))
     title = f"{verdict}; Holm-adjusted p = {p:.3g}" if p is not None else verdict
+    if holm and level is not None:
+        title += f"; Holm-consistent interval ({100 * (1 - level):.4g} %, the level Holm decided at) {holm}"
+    if raw:
+        title += f"; unadjusted 95 % interval {raw}"
     if boot := fmt_interval(row.get("boot_diff_ci_low"), row.get("boot_diff_ci_high"), True):
         title += f"; prompt-level bootstrap interval {boot}"
-    return {"text": fmt(row["diff"], signed=True),
-            "interval": fmt_interval(row.get("diff_ci_low"), row.get("diff_ci_high"), True),
-            "verdict": verdict, "cls": verdict_class(verdict), "title": title}
+    cls, marks = verdict_class(verdict), []
+    variant, size = str(row.get("variant", "")), str(row.get("size", "") or "")
+    if is_bookkeeping(metric):
+        verdict, cls = "bookkeeping (not judged)", "na"
+    elif judge is not None and (why := judge.not_comparable(variant, metric)):
+        verdict, cls = "not comparable", "nc"
+        title = f"not comparable: {why}; {title}"
+    elif constant_shift(row):
+        verdict, cls = "same shift on every seed (untested)", "na"
+        title = f"the difference is {fmt(row['diff'], True)} on every seed: no variance, no test; {title}"
+    elif identical(row):
+        same = judge is not None and judge.ppo_only.get(variant) and metric.startswith(("sft.", "rm."))
+        verdict = "same SFT/RM (by construction)" if same else "identical on every seed"
+        cls = "na"
+    suspect = bool(judge is not None and (note := judge.sanity_note(variant, size)))
+    if suspect:
+        marks.append("⚠ sanity failed")
+        title = f"⚠ {note}; {title}"
+    return {"text": fmt(row["diff"], signed=True), "interval": holm or raw, "raw_interval": raw,
+            "verdict": verdict, "cls": cls, "title": title, "marks": marks, "suspect": suspect}
 
 
 def _mean_cell(row: dict | None) -> dict:
@@ -191,7 +220,21 @@ def _n_pairs(stats: pd.DataFrame, variant: str, size: str) -> str:
     return str(int(n)) if math.isfinite(n) else "—"
 
 
-def headline_table(study: Study, stats: pd.DataFrame) -> dict:
+def row_notes(judge: Judge | None, variant: str, size: str) -> list[dict]:
+    """The marks a headline row carries before any number is read: sanity failures, other prompts, no-op."""
+    if judge is None:
+        return []
+    notes = []
+    if note := judge.sanity_note(variant, size):
+        notes.append({"cls": "suspect", "text": "⚠ " + note})
+    if why := judge.other_prompts.get(variant):
+        notes.append({"cls": "nc", "text": "not comparable: " + why})
+    if variant in judge.noop:
+        notes.append({"cls": "na", "text": "no-op here: identical to the baseline on every seed and PPO metric"})
+    return notes
+
+
+def headline_table(study: Study, stats: pd.DataFrame, judge: Judge | None = None) -> dict:
     """The answer in one table: each variant's paired effect on the key metrics, baseline values on top."""
     metrics = [{"key": k, "label": lab, "direction": direction(k)} for k, lab in KEY_METRICS]
     sizes = study.sizes or [""]
@@ -208,7 +251,9 @@ def headline_table(study: Study, stats: pd.DataFrame) -> dict:
             failed = sum(not r.ok for r in runs)
             rows.append({"variant": variant, "size": size, "overrides": overrides_text(study.overrides.get(variant, {})),
                          "n": _n_pairs(stats, variant, size), "failed": failed, "all_failed": failed == len(runs),
-                         "cells": [effect_cell(stat_row(stats, variant, size, m["key"]), m["key"]) for m in metrics]})
+                         "notes": row_notes(judge, variant, size),
+                         "cells": [effect_cell(stat_row(stats, variant, size, m["key"]), m["key"], judge)
+                                   for m in metrics]})
     return {"metrics": metrics, "baseline": baseline, "rows": rows, "has_sizes": bool(study.sizes)}
 
 
@@ -229,9 +274,11 @@ def rlhf_effect_rows(study: Study) -> list[dict]:
     return rows
 
 
-def findings(headline: dict, stats: pd.DataFrame | None = None) -> list[dict]:
+def findings(headline: dict, stats: pd.DataFrame | None = None, judge: Judge | None = None) -> list[dict]:
     """The headline table in sentences: per variant, the key metrics it detectably moved, then any other metric
-    of stats.csv judged helps / hurts (so a finding outside the table is not lost)."""
+    of stats.csv judged helps / hurts (so a finding outside the table is not lost). Bookkeeping metrics, metrics
+    that are not comparable and differences identical on every seed are never findings; a variant's sanity failure
+    and other-prompt caveat come with its line."""
     key_names = {m["key"] for m in headline["metrics"]}
     out, quiet = [], []
     for row in headline["rows"]:
@@ -239,15 +286,15 @@ def findings(headline: dict, stats: pd.DataFrame | None = None) -> list[dict]:
         if stats is not None:
             sel = stats[(stats.variant == row["variant"]) & (stats["size"] == row["size"]) & ~stats.metric.isin(key_names)]
             moved += [(r["metric"], c) for r in sel.to_dict("records")
-                      if (c := effect_cell(r, r["metric"]))["cls"] in ("helps", "hurts")]
+                      if (c := effect_cell(r, r["metric"], judge))["cls"] in ("helps", "hurts")]
         name = row["variant"] + (f" [{row['size']}]" if row["size"] else "")
-        if moved:
+        if moved or row["notes"]:
             parts = [{"verdict": c["verdict"], "cls": c["cls"], "metric": label,
                       "value": f"{c['text']} {c['interval']}".strip()} for label, c in moved]
-            out.append({"variant": name, "overrides": row["overrides"], "parts": parts})
+            out.append({"variant": name, "overrides": row["overrides"], "parts": parts, "notes": row["notes"]})
         elif not row["all_failed"]:
             quiet.append(name)
-    return out + ([{"variant": "", "overrides": "", "parts": [], "quiet": quiet}] if quiet else [])
+    return out + ([{"variant": "", "overrides": "", "parts": [], "notes": [], "quiet": quiet}] if quiet else [])
 
 
 def means_table(study: Study, stats: pd.DataFrame) -> dict:
@@ -259,11 +306,15 @@ def means_table(study: Study, stats: pd.DataFrame) -> dict:
     return {"metrics": metrics, "rows": rows, "has_sizes": bool(study.sizes)}
 
 
-def effects_frame(study: Study, stats: pd.DataFrame) -> pd.DataFrame:
-    """Non-baseline rows with a paired difference, labelled like the runs (for the forest plot)."""
+def effects_frame(study: Study, stats: pd.DataFrame, judge: Judge | None = None) -> pd.DataFrame:
+    """Non-baseline rows with a paired difference, labelled like the runs (for the forest plot), with the class the
+    page shows (``shown``: a verdict class, "nc" not comparable, "na" identical or bookkeeping) and the sanity mark."""
     df = stats[(stats.variant != study.baseline) & stats["diff"].notna()].copy()
     df["label"] = [f"{v} [{s}]" if s else v for v, s in zip(df.variant, df["size"])]
     df["verdict"] = [v or "not assessed" for v in df.verdict]
+    cells = [effect_cell(r, r["metric"], judge) for r in df.to_dict("records")]
+    df["shown"] = [c["cls"] for c in cells]
+    df["suspect"] = [c["suspect"] for c in cells]
     return df
 
 
@@ -332,9 +383,15 @@ def _git(env: dict) -> str:
     return rev[:12] + (" (dirty)" if g.get("dirty") else "")
 
 
+def _cpu(env: dict) -> str:
+    """ (CPU model, cores, torch threads): bit-identical numbers need the same CPU type and thread count."""
+    return f" ({env['cpu']}, {env.get('torch_threads', '?')} threads)" if env.get("cpu") else ""
+
+
 def provenance(study: Study) -> dict:
     runs = [{"label": r.label, "seed": r.seed, "status": r.status, "hash": str(r.config.get("hash") or "—"),
-             "git": _git(r.env), "device": str(r.env.get("device") or "—"), "command": r.command or "—", "path": r.rel}
+             "git": _git(r.env),
+             "device": str(r.env.get("device") or "—") + _cpu(r.env), "command": r.command or "—", "path": r.rel}
             for r in study.runs]
     versions: dict[str, set] = {}
     for r in study.runs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import random
 import sys
@@ -193,6 +195,19 @@ class Samples:
     logprobs: torch.Tensor
 
 
+@functools.cache
+def _cache_keyword(model_type: type) -> str:
+    """The forward keyword of the KV cache: ``cache`` since transformers 5.2x, ``past_key_values`` before (passing the
+    old name now prints a FutureWarning on every run)."""
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
+
+
+def _kv_cache(out):
+    """The KV cache of a forward's output under either name (reading ``.past_key_values`` logs a deprecation)."""
+    cache = out.get("cache")
+    return out.get("past_key_values") if cache is None else cache
+
+
 @torch.no_grad()
 def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, temperature: float,
            response_sampling: str, generator: torch.Generator) -> Samples:
@@ -209,7 +224,8 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
     pos = position_ids_from_mask(mask)
     # logits of the last query position only: the vocabulary projection over the whole query is wasted work
     out = model(input_ids=queries, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    past, logits = out.past_key_values, out.logits[:, -1]
+    past, logits = _kv_cache(out), out.logits[:, -1]
+    cache_kw = _cache_keyword(type(model))
     next_pos = pos[:, -1] + 1
     tokens, logps = [], []
     dev = queries.device
@@ -229,8 +245,8 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
             break
         mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=dev)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                    past_key_values=past, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
+                    use_cache=True, **{cache_kw: past})
+        past, logits = _kv_cache(out), out.logits[:, -1]
         next_pos = next_pos + 1
     responses = torch.stack(tokens, 1)
     logprobs = torch.stack(logps, 1)

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel
 
 from nplus import ops
 from nplus.config import Config
 from nplus.evaluation.metrics import rm_accuracy_report, rm_calibration
 from nplus.evaluation.probes import fact_check_accuracy, likelihood_fact_check
-from nplus.models import RewardNormalization, ScalarModel, init_reward_head, load_causal_lm, set_dropout
+from nplus.models import RewardNormalization, ScalarModel, init_reward_head, load_causal_lm, load_trunk, set_dropout
 from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
                                  trim_right,
                                  seed_everything, set_lr)
@@ -62,7 +61,7 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     gen = seed_everything(cfg.seed + 1, D.rank)
     pad_id = tokenizer.pad_token_id
     # 1. trunk + head
-    backbone = AutoModel.from_pretrained(str(sft_dir), use_safetensors=True)
+    backbone = load_trunk(sft_dir)
     set_dropout(backbone, d.dropout)
     rm = ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, d.reward_head_init, gen))
     rm.to(D.device).train()
