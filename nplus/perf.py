@@ -151,7 +151,8 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     """
     from nplus.rewards import rm_score_fn
     from nplus.stages.common import make_optimizer, minibatches
-    from nplus.stages.ppo import Actor, advantages_and_returns, ppo_losses, rollout
+    from nplus.stages.online import Actor, rollout
+    from nplus.stages.ppo import advantages_and_returns, ppo_losses
 
     p, dev = cfg.ppo, queries.device
     policy, ref_policy, reward_model, critic = models

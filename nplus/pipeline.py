@@ -35,7 +35,8 @@ from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
 from nplus.stages.critic_free import train_critic_free
 from nplus.stages.dpo import train_dpo
-from nplus.stages.ppo import response_logits, response_logprobs, train_ppo
+from nplus.stages.online import response_logits, response_logprobs
+from nplus.stages.ppo import train_ppo
 from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
 
@@ -322,11 +323,10 @@ def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
     return total / max(n, 1)
 
 
-def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command: str | None = None,
-                 stop_after: str = "ppo", track: bool = False) -> dict:
-    """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json."""
-    t_start = time.time()
-    out_dir, cache = Path(out_dir), Path(cache or default_cache())
+def _preflight(cfg: Config, cache: Path, stop_after: str, track: bool) -> tuple[Config, object]:
+    """What can be checked without compute, before anything is written: wandb when tracking, DeepSpeed for
+    ppo.frozen_offload, the base models' directories and, for the public task, the judge's key, the tokenizer and
+    the datasets' schemas (``open_sources``), and the launched process count. → (the RM's config, the sources)."""
     if track:  # fail before any compute, not after training, when wandb is missing
         from nplus.tracking import require_wandb
 
@@ -334,18 +334,73 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     if cfg.ppo.frozen_offload and stop_after == "ppo" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
                           "launch on GPUs with `accelerate launch`, or pass --set ppo.frozen_offload=false")
-    # 0. inputs that can be checked without compute, before anything is written: the base model's directory
-    #    and, for the public task, the judge's key, the tokenizer and the datasets' schemas
     check_model_source(cfg.model.name)
     rm_cfg = cfg.reward_model_config()  # the policy's own config unless reward.model names another model
     if rm_cfg is not cfg:
         check_model_source(rm_cfg.model.name)
     sources = open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
-    # 1. provenance before any compute
     D = dist()
     if D.world != cfg.processes:
         raise ConfigError(f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set processes={D.world} "
                           f"(and micro-batches so that batch = micro_batch × grad_accum × processes)")
+    return rm_cfg, sources
+
+
+def _copy_upstream_logs(out_dir: Path, sft_path: Path, rm_path: Path) -> None:
+    """Append the SFT and RM stages' metrics and the SFT samples to the run's files."""
+    for src in (sft_path, rm_path):
+        for row in read_jsonl(src / "metrics.jsonl"):
+            append_jsonl(out_dir / "metrics.jsonl", row)
+    for row in read_jsonl(sft_path / "samples.jsonl"):
+        append_jsonl(out_dir / "samples.jsonl", row)
+
+
+def _summary_fields(sft_eval: dict, rm_eval: dict, agg: dict, kl: float, sanity: dict) -> dict:
+    """summary.json's sft.*, rm.*, ppo.* and sanity.* fields (non-finite sanity figures written as null)."""
+    return {
+        "sft.rouge1": sft_eval["rouge1"], "sft.rouge2": sft_eval["rouge2"], "sft.rouge_l": sft_eval["rouge_l"],
+        "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
+        "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
+        "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
+        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"),
+        "rm.fact_check_accuracy": rm_eval.get("fact_check_accuracy"),
+        "rm.fact_check_sft_likelihood": rm_eval.get("fact_check_sft_likelihood"),
+        "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
+        "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
+        "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
+        "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
+        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
+        "ppo.repetition_rate": agg["repetition_rate"], "ppo.distinct_2": agg["distinct_2"],
+        **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
+    }
+
+
+def _optimize_policy(cfg: Config, data, sft_path: Path, rm_path: Path, norm: RewardNormalization,
+                     train_reward: TrainingReward, out_dir: Path, evaluate) -> dict:
+    """Train the policy with cfg.algorithm; ``evaluate(policy) -> (aggregates, rows)`` is the online loops'
+    periodic evaluation. Returns the stage's result (``train_ppo``'s keys)."""
+
+    def periodic(policy, update):
+        agg, _ = evaluate(policy)
+        return agg
+
+    train_queries = as_tensor(data.sft["train"]["query_token"])
+    if cfg.algorithm == "dpo":  # offline, on the comparisons; the RM only scores its samples below
+        return train_dpo(cfg, sft_path / "model", data.pref, data.tokenizer, out_dir)
+    train = train_ppo if cfg.algorithm == "ppo" else train_critic_free
+    return train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic,
+                 train_reward)
+
+
+def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command: str | None = None,
+                 stop_after: str = "ppo", track: bool = False) -> dict:
+    """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json."""
+    t_start = time.time()
+    out_dir, cache = Path(out_dir), Path(cache or default_cache())
+    # 0. inputs that can be checked without compute, before anything is written
+    rm_cfg, sources = _preflight(cfg, cache, stop_after, track)
+    # 1. provenance before any compute
+    D = dist()
     if D.is_main:
         for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
             (out_dir / stale).unlink(missing_ok=True)
@@ -377,29 +432,14 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
             return {}
         return _partial(out_dir, "rm", read_json(rm_path / "eval.json"), {"sft": sft_path, "rm": rm_path})
     sft_eval, rm_eval = read_json(sft_path / "eval.json"), read_json(rm_path / "eval.json")
-    if D.is_main:
-        for src in (sft_path, rm_path):
-            for row in read_jsonl(src / "metrics.jsonl"):
-                append_jsonl(out_dir / "metrics.jsonl", row)
-        for row in read_jsonl(sft_path / "samples.jsonl"):
-            append_jsonl(out_dir / "samples.jsonl", row)
+    if D.is_main:  # the upstream stages' logs and samples, as if they had run here
+        _copy_upstream_logs(out_dir, sft_path, rm_path)
     # 6. policy optimization (cfg.algorithm)
     norm = RewardNormalization(bias=rm_eval["reward_bias"], gain=rm_eval["reward_gain"])
     train_reward, reward = reward_for(cfg, data, rm_path, norm)
     evaluate = _eval_fn(cfg, data, es, reward)
     t_ppo = time.time()
-
-    def periodic(policy, update):
-        agg, _ = evaluate(policy)
-        return agg
-
-    train_queries = as_tensor(data.sft["train"]["query_token"])
-    if cfg.algorithm == "dpo":  # offline, on the comparisons; the RM only scores its samples below
-        res = train_dpo(cfg, sft_path / "model", data.pref, data.tokenizer, out_dir)
-    else:
-        train = train_ppo if cfg.algorithm == "ppo" else train_critic_free
-        res = train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic,
-                    train_reward)
+    res = _optimize_policy(cfg, data, sft_path, rm_path, norm, train_reward, out_dir, evaluate)
     if not D.is_main:  # evaluation and the summary are written once
         return {}
     policy = res["actor"].lm()
@@ -412,24 +452,11 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
               "rm_padding_ok": rm_eval["padding_invariance_max_diff"] < 1e-3}
     eval_out = {"sft": sft_eval, "rm": rm_eval, "ppo": {**agg, "kl": kl, "evals": res["evals"], "wall_time_s": ppo_wall}, "sanity": sanity}
     atomic_write_json(out_dir / "eval.json", eval_out)
-    summary = {
-        "sft.rouge1": sft_eval["rouge1"], "sft.rouge2": sft_eval["rouge2"], "sft.rouge_l": sft_eval["rouge_l"],
-        "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
-        "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
-        "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
-        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"), "rm.fact_check_accuracy": rm_eval.get("fact_check_accuracy"), "rm.fact_check_sft_likelihood": rm_eval.get("fact_check_sft_likelihood"),
-        "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
-        "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
-        "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
-        "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
-        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
-        "ppo.repetition_rate": agg["repetition_rate"], "ppo.distinct_2": agg["distinct_2"],
-        **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
-        **res.get("summary", {}),
-        "params": res["params"], "model": cfg.model.name, "reward_model": rm_cfg.model.name, "seed": cfg.seed, "preset": cfg.preset, "algorithm": cfg.algorithm,
-        "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
-        "artifacts": {"sft": str(sft_path), "rm": str(rm_path)},
-    }
+    summary = {**_summary_fields(sft_eval, rm_eval, agg, kl, sanity), **res.get("summary", {}),
+               "params": res["params"], "model": cfg.model.name, "reward_model": rm_cfg.model.name, "seed": cfg.seed,
+               "preset": cfg.preset, "algorithm": cfg.algorithm,
+               "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
+               "artifacts": {"sft": str(sft_path), "rm": str(rm_path)}}
     atomic_write_json(out_dir / "summary.json", summary)
     if track:
         from nplus.tracking import mirror_to_wandb

@@ -48,7 +48,8 @@ def models(tmp_path_factory, tok):
 
 def _ppo_rollout(models, tok, **details):
     from nplus.rewards import rm_score_fn
-    from nplus.stages.ppo import advantages_and_returns, build_actor, rollout
+    from nplus.stages.online import rollout
+    from nplus.stages.ppo import advantages_and_returns, build_actor
 
     cfg = apply_overrides(preset("smoke", 1), details=details)
     actor = build_actor(cfg, models / "sft", models / "rm")

@@ -7,7 +7,7 @@ import torch
 
 from nplus import perf
 from nplus.models import ladder_config
-from nplus.stages.ppo import Actor
+from nplus.stages.online import Actor
 from nplus.models import ScalarModel, SharedTrunkPolicy
 
 
