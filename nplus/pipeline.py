@@ -16,17 +16,24 @@ import importlib.util
 import dataclasses
 import math
 import shutil
-import os
 import time
 from pathlib import Path
 
 import torch
+from datasets import load_from_disk
 
 from nplus import ops
 from nplus.config import Config, ConfigError, config_hash
+from nplus.data.build_cmd import load_hub_tokenizer
 from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
 from nplus.data.formatting import prepare_tokenizer
-from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
+from nplus.data.loader import load_comparisons, load_sft
+from nplus.data.relabel import synth_relabelled
+from nplus.data.sources import HUB_NAME, default_cache, synth_dir
+from nplus.evaluation.judge_factory import make_judge
+from nplus.evaluation.judges import GoldJudgeAdapter
+from nplus.evaluation.probes import fact_check_sequences
+from nplus.models import LADDER, RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
 from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, done_problem, mark_done, read_json,
                           read_jsonl, save_dataset, write_provenance)
@@ -39,10 +46,8 @@ from nplus.stages.online import response_logits, response_logprobs
 from nplus.stages.ppo import train_ppo
 from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("NPLUS_CACHE", "runs/.cache"))
+from nplus.tasks.synth import build_posts
+from nplus.tasks.tokenizer import load_tokenizer
 
 
 @dataclasses.dataclass
@@ -52,19 +57,6 @@ class Data:
     pref: object  # built DatasetDict
     judge: object
     data_dir: Path | None
-
-
-def synth_dir(cfg: Config, cache: Path) -> Path:
-    """Generate the embedded corpus once per (seed, scale, comparison count, generator version), shared by every run."""
-    from nplus.tasks.synth import VERSION, generate
-
-    n_cmp = cfg.task.synth_comparisons
-    extra = f"-cmp{n_cmp}" if n_cmp is not None else ""
-    path = cache / "data" / f"tldr-synth-seed{cfg.task.synth_seed}-{cfg.task.synth_scale}{extra}-v{VERSION}"
-    with artifact(cache, "data", path.name) as (p, built):
-        if not built:
-            generate(p, seed=cfg.task.synth_seed, scale=cfg.task.synth_scale, comparisons=n_cmp)
-    return path
 
 
 @dataclasses.dataclass
@@ -86,14 +78,11 @@ def check_model_source(name: str) -> None:
     """Fail fast, naming ``model.name``, on a base model that cannot be loaded: not a ladder rung, an existing
     directory or a hub name; a directory without config.json; or one whose weights are pickles only
     (``pytorch_model.bin``). nplus loads safetensors only and never unpickles a checkpoint."""
-    from nplus.data.build_cmd import _HUB_NAME
-    from nplus.models import LADDER
-
     if is_ladder(name):
         return
     path = Path(name)
     if not path.exists():
-        if _HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
+        if HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
             return  # a hub name: the tokenizer check that follows fails fast without hub access
         raise ConfigError(f"model.name={name!r} is neither a ladder rung ({', '.join(LADDER)}), an existing model "
                           "directory nor a hub name such as 'EleutherAI/pythia-1b-deduped'")
@@ -113,26 +102,16 @@ def open_sources(cfg: Config, cache: Path) -> Sources:
     """Step 0 of a run: everything that can be checked without compute. For the public task (``tldr``) that
     is the model directory, the judge's API key, the tokenizer (it must have EOS) and both datasets' schemas,
     so that a bad input fails before provenance, data building or training."""
-    from nplus.data.loader import load_comparisons, load_sft
-
     if cfg.task.name == "tldr-synth":
-        from nplus.evaluation.judges import GoldJudgeAdapter
-        from nplus.tasks.tokenizer import load_tokenizer
-
         data_dir = synth_dir(cfg, cache)
         # tldr-synth; tldr-synth:<judge>, its training pairs relabelled here; or relabelled pairs (nplus label)
         cmp_source = cfg.task.comparisons_source
         cmp_path = cmp_source
         if cmp_source.startswith("tldr-synth:"):
-            from nplus.data.label_cmd import synth_relabelled
-
             cmp_path = str(synth_relabelled(data_dir, cmp_source.split(":", 1)[1], cache) / "comparisons")
         return Sources(load_sft("tldr-synth", data_dir), load_comparisons(cmp_path, data_dir),
                        load_tokenizer(data_dir / "tokenizer"), GoldJudgeAdapter.from_dir(data_dir), data_dir,
                        data_dir.name if cmp_source == "tldr-synth" else f"{data_dir.name}|{cmp_source}")
-    from nplus.data.build_cmd import load_hub_tokenizer
-    from nplus.evaluation.judges import make_judge
-
     check_model_source(cfg.model.name)  # again: open_sources is also called on its own (load_data)
     judge = make_judge("openai", model="gpt-3.5-turbo-0125")  # needs OPENAI_API_KEY
     tokenizer = load_hub_tokenizer(cfg.model.name, flag="--set model.name=")
@@ -155,8 +134,6 @@ def load_data(cfg: Config, cache: Path, sources: Sources | None = None) -> Data:
 def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source_id: str):
     """The pre-tokenized datasets, built once per (data source, tokenizer, lengths, data-stage details) and cached:
     newline truncation re-encodes long posts many times, so building is the slowest part of a small run."""
-    from datasets import load_from_disk
-
     d = cfg.details
     dd = DataDetails(d.query_truncation, d.query_padding_side, d.pad_token, d.reference_leading_space, d.reference_eos, d.preference_eos)
     lengths = DataLengths(**dataclasses.asdict(cfg.lengths))
@@ -270,8 +247,6 @@ def fact_check_set(cfg: Config, data: Data, n: int = 128):
     run's queries (format, truncation, padding side undone); None for the real task, which has no latent facts."""
     if cfg.task.name != "tldr-synth":
         return None
-    from nplus.evaluation.probes import fact_check_sequences
-    from nplus.tasks.synth import build_posts
 
     by_text = {p.text: p for p in build_posts(cfg.task.synth_seed, cfg.task.synth_scale)["validation"]}
     # the built rows in order (details.query_truncation=drop leaves out the over-long ones), each with its facts
@@ -410,8 +385,6 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
     # 2. data
     data = load_data(cfg, cache, sources)
     if D.is_main and cfg.task.comparisons_source.startswith("tldr-synth:"):  # the labeller's agreement, for the report
-        from nplus.data.label_cmd import synth_relabelled
-
         labels = synth_relabelled(data.data_dir, cfg.task.comparisons_source.split(":", 1)[1], cache)
         atomic_write_json(out_dir / "label.json", read_json(labels / "label.json"))
     es = eval_set_from(data.sft["validation"], cfg.task.max_eval)

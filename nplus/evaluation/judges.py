@@ -216,21 +216,6 @@ class HFJudge(Judge):
         return totals[0], totals[1]
 
 
-def make_judge(kind: Literal["gold", "openai", "hf"], **options: Any) -> Judge:
-    """Build a judge by name: ``gold`` takes ``data_dir``; ``openai`` takes ``OpenAIJudge``'s arguments
-    (``model`` defaults to gpt-3.5-turbo-0125, the paper's judge); ``hf`` takes ``model`` (a local directory)
-    and ``device``."""
-    if kind == "gold":
-        return GoldJudgeAdapter.from_dir(options["data_dir"])
-    if kind == "openai":
-        from nplus.evaluation.openai_judge import OpenAIJudge  # lazy: openai_judge imports this module
-
-        return OpenAIJudge(**{"model": "gpt-3.5-turbo-0125", **options})
-    if kind == "hf":
-        return HFJudge.from_path(options["model"], device=options.get("device"))
-    raise ValueError(f"unknown judge {kind!r}; expected gold, openai or hf")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # the protocol: policy against reference with a recorded random order
 
