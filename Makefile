@@ -48,34 +48,34 @@ faults: $(STAMP)
 
 ## Speed and memory figures (printed, never asserted): smoke and demo pipelines, then the PPO phase and cost tables.
 bench: $(STAMP)
-	$(BIN)/python -m nplus.bench
+	$(BIN)/python -m nplus.tooling.bench
 
 ## Only the PPO tables of `make bench` (random weights, no pipeline): per-phase FLOP/s vs the matmul peak, costs.
 bench-ppo: $(STAMP)
-	$(BIN)/python -m nplus.bench phases costs
+	$(BIN)/python -m nplus.tooling.bench phases costs
 
 ## PPO updates on a Pythia-1B-shaped model, bf16 on CUDA. The .venv's torch is CPU-only: pass a CUDA python,
 ## e.g. `make bench-gpu GPU_PY=/opt/venv/bin/python` (with nplus importable), or BENCH_GPU_ARGS=--tiny on a CPU.
 GPU_PY ?= $(BIN)/python
 BENCH_GPU_ARGS ?=
 bench-gpu: $(STAMP)
-	$(GPU_PY) -m nplus.bench_gpu $(BENCH_GPU_ARGS)
+	$(GPU_PY) -m nplus.tooling.bench_gpu $(BENCH_GPU_ARGS)
 
-## TRL's PPO trainer vs nplus's on the same random-weight models, prompts and settings (nplus/bench_peers.py), in a
+## TRL's PPO trainer vs nplus's on the same random-weight models, prompts and settings (nplus/tooling/bench_peers.py), in a
 ## bench-only environment: trl is never a dependency of nplus. torch is pinned (unpinned, it pulls GB of CUDA).
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PEERS_ARGS ?=
 
-$(BENCH_STAMP): nplus/bench_peers_requirements.txt pyproject.toml
+$(BENCH_STAMP): nplus/tooling/bench_peers_requirements.txt pyproject.toml
 	$(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q torch==2.13.0
-	$(BENCH_VENV)/bin/pip install -q -r nplus/bench_peers_requirements.txt
+	$(BENCH_VENV)/bin/pip install -q -r nplus/tooling/bench_peers_requirements.txt
 	$(BENCH_VENV)/bin/pip install -q -e .
 	touch $(BENCH_STAMP)
 
 bench-peers: $(BENCH_STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python -m nplus.bench_peers $(PEERS_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python -m nplus.tooling.bench_peers $(PEERS_ARGS)
 
 clean:
 	rm -rf runs/.cache runs/smoke

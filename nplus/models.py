@@ -232,11 +232,6 @@ class ScalarModel(nn.Module):
         return cls(backbone, head.to(dtype))
 
 
-def trunk_of(lm: PreTrainedModel) -> PreTrainedModel:
-    """The transformer trunk of a causal LM (GPT-NeoX: ``.gpt_neox``), sharing its weights."""
-    return lm.base_model
-
-
 def init_reward_head(hidden_size: int, mode: str, generator: torch.Generator | None = None) -> nn.Linear:
     """details.reward_head_init: weight ~ N(0, 1/sqrt(d+1)), bias 0 (paper, lmhp) or nn.Linear's default."""
     head = nn.Linear(hidden_size, 1)

@@ -14,7 +14,7 @@ import absl.logging
 import pytest
 
 from nplus.presets import preset
-from nplus.testing import run_isolated
+from nplus.tooling.testing import run_isolated
 
 absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 

@@ -27,7 +27,7 @@ from nplus.models import ladder_config
 from nplus.rundir import done_problem, read_json, read_jsonl
 from nplus.tasks.gold import GoldJudge
 from nplus.tasks.synth import generate
-from nplus.testing import run_isolated
+from nplus.tooling.testing import run_isolated
 from tests import test_judge_server as judge_server
 from tests.snapshots import write_hub_snapshots
 

@@ -11,7 +11,7 @@ from nplus.config import ConfigError, apply_overrides
 from nplus.presets import preset
 from nplus.rewards import RULES, keywords_rule, sentiment_rule, text_score_fn
 from nplus.rundir import read_json, read_jsonl
-from nplus.testing import run_isolated
+from nplus.tooling.testing import run_isolated
 
 
 def test_keywords_rule_counts_every_occurrence_of_a_key_fact_word():

@@ -133,7 +133,7 @@ def build_cost(cfg, vocab: int, first: int, last: int) -> dict:
     """Tokens and matmul FLOPs (forward + backward = 3 forwards) of pretraining updates [first, last) of ``cfg``'s
     rung: the manifest's tokens/s and share of the machine's matmul peak."""
     from nplus.models import LADDER
-    from nplus.perf import Shape, head_flops, trunk_flops
+    from nplus.tooling.perf import Shape, head_flops, trunk_flops
 
     hidden, layers, _ = LADDER[cfg.model.name]
     s, m = Shape(hidden, layers, vocab, 4 * hidden), cfg.model
@@ -146,7 +146,7 @@ def build_cost(cfg, vocab: int, first: int, last: int) -> dict:
 
 
 def matmul_peak() -> float:
-    from nplus.perf import matmul_peak_flops
+    from nplus.tooling.perf import matmul_peak_flops
 
     return matmul_peak_flops(n=1024, repeats=3)
 

@@ -1,6 +1,6 @@
 """`make bench-peers`: TRL's PPO trainer and nplus's PPO, one after the other, on the same models and prompts.
 
-Runs in the bench-only environment .venv-bench (nplus/bench_peers_requirements.txt: trl 1.12.0, the last release with
+Runs in the bench-only environment .venv-bench (nplus/tooling/bench_peers_requirements.txt: trl 1.12.0, the last release with
 a PPO trainer); trl is never a dependency of nplus. Offline: the models are random-weight GPT-NeoX ladder models
 written with save_pretrained into a temporary directory (a policy / SFT ``GPTNeoXForCausalLM`` and a reward model
 ``GPTNeoXForSequenceClassification`` with one label), and both trainers load those files:
@@ -83,7 +83,7 @@ def write_models(root: Path, rung: str, vocab: int, max_positions: int, seed: in
 
 def queries(n: int, length: int, vocab: int, seed: int):
     """(n, Lq) left-padded random prompts, real lengths in [Lq/2, Lq] (as nplus/perf.random_queries)."""
-    from nplus.perf import random_queries
+    from nplus.tooling.perf import random_queries
 
     return random_queries(n, length, vocab, seed)
 
@@ -200,7 +200,7 @@ def _spawned(fn, *args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nplus.bench_peers", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m nplus.tooling.bench_peers", description=__doc__.splitlines()[0])
     ap.add_argument("--rung", default="tiny")
     ap.add_argument("--vocab", type=int, default=1750)
     ap.add_argument("--batch", type=int, default=64)

@@ -1,6 +1,6 @@
 """Throughput of one PPO update on random-weight models: FLOP formulas, phase timing, cost tables.
 
-Used by `make bench` (nplus/bench.py) and `make bench-gpu` (nplus/bench_gpu.py); no figure here is asserted by
+Used by `make bench` (nplus/tooling/bench.py) and `make bench-gpu` (nplus/tooling/bench_gpu.py); no figure here is asserted by
 a test. Shapes: B = rollouts, Lq = query tokens (left-padded), T = response tokens, L = Lq + T, h = hidden size,
 n = layers, V = vocabulary, f = FFN width.
 
