@@ -48,6 +48,7 @@ from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
 from nplus.tasks.synth import build_posts
 from nplus.tasks.tokenizer import load_tokenizer
+from nplus.tracking import mirror_to_wandb, require_wandb
 
 
 @dataclasses.dataclass
@@ -303,8 +304,6 @@ def _preflight(cfg: Config, cache: Path, stop_after: str, track: bool) -> tuple[
     ppo.frozen_offload, the base models' directories and, for the public task, the judge's key, the tokenizer and
     the datasets' schemas (``open_sources``), and the launched process count. → (the RM's config, the sources)."""
     if track:  # fail before any compute, not after training, when wandb is missing
-        from nplus.tracking import require_wandb
-
         require_wandb()
     if cfg.ppo.frozen_offload and stop_after == "ppo" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
@@ -432,8 +431,6 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
                "artifacts": {"sft": str(sft_path), "rm": str(rm_path)}}
     atomic_write_json(out_dir / "summary.json", summary)
     if track:
-        from nplus.tracking import mirror_to_wandb
-
         mirror_to_wandb(out_dir, cfg)
     mark_done(out_dir, {"hash": cfg.hash}, RUN_OUTPUTS)
     return summary

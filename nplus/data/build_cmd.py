@@ -29,6 +29,10 @@ from nplus.data.formatting import DataBuildError
 from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError
 from nplus.data.sources import HUB_NAME, hub_errors, hub_offline, hub_unreachable
 from nplus.details import REGISTRY, DetailError, Details
+from nplus.data.builder import build_preferences, build_sft
+from nplus.data.formatting import prepare_tokenizer
+from nplus.data.loader import load_comparisons, load_sft
+from nplus.rundir import atomic_write_json, save_dataset
 
 DEFAULT_TOKENIZER = "EleutherAI/pythia-1b-deduped"
 """Pythia's GPT-NeoX tokenizer; the 1B, 2.8B and 6.9B deduped models share it."""
@@ -99,11 +103,6 @@ class DataBuildCmd:
         return DataDetails(**{k: getattr(self.details, k) for k in DATA_DETAILS})
 
     def run(self) -> int:
-        from nplus.data.builder import build_preferences, build_sft
-        from nplus.data.formatting import prepare_tokenizer
-        from nplus.data.loader import load_comparisons, load_sft
-        from nplus.rundir import atomic_write_json, save_dataset
-
         dd = self.data_details()
         out = Path(self.out)
         built = [p for p in (out / "sft", out / "preferences", out / "stats.json") if p.exists()]

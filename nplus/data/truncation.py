@@ -282,7 +282,7 @@ REGEX_MARGIN = {"byte_level": 2, "fact_split": 12}
 
 def _regex_margin(pre) -> int | None:
     """The regex term of K for a pre-tokenizer's state (premise c or c'), or None when neither holds."""
-    from nplus.tasks.tokenizer import FACT_PATTERN, GPT2_PATTERN
+    from nplus.tasks.tokenizer import FACT_PATTERN, GPT2_PATTERN  # here: tokenizers, only for the fast path
 
     def byte_level(d, use_regex: bool) -> bool:
         return (isinstance(d, dict) and d.get("type") == "ByteLevel" and set(d) <= _BYTE_LEVEL_KEYS

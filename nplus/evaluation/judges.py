@@ -17,6 +17,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from nplus.evaluation.parser import Choice
+from nplus.tasks.gold import GoldJudge
 
 Status = Literal["ok", "unparseable", "failed"]
 Outcome = Literal["win", "loss", "tie", "unparseable", "failed"]
@@ -115,8 +116,6 @@ class GoldJudgeAdapter(Judge):
     @classmethod
     def from_dir(cls, data_dir: Path) -> "GoldJudgeAdapter":
         """Load the gold judge from a ``tldr-synth`` data directory (its ``facts.jsonl``)."""
-        from nplus.tasks.gold import GoldJudge
-
         return cls(GoldJudge.from_dir(data_dir), model=f"tldr-synth-gold:{Path(data_dir).name}")
 
     def unknown_posts(self, posts: Sequence[str]) -> list[int]:

@@ -30,6 +30,8 @@ from nplus.data.formatting import format_query
 from nplus.evaluation.probes import copy_probe
 from nplus.models import BASE_DROPOUT, LADDER_DROPOUT_KEYS, count_parameters, ladder_config, set_dropout
 from nplus.stages.common import MetricsLog, check_finite, progress, seed_everything, set_lr
+from nplus.rundir import fault_point
+from nplus.tasks.synth import pretraining_posts
 
 # Spans of the induction phase: random tokens, each repeated once after a random gap. Offsets must vary: a
 # fixed-length repeat [x, x] is solved by a head that looks back a fixed distance, which copies nothing else.
@@ -48,8 +50,6 @@ def pretraining_texts(sft_train, corpus: str, extra_posts: int = 0, synth_seed: 
 
     texts = [doc(r["subreddit"], r["title"], r["post"], r["summary"]) for r in sft_train]
     if extra_posts:
-        from nplus.tasks.synth import pretraining_posts
-
         texts += [doc(p.subreddit, p.title, p.text, p.reference) for p in pretraining_posts(synth_seed, extra_posts)]
     return texts
 
@@ -173,8 +173,6 @@ class CheckpointMismatch(RuntimeError):
 def save_checkpoint(path: Path, step: int, model, opt: torch.optim.Optimizer, gen: torch.Generator,
                     losses: list[float], identity: str) -> None:
     from safetensors.torch import save_file
-
-    from nplus.rundir import fault_point
 
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
     for i, p in enumerate(model.parameters()):

@@ -242,7 +242,7 @@ def generate(out_dir: Path, seed: int = 0, scale: Scale = "default", comparisons
     ``comparisons``: training pairs (None: the scale's; see build_comparisons)."""
     from datasets import DatasetDict
 
-    from nplus.tasks.tokenizer import train_tokenizer
+    from nplus.tasks.tokenizer import train_tokenizer  # here: tokenizers/transformers, only when a corpus is written
 
     if scale not in SIZES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {tuple(SIZES)}")

@@ -22,6 +22,8 @@ import torch
 from transformers import GPTNeoXConfig
 
 from nplus.tooling import perf
+from nplus.models import ladder_config
+from nplus.presets import preset
 
 
 def _sig(x: float) -> float:
@@ -55,16 +57,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from nplus.presets import preset
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
     on_cuda = device.type == "cuda"
     if not args.tiny and not on_cuda and args.device is None:
         raise SystemExit("bench_gpu: no CUDA device (the .venv's torch is CPU-only). Run it with a CUDA build of torch "
                          "(make bench-gpu GPU_PY=/path/to/python), or --tiny, or force the 1B shape with --device cpu.")
     if args.tiny:
-        from nplus.models import ladder_config
-
         vocab, defaults = 64, dict(batch=4, micro_batch=2, query=16, response=8)
         config = ladder_config("nano", vocab, 64, perf.EOS_ID, perf.PAD_ID)
     else:

@@ -59,7 +59,7 @@ def write_models(root: Path, rung: str, vocab: int, max_positions: int, seed: in
     import torch
     from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
 
-    from nplus.models import ScalarModel, ladder_config, set_dropout
+    from nplus.models import ScalarModel, ladder_config, set_dropout  # here: a worker loads only its framework
 
     torch.manual_seed(seed)
     config = ladder_config(rung, vocab, max_positions, EOS_ID, PAD_ID)
@@ -83,7 +83,7 @@ def write_models(root: Path, rung: str, vocab: int, max_positions: int, seed: in
 
 def queries(n: int, length: int, vocab: int, seed: int):
     """(n, Lq) left-padded random prompts, real lengths in [Lq/2, Lq] (as nplus/perf.random_queries)."""
-    from nplus.tooling.perf import random_queries
+    from nplus.tooling.perf import random_queries  # here: a worker loads only its framework
 
     return random_queries(n, length, vocab, seed)
 
@@ -95,10 +95,10 @@ def run_nplus(paths: dict, a: dict) -> dict:
     torch.set_num_threads(a["threads"])
     from transformers import AutoTokenizer
 
-    from nplus.presets import preset
-    from nplus.models import RewardNormalization
-    from nplus.rundir import read_jsonl
-    from nplus.stages.ppo import train_ppo
+    from nplus.presets import preset  # here: a worker loads only its framework
+    from nplus.models import RewardNormalization  # here: a worker loads only its framework
+    from nplus.rundir import read_jsonl  # here: a worker loads only its framework
+    from nplus.stages.ppo import train_ppo  # here: a worker loads only its framework
 
     base = preset("demo", a["seed"])
     cfg = replace(base, ppo=replace(base.ppo, batch_size=a["batch"], micro_batch=a["batch"], num_minibatches=1,
