@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke test faults bench bench-ppo bench-gpu bench-peers report clean reward-hacking ai-feedback
+.PHONY: setup demo smoke test test-fast faults bench bench-ppo bench-gpu bench-peers report clean reward-hacking ai-feedback
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,9 +37,14 @@ ai-feedback: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/nplus pipeline --preset smoke --seed 1 --out runs/smoke/seed=1
 
-## The test suite (CPU only, no network).
+## The test suite (CPU only, no network): what CI runs (.ci/run).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## The fast tier, to run while editing: the suite without the tests marked slow (training in fresh processes,
+## the browser); target 90 s on 2 cores. `make test` before pushing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 ## The kill -9 campaign (nplus/ablate/faults.py): 20 kills of `nplus ablate ablations/faults.toml` with real training,
 ## each resumed; prints runs lost / duplicated (both must be 0) and whether stats.csv matches an uninterrupted sweep.

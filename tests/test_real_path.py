@@ -31,6 +31,9 @@ from nplus.tooling.testing import run_isolated
 from tests import test_judge_server as judge_server
 from tests.snapshots import write_hub_snapshots
 
+# make test-fast leaves it out: the public-task path end to end, trained in fresh processes
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-real-path-7c21"
 

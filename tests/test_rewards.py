@@ -13,6 +13,9 @@ from nplus.rewards import RULES, keywords_rule, sentiment_rule, text_score_fn
 from nplus.rundir import read_json, read_jsonl
 from nplus.tooling.testing import run_isolated
 
+# make test-fast leaves it out: a smoke run per reward source, trained in fresh processes
+pytestmark = pytest.mark.slow
+
 
 def test_keywords_rule_counts_every_occurrence_of_a_key_fact_word():
     # "bf" and "cheated" are key-fact words; "my" and "on" are function words; repeats count
