@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke test test-fast faults bench bench-ppo bench-gpu bench-peers report clean reward-hacking ai-feedback
+.PHONY: setup demo smoke test test-fast lint faults bench bench-ppo bench-gpu bench-peers report clean reward-hacking ai-feedback
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: $(STAMP)
 ## the browser); target 90 s on 2 cores. `make test` before pushing.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## ruff's lint (pyproject.toml [tool.ruff]: pyflakes, pycodestyle, import sorting) and format check.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## The kill -9 campaign (nplus/ablate/faults.py): 20 kills of `nplus ablate ablations/faults.toml` with real training,
 ## each resumed; prints runs lost / duplicated (both must be 0) and whether stats.csv matches an uninterrupted sweep.
