@@ -61,3 +61,15 @@ def test_the_checks_see_what_they_check(tmp_path):
     src.write_text("def f():\n    from nplus.stages import ppo\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
     assert "nplus.stages.ppo" in imported_modules(src)
     assert function_lengths(src) == {"f:1": MAX_FUNCTION_LINES + 2}
+
+
+def test_every_slow_test_listed_in_conftest_exists():
+    """A renamed or removed test must leave SLOW_TESTS too (else the fast tier silently runs it again)."""
+    from tests.conftest import SLOW_TESTS
+
+    root = PKG.parent
+    for entry in SLOW_TESTS:
+        path, _, name = entry.partition("::")
+        assert (root / path).is_file(), entry
+        if name:
+            assert name in {key.split(":")[0] for key in function_lengths(root / path)}, entry
