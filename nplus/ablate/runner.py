@@ -35,6 +35,7 @@ from nplus.ablate.study import RunSpec, Study, expand
 from nplus.rundir import (DONE, DiskFullError, atomic_write_json, atomic_write_text, done_problem, file_lock, is_done,
                           read_json, start_barrier)
 from nplus.bases import read_manifest
+from nplus.data.sources import default_cache
 
 # The function that executes one spec: run_fn(cfg, out_dir, cache, command=...) -> summary dict, writing DONE last.
 DEFAULT_RUN_FN = "nplus.pipeline:run_pipeline"
@@ -53,11 +54,6 @@ def run_fn_ref() -> str:
 def load_callable(ref: str) -> Callable[..., Any]:
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def default_cache() -> Path:
-    # Same default as nplus.pipeline.default_cache, without importing the pipeline (torch) into the planner.
-    return Path(os.environ.get("NPLUS_CACHE", "runs/.cache"))
 
 
 # ---- state of a run directory --------------------------------------------------------------------------------
