@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke test faults bench bench-ppo bench-gpu bench-peers report clean reward-hacking ai-feedback
+.PHONY: setup demo smoke test test-fast lint faults bench bench-ppo bench-gpu bench-peers report clean reward-hacking ai-feedback
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,9 +37,19 @@ ai-feedback: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/nplus pipeline --preset smoke --seed 1 --out runs/smoke/seed=1
 
-## The test suite (CPU only, no network).
+## The test suite (CPU only, no network): what CI runs (.ci/run).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## The fast tier, to run while editing: the suite without the tests marked slow (training in fresh processes,
+## the browser); target 90 s on 2 cores. `make test` before pushing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## ruff's lint (pyproject.toml [tool.ruff]: pyflakes, pycodestyle, import sorting) and format check.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## The kill -9 campaign (nplus/ablate/faults.py): 20 kills of `nplus ablate ablations/faults.toml` with real training,
 ## each resumed; prints runs lost / duplicated (both must be 0) and whether stats.csv matches an uninterrupted sweep.
@@ -48,34 +58,34 @@ faults: $(STAMP)
 
 ## Speed and memory figures (printed, never asserted): smoke and demo pipelines, then the PPO phase and cost tables.
 bench: $(STAMP)
-	$(BIN)/python -m nplus.bench
+	$(BIN)/python -m nplus.tooling.bench
 
 ## Only the PPO tables of `make bench` (random weights, no pipeline): per-phase FLOP/s vs the matmul peak, costs.
 bench-ppo: $(STAMP)
-	$(BIN)/python -m nplus.bench phases costs
+	$(BIN)/python -m nplus.tooling.bench phases costs
 
 ## PPO updates on a Pythia-1B-shaped model, bf16 on CUDA. The .venv's torch is CPU-only: pass a CUDA python,
 ## e.g. `make bench-gpu GPU_PY=/opt/venv/bin/python` (with nplus importable), or BENCH_GPU_ARGS=--tiny on a CPU.
 GPU_PY ?= $(BIN)/python
 BENCH_GPU_ARGS ?=
 bench-gpu: $(STAMP)
-	$(GPU_PY) -m nplus.bench_gpu $(BENCH_GPU_ARGS)
+	$(GPU_PY) -m nplus.tooling.bench_gpu $(BENCH_GPU_ARGS)
 
-## TRL's PPO trainer vs nplus's on the same random-weight models, prompts and settings (nplus/bench_peers.py), in a
+## TRL's PPO trainer vs nplus's on the same random-weight models, prompts and settings (nplus/tooling/bench_peers.py), in a
 ## bench-only environment: trl is never a dependency of nplus. torch is pinned (unpinned, it pulls GB of CUDA).
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PEERS_ARGS ?=
 
-$(BENCH_STAMP): nplus/bench_peers_requirements.txt pyproject.toml
+$(BENCH_STAMP): nplus/tooling/bench_peers_requirements.txt pyproject.toml
 	$(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q torch==2.13.0
-	$(BENCH_VENV)/bin/pip install -q -r nplus/bench_peers_requirements.txt
+	$(BENCH_VENV)/bin/pip install -q -r nplus/tooling/bench_peers_requirements.txt
 	$(BENCH_VENV)/bin/pip install -q -e .
 	touch $(BENCH_STAMP)
 
 bench-peers: $(BENCH_STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python -m nplus.bench_peers $(PEERS_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python -m nplus.tooling.bench_peers $(PEERS_ARGS)
 
 clean:
 	rm -rf runs/.cache runs/smoke

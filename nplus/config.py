@@ -332,7 +332,7 @@ class Config:
         the posts (POSTS_VERSION), the RM and PPO the comparisons too (VERSION)."""
         if self.task.name != "tldr-synth":
             return None
-        from nplus.tasks.synth import POSTS_VERSION, VERSION
+        from nplus.tasks.synth import POSTS_VERSION, VERSION  # here: the generator imports numpy; config stays light
 
         return POSTS_VERSION if stage in ("base", "sft") else VERSION
 

@@ -297,10 +297,6 @@ def with_overrides(base: Details, overrides: dict[str, str]) -> Details:
     return dataclasses.replace(base, **{k: str(v) for k, v in overrides.items()})
 
 
-def for_stage(stage: str) -> list[Detail]:
-    return [d for d in REGISTRY.values() if d.stage == stage]
-
-
 def misplaced(details: Details, algorithm: str) -> list[str]:
     """Details moved off their paper value that mean nothing under ``algorithm`` (``value_init`` under grpo)."""
     return [name for name, d in REGISTRY.items() if not d.applies_to(algorithm) and getattr(details, name) != d.paper]

@@ -225,11 +225,6 @@ def framework_details(name: str) -> dict[str, str]:
     return {detail: value for detail, (value, _) in FRAMEWORKS[name].items()}
 
 
-def framework_diff(name: str) -> dict[str, str]:
-    """The details where a framework departs from the paper."""
-    return {k: v for k, v in framework_details(name).items() if v != REGISTRY[k].paper}
-
-
 def table_markdown() -> str:
     """The framework matrix: one row per PPO detail (the systems emulated are PPO trainers), one column per
     framework (paper values as ·)."""

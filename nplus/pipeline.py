@@ -16,17 +16,24 @@ import importlib.util
 import dataclasses
 import math
 import shutil
-import os
 import time
 from pathlib import Path
 
 import torch
+from datasets import load_from_disk
 
 from nplus import ops
 from nplus.config import Config, ConfigError, config_hash
+from nplus.data.build_cmd import load_hub_tokenizer
 from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
 from nplus.data.formatting import prepare_tokenizer
-from nplus.models import RewardNormalization, ScalarModel, is_ladder, load_causal_lm
+from nplus.data.loader import load_comparisons, load_sft
+from nplus.data.relabel import synth_relabelled
+from nplus.data.sources import HUB_NAME, default_cache, synth_dir
+from nplus.evaluation.judge_factory import make_judge
+from nplus.evaluation.judges import GoldJudgeAdapter
+from nplus.evaluation.probes import fact_check_sequences
+from nplus.models import LADDER, RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
 from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, check_writable_dir, done_problem,
                           mark_done, read_json, read_jsonl, run_dir_lock, save_dataset, share_file_modes,
@@ -36,13 +43,13 @@ from nplus.stages.common import as_tensor, dist, sample, seed_everything
 from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
 from nplus.stages.critic_free import train_critic_free
 from nplus.stages.dpo import train_dpo
-from nplus.stages.ppo import response_logits, response_logprobs, train_ppo
+from nplus.stages.online import response_logits, response_logprobs
+from nplus.stages.ppo import train_ppo
 from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("NPLUS_CACHE", "runs/.cache"))
+from nplus.tasks.synth import build_posts
+from nplus.tasks.tokenizer import load_tokenizer
+from nplus.tracking import mirror_to_wandb, require_wandb
 
 
 @dataclasses.dataclass
@@ -52,19 +59,6 @@ class Data:
     pref: object  # built DatasetDict
     judge: object
     data_dir: Path | None
-
-
-def synth_dir(cfg: Config, cache: Path) -> Path:
-    """Generate the embedded corpus once per (seed, scale, comparison count, generator version), shared by every run."""
-    from nplus.tasks.synth import VERSION, generate
-
-    n_cmp = cfg.task.synth_comparisons
-    extra = f"-cmp{n_cmp}" if n_cmp is not None else ""
-    path = cache / "data" / f"tldr-synth-seed{cfg.task.synth_seed}-{cfg.task.synth_scale}{extra}-v{VERSION}"
-    with artifact(cache, "data", path.name) as (p, built):
-        if not built:
-            generate(p, seed=cfg.task.synth_seed, scale=cfg.task.synth_scale, comparisons=n_cmp)
-    return path
 
 
 @dataclasses.dataclass
@@ -86,14 +80,11 @@ def check_model_source(name: str) -> None:
     """Fail fast, naming ``model.name``, on a base model that cannot be loaded: not a ladder rung, an existing
     directory or a hub name; a directory without config.json; or one whose weights are pickles only
     (``pytorch_model.bin``). nplus loads safetensors only and never unpickles a checkpoint."""
-    from nplus.data.build_cmd import _HUB_NAME
-    from nplus.models import LADDER
-
     if is_ladder(name):
         return
     path = Path(name)
     if not path.exists():
-        if _HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
+        if HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
             return  # a hub name: the tokenizer check that follows fails fast without hub access
         raise ConfigError(f"model.name={name!r} is neither a ladder rung ({', '.join(LADDER)}), an existing model "
                           "directory nor a hub name such as 'EleutherAI/pythia-1b-deduped'")
@@ -113,26 +104,16 @@ def open_sources(cfg: Config, cache: Path) -> Sources:
     """Step 0 of a run: everything that can be checked without compute. For the public task (``tldr``) that
     is the model directory, the judge's API key, the tokenizer (it must have EOS) and both datasets' schemas,
     so that a bad input fails before provenance, data building or training."""
-    from nplus.data.loader import load_comparisons, load_sft
-
     if cfg.task.name == "tldr-synth":
-        from nplus.evaluation.judges import GoldJudgeAdapter
-        from nplus.tasks.tokenizer import load_tokenizer
-
         data_dir = synth_dir(cfg, cache)
         # tldr-synth; tldr-synth:<judge>, its training pairs relabelled here; or relabelled pairs (nplus label)
         cmp_source = cfg.task.comparisons_source
         cmp_path = cmp_source
         if cmp_source.startswith("tldr-synth:"):
-            from nplus.data.label_cmd import synth_relabelled
-
             cmp_path = str(synth_relabelled(data_dir, cmp_source.split(":", 1)[1], cache) / "comparisons")
         return Sources(load_sft("tldr-synth", data_dir), load_comparisons(cmp_path, data_dir),
                        load_tokenizer(data_dir / "tokenizer"), GoldJudgeAdapter.from_dir(data_dir), data_dir,
                        data_dir.name if cmp_source == "tldr-synth" else f"{data_dir.name}|{cmp_source}")
-    from nplus.data.build_cmd import load_hub_tokenizer
-    from nplus.evaluation.judges import make_judge
-
     check_model_source(cfg.model.name)  # again: open_sources is also called on its own (load_data)
     judge = make_judge("openai", model="gpt-3.5-turbo-0125")  # needs OPENAI_API_KEY
     tokenizer = load_hub_tokenizer(cfg.model.name, flag="--set model.name=")
@@ -155,8 +136,6 @@ def load_data(cfg: Config, cache: Path, sources: Sources | None = None) -> Data:
 def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source_id: str):
     """The pre-tokenized datasets, built once per (data source, tokenizer, lengths, data-stage details) and cached:
     newline truncation re-encodes long posts many times, so building is the slowest part of a small run."""
-    from datasets import load_from_disk
-
     d = cfg.details
     dd = DataDetails(d.query_truncation, d.query_padding_side, d.pad_token, d.reference_leading_space, d.reference_eos, d.preference_eos)
     lengths = DataLengths(**dataclasses.asdict(cfg.lengths))
@@ -271,8 +250,6 @@ def fact_check_set(cfg: Config, data: Data, n: int = 128):
     run's queries (format, truncation, padding side undone); None for the real task, which has no latent facts."""
     if cfg.task.name != "tldr-synth":
         return None
-    from nplus.evaluation.probes import fact_check_sequences
-    from nplus.tasks.synth import build_posts
 
     by_text = {p.text: p for p in build_posts(cfg.task.synth_seed, cfg.task.synth_scale)["validation"]}
     # the built rows in order (details.query_truncation=drop leaves out the over-long ones), each with its facts
@@ -324,31 +301,14 @@ def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
     return total / max(n, 1)
 
 
-def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command: str | None = None,
-                 stop_after: str = "ppo", track: bool = False, overwrite: bool = False) -> dict:
-    """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json.
-
-    The main process holds ``out_dir``'s run lock (the study runner's) from before provenance to DONE, so a second
-    run on the same directory is refused instead of interleaving its files with this one's; a finished run (DONE)
-    is replaced only with ``overwrite``."""
-    out_dir, cache = Path(out_dir), Path(cache or default_cache())
-    sources = _preflight(cfg, out_dir, cache, stop_after, track)
-    D = dist()
-    if D.world != cfg.processes:
-        raise ConfigError(f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set processes={D.world} "
-                          f"(and micro-batches so that batch = micro_batch × grad_accum × processes)")
-    with run_dir_lock(out_dir, overwrite) if D.is_main else contextlib.nullcontext():
-        return _run_locked(cfg, out_dir, cache, command, stop_after, track, sources)
-
-
-def _preflight(cfg: Config, out_dir: Path, cache: Path, stop_after: str, track: bool) -> Sources | None:
-    """Inputs that can be checked without compute, before anything is written: the output and cache paths, the
-    base model's directory and, for the public task, the judge's key, the tokenizer and the datasets' schemas."""
+def _preflight(cfg: Config, out_dir: Path, cache: Path, stop_after: str, track: bool) -> tuple[Config, object]:
+    """What can be checked without compute, before anything is written: the output and cache paths, wandb when
+    tracking, DeepSpeed for ppo.frozen_offload, the base models' directories and, for the public task, the judge's
+    key, the tokenizer and the datasets' schemas (``open_sources``), and the launched process count. → (the RM's
+    config, the sources)."""
     check_writable_dir(out_dir, "--out")
     check_writable_dir(cache, "--cache")
     if track:  # fail before any compute, not after training, when wandb is missing
-        from nplus.tracking import require_wandb
-
         require_wandb()
     if cfg.ppo.frozen_offload and stop_after == "ppo" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
@@ -357,15 +317,79 @@ def _preflight(cfg: Config, out_dir: Path, cache: Path, stop_after: str, track: 
     rm_cfg = cfg.reward_model_config()  # the policy's own config unless reward.model names another model
     if rm_cfg is not cfg:
         check_model_source(rm_cfg.model.name)
-    return open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
-
-
-def _run_locked(cfg: Config, out_dir: Path, cache: Path, command: str | None, stop_after: str, track: bool,
-                sources: Sources | None) -> dict:
-    t_start = time.time()
-    rm_cfg = cfg.reward_model_config()
+    sources = open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
     D = dist()
+    if D.world != cfg.processes:
+        raise ConfigError(f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set processes={D.world} "
+                          f"(and micro-batches so that batch = micro_batch × grad_accum × processes)")
+    return rm_cfg, sources
+
+
+def _copy_upstream_logs(out_dir: Path, sft_path: Path, rm_path: Path) -> None:
+    """Append the SFT and RM stages' metrics and the SFT samples to the run's files."""
+    for src in (sft_path, rm_path):
+        for row in read_jsonl(src / "metrics.jsonl"):
+            append_jsonl(out_dir / "metrics.jsonl", row)
+    for row in read_jsonl(sft_path / "samples.jsonl"):
+        append_jsonl(out_dir / "samples.jsonl", row)
+
+
+def _summary_fields(sft_eval: dict, rm_eval: dict, agg: dict, kl: float, sanity: dict) -> dict:
+    """summary.json's sft.*, rm.*, ppo.* and sanity.* fields (non-finite sanity figures written as null)."""
+    return {
+        "sft.rouge1": sft_eval["rouge1"], "sft.rouge2": sft_eval["rouge2"], "sft.rouge_l": sft_eval["rouge_l"],
+        "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
+        "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
+        "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
+        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"),
+        "rm.fact_check_accuracy": rm_eval.get("fact_check_accuracy"),
+        "rm.fact_check_sft_likelihood": rm_eval.get("fact_check_sft_likelihood"),
+        "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
+        "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
+        "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
+        "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
+        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
+        "ppo.repetition_rate": agg["repetition_rate"], "ppo.distinct_2": agg["distinct_2"],
+        **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
+    }
+
+
+def _optimize_policy(cfg: Config, data, sft_path: Path, rm_path: Path, norm: RewardNormalization,
+                     train_reward: TrainingReward, out_dir: Path, evaluate) -> dict:
+    """Train the policy with cfg.algorithm; ``evaluate(policy) -> (aggregates, rows)`` is the online loops'
+    periodic evaluation. Returns the stage's result (``train_ppo``'s keys)."""
+
+    def periodic(policy, update):
+        agg, _ = evaluate(policy)
+        return agg
+
+    train_queries = as_tensor(data.sft["train"]["query_token"])
+    if cfg.algorithm == "dpo":  # offline, on the comparisons; the RM only scores its samples below
+        return train_dpo(cfg, sft_path / "model", data.pref, data.tokenizer, out_dir)
+    train = train_ppo if cfg.algorithm == "ppo" else train_critic_free
+    return train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic,
+                 train_reward)
+
+
+def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command: str | None = None,
+                 stop_after: str = "ppo", track: bool = False, overwrite: bool = False) -> dict:
+    """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json.
+
+    The main process holds ``out_dir``'s run lock (the study runner's) from before provenance to DONE, so a second
+    run on the same directory is refused instead of interleaving its files with this one's; a finished run (DONE)
+    is replaced only with ``overwrite``."""
+    out_dir, cache = Path(out_dir), Path(cache or default_cache())
+    # 0. inputs that can be checked without compute, before anything is written
+    rm_cfg, sources = _preflight(cfg, out_dir, cache, stop_after, track)
+    with run_dir_lock(out_dir, overwrite) if dist().is_main else contextlib.nullcontext():
+        return _run_locked(cfg, rm_cfg, out_dir, cache, command, stop_after, track, sources)
+
+
+def _run_locked(cfg: Config, rm_cfg: Config, out_dir: Path, cache: Path, command: str | None, stop_after: str,
+                track: bool, sources) -> dict:
+    t_start = time.time()
     # 1. provenance before any compute
+    D = dist()
     if D.is_main:
         for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
             (out_dir / stale).unlink(missing_ok=True)
@@ -375,8 +399,6 @@ def _run_locked(cfg: Config, out_dir: Path, cache: Path, command: str | None, st
     # 2. data
     data = load_data(cfg, cache, sources)
     if D.is_main and cfg.task.comparisons_source.startswith("tldr-synth:"):  # the labeller's agreement, for the report
-        from nplus.data.label_cmd import synth_relabelled
-
         labels = synth_relabelled(data.data_dir, cfg.task.comparisons_source.split(":", 1)[1], cache)
         atomic_write_json(out_dir / "label.json", read_json(labels / "label.json"))
     es = eval_set_from(data.sft["validation"], cfg.task.max_eval)
@@ -397,29 +419,14 @@ def _run_locked(cfg: Config, out_dir: Path, cache: Path, command: str | None, st
             return {}
         return _partial(out_dir, "rm", read_json(rm_path / "eval.json"), {"sft": sft_path, "rm": rm_path})
     sft_eval, rm_eval = read_json(sft_path / "eval.json"), read_json(rm_path / "eval.json")
-    if D.is_main:
-        for src in (sft_path, rm_path):
-            for row in read_jsonl(src / "metrics.jsonl"):
-                append_jsonl(out_dir / "metrics.jsonl", row)
-        for row in read_jsonl(sft_path / "samples.jsonl"):
-            append_jsonl(out_dir / "samples.jsonl", row)
+    if D.is_main:  # the upstream stages' logs and samples, as if they had run here
+        _copy_upstream_logs(out_dir, sft_path, rm_path)
     # 6. policy optimization (cfg.algorithm)
     norm = RewardNormalization(bias=rm_eval["reward_bias"], gain=rm_eval["reward_gain"])
     train_reward, reward = reward_for(cfg, data, rm_path, norm)
     evaluate = _eval_fn(cfg, data, es, reward)
     t_ppo = time.time()
-
-    def periodic(policy, update):
-        agg, _ = evaluate(policy)
-        return agg
-
-    train_queries = as_tensor(data.sft["train"]["query_token"])
-    if cfg.algorithm == "dpo":  # offline, on the comparisons; the RM only scores its samples below
-        res = train_dpo(cfg, sft_path / "model", data.pref, data.tokenizer, out_dir)
-    else:
-        train = train_ppo if cfg.algorithm == "ppo" else train_critic_free
-        res = train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic,
-                    train_reward)
+    res = _optimize_policy(cfg, data, sft_path, rm_path, norm, train_reward, out_dir, evaluate)
     if not D.is_main:  # evaluation and the summary are written once
         return {}
     policy = res["actor"].lm()
@@ -432,28 +439,13 @@ def _run_locked(cfg: Config, out_dir: Path, cache: Path, command: str | None, st
               "rm_padding_ok": rm_eval["padding_invariance_max_diff"] < 1e-3}
     eval_out = {"sft": sft_eval, "rm": rm_eval, "ppo": {**agg, "kl": kl, "evals": res["evals"], "wall_time_s": ppo_wall}, "sanity": sanity}
     atomic_write_json(out_dir / "eval.json", eval_out)
-    summary = {
-        "sft.rouge1": sft_eval["rouge1"], "sft.rouge2": sft_eval["rouge2"], "sft.rouge_l": sft_eval["rouge_l"],
-        "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
-        "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
-        "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
-        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"), "rm.fact_check_accuracy": rm_eval.get("fact_check_accuracy"), "rm.fact_check_sft_likelihood": rm_eval.get("fact_check_sft_likelihood"),
-        "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
-        "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
-        "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
-        "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
-        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
-        "ppo.repetition_rate": agg["repetition_rate"], "ppo.distinct_2": agg["distinct_2"],
-        **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
-        **res.get("summary", {}),
-        "params": res["params"], "model": cfg.model.name, "reward_model": rm_cfg.model.name, "seed": cfg.seed, "preset": cfg.preset, "algorithm": cfg.algorithm,
-        "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
-        "artifacts": {"sft": str(sft_path), "rm": str(rm_path)},
-    }
+    summary = {**_summary_fields(sft_eval, rm_eval, agg, kl, sanity), **res.get("summary", {}),
+               "params": res["params"], "model": cfg.model.name, "reward_model": rm_cfg.model.name, "seed": cfg.seed,
+               "preset": cfg.preset, "algorithm": cfg.algorithm,
+               "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
+               "artifacts": {"sft": str(sft_path), "rm": str(rm_path)}}
     atomic_write_json(out_dir / "summary.json", summary)
     if track:
-        from nplus.tracking import mirror_to_wandb
-
         mirror_to_wandb(out_dir, cfg)
     mark_done(out_dir, {"hash": cfg.hash}, RUN_OUTPUTS)
     return summary

@@ -44,6 +44,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nplus.metrics_doc import SUMMARY_METRICS
+from nplus.rundir import atomic_write_json, atomic_write_text, done_problem, fault_point
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -303,8 +304,6 @@ def collect(out: Path) -> tuple[Any, Any, str, str]:
     files it lists (summary.json among them) still match it, so a truncated or altered summary is never read."""
     import pandas as pd
 
-    from nplus.rundir import done_problem
-
     study, baseline, runs = find_runs(out)
     rows, fails = [], []
     for r in runs:
@@ -465,8 +464,6 @@ def _clean(v: Any) -> Any:
 
 def write_stats(out: Path, n_boot: int = N_BOOT) -> dict[str, Any]:
     """Write results.csv, failures.csv, stats.csv and stats.json into ``out``; returns the stats.json object."""
-    from nplus.rundir import atomic_write_json, atomic_write_text, fault_point
-
     out = Path(out)
     results, failures, study, baseline = collect(out)
     atomic_write_text(out / "results.csv", results.to_csv(index=False))

@@ -15,6 +15,9 @@ from nplus.presets import preset
 from nplus.pipeline import load_data
 from nplus.stages.base import pretrain_base, pretraining_texts, token_stream
 
+# make test-fast leaves it out: base-model builds and replays
+pytestmark = pytest.mark.slow
+
 MANIFESTS = sorted(bases.BASES_DIR.glob("*/manifest.json"))
 RUNGS = [p.parent.name for p in MANIFESTS]
 

@@ -17,7 +17,7 @@ from nplus.presets import preset
 from nplus.data.formatting import pad, prepare_tokenizer, preference_response_ids, sft_response_ids
 from nplus.data.truncation import truncate_query
 from nplus.details import REGISTRY
-from nplus.models import (ScalarModel, init_critic, init_reward_head, ladder_config, set_dropout, trunk_of)
+from nplus.models import ScalarModel, init_critic, init_reward_head, ladder_config, set_dropout
 from nplus.stages.common import sample
 from nplus.tasks.tokenizer import train_tokenizer
 
@@ -37,7 +37,7 @@ def models(tmp_path_factory, tok):
     torch.manual_seed(0)
     lm = GPTNeoXForCausalLM(ladder_config("nano", len(tok), 128, tok.eos_token_id, tok.pad_token_id))
     lm.save_pretrained(root / "sft", safe_serialization=True)
-    rm = ScalarModel(trunk_of(GPTNeoXForCausalLM.from_pretrained(root / "sft")), init_reward_head(32, "scaled_normal"))
+    rm = ScalarModel(GPTNeoXForCausalLM.from_pretrained(root / "sft").base_model, init_reward_head(32, "scaled_normal"))
     with torch.no_grad():  # RM training moves the trunk away from SFT's; mimic that
         rm.head.bias.fill_(0.7)
         for p in rm.backbone.parameters():
@@ -48,7 +48,8 @@ def models(tmp_path_factory, tok):
 
 def _ppo_rollout(models, tok, **details):
     from nplus.rewards import rm_score_fn
-    from nplus.stages.ppo import advantages_and_returns, build_actor, rollout
+    from nplus.stages.online import rollout
+    from nplus.stages.ppo import advantages_and_returns, build_actor
 
     cfg = apply_overrides(preset("smoke", 1), details=details)
     actor = build_actor(cfg, models / "sft", models / "rm")

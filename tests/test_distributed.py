@@ -16,6 +16,9 @@ import pytest
 
 from nplus.rundir import read_json, read_jsonl
 
+# make test-fast leaves it out: multi-process training runs
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
 SPLIT = ["sft.micro_batch=8", "rm.micro_batch=8", "ppo.micro_batch=8"]  # smoke: global batches of 16

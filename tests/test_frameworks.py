@@ -6,10 +6,15 @@ from pathlib import Path
 import pytest
 
 from nplus.details import REGISTRY, Details
-from nplus.frameworks import (_EXPLICIT, FRAMEWORKS, FrameworkError, docs_markdown, framework_details, framework_diff,
+from nplus.frameworks import (_EXPLICIT, FRAMEWORKS, FrameworkError, docs_markdown, framework_details,
                               table_markdown)
 
 REQUIRED = ("paper", "trl-ppo", "openrlhf", "deepspeed-chat", "trlx", "lmhp")
+
+
+def framework_diff(name: str) -> dict[str, str]:
+    """The details where a framework departs from the paper."""
+    return {k: v for k, v in framework_details(name).items() if v != REGISTRY[k].paper}
 
 
 def test_required_presets_exist():

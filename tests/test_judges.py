@@ -7,6 +7,7 @@ import random
 import pytest
 
 from nplus.evaluation import judges, openai_judge
+from nplus.evaluation.judge_factory import make_judge
 from nplus.evaluation.judges import Comparison, Judge, Judgment, judge_against_reference
 from nplus.evaluation.parser import parse_choice
 
@@ -99,7 +100,7 @@ def test_gold_adapter_matches_the_gold_judge(synth_dir):
     from nplus.tasks.synth import policy_summary
 
     path, posts = synth_dir
-    adapter, gold = judges.make_judge("gold", data_dir=path), GoldJudge.from_dir(path)
+    adapter, gold = make_judge("gold", data_dir=path), GoldJudge.from_dir(path)
     rng = random.Random(1)
     for p in posts:
         good, bad = " " + p.reference, " " + policy_summary(p, "wrong", rng)

@@ -109,7 +109,7 @@ def test_relabelled_pairs_are_a_comparisons_source_of_the_embedded_task(corpus, 
 
 
 def test_pipeline_relabelling_is_nplus_label_with_its_defaults_and_cached(corpus, tmp_path):
-    from nplus.data.label_cmd import synth_relabelled
+    from nplus.data.relabel import synth_relabelled
 
     cli = run_label(LabelConfig(out=tmp_path / "cli", input=str(corpus / "comparisons"), judge="simulated-ai",
                                 judge_options=JudgeOptions(data_dir=corpus)))

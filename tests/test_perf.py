@@ -1,13 +1,13 @@
-"""The throughput tooling (nplus/perf.py, bench, bench_gpu): FLOP formulas by hand, table builders on a tiny
+"""The throughput tooling (nplus/tooling/perf.py, bench, bench_gpu): FLOP formulas by hand, table builders on a tiny
 config, and the rollout's value-only pass. No timing is asserted."""
 
 import json
 
 import torch
 
-from nplus import perf
+from nplus.tooling import perf
 from nplus.models import ladder_config
-from nplus.stages.ppo import Actor
+from nplus.stages.online import Actor
 from nplus.models import ScalarModel, SharedTrunkPolicy
 
 
@@ -83,7 +83,7 @@ def test_bench_gpu_runs_on_cpu_with_the_tiny_config(capsys):
 def test_pythia_1b_shape_has_pythia_1b_parameter_count():
     from transformers import GPTNeoXForCausalLM
 
-    from nplus.bench_gpu import pythia_1b_config
+    from nplus.tooling.bench_gpu import pythia_1b_config
 
     with torch.device("meta"):
         model = GPTNeoXForCausalLM(pythia_1b_config())

@@ -5,8 +5,11 @@ import pytest
 from nplus.config import apply_overrides
 from nplus.presets import preset
 from nplus.details import ALGORITHMS, REGISTRY
-from nplus.testing import run_isolated
+from nplus.tooling.testing import run_isolated
 from nplus.rundir import read_json, read_jsonl
+
+# make test-fast leaves it out: the smoke pipeline and each algorithm, trained in fresh processes
+pytestmark = pytest.mark.slow
 
 SUMMARY_KEYS = ["sft.rouge_l", "sft.win_rate", "rm.accuracy", "ppo.win_rate", "ppo.kl", "ppo.mean_length",
                 "ppo.eos_rate", "ppo.win_rate_ci"]

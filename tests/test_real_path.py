@@ -27,9 +27,12 @@ from nplus.models import ladder_config
 from nplus.rundir import done_problem, read_json, read_jsonl
 from nplus.tasks.gold import GoldJudge
 from nplus.tasks.synth import generate
-from nplus.testing import run_isolated
+from nplus.tooling.testing import run_isolated
 from tests import test_judge_server as judge_server
 from tests.snapshots import write_hub_snapshots
+
+# make test-fast leaves it out: the public-task path end to end, trained in fresh processes
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-real-path-7c21"

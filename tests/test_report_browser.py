@@ -35,8 +35,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--window-size=1280,1600", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
 TIMEOUT = 30.0
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="chromium is not installed (Debian: apt-get install -y chromium)")
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason="chromium is not installed (Debian: apt-get install -y chromium)"),
+              pytest.mark.slow]  # make test-fast leaves it out: a headless browser per test
 
 
 # ------------------------------------------------------------------------------- a minimal websocket client

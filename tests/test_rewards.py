@@ -11,7 +11,10 @@ from nplus.config import ConfigError, apply_overrides
 from nplus.presets import preset
 from nplus.rewards import RULES, keywords_rule, sentiment_rule, text_score_fn
 from nplus.rundir import read_json, read_jsonl
-from nplus.testing import run_isolated
+from nplus.tooling.testing import run_isolated
+
+# make test-fast leaves it out: a smoke run per reward source, trained in fresh processes
+pytestmark = pytest.mark.slow
 
 
 def test_keywords_rule_counts_every_occurrence_of_a_key_fact_word():

@@ -9,7 +9,12 @@ from typing import Literal
 
 import tyro
 
-from nplus.ablate.slurm import SlurmOptions
+from nplus.ablate.runner import failure_summary, make_plan, plan_text, run_fn_ref, run_study, write_study_json
+from nplus.ablate.slurm import SlurmOptions, sbatch_scripts, slurm_executor_factory, stage_tasks, submit
+from nplus.ablate.study import expand, load_study
+from nplus.data.sources import default_cache
+from nplus.rundir import command_line
+from nplus.stats import verdict_lines, write_stats
 from nplus.config import positive
 
 
@@ -33,10 +38,6 @@ class AblateCmd:
     """SLURM resources (with --executor slurm)."""
 
     def run(self) -> int:
-        from nplus.ablate.runner import default_cache, failure_summary, make_plan, plan_text, run_study
-        from nplus.ablate.study import expand, load_study
-        from nplus.rundir import command_line
-
         study = load_study(self.study)
         out = self.out or Path("runs") / study.name
         cache = self.cache or default_cache()
@@ -58,8 +59,6 @@ class AblateCmd:
 
 
 def _write_stats(out: Path) -> None:
-    from nplus.stats import verdict_lines, write_stats
-
     stats = write_stats(out)
     lines = verdict_lines(stats)
     print(f"results: {out / 'results.csv'}, stats: {out / 'stats.csv'}")
@@ -69,20 +68,12 @@ def _write_stats(out: Path) -> None:
 
 
 def _print_sbatch(name: str, specs: list, out: Path, cache: Path, options: SlurmOptions) -> None:
-    from nplus.ablate.runner import run_fn_ref
-    from nplus.ablate.slurm import sbatch_scripts, stage_tasks
-    from nplus.rundir import command_line
-
     tasks = stage_tasks(specs, out, cache, run_fn_ref(), command_line())
     for stage, script in sbatch_scripts(tasks, options, out / ".slurm", name):
         print(f"\n# ---- {stage}: {len(tasks[stage])} task(s) ----\n{script}")
 
 
 def _submit_slurm(study, specs: list, out: Path, cache: Path, options: SlurmOptions) -> int:
-    from nplus.ablate.runner import run_fn_ref, write_study_json
-    from nplus.ablate.slurm import slurm_executor_factory, stage_tasks, submit
-    from nplus.rundir import command_line
-
     write_study_json(study, specs, out)
     tasks = stage_tasks(specs, out, cache, run_fn_ref(), command_line())
     jobs = submit(tasks, slurm_executor_factory(out / ".slurm", options, study.name))

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator
 from nplus.ablate.study import RunSpec, Study, expand
 from nplus.rundir import (DONE, DiskFullError, atomic_write_json, atomic_write_text, done_problem, file_lock, is_done,
                           read_json, start_barrier)
+from nplus.bases import read_manifest
+from nplus.data.sources import default_cache
 
 # The function that executes one spec: run_fn(cfg, out_dir, cache, command=...) -> summary dict, writing DONE last.
 DEFAULT_RUN_FN = "nplus.pipeline:run_pipeline"
@@ -52,11 +54,6 @@ def run_fn_ref() -> str:
 def load_callable(ref: str) -> Callable[..., Any]:
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def default_cache() -> Path:
-    # Same default as nplus.pipeline.default_cache, without importing the pipeline (torch) into the planner.
-    return Path(os.environ.get("NPLUS_CACHE", "runs/.cache"))
 
 
 # ---- state of a run directory --------------------------------------------------------------------------------
@@ -199,8 +196,7 @@ def _init_worker(threads: int, parent: int) -> None:
 def _built_stages(spec: RunSpec) -> tuple[str, ...]:
     """The upstream stages of ``spec`` that no run builds: a committed base model made with its base-stage
     configuration (nplus/bases; checked by the run itself) is an input, like Pythia, so no run waits for it."""
-    from nplus.bases import read_manifest
-    from nplus.models import is_ladder
+    from nplus.models import is_ladder  # here: imports torch; the planner stays torch-free
 
     name = spec.config.model.name
     manifest = read_manifest(name) if is_ladder(name) else None
@@ -347,7 +343,7 @@ def prepare_shared(specs: list[RunSpec], cache: Path, echo: Callable[[str], None
     """Build what every spec shares (generated data, tokenized datasets, base models) once, in this process with
     every core, before the pool starts: otherwise one single-threaded worker builds it while the others wait.
     A failure here is only reported: the specs that need the artifact then fail on their own, contained."""
-    from nplus.pipeline import base_model, load_data
+    from nplus.pipeline import base_model, load_data  # here: imports torch; the planner stays torch-free
 
     seen: set[str] = set()
     for spec in specs:

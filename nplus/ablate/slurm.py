@@ -149,7 +149,7 @@ def execute_spec_task(spec: RunSpec, cache: Path, run_fn: str, command: str) -> 
     world = export_torch_distributed()
     if world == 1:
         return execute_spec(spec, cache, run_fn, command)
-    from nplus.stages.common import dist
+    from nplus.stages.common import dist  # here: imports torch, needed in the job process only
 
     D = dist()  # joins the process group: every rank of the job meets here
     if D.is_main:

@@ -41,6 +41,7 @@ from nplus.presets import PRESETS, preset
 from nplus.details import REGISTRY, DetailError
 from nplus.frameworks import FRAMEWORKS, framework_details
 from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
+from nplus.metrics_doc import SUMMARY_METRICS
 from nplus.rundir import dir_name_problem
 
 STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "aa", "knob", "hparams", "variants")
@@ -160,8 +161,6 @@ def _available_seed_lists(study_path: Path) -> list[str]:
 
 
 def _knob(path: Path, raw: Any, names: list[str], baseline: str) -> dict[str, Any]:
-    from nplus.metrics_doc import SUMMARY_METRICS
-
     _typed(path, "knob", raw, dict, "a table with keys " + ", ".join(KNOB_KEYS))
     _check_keys(path, "knob.", raw, KNOB_KEYS)
     for key in KNOB_KEYS:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from nplus.config import BASE_RECIPE
 
 BASES_DIR = Path(__file__).resolve().parent
 WEIGHTS = "model.safetensors"
@@ -53,8 +54,6 @@ def read_manifest(rung: str, root: Path = BASES_DIR) -> dict | None:
 def committed_base(cfg, tokenizer_file: Path | None, root: Path = BASES_DIR) -> Path | None:
     """The committed base model directory for ``cfg`` (checked), or None when none was built with its base-stage
     configuration. Raises BaseModelError when the one that was is missing, altered or stale."""
-    from nplus.config import BASE_RECIPE
-
     rung = cfg.model.name
     manifest = read_manifest(rung, root)
     if manifest is None or manifest.get("base_hash") != cfg.stage_hash("base"):
@@ -85,8 +84,7 @@ def build(cfg, data, out_dir: Path, command: str | None = None, preset: str | No
     import torch
     import transformers
 
-    from nplus.config import BASE_RECIPE
-    from nplus.stages.base import pretrain_base, pretraining_texts, validation_loss
+    from nplus.stages.base import pretrain_base, pretraining_texts, validation_loss  # here: torch
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,8 +131,8 @@ VALIDATION_DOCS = 512
 def build_cost(cfg, vocab: int, first: int, last: int) -> dict:
     """Tokens and matmul FLOPs (forward + backward = 3 forwards) of pretraining updates [first, last) of ``cfg``'s
     rung: the manifest's tokens/s and share of the machine's matmul peak."""
-    from nplus.models import LADDER
-    from nplus.perf import Shape, head_flops, trunk_flops
+    from nplus.models import LADDER  # here: torch; manifests read torch-free
+    from nplus.tooling.perf import Shape, head_flops, trunk_flops  # here: torch; manifests read torch-free
 
     hidden, layers, _ = LADDER[cfg.model.name]
     s, m = Shape(hidden, layers, vocab, 4 * hidden), cfg.model
@@ -147,7 +145,7 @@ def build_cost(cfg, vocab: int, first: int, last: int) -> dict:
 
 
 def matmul_peak() -> float:
-    from nplus.perf import matmul_peak_flops
+    from nplus.tooling.perf import matmul_peak_flops  # here: torch; manifests read torch-free
 
     return matmul_peak_flops(n=1024, repeats=3)
 
@@ -167,9 +165,9 @@ def device_name() -> str:
 
 def base_probes(cfg, data, model, n: int = 256) -> dict:
     """post_swap_gap of a model on the first ``n`` validation posts, with the run's query format and truncation."""
-    from nplus.data.formatting import sft_response_ids
-    from nplus.data.truncation import truncate_query
-    from nplus.evaluation.probes import post_swap_gap
+    from nplus.data.formatting import sft_response_ids  # here: torch; manifests read torch-free
+    from nplus.data.truncation import truncate_query  # here: torch; manifests read torch-free
+    from nplus.evaluation.probes import post_swap_gap  # here: torch; manifests read torch-free
 
     d, tok = cfg.details, data.tokenizer
     # `drop` keeps no ids for an over-long query, and a swapped post can make one: the probe cuts it as the paper does

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -29,11 +28,15 @@ from nplus.config import positive
 from nplus.data.builder import DataDetails, Lengths, applied_lengths
 from nplus.data.formatting import DataBuildError
 from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError
+from nplus.data.sources import HUB_NAME, hub_errors, hub_offline, hub_unreachable
 from nplus.details import REGISTRY, DetailError, Details
+from nplus.data.builder import build_preferences, build_sft
+from nplus.data.formatting import prepare_tokenizer
+from nplus.data.loader import load_comparisons, load_sft
+from nplus.rundir import atomic_write_json, save_dataset
 
 DEFAULT_TOKENIZER = "EleutherAI/pythia-1b-deduped"
 """Pythia's GPT-NeoX tokenizer; the 1B, 2.8B and 6.9B deduped models share it."""
-_HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 DATA_DETAILS = tuple(f.name for f in dataclasses.fields(DataDetails))
 
 
@@ -49,22 +52,20 @@ def load_hub_tokenizer(name_or_path: str, flag: str = "--tokenizer"):
     (instead of the library's retries and a multi-line traceback)."""
     from transformers import AutoTokenizer
 
-    from nplus.data.loader import _hub_errors, _hub_offline, _hub_unreachable
-
     if Path(name_or_path).exists():
         return AutoTokenizer.from_pretrained(str(name_or_path))
-    if not _HUB_NAME.match(name_or_path):
+    if not HUB_NAME.match(name_or_path):
         raise DataSourceError(f"tokenizer {name_or_path!r} is neither an existing local directory nor a hub name "
                               f"such as {DEFAULT_TOKENIZER!r}")
     sep = "" if flag.endswith("=") else " "  # "--tokenizer DIR", "--set model.name=DIR"
     fix = f"download it where the hub is reachable with {tokenizer_download_hint(name_or_path)} and pass {flag}{sep}DIR"
-    if not _hub_offline():
-        reason = _hub_unreachable()
+    if not hub_offline():
+        reason = hub_unreachable()
         if reason:
             raise DataSourceError(f"cannot load tokenizer {name_or_path!r} from the Hugging Face hub ({reason}): {fix}")
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
-    except _hub_errors() as e:  # offline and not in the cache, or a hub error
+    except hub_errors() as e:  # offline and not in the cache, or a hub error
         first = (str(e).strip().splitlines() or [""])[0]
         raise DataSourceError(f"cannot load tokenizer {name_or_path!r} ({type(e).__name__}: {first}): {fix}") from e
 
@@ -103,11 +104,6 @@ class DataBuildCmd:
         return DataDetails(**{k: getattr(self.details, k) for k in DATA_DETAILS})
 
     def run(self) -> int:
-        from nplus.data.builder import build_preferences, build_sft
-        from nplus.data.formatting import prepare_tokenizer
-        from nplus.data.loader import load_comparisons, load_sft
-        from nplus.rundir import atomic_write_json, save_dataset
-
         dd = self.data_details()
         out = Path(self.out)
         built = [p for p in (out / "sft", out / "preferences", out / "stats.json") if p.exists()]

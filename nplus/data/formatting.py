@@ -58,13 +58,13 @@ def encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
+def encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     """Batch version of :func:`encode` (fast tokenizers encode a batch in parallel)."""
-    return _encode_batch(tokenizer, texts)[0]
+    return encode_batch(tokenizer, texts)[0]
 
 
-def _encode_batch(tokenizer, texts: list[str]) -> tuple[list[list[int]], list | None]:
-    """:func:`_encode_many`, and the ``tokenizers.Encoding`` of each text for a fast tokenizer."""
+def encode_batch(tokenizer, texts: list[str]) -> tuple[list[list[int]], list | None]:
+    """:func:`encode_many`, and the ``tokenizers.Encoding`` of each text for a fast tokenizer."""
     if not texts:  # transformers fails on an empty batch
         return [], []
     batch = tokenizer(texts, add_special_tokens=False)
@@ -165,7 +165,7 @@ def sft_response_ids_many(summaries: Sequence[str], tokenizer, leading_space: st
     space = " " if leading_space == "on" else ""
     # the EOS id is appended rather than its text encoded, so any tokenizer gives exactly one EOS token
     tail = [_require_eos_id(tokenizer)] if eos == "on" else []
-    return [ids + tail for ids in _encode_many(tokenizer, [space + summary for summary in summaries])]
+    return [ids + tail for ids in encode_many(tokenizer, [space + summary for summary in summaries])]
 
 
 def preference_text(text: str, tokenizer, eos: str) -> str:
@@ -186,4 +186,4 @@ def preference_response_ids_many(texts: Sequence[str], tokenizer, eos: str) -> l
     """:func:`preference_response_ids` of many texts, in one tokenizer call."""
     check_choice("preference_eos", eos, ON_OFF)
     tail = [_require_eos_id(tokenizer)] if eos == "on" else []
-    return [ids + tail for ids in _encode_many(tokenizer, list(texts))]
+    return [ids + tail for ids in encode_many(tokenizer, list(texts))]

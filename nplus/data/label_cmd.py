@@ -19,12 +19,13 @@ from typing import Annotated, Literal
 import tyro
 
 from nplus.config import SYNTH_COMPARISONS, non_negative, positive, ranged
+from nplus.data.loader import load_comparisons
+from nplus.data.relabel import (LENGTH_PREFERENCE, POSITION_MARGIN, RELABELLED_SPLITS, LabelInputError, gold_of,
+                                relabel, synth_judge)
+from nplus.data.sources import default_cache, synth_dir
 from nplus.evaluation.evaluate_cmd import JudgeOptions, judge_from_options
-from nplus.evaluation.judges import Comparison, SimulatedAIJudge
-
-
-class LabelInputError(ValueError):
-    """The input or the judge settings are unusable; raised before any judging."""
+from nplus.presets import preset
+from nplus.rundir import atomic_write_json, save_dataset
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,14 @@ class LabelConfig:
     only), hf (a local causal LM) or openai (an OpenAI-compatible endpoint)."""
     judge_options: Annotated[JudgeOptions, tyro.conf.OmitArgPrefixes] = field(default_factory=JudgeOptions)
     """Judge settings (as for nplus eval)."""
-    length_preference: float = ranged(0.15)
+    length_preference: float = ranged(LENGTH_PREFERENCE)
     """simulated-ai: gold points added per word of a summary (the judge's own word cost is 0.02): a labeller
     that likes long summaries, a known bias of LLM judges."""
-    position_margin: float = non_negative(0.5)
+    position_margin: float = non_negative(POSITION_MARGIN)
     """simulated-ai: when the two scores (with the length preference) differ by less than this, it picks A."""
     cache: Path | None = None
     """Artifact cache holding the generated tldr-synth corpus (default: $NPLUS_CACHE or runs/.cache)."""
-    splits: tuple[str, ...] = ("train",)
+    splits: tuple[str, ...] = RELABELLED_SPLITS
     """Splits to relabel; the others are copied with their original labels, so by default the RM is validated
     against held-out human-style labels."""
     limit: int | None = positive(None)
@@ -61,10 +62,6 @@ class LabelConfig:
 
 def _load(cfg: LabelConfig):
     """(comparisons DatasetDict, tldr-synth data dir or None)."""
-    from nplus.presets import preset
-    from nplus.data.loader import load_comparisons
-    from nplus.pipeline import default_cache, synth_dir
-
     if cfg.input == "tldr-synth":
         data_dir = synth_dir(preset("demo", 1), Path(cfg.cache or default_cache()))
         return load_comparisons("tldr-synth", data_dir), data_dir
@@ -74,75 +71,14 @@ def _load(cfg: LabelConfig):
 
 
 def _judge(cfg: LabelConfig, data_dir: Path | None):
-    from dataclasses import replace
-
     if cfg.judge in ("gold", "simulated-ai"):
-        if data_dir is None or not (Path(data_dir) / "facts.jsonl").is_file():
-            raise LabelInputError(f"--judge {cfg.judge} needs the tldr-synth corpus (--input tldr-synth, or "
-                                  "--data-dir pointing at a tldr-synth data directory with facts.jsonl)")
-        gold = judge_from_options("gold", replace(cfg.judge_options, data_dir=Path(data_dir)))
-        if cfg.judge == "gold":
-            return gold
-        return SimulatedAIJudge(gold.gold, cfg.length_preference, cfg.position_margin)
+        return synth_judge(cfg.judge, data_dir, cfg.length_preference, cfg.position_margin)
     if cfg.judge == "hf" and (cfg.judge_options.judge_model is None or not Path(cfg.judge_options.judge_model).is_dir()):
         raise LabelInputError(f"--judge hf needs --judge-model set to a local model directory, got {cfg.judge_options.judge_model!r}")
     return judge_from_options(cfg.judge, cfg.judge_options)
 
 
-def relabel(ds, judge, gold, splits: tuple[str, ...], limit: int | None, worker: str, report: dict):
-    """Relabel the pairs of ``splits`` with ``judge`` (the others kept as labelled); returns (DatasetDict, report
-    with per-split counts and agreement with the original labels and, where ``gold`` is given, with gold)."""
-    from datasets import DatasetDict
-
-    from nplus.data.loader import validate_comparisons
-
-    out, report = {}, {**report, "splits": {}}
-    for name, split in ds.items():
-        if name not in splits:
-            out[name] = split  # kept as labelled
-            report["splits"][name] = {"pairs": len(split), "relabelled": False}
-            continue
-        if limit is not None:
-            split = split.select(range(min(limit, len(split))))
-        rows = split.to_list()
-        items = [Comparison(r["info"]["post"] or "", r["summaries"][0]["text"], r["summaries"][1]["text"]) for r in rows]
-        verdicts = judge.compare_many(items)
-        kept, agree, gold_agree = [], 0, 0
-        for r, item, v in zip(rows, items, verdicts):
-            if v.choice is None:  # unparseable or failed: counted, never assigned to a side
-                continue
-            choice = 0 if v.choice == "A" else 1
-            agree += choice == r["choice"]
-            if gold is not None:
-                gold_agree += choice == (0 if gold.compare(item.post, item.a, item.b).choice == "A" else 1)
-            kept.append({**r, "choice": choice, "worker": worker})
-        statuses = [v.status for v in verdicts]
-        report["splits"][name] = {
-            "pairs": len(rows), "labelled": len(kept), "unparseable": statuses.count("unparseable"),
-            "failed": statuses.count("failed"),
-            "agreement_with_original": agree / len(kept) if kept else None,
-            "agreement_with_gold": gold_agree / len(kept) if kept and gold is not None else None,
-        }
-        out[name] = split.from_list(kept, features=split.features)
-    result = DatasetDict(out)
-    validate_comparisons(result)
-    report["judge_stats"] = judge.stats()
-    return result, report
-
-
-def gold_of(judge, data_dir: Path | None):
-    """On tldr-synth the gold judge scores every labeller's agreement, whatever the labeller is."""
-    gold = getattr(judge, "gold", None)
-    if gold is None and data_dir is not None and (Path(data_dir) / "facts.jsonl").is_file():
-        from nplus.tasks.gold import GoldJudge
-
-        gold = GoldJudge.from_dir(data_dir)
-    return gold
-
-
 def run_label(cfg: LabelConfig) -> dict:
-    from nplus.rundir import atomic_write_json, save_dataset
-
     out = Path(cfg.out)
     if out.exists():
         raise LabelInputError(f"--out {out} exists: choose a new directory (a labelled dataset is never overwritten)")
@@ -163,28 +99,3 @@ def run_label(cfg: LabelConfig) -> dict:
     return {**report, "out": str(out)}
 
 
-SYNTH_JUDGES = tuple(s.split(":", 1)[1] for s in SYNTH_COMPARISONS if ":" in s)
-"""``task.comparisons_source = "tldr-synth:<judge>"``: the embedded corpus's training pairs relabelled in the
-pipeline by one of these judges (nplus label's defaults), so a study needs no labelling step of its own."""
-
-
-def synth_relabelled(data_dir: Path, judge_name: str, cache: Path) -> Path:
-    """The tldr-synth comparisons in ``data_dir`` with the training split relabelled by ``judge_name`` (cached
-    once per corpus and judge): a comparisons directory with its label.json, as ``nplus label`` writes it."""
-    from nplus.rundir import artifact, atomic_write_json, save_dataset
-
-    if judge_name not in SYNTH_JUDGES:
-        raise LabelInputError(f"tldr-synth:{judge_name}: valid judges are {', '.join(SYNTH_JUDGES)}")
-    cfg = LabelConfig(out=Path("-"), judge=judge_name)  # the defaults of `nplus label --judge judge_name`
-    with artifact(cache, "labels", f"{data_dir.name}-{judge_name}-v1") as (path, built):
-        if not built:
-            from nplus.data.loader import load_comparisons
-
-            judge = _judge(cfg, data_dir)
-            worker = f"judge:{getattr(judge, 'model', judge_name)}"
-            result, report = relabel(load_comparisons("tldr-synth", data_dir), judge, gold_of(judge, data_dir),
-                                     cfg.splits, None, worker,
-                                     {"judge": judge_name, "worker": worker, "input": "tldr-synth"})
-            save_dataset(result, path / "comparisons")
-            atomic_write_json(path / "label.json", report)
-    return path

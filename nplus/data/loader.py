@@ -15,9 +15,6 @@ Every loaded dataset is checked against the public schema (reference/DETAILS.md 
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,14 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
 
+from nplus.data.sources import HUB_NAME, hub_errors, hub_offline, hub_unreachable
+
 SYNTH = "tldr-synth"
 SFT_HUB = "vwxyzjn/summarize_from_feedback_tldr_3_filtered"
 COMPARISONS_HUB = "openai/summarize_from_feedback"
 COMPARISONS_CONFIG = "comparisons"
-# How long to wait for the hub before giving up (the datasets library itself retries for ~20 s).
-HUB_PROBE_TIMEOUT_S = 3.0
-
-_HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 _FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json"}
 
 
@@ -101,7 +96,7 @@ def _load(source: str, data_dir: Path | None, kind: str, hub_config: str | None)
         return _as_dict(load_from_disk(str(path)))
     if Path(source).exists():
         return _load_local(Path(source), kind)
-    if _HUB_NAME.match(source):
+    if HUB_NAME.match(source):
         return _load_hub(source, hub_config)
     raise DataSourceError(f"unknown data source {source!r}: expected {SYNTH!r}, an existing local path, "
                           f"or a hub dataset name such as {SFT_HUB!r}")
@@ -128,25 +123,6 @@ def _load_local(path: Path, kind: str) -> DatasetDict:
     return _as_dict(load_dataset(str(path)))
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _hub_unreachable() -> str | None:
-    """Why the hub endpoint cannot be reached (a short TCP probe), or None if it can."""
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
-    except OSError as e:
-        return f"{url.hostname}:{port} unreachable: {e}"
-    return None
-
-
 def how_to_download(name: str, config: str | None) -> str:
     """Instructions for getting a hub dataset onto a machine without hub access."""
     revision = " --revision refs/convert/parquet" if config else ""
@@ -160,21 +136,15 @@ def how_to_download(name: str, config: str | None) -> str:
             "If the dataset is already in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use it.")
 
 
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    return (OSError, ConnectionError, HfHubHTTPError)
-
-
 def _load_hub(name: str, config: str | None) -> DatasetDict:
-    if not _hub_offline():
-        reason = _hub_unreachable()
+    if not hub_offline():
+        reason = hub_unreachable()
         if reason:
             raise DataSourceError(f"cannot load {name!r} from the Hugging Face hub ({reason}).\n"
                                   + how_to_download(name, config))
     try:
         return _as_dict(load_dataset(name, config) if config else load_dataset(name))
-    except _hub_errors() as e:
+    except hub_errors() as e:
         raise DataSourceError(f"cannot load {name!r} from the Hugging Face hub ({type(e).__name__}: {e}).\n"
                               + how_to_download(name, config)) from e
 

@@ -32,8 +32,8 @@ from nplus.data.formatting import (
     QUERY_TEMPLATE,
     TRUNCATION_MODES,
     DataBuildError,
-    _encode_batch,
-    _encode_many,
+    encode_batch,
+    encode_many,
     check_choice,
     format_query,
 )
@@ -82,7 +82,7 @@ def _truncate_at_newlines(subreddit, title, post, tokenizer, max_tokens) -> Enco
     batch_size = 1
     while cuts := list(islice(candidates, batch_size)):
         texts = [format_query(subreddit, title, post[:k]) for k in cuts]
-        for text, ids in zip(texts, _encode_many(tokenizer, texts)):
+        for text, ids in zip(texts, encode_many(tokenizer, texts)):
             if len(ids) <= max_tokens:
                 return EncodedQuery(ids, text, truncated=tried > 0)
             tried += 1
@@ -148,7 +148,7 @@ def encode_queries(
         else:
             todo.append(row)
     texts = [format_query(*row) for row in todo]
-    all_ids, encodings = _encode_batch(tokenizer, texts)
+    all_ids, encodings = encode_batch(tokenizer, texts)
     over: list[tuple[tuple, str, list[int], object]] = []  # (row, text, ids, encoding or None)
     for i, (row, text, ids) in enumerate(zip(todo, texts, all_ids)):
         if len(ids) <= max_tokens:
@@ -282,7 +282,7 @@ REGEX_MARGIN = {"byte_level": 2, "fact_split": 12}
 
 def _regex_margin(pre) -> int | None:
     """The regex term of K for a pre-tokenizer's state (premise c or c'), or None when neither holds."""
-    from nplus.tasks.tokenizer import FACT_PATTERN, GPT2_PATTERN
+    from nplus.tasks.tokenizer import FACT_PATTERN, GPT2_PATTERN  # here: tokenizers, only for the fast path
 
     def byte_level(d, use_regex: bool) -> bool:
         return (isinstance(d, dict) and d.get("type") == "ByteLevel" and set(d) <= _BYTE_LEVEL_KEYS
@@ -520,7 +520,7 @@ def _truncate_fast(
         pending = still
     # canary: the tokenizer itself must give the composed ids for every kept query
     texts = [format_query(scan.row[0], scan.row[1], scan.post[:cut]) for scan, cut, _ in found]
-    for (scan, _, ids), text, real in zip(found, texts, _encode_many(tokenizer, texts)):
+    for (scan, _, ids), text, real in zip(found, texts, encode_many(tokenizer, texts)):
         result[scan.row] = EncodedQuery(real, text, truncated=True) if real == ids else None
     return result
 

@@ -20,7 +20,8 @@ import numpy as np
 import tyro
 
 from nplus.evaluation import metrics
-from nplus.evaluation.judges import GoldJudgeAdapter, Judge, judge_against_reference, make_judge
+from nplus.evaluation.judge_factory import make_judge
+from nplus.evaluation.judges import GoldJudgeAdapter, Judge, judge_against_reference
 from nplus.evaluation.rouge import rouge_scores
 from nplus.rundir import atomic_write_json, atomic_write_text, check_writable_dir
 

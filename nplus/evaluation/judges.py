@@ -17,6 +17,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from nplus.evaluation.parser import Choice
+from nplus.tasks.gold import GoldJudge
 
 Status = Literal["ok", "unparseable", "failed"]
 Outcome = Literal["win", "loss", "tie", "unparseable", "failed"]
@@ -115,8 +116,6 @@ class GoldJudgeAdapter(Judge):
     @classmethod
     def from_dir(cls, data_dir: Path) -> "GoldJudgeAdapter":
         """Load the gold judge from a ``tldr-synth`` data directory (its ``facts.jsonl``)."""
-        from nplus.tasks.gold import GoldJudge
-
         return cls(GoldJudge.from_dir(data_dir), model=f"tldr-synth-gold:{Path(data_dir).name}")
 
     def unknown_posts(self, posts: Sequence[str]) -> list[int]:
@@ -214,21 +213,6 @@ class HFJudge(Judge):
             # the token at position start + j is predicted by the logits at start + j - 1
             totals.append(sum(logprobs[row, start + j - 1, tok].item() for j, tok in enumerate(cont)))
         return totals[0], totals[1]
-
-
-def make_judge(kind: Literal["gold", "openai", "hf"], **options: Any) -> Judge:
-    """Build a judge by name: ``gold`` takes ``data_dir``; ``openai`` takes ``OpenAIJudge``'s arguments
-    (``model`` defaults to gpt-3.5-turbo-0125, the paper's judge); ``hf`` takes ``model`` (a local directory)
-    and ``device``."""
-    if kind == "gold":
-        return GoldJudgeAdapter.from_dir(options["data_dir"])
-    if kind == "openai":
-        from nplus.evaluation.openai_judge import OpenAIJudge  # lazy: openai_judge imports this module
-
-        return OpenAIJudge(**{"model": "gpt-3.5-turbo-0125", **options})
-    if kind == "hf":
-        return HFJudge.from_path(options["model"], device=options.get("device"))
-    raise ValueError(f"unknown judge {kind!r}; expected gold, openai or hf")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The OpenAI API judge: a chat model behind any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-``OpenAIJudge`` implements the ``Judge`` interface of ``nplus.evaluation.judges`` (``make_judge("openai", ...)``
-builds one) with bounded concurrency, retries with jittered exponential back-off, an append-only reply cache
-(``ReplyCache``, keyed by ``cache_key``) and a pre-flight cost estimate (``estimate_cost``). Problems no retry
-can fix raise ``JudgeConfigError``. The API key is read from the environment only; see docs/evaluation.md.
+``OpenAIJudge`` implements the ``Judge`` interface of ``nplus.evaluation.judges``
+(``nplus.evaluation.judge_factory.make_judge("openai", ...)`` builds one) with bounded concurrency, retries with
+jittered exponential back-off, an append-only reply cache (``ReplyCache``, keyed by ``cache_key``) and a
+pre-flight cost estimate (``estimate_cost``). Problems no retry can fix raise ``JudgeConfigError``. The API key
+is read from the environment only; see docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import torch
 
 from nplus.models import lm_logits
 from nplus.ops import logprobs_of
+from nplus.data.formatting import preference_response_ids_many
+from nplus.tasks.summaries import fact_check_pairs
 
 # Facts only the post body gives, restated token for token from it (the title carries relation and event).
 BODY_FACTS = ("narrator", "counterpart", "duration", "feeling")
@@ -90,9 +92,6 @@ def fact_check_sequences(posts: Sequence, query_ids: Sequence[Sequence[int]], to
     un-padded query ids, the minimal pairs of ``nplus.tasks.summaries.fact_check_pairs`` encoded as the RM scores
     a comparison summary (leading space, EOS per details.preference_eos). → right (N, L), wrong (N, L) right-padded
     query + summary ids, and the N slots."""
-    from nplus.data.formatting import preference_response_ids_many
-    from nplus.tasks.summaries import fact_check_pairs
-
     rows: list[tuple[list[int], str, str, str]] = []
     for i, (post, q) in enumerate(zip(posts, query_ids)):
         rows += [(list(q), slot, right, wrong) for slot, right, wrong in fact_check_pairs(post, seed + i)]

@@ -30,6 +30,8 @@ from nplus.data.formatting import format_query
 from nplus.evaluation.probes import copy_probe
 from nplus.models import BASE_DROPOUT, LADDER_DROPOUT_KEYS, count_parameters, ladder_config, set_dropout
 from nplus.stages.common import MetricsLog, check_finite, progress, seed_everything, set_lr
+from nplus.rundir import fault_point, share_file_modes
+from nplus.tasks.synth import pretraining_posts
 
 # Spans of the induction phase: random tokens, each repeated once after a random gap. Offsets must vary: a
 # fixed-length repeat [x, x] is solved by a head that looks back a fixed distance, which copies nothing else.
@@ -48,8 +50,6 @@ def pretraining_texts(sft_train, corpus: str, extra_posts: int = 0, synth_seed: 
 
     texts = [doc(r["subreddit"], r["title"], r["post"], r["summary"]) for r in sft_train]
     if extra_posts:
-        from nplus.tasks.synth import pretraining_posts
-
         texts += [doc(p.subreddit, p.title, p.text, p.reference) for p in pretraining_posts(synth_seed, extra_posts)]
     return texts
 
@@ -174,8 +174,6 @@ def save_checkpoint(path: Path, step: int, model, opt: torch.optim.Optimizer, ge
                     losses: list[float], identity: str) -> None:
     from safetensors.torch import save_file
 
-    from nplus.rundir import fault_point, share_file_modes
-
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
     for i, p in enumerate(model.parameters()):
         for k, v in opt.state.get(p, {}).items():
@@ -218,6 +216,36 @@ def load_checkpoint(path: Path, model, opt: torch.optim.Optimizer, gen: torch.Ge
     return int(meta["step"]), tensors["losses"].tolist()
 
 
+def language_batch(m, stream: torch.Tensor, starts: torch.Tensor, tldr: torch.Tensor, V: int, gen: torch.Generator,
+                   eos_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A language-phase batch: (B, S + 1) document windows, the first rows replaced by span rows
+    (model.pretrain_span_mix), and the (B, S) target weights (None when TL;DR targets weigh as the rest)."""
+    n_span_rows = round(m.pretrain_batch * m.pretrain_span_mix)
+    weights = None
+    pos = document_batch(stream, starts, m.pretrain_batch, m.pretrain_seq_len, gen)  # (B, S + 1)
+    window = stream[pos]
+    if m.pretrain_tldr_weight != 1:  # TL;DR targets weigh more: they are where reading the post pays
+        weights = 1 + (m.pretrain_tldr_weight - 1) * tldr[pos[:, 1:]].float()  # (B, S)
+    if n_span_rows:
+        window[:n_span_rows] = span_batch(n_span_rows, m.pretrain_seq_len, V, gen, eos_id)
+        if weights is not None:
+            weights[:n_span_rows] = 1
+    return window, weights
+
+
+def check_copy_bar(model, m, V: int, copy_bar: float, induction_lr: float, log: MetricsLog, step: int, bar) -> None:
+    """At the end of the induction phase: log copy_gain and raise InductionNotFormed when it is under ``copy_bar``
+    (before the checkpoint: a rerun of this configuration fails here again)."""
+    gain = copy_probe(model, V)["copy_gain"]
+    log.log(step, **{"base/copy_gain": gain})
+    if gain < copy_bar:
+        bar.close()
+        raise InductionNotFormed(
+            f"base {m.name}: copy_gain {gain:.2f} < {copy_bar} after the {m.pretrain_induction_steps} "
+            f"induction updates (peak lr {induction_lr:.2e}): the induction circuit did not form; lower "
+            "model.pretrain_lr or raise model.pretrain_induction_steps (docs/tldr-synth.md, section The ladder)")
+
+
 def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: int | None = None,
                   probe=None, checkpoint: Path | None = None, checkpoint_every: int = 250,
                   copy_bar: float | None = None) -> dict:
@@ -240,9 +268,8 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     # default" that details.dropout=model_default re-enables downstream.
     set_dropout(model, "disabled")
     model.train()
-    steps = total = m.pretrain_induction_steps + m.pretrain_steps
-    if stop_after is not None:
-        steps = min(total, stop_after)
+    total = m.pretrain_induction_steps + m.pretrain_steps
+    steps = total if stop_after is None else min(total, stop_after)
     # Only the language phase and the manifest read the token stream: a replay of the first updates, all of the
     # induction phase, skips building it (15-30 s for the demo corpus on 2 cores).
     if stop_after is None or steps > m.pretrain_induction_steps:
@@ -259,24 +286,15 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     log = MetricsLog(out_dir / "metrics.jsonl", "base")
     if first:
         _truncate_log(out_dir / "metrics.jsonl", first)
-    n_span_rows = round(m.pretrain_batch * m.pretrain_span_mix)
     bar = progress(steps, f"base {m.name}")
     bar.update(first)
     t_train = time.time()
     for step in range(first, steps):
         set_lr(opt, recipe_lr(induction_lr, language_lr, step, m.pretrain_induction_steps, m.pretrain_steps))
-        weights = None
         if step < m.pretrain_induction_steps:  # 1. induction phase
-            window = span_batch(m.pretrain_batch, m.pretrain_span_len, V, gen, tokenizer.eos_token_id)
-        else:  # 2. language phase: document windows, the first rows replaced by span rows
-            pos = document_batch(stream, starts, m.pretrain_batch, m.pretrain_seq_len, gen)  # (B, S + 1)
-            window = stream[pos]
-            if m.pretrain_tldr_weight != 1:  # TL;DR targets weigh more: they are where reading the post pays
-                weights = 1 + (m.pretrain_tldr_weight - 1) * tldr[pos[:, 1:]].float()  # (B, S)
-            if n_span_rows:
-                window[:n_span_rows] = span_batch(n_span_rows, m.pretrain_seq_len, V, gen, tokenizer.eos_token_id)
-                if weights is not None:
-                    weights[:n_span_rows] = 1
+            window, weights = span_batch(m.pretrain_batch, m.pretrain_span_len, V, gen, tokenizer.eos_token_id), None
+        else:  # 2. language phase
+            window, weights = language_batch(m, stream, starts, tldr, V, gen, tokenizer.eos_token_id)
         logits = model(input_ids=window[:, :-1], use_cache=False).logits  # (B, S, V)
         loss = weighted_lm_loss(logits, window[:, 1:], weights)
         check_finite(loss, "base", step)
@@ -292,14 +310,7 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
         bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="induction" if step < m.pretrain_induction_steps else "language")
         done = step + 1
         if copy_bar is not None and done == m.pretrain_induction_steps:  # the circuit must be there by now
-            gain = copy_probe(model, V)["copy_gain"]
-            log.log(step, **{"base/copy_gain": gain})
-            if gain < copy_bar:  # before the checkpoint: a rerun of this configuration fails here again
-                bar.close()
-                raise InductionNotFormed(
-                    f"base {m.name}: copy_gain {gain:.2f} < {copy_bar} after the {m.pretrain_induction_steps} "
-                    f"induction updates (peak lr {induction_lr:.2e}): the induction circuit did not form; lower "
-                    "model.pretrain_lr or raise model.pretrain_induction_steps (docs/tldr-synth.md, section The ladder)")
+            check_copy_bar(model, m, V, copy_bar, induction_lr, log, step, bar)
         # the last one too: the caller deletes it once the manifest is written, so a crash after training costs nothing
         if checkpoint is not None and stop_after is None and (done % checkpoint_every == 0
                                                               or done in (m.pretrain_induction_steps, steps)):
@@ -314,8 +325,7 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     model.eval()
     return {"loss": losses[-1], "first_losses": losses[:8], "params": count_parameters(model), "tokens": int(stream.numel()),
             "model": model, "hidden": model.config.hidden_size, "resumed_at": first, "updates": steps,
-            "train_time_s": train_time,
-            "documents": int(starts.numel()), "stream": stream, **copy_probe(model, V), **(probe(model) if probe else {})}
+            "train_time_s": train_time, "documents": int(starts.numel()), "stream": stream, **copy_probe(model, V), **(probe(model) if probe else {})}
 
 
 def _truncate_log(path: Path, first: int) -> None:

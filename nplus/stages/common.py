@@ -257,11 +257,6 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
     return Samples(responses, logprobs)
 
 
-def batched(tensor: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, tensor.size(0), size):
-        yield tensor[start:start + size]
-
-
 def decode_responses(tokenizer, responses: torch.Tensor) -> list[str]:
     """(B, T) responses truncated after EOS → their texts, pads and EOS left out (the text judges and rules read)."""
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id

@@ -1,7 +1,8 @@
 """The critic-free online algorithms: RLOO, REINFORCE with a baseline, and GRPO.
 
-They share PPO's rollout (sampling, truncation after EOS, score of reward.source, EOS penalty, per-token KL: nplus/stages/ppo.py)
-and differ from it, and from each other, only in the advantage of a response and the loss:
+They share the online framework with PPO (nplus/stages/online.py: sampling, truncation after EOS, score of
+reward.source, EOS penalty, per-token KL) and differ from it, and from each other, only in the advantage of a
+response and the loss:
 
 - rloo (Ahmadian et al. 2024): k responses per prompt; A_i = R_i − mean of the other k − 1 rewards, with
   R = score − β·Σ KL (details.kl_placement); one REINFORCE step per batch (details.pg_update).
@@ -26,8 +27,8 @@ from nplus.config import Config
 from nplus.models import RewardNormalization, load_causal_lm, set_dropout
 from nplus.rewards import TrainingReward
 from nplus.stages.common import dist, lr_at, progress, set_lr
-from nplus.stages.ppo import (Actor, Rollout, end_update, finish_online, query_stream, rollout, rollout_logprobs_now,
-                              rollout_metrics, start_online, train_epochs)
+from nplus.stages.online import (Actor, Rollout, end_update, finish_online, query_stream, rollout, rollout_logprobs_now,
+                                 rollout_metrics, start_online, train_epochs)
 
 
 def kl_details(cfg: Config) -> tuple[str, str]:
@@ -111,7 +112,7 @@ def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNorm
         rows = D.rank_slice(next(prompt_order)).repeat_interleave(k, 0)
         queries = train_queries[rows].to(D.device)
         t_rollout = time.perf_counter()
-        # 1–4. rollout, exactly as PPO's (the KL with the algorithm's estimator)
+        # 1–4. rollout, exactly as PPO's (online.rollout; the KL with the algorithm's estimator)
         ro = rollout(cfg, o.actor, o.ref_policy, o.score, queries, o.posts_of(rows), pad_id, eos_id, o.sample_gen, estimator)
         t_train = time.perf_counter()
         if update == 1:

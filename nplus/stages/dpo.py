@@ -24,7 +24,7 @@ from nplus.evaluation.metrics import rm_accuracy_report
 from nplus.models import count_parameters, load_causal_lm, set_dropout
 from nplus.stages.common import (MetricsLog, as_tensor, check_finite, dist, lr_at, make_optimizer, minibatches,
                                  progress, seed_everything, set_lr)
-from nplus.stages.ppo import SANITY_TOL, Actor, response_logits, response_logprobs
+from nplus.stages.online import SANITY_TOL, Actor, response_logits, response_logprobs
 
 
 def pair_inputs(query_tokens: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,6 +50,32 @@ def left_pad(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return out
 
 
+def validation_accuracy(rm, validation, max_rm_eval: int, pad_id: int, reward_token: str, gold=None):
+    """Scores of the first ``max_rm_eval`` validation pairs → (chosen scores, rejected scores, accuracy report,
+    accuracy against the gold judge or None): does the RM order each pair as gold does (whatever the label says)?"""
+    val = validation.select(range(min(max_rm_eval, len(validation))))
+    sc = score_sequences(rm, as_tensor(val["query_chosen_token"]), pad_id, reward_token)
+    sr = score_sequences(rm, as_tensor(val["query_rejected_token"]), pad_id, reward_token)
+    acc = rm_accuracy_report(sc.numpy(), sr.numpy(), list(val["split"]), [e["confidence"] for e in val["extra"]])
+    accuracy_gold = None
+    if gold is not None:
+        posts = [i["post"] for i in val["info"]]
+        gold_chosen = [gold.compare(p, c, r).choice == "A" for p, c, r in zip(posts, val["chosen"], val["rejected"])]
+        accuracy_gold = float(np.mean([(a > b) == g for a, b, g in zip(sc.tolist(), sr.tolist(), gold_chosen)]))
+    return sc, sr, acc, accuracy_gold
+
+
+def fact_checks(rm, sft_dir: Path, device: torch.device, fact_check, pad_id: int, reward_token: str) -> dict:
+    """The share of tldr-synth's minimal pairs (right (N, L), wrong (N, L) ids, N slots) the RM ranks right, and the
+    same pairs by the SFT model's likelihood: what the RM's initial weights know, to read the former against."""
+    right, wrong, slots = fact_check
+    checks = fact_check_accuracy(score_sequences(rm, right, pad_id, reward_token).tolist(),
+                                 score_sequences(rm, wrong, pad_id, reward_token).tolist(), slots)
+    checks["fact_check_sft_likelihood"] = likelihood_fact_check(load_causal_lm(sft_dir).to(device), right.to(device),
+                                                                wrong.to(device), pad_id)
+    return checks
+
+
 def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_dir: Path, log_path: Path,
              policy_sample_fn=None, gold=None, fact_check=None) -> dict:
     """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset; ``gold``
@@ -101,25 +127,12 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     if not D.is_main:  # evaluation, normalization and saving happen once, on the main process
         D.barrier()
         return {}
-    # 3. validation accuracy
-    val = pref["validation"].select(range(min(cfg.task.max_rm_eval, len(pref["validation"]))))
-    sc = score_sequences(rm, as_tensor(val["query_chosen_token"]), pad_id, d.reward_token)
-    sr = score_sequences(rm, as_tensor(val["query_rejected_token"]), pad_id, d.reward_token)
-    acc = rm_accuracy_report(sc.numpy(), sr.numpy(), list(val["split"]), [e["confidence"] for e in val["extra"]])
-    # against the gold judge: does the RM order each validation pair as gold does (whatever the label says)?
-    accuracy_gold = None
-    if gold is not None:
-        posts = [i["post"] for i in val["info"]]
-        gold_chosen = [gold.compare(p, c, r).choice == "A" for p, c, r in zip(posts, val["chosen"], val["rejected"])]
-        accuracy_gold = float(np.mean([(a > b) == g for a, b, g in zip(sc.tolist(), sr.tolist(), gold_chosen)]))
+    # 3. validation accuracy (and against the gold judge, the fact checks)
+    sc, sr, acc, accuracy_gold = validation_accuracy(rm, pref["validation"], cfg.task.max_rm_eval, pad_id,
+                                                     d.reward_token, gold)
     checks = {}
     if fact_check is not None:
-        right, wrong, slots = fact_check
-        checks = fact_check_accuracy(score_sequences(rm, right, pad_id, d.reward_token).tolist(),
-                                     score_sequences(rm, wrong, pad_id, d.reward_token).tolist(), slots)
-        # the same pairs by the SFT model's likelihood: what the RM's initial weights know, to read the above against
-        checks["fact_check_sft_likelihood"] = likelihood_fact_check(load_causal_lm(sft_dir).to(D.device), right.to(D.device),
-                                                                    wrong.to(D.device), pad_id)
+        checks = fact_checks(rm, sft_dir, D.device, fact_check, pad_id, d.reward_token)
     # 4. normalization from SFT reference summaries (and, for lmhp's variant, SFT policy samples)
     refs = as_tensor(sft_train.select(range(min(len(sft_train), 2000)))["query_reference_response_token"])
     ref_scores = score_sequences(rm, refs, pad_id, d.reward_token)

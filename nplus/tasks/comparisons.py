@@ -6,7 +6,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from nplus.tasks.posts import Post, _pick
+from nplus.tasks.posts import Post, pick
 from nplus.tasks.summaries import POLICIES, POLICY_WEIGHTS, policy_summary
 
 # Annotators prefer u = gold score + length_bias · ln(words); P(A ≻ B) = σ((u_A − u_B) / τ). τ is set so that
@@ -53,7 +53,7 @@ def make_comparisons(posts: list[Post], n: int, split: str, batches: tuple[int, 
     rows = []
     worker_weights = [w.weight for w in workers]
     for i in range(n):
-        post = _pick(rng, posts)
+        post = pick(rng, posts)
         first, second = rng.choices(POLICIES, weights=POLICY_WEIGHTS, k=2)
         while second == first == "ref":  # the reference exists once; a ref–ref pair would be identical
             second = rng.choices(POLICIES, weights=POLICY_WEIGHTS)[0]

@@ -28,15 +28,15 @@ def pronouns(gender: str) -> dict[str, str]:
     return {"he": he, "him": him, "his": his, "himself": himself, "He": he.capitalize(), "His": his.capitalize()}
 
 
-def _fill(template: str, fields: dict[str, str]) -> str:
+def fill(template: str, fields: dict[str, str]) -> str:
     return template.format(**fields)
 
 
-def _pick(rng: random.Random, options):
+def pick(rng: random.Random, options):
     return options[rng.randrange(len(options))]
 
 
-def _age_token(age: int, gender: str) -> str:
+def age_token(age: int, gender: str) -> str:
     return f"{age}{gender}"
 
 
@@ -59,14 +59,14 @@ def _counterpart_age(rng: random.Random, rel: Relation, narrator_age: int) -> in
 def draw_facts(rng: random.Random) -> tuple[str, dict, str]:
     """(subreddit, facts, counterpart gender) of a new post."""
     sub = rng.choices(SUBREDDITS, weights=[s.weight for s in SUBREDDITS])[0]
-    event = EVENT[_pick(rng, sub.events)]
+    event = EVENT[pick(rng, sub.events)]
     if sub.name == "legaladvice":
         candidates = [r for r in event.relations if RELATION[r].kind in ("legal", "work")] or list(event.relations)
     else:
         candidates = [r for r in event.relations if RELATION[r].kind != "legal"] or list(event.relations)
-    rel = RELATION[_pick(rng, candidates)]
-    gender = rel.gender or _pick(rng, ("M", "F"))
-    narrator_gender = _pick(rng, ("M", "F"))
+    rel = RELATION[pick(rng, candidates)]
+    gender = rel.gender or pick(rng, ("M", "F"))
+    narrator_gender = pick(rng, ("M", "F"))
     narrator_age = rng.randint(18, 45)
     kind = "tifu" if event.actor == "me" else rel.kind
     asks = [a.name for a in ASKS if kind in a.kinds and (a.name != "money_back" or event.name in MONEY_EVENTS)]
@@ -74,11 +74,11 @@ def draw_facts(rng: random.Random) -> tuple[str, dict, str]:
     facts = {
         "event": event.name,
         "relation": rel.name,
-        "ask": _pick(rng, asks) if asks and rng.random() < sub.ask_rate else None,
+        "ask": pick(rng, asks) if asks and rng.random() < sub.ask_rate else None,
         "duration": _duration(rng) if rng.random() < 0.85 else None,
-        "feeling": _pick(rng, feelings) if rng.random() < 0.85 else None,
-        "narrator": _age_token(narrator_age, narrator_gender),
-        "counterpart": _age_token(_counterpart_age(rng, rel, narrator_age), gender),
+        "feeling": pick(rng, feelings) if rng.random() < 0.85 else None,
+        "narrator": age_token(narrator_age, narrator_gender),
+        "counterpart": age_token(_counterpart_age(rng, rel, narrator_age), gender),
     }
     return sub.name, facts, gender
 
@@ -114,8 +114,8 @@ FEELING_SENTENCES: tuple[str, ...] = (
 
 def _fields(facts: dict, gender: str, rng: random.Random) -> dict[str, str]:
     """Template fields of a post: pronouns, relation, ages, duration, and one draw of each distractor slot."""
-    state = _pick(rng, STATES)
-    job = _pick(rng, JOBS)
+    state = pick(rng, STATES)
+    job = pick(rng, JOBS)
     return {
         **pronouns(gender),
         "rel": facts["relation"],
@@ -123,21 +123,21 @@ def _fields(facts: dict, gender: str, rng: random.Random) -> dict[str, str]:
         "ca": facts["counterpart"].upper(),
         "dur": facts["duration"] or "",
         "feeling": facts["feeling"] or "",
-        "pet": _pick(rng, PETS),
-        "pet_name": _pick(rng, PET_NAMES),
+        "pet": pick(rng, PETS),
+        "pet_name": pick(rng, PET_NAMES),
         "a_job": ("an " if job[0] in "aeiou" else "a ") + job,
         "state": state,
         "state_city": f"town here in {state}",
-        "hobby": _pick(rng, HOBBIES),
-        "place": _pick(rng, PLACES),
-        "country": _pick(rng, COUNTRIES),
+        "hobby": pick(rng, HOBBIES),
+        "place": pick(rng, PLACES),
+        "country": pick(rng, COUNTRIES),
     }
 
 
 def _title(facts: dict, fields: dict[str, str], rng: random.Random) -> str:
     """A short question or statement derived from the facts, as Reddit titles are."""
     event = EVENT[facts["event"]]
-    vp = _fill(event.title, fields)
+    vp = fill(event.title, fields)
     if event.actor == "me":
         return f"TIFU by {vp}"
     options = [
@@ -148,9 +148,9 @@ def _title(facts: dict, fields: dict[str, str], rng: random.Random) -> str:
         f"Need advice: my {fields['rel']} {vp}",
     ]
     if facts["ask"]:
-        q = _fill(_pick(rng, ASK[facts["ask"]].summary), fields)
+        q = fill(pick(rng, ASK[facts["ask"]].summary), fields)
         options.append(f"My {fields['rel']} {vp}, {q}")
-    return _pick(rng, options)
+    return pick(rng, options)
 
 
 def _target_words(rng: random.Random) -> tuple[int, bool]:
@@ -166,7 +166,7 @@ def _words(paragraphs: list[list[str]]) -> int:
 
 def _distractor_pool(fields: dict[str, str], rng: random.Random) -> list[str]:
     """All distractor sentences in a random order (each template once, so long posts stay varied)."""
-    pool = [_fill(t, fields) for t in DISTRACTORS]
+    pool = [fill(t, fields) for t in DISTRACTORS]
     rng.shuffle(pool)
     return pool
 
@@ -177,17 +177,17 @@ def render_post(facts: dict, gender: str, rng: random.Random) -> tuple[str, str,
     event = EVENT[facts["event"]]
     rel = RELATION[facts["relation"]]
     with_dur, without_dur = BONDS[rel.kind]
-    bond = _fill(_pick(rng, with_dur if facts["duration"] else without_dur), fields)
-    intro = _fill(_pick(rng, INTROS), {**fields, "bond": bond})
-    core: list[list[str]] = [[intro], [_fill(_pick(rng, event.post), fields)]]
+    bond = fill(pick(rng, with_dur if facts["duration"] else without_dur), fields)
+    intro = fill(pick(rng, INTROS), {**fields, "bond": bond})
+    core: list[list[str]] = [[intro], [fill(pick(rng, event.post), fields)]]
     if facts["feeling"]:
-        core.append([_fill(_pick(rng, FEELING_SENTENCES), fields)])
+        core.append([fill(pick(rng, FEELING_SENTENCES), fields)])
     if facts["ask"]:
-        core.append([_fill(_pick(rng, ASK[facts["ask"]].post), fields)])
+        core.append([fill(pick(rng, ASK[facts["ask"]].post), fields)])
     target, long = _target_words(rng)
 
-    opener = [_fill(_pick(rng, OPENERS), fields)] if rng.random() < 0.3 else []
-    edits = [_fill(_pick(rng, EDITS), fields)] if rng.random() < 0.3 else []
+    opener = [fill(pick(rng, OPENERS), fields)] if rng.random() < 0.3 else []
+    edits = [fill(pick(rng, EDITS), fields)] if rng.random() < 0.3 else []
     used = opener + edits
     pool = _distractor_pool(fields, rng)
     neutral = list(NEUTRAL)
@@ -205,10 +205,10 @@ def render_post(facts: dict, gender: str, rng: random.Random) -> tuple[str, str,
             backstory[-1].append(sentence)
         else:
             sentence = neutral.pop()
-            _pick(rng, core[1:]).append(sentence)
+            pick(rng, core[1:]).append(sentence)
         words += len(sentence.split())
     if facts["ask"] and rng.random() < 0.3:
-        core[-1].append(_pick(rng, FILLER_SENTENCES))
+        core[-1].append(pick(rng, FILLER_SENTENCES))
     blocks = [" ".join(p) for p in (opener, core[0], *backstory, *core[1:], edits) if p]
     # A few long posts come as one wall of text: newline truncation cannot help there.
     sep = " " if long and rng.random() < 0.2 else "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import re
 
-from nplus.tasks.posts import Post, _age_token, _fill, _pick, pronouns
+from nplus.tasks.posts import Post, age_token, fill, pick, pronouns
 from nplus.tasks.world import (ASK, ASKS, EVENT, EVENTS, FEELINGS, RELATION, RELATIONS, SLOTS, SUMMARY_FILLERS_PREFIX,
                                SUMMARY_FILLERS_SUFFIX, Event)
 
@@ -34,7 +34,7 @@ def _counterpart_phrase(facts: dict, fields: dict[str, str], rng: random.Random)
     if facts["counterpart"]:
         head += f" ({facts['counterpart'].upper()})"
     if facts["duration"]:
-        head += " " + _pick(rng, DURATION_PHRASES[rel.kind if rel else "legal"]).format(dur=facts["duration"])
+        head += " " + pick(rng, DURATION_PHRASES[rel.kind if rel else "legal"]).format(dur=facts["duration"])
     return head
 
 
@@ -43,7 +43,7 @@ def _narrator_event_clauses(facts: dict, event: Event, fields: dict[str, str], r
     rel = RELATION[facts["relation"]] if facts["relation"] else None
     word = (rel.short if rng.random() < 0.3 else rel.name) if rel else VAGUE_COUNTERPART
     subject = f"I ({facts['narrator'].upper()})" if facts["narrator"] else "I"
-    clauses = [f"{subject} {_fill(_pick(rng, event.vp), {**fields, 'rel': word})}."]
+    clauses = [f"{subject} {fill(pick(rng, event.vp), {**fields, 'rel': word})}."]
     context = []
     if facts["counterpart"]:
         context.append(f"{fields['he']} ({facts['counterpart'].upper()})")
@@ -59,7 +59,7 @@ def _counterpart_event_clauses(facts: dict, event: Event | None, fields: dict[st
                                rng: random.Random) -> list[str]:
     """"I (24F) found out my bf (26M) of 2 years cheated on me." and variants."""
     who = _counterpart_phrase(facts, fields, rng)
-    vp = _fill(_pick(rng, event.vp), fields) if event else _pick(rng, GENERIC_VPS)
+    vp = fill(pick(rng, event.vp), fields) if event else pick(rng, GENERIC_VPS)
     narrator = facts["narrator"].upper() if facts["narrator"] else None
     style = rng.randrange(3) if narrator else 3
     if style == 0:
@@ -76,8 +76,8 @@ def ask_clause(facts: dict, fields: dict[str, str], rng: random.Random, post: st
     ``post`` states this ask (a summary copies the question), else a summary phrasing of it. The draw is made
     either way, so the rest of the summary's template draws do not depend on whether the post is given."""
     ask = ASK[facts["ask"]]
-    phrased = _fill(_pick(rng, ask.summary), fields)
-    for question in (_fill(q, fields) for q in ask.post):
+    phrased = fill(pick(rng, ask.summary), fields)
+    for question in (fill(q, fields) for q in ask.post):
         if post is not None and question in post:
             return question, True
     return phrased, False
@@ -96,7 +96,7 @@ def compose_summary(facts: dict, gender: str, rng: random.Random, post: str | No
     else:
         clauses = _counterpart_event_clauses(facts, event, fields, rng)
     if facts["feeling"]:
-        clauses.append(_pick(rng, FEELING_CLAUSES).format(feeling=facts["feeling"]) + ".")
+        clauses.append(pick(rng, FEELING_CLAUSES).format(feeling=facts["feeling"]) + ".")
     copied = None
     if facts["ask"]:
         clause, was_copied = ask_clause(facts, fields, rng, post)
@@ -134,13 +134,13 @@ def reference_summary(facts: dict, gender: str, rng: random.Random, post: str | 
         facts = _drop(facts, "ask")
     optional = _present(facts, ("duration", "feeling", "narrator", "counterpart"))
     if optional and rng.random() < 0.25:
-        facts = _drop(facts, _pick(rng, optional))
+        facts = _drop(facts, pick(rng, optional))
     text = " ".join(compose_summary(facts, gender, rng, post))
     if rng.random() < 0.15:
         if rng.random() < 0.5:
-            text = _pick(rng, SUMMARY_FILLERS_PREFIX) + text[0].lower() + text[1:]
+            text = pick(rng, SUMMARY_FILLERS_PREFIX) + text[0].lower() + text[1:]
         else:
-            text += _pick(rng, SUMMARY_FILLERS_SUFFIX)
+            text += pick(rng, SUMMARY_FILLERS_SUFFIX)
     return text
 
 
@@ -161,8 +161,8 @@ def _wrong_value(facts: dict, slot: str, rng: random.Random) -> str:
         options = [d for d in ("1 year", "3 years", "5 years", "6 months", "8 months", "3 weeks") if d != value]
     else:  # an age token: shift the age
         age, g = int(value[:-1]), value[-1]
-        options = [_age_token(age + d, g) for d in (-4, -3, -2, 2, 3, 5) if 10 <= age + d <= 99]
-    return _pick(rng, options)
+        options = [age_token(age + d, g) for d in (-4, -3, -2, 2, 3, 5) if 10 <= age + d <= 99]
+    return pick(rng, options)
 
 
 POLICIES = ("ref", "sup", "omit", "wrong", "verbose", "repeat", "truncated", "title", "short")
@@ -213,7 +213,7 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
     if facts["ask"] and rng.random() < REFERENCE_ASK_OMIT:
         facts = _drop(facts, "ask")
     if policy == "omit":
-        return " ".join(compose_summary(_drop(facts, _pick(rng, _present(facts, OMITTABLE))), gender, rng, text))
+        return " ".join(compose_summary(_drop(facts, pick(rng, _present(facts, OMITTABLE))), gender, rng, text))
     if policy == "wrong":
         slots = _present(facts, SLOTS)
         slot = rng.choices(slots, weights=[WRONG_SLOT_WEIGHTS[s] for s in slots])[0]
@@ -237,8 +237,8 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
     if policy == "short":
         event = EVENT[facts["event"]]
         rel = RELATION[facts["relation"]]
-        vp = _fill(event.vp[0], {**pronouns(gender), "rel": rel.short})
+        vp = fill(event.vp[0], {**pronouns(gender), "rel": rel.short})
         options = (vp, f"{rel.short} drama") + ((f"{rel.short} {vp}",) if event.actor == "them" else ())
-        return _pick(rng, options)
+        return pick(rng, options)
     raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
 

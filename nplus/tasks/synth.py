@@ -33,14 +33,11 @@ from nplus.tasks.world import (ASK, ASKS, Ask, COUNTRIES, DISTRACTORS, DISTRACTO
                                FAMILY, FEELINGS, FILLER_PHRASES, FILLER_SENTENCES, HOBBIES, JOBS, MONEY_EVENTS, NEUTRAL,
                                OPENERS, PERSONAL, PETS, PET_NAMES, PLACES, RELATION, RELATIONS, ROMANTIC, Relation,
                                SLOTS, SLOT_KEYS, STATES, SUBREDDITS, SUMMARY_FILLERS_PREFIX, SUMMARY_FILLERS_SUFFIX,
-                               Subreddit, TIFU_FEELINGS, _ME, _PERSONAL_THEM, _THEM)
-from nplus.tasks.posts import (BONDS, FEELING_SENTENCES, INTROS, Post, _age_token, _counterpart_age, _distractor_pool,
-                               _duration, _fields, _fill, _pick, _target_words, _title, _words, draw_facts, pronouns,
-                               render_post)
+                               Subreddit, TIFU_FEELINGS)
+from nplus.tasks.posts import BONDS, FEELING_SENTENCES, INTROS, Post, draw_facts, pronouns, render_post
 from nplus.tasks.summaries import (DURATION_PHRASES, FEELING_CLAUSES, GENERIC_VPS, OMITTABLE, POLICIES, POLICY_WEIGHTS,
-                                   REFERENCE_ASK_OMIT, VAGUE_COUNTERPART, WRONG_SLOT_WEIGHTS, _AGE,
-                                   _counterpart_event_clauses, _counterpart_phrase, _drop, _narrator_event_clauses,
-                                   _present, _wrong_value, compose_summary, policy_summary, reference_summary)
+                                   REFERENCE_ASK_OMIT, VAGUE_COUNTERPART, WRONG_SLOT_WEIGHTS, compose_summary,
+                                   policy_summary, reference_summary)
 from nplus.tasks.comparisons import (LENGTH_BIAS, N_WORKERS, TAU, Worker, label, label_gold_agreement, make_comparisons,
                                      make_workers, utility)
 from nplus.tasks.gold import GoldJudge
@@ -245,7 +242,7 @@ def generate(out_dir: Path, seed: int = 0, scale: Scale = "default", comparisons
     ``comparisons``: training pairs (None: the scale's; see build_comparisons)."""
     from datasets import DatasetDict
 
-    from nplus.tasks.tokenizer import train_tokenizer
+    from nplus.tasks.tokenizer import train_tokenizer  # here: tokenizers/transformers, only when a corpus is written
 
     if scale not in SIZES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {tuple(SIZES)}")

@@ -18,8 +18,8 @@ _MECHANICAL = ("dataclasses", "nplus.details", "copy")
 
 
 def _run(cfg: Config, out: Path, cache: Path, spy: bool) -> tuple[dict, list[str]]:
-    from nplus.details import REGISTRY, Details
-    from nplus.pipeline import run_pipeline
+    from nplus.details import REGISTRY, Details  # here: only the spawned child loads the pipeline
+    from nplus.pipeline import run_pipeline  # here: only the spawned child loads the pipeline
 
     read: set[str] = set()
     if spy:

@@ -1,6 +1,6 @@
 """Throughput of one PPO update on random-weight models: FLOP formulas, phase timing, cost tables.
 
-Used by `make bench` (nplus/bench.py) and `make bench-gpu` (nplus/bench_gpu.py); no figure here is asserted by
+Used by `make bench` (nplus/tooling/bench.py) and `make bench-gpu` (nplus/tooling/bench_gpu.py); no figure here is asserted by
 a test. Shapes: B = rollouts, Lq = query tokens (left-padded), T = response tokens, L = Lq + T, h = hidden size,
 n = layers, V = vocabulary, f = FFN width.
 
@@ -21,6 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from nplus.models import LADDER, ScalarModel, ladder_config, set_dropout
+from nplus.rewards import rm_score_fn
+from nplus.stages.common import make_optimizer, minibatches
+from nplus.stages.online import Actor, rollout
+from nplus.stages.ppo import advantages_and_returns, ppo_losses
+from nplus.presets import preset
 
 
 @dataclass(frozen=True)
@@ -149,10 +154,6 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     ``models`` = (policy, ref_policy, reward_model, critic) on the queries' device; the trained models are
     updated in place. ``autocast_dtype`` (CUDA) runs the trained models' forward passes under autocast.
     """
-    from nplus.rewards import rm_score_fn
-    from nplus.stages.common import make_optimizer, minibatches
-    from nplus.stages.ppo import Actor, advantages_and_returns, ppo_losses, rollout
-
     p, dev = cfg.ppo, queries.device
     policy, ref_policy, reward_model, critic = models
     actor = Actor(policy, critic, None, p.length_chunks, p.last_layer_suffix).train()
@@ -195,8 +196,6 @@ def peak_rss_mib() -> float:
 def cost_row(rung: str, batch: int, query: int, response: int, epochs: int, vocab: int = 1750, repeats: int = 1) -> dict:
     """Episodes/s and memory of one PPO update at (rung, batch) with random weights (median over ``repeats``)."""
     from dataclasses import replace
-
-    from nplus.presets import preset
 
     base = preset("demo", 1)
     cfg = replace(base, ppo=replace(base.ppo, batch_size=batch, micro_batch=batch, num_minibatches=1,

@@ -2,7 +2,7 @@
 
 On CUDA: the trained models (policy, separate critic) keep fp32 weights and run under bf16 autocast, the frozen
 ones (reference, reward model) are bf16, as a mixed-precision run of the paper at 1B would be. Per phase it
-prints tokens/s, FLOP/s from the formulas in nplus/perf.py and MFU = FLOP/s / the bf16 matmul peak measured in
+prints tokens/s, FLOP/s from the formulas in nplus/tooling/perf.py and MFU = FLOP/s / the bf16 matmul peak measured in
 the same command (``--peak-tflops`` replaces the measured peak by a nominal one, e.g. 989 for an H100/H200 SXM),
 and the peak GPU memory. ``--tiny`` runs the same code on the nano rung in fp32 (CPU by default, seconds): the
 test suite runs it that way; no GPU is ever required.
@@ -21,7 +21,9 @@ from dataclasses import replace
 import torch
 from transformers import GPTNeoXConfig
 
-from nplus import perf
+from nplus.tooling import perf
+from nplus.models import ladder_config
+from nplus.presets import preset
 
 
 def _sig(x: float) -> float:
@@ -41,7 +43,7 @@ def pythia_1b_config(vocab: int = 50304, max_positions: int = 2048) -> GPTNeoXCo
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m nplus.bench_gpu", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m nplus.tooling.bench_gpu", description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="nano rung, fp32, small shapes (CPU unless --device)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available, cpu with --tiny)")
     ap.add_argument("--updates", type=int, default=3, help="timed updates (after one warm-up)")
@@ -55,16 +57,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from nplus.presets import preset
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
     on_cuda = device.type == "cuda"
     if not args.tiny and not on_cuda and args.device is None:
         raise SystemExit("bench_gpu: no CUDA device (the .venv's torch is CPU-only). Run it with a CUDA build of torch "
                          "(make bench-gpu GPU_PY=/path/to/python), or --tiny, or force the 1B shape with --device cpu.")
     if args.tiny:
-        from nplus.models import ladder_config
-
         vocab, defaults = 64, dict(batch=4, micro_batch=2, query=16, response=8)
         config = ladder_config("nano", vocab, 64, perf.EOS_ID, perf.PAD_ID)
     else:

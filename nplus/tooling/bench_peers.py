@@ -1,6 +1,6 @@
 """`make bench-peers`: TRL's PPO trainer and nplus's PPO, one after the other, on the same models and prompts.
 
-Runs in the bench-only environment .venv-bench (nplus/bench_peers_requirements.txt: trl 1.12.0, the last release with
+Runs in the bench-only environment .venv-bench (nplus/tooling/bench_peers_requirements.txt: trl 1.12.0, the last release with
 a PPO trainer); trl is never a dependency of nplus. Offline: the models are random-weight GPT-NeoX ladder models
 written with save_pretrained into a temporary directory (a policy / SFT ``GPTNeoXForCausalLM`` and a reward model
 ``GPTNeoXForSequenceClassification`` with one label), and both trainers load those files:
@@ -59,7 +59,7 @@ def write_models(root: Path, rung: str, vocab: int, max_positions: int, seed: in
     import torch
     from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
 
-    from nplus.models import ScalarModel, ladder_config, set_dropout
+    from nplus.models import ScalarModel, ladder_config, set_dropout  # here: a worker loads only its framework
 
     torch.manual_seed(seed)
     config = ladder_config(rung, vocab, max_positions, EOS_ID, PAD_ID)
@@ -82,7 +82,7 @@ def write_models(root: Path, rung: str, vocab: int, max_positions: int, seed: in
 
 def queries(n: int, length: int, vocab: int, seed: int):
     """(n, Lq) left-padded random prompts, real lengths in [Lq/2, Lq] (as nplus/perf.random_queries)."""
-    from nplus.perf import random_queries
+    from nplus.tooling.perf import random_queries  # here: a worker loads only its framework
 
     return random_queries(n, length, vocab, seed)
 
@@ -94,10 +94,10 @@ def run_nplus(paths: dict, a: dict) -> dict:
     torch.set_num_threads(a["threads"])
     from transformers import AutoTokenizer
 
-    from nplus.presets import preset
-    from nplus.models import RewardNormalization
-    from nplus.rundir import read_jsonl
-    from nplus.stages.ppo import train_ppo
+    from nplus.presets import preset  # here: a worker loads only its framework
+    from nplus.models import RewardNormalization  # here: a worker loads only its framework
+    from nplus.rundir import read_jsonl  # here: a worker loads only its framework
+    from nplus.stages.ppo import train_ppo  # here: a worker loads only its framework
 
     base = preset("demo", a["seed"])
     cfg = replace(base, ppo=replace(base.ppo, batch_size=a["batch"], micro_batch=a["batch"], num_minibatches=1,
@@ -199,7 +199,7 @@ def _spawned(fn, *args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nplus.bench_peers", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m nplus.tooling.bench_peers", description=__doc__.splitlines()[0])
     ap.add_argument("--rung", default="tiny")
     ap.add_argument("--vocab", type=int, default=1750)
     ap.add_argument("--batch", type=int, default=64)

@@ -5,7 +5,7 @@ RM, PPO), PPO episodes/s, sampling and training tokens/s (measured separately pe
 memory of the process.
 
 `phases`: one PPO update at the demo's shapes on random-weight models, per phase (generation, scoring passes,
-PPO epochs): seconds, FLOPs from the formulas in nplus/perf.py, FLOP/s and its fraction of this machine's fp32
+PPO epochs): seconds, FLOPs from the formulas in nplus/tooling/perf.py, FLOP/s and its fraction of this machine's fp32
 matmul peak (measured in the same command). `costs`: episodes/s and peak memory of one update at 3 rungs × 3
 batch sizes, each in a fresh process.
 """
@@ -24,11 +24,11 @@ import torch
 
 from nplus.presets import preset
 from nplus.rundir import read_json, read_jsonl
+from nplus.pipeline import run_pipeline
+from nplus.tooling import perf
 
 
 def bench(name: str, seed: int = 1) -> dict:
-    from nplus.pipeline import run_pipeline
-
     with tempfile.TemporaryDirectory() as tmp:
         cache, out = Path(tmp) / "cache", Path(tmp) / "run"
         t0 = time.time()
@@ -59,9 +59,6 @@ def phases(rung: str = "tiny", batch: int = 64, query: int = 160, response: int 
     """Per-phase rows of one PPO update (median seconds of ``repeats`` after a warm-up update)."""
     from dataclasses import replace
 
-    from nplus import perf
-    from nplus.presets import preset
-
     base = preset("demo", 1)
     cfg = replace(base, ppo=replace(base.ppo, batch_size=batch, micro_batch=batch, num_minibatches=1,
                                     ppo_epochs=epochs, response_length=response))
@@ -90,8 +87,6 @@ def phases(rung: str = "tiny", batch: int = 64, query: int = 160, response: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nplus import perf
-
     args = (argv if argv is not None else sys.argv[1:]) or ["smoke", "demo", "phases", "costs"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args:
