@@ -81,9 +81,9 @@ class BaseCmd:
     def run(self) -> int:
         from nplus import bases
         from nplus.config import ConfigError, apply_overrides
-        from nplus.presets import preset
         from nplus.models import LADDER
         from nplus.pipeline import default_cache, load_data
+        from nplus.presets import preset
 
         if self.rung not in LADDER:
             raise ConfigError(f"--rung {self.rung!r}: not a ladder rung; valid rungs: {', '.join(LADDER)}")
@@ -101,11 +101,35 @@ class BaseCmd:
         elif checkpoint.is_file():
             print(f"resuming {self.rung} from {checkpoint}", file=sys.stderr)
         data = load_data(cfg, cache)
-        manifest = bases.build(cfg, data, out, command=f"nplus base build --rung {self.rung} --preset {self.preset}",
-                               preset=self.preset, checkpoint=checkpoint, checkpoint_every=self.checkpoint_every,
-                               copy_bar=self.copy_bar if self.copy_bar > 0 else None)
-        print(json.dumps({k: manifest[k] for k in ("rung", "recipe", "base_hash", "params", "probes", "validation_loss",
-                                                   "build_time_s", "tokens_per_s", "matmul_peak_fraction")}, indent=2))
+        manifest = bases.build(
+            cfg,
+            data,
+            out,
+            command=f"nplus base build --rung {self.rung} --preset {self.preset}",
+            preset=self.preset,
+            checkpoint=checkpoint,
+            checkpoint_every=self.checkpoint_every,
+            copy_bar=self.copy_bar if self.copy_bar > 0 else None,
+        )
+        print(
+            json.dumps(
+                {
+                    k: manifest[k]
+                    for k in (
+                        "rung",
+                        "recipe",
+                        "base_hash",
+                        "params",
+                        "probes",
+                        "validation_loss",
+                        "build_time_s",
+                        "tokens_per_s",
+                        "matmul_peak_fraction",
+                    )
+                },
+                indent=2,
+            )
+        )
         print(f"base model: {out}", file=sys.stderr)
         return 0
 
@@ -220,12 +244,19 @@ def _run_stages(args: RunArgs, stop_after: str) -> int:
 
     cfg = args.resolve()
     if args.dry_run:
-        print(json.dumps({**cfg.to_dict(), "hash": cfg.hash, "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    **cfg.to_dict(),
+                    "hash": cfg.hash,
+                    "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")},
+                },
+                indent=2,
+            )
+        )
         return 0
     _set_threads(args.threads)
-    summary = run_pipeline(cfg, args.out, args.cache, stop_after=stop_after, track=args.track,
-                           overwrite=args.overwrite)
+    summary = run_pipeline(cfg, args.out, args.cache, stop_after=stop_after, track=args.track, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))
     print(f"run directory: {args.out}", file=sys.stderr)
     return 0
@@ -264,8 +295,15 @@ class PpoCmd(RunArgs):
 
 
 def _commands() -> dict[str, type]:
-    cmds: dict[str, type] = {"data": DataCmd, "base": BaseCmd, "details": DetailsCmd, "pipeline": PipelineCmd, "sft": SftCmd,
-                             "rm": RmCmd, "ppo": PpoCmd}
+    cmds: dict[str, type] = {
+        "data": DataCmd,
+        "base": BaseCmd,
+        "details": DetailsCmd,
+        "pipeline": PipelineCmd,
+        "sft": SftCmd,
+        "rm": RmCmd,
+        "ppo": PpoCmd,
+    }
     from nplus.evaluation.evaluate_cmd import EvalConfig
 
     cmds["eval"] = EvalConfig
@@ -292,15 +330,34 @@ def _commands() -> dict[str, type]:
 
 # Errors a user can fix (bad flag value, study file, data schema, missing download): one line, exit 2.
 # A full disk is one too (DiskFullError names the path; an OSError that says so is reported the same way).
-USER_ERRORS = ("RunDirError", "PathError", "BaseModelError", "DetailError", "ConfigError", "StudyError",
-               "FrameworkError", "SchemaError", "DataSourceError", "EvalInputError", "JudgeConfigError", "ReportError",
-               "WandbMissingError", "DataBuildError", "JudgeFailedError", "DiskFullError", "LabelInputError",
-               "InductionNotFormed", "CheckpointMismatch")
+USER_ERRORS = (
+    "RunDirError",
+    "PathError",
+    "BaseModelError",
+    "DetailError",
+    "ConfigError",
+    "StudyError",
+    "FrameworkError",
+    "SchemaError",
+    "DataSourceError",
+    "EvalInputError",
+    "JudgeConfigError",
+    "ReportError",
+    "WandbMissingError",
+    "DataBuildError",
+    "JudgeFailedError",
+    "DiskFullError",
+    "LabelInputError",
+    "InductionNotFormed",
+    "CheckpointMismatch",
+)
 # `--debug` (anywhere on the command line) or NPLUS_DEBUG=1: let every error through with its traceback.
 DEBUG_FLAG, DEBUG_ENV = "--debug", "NPLUS_DEBUG"
 EXIT_USER, EXIT_INTERRUPTED = 2, 130  # 130 = 128 + SIGINT, what a shell reports for a Ctrl-C
-INTERRUPTED = ("interrupted; rerun the same command to resume: finished runs, cached stages and artifacts are kept "
-               "and nothing half-written is reused (--debug for the traceback)")
+INTERRUPTED = (
+    "interrupted; rerun the same command to resume: finished runs, cached stages and artifacts are kept "
+    "and nothing half-written is reused (--debug for the traceback)"
+)
 
 
 def os_error_line(e: OSError) -> str:
@@ -375,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         cmds = _commands()
         argv = merge_repeated_set(argv)
         check_detail_flags(argv)
-        obj = tyro.extras.subcommand_cli_from_dict(cmds, args=argv, prog="nplus",
-                                                   description="nplus: the implementation details of RLHF with PPO, measured.")
+        obj = tyro.extras.subcommand_cli_from_dict(
+            cmds, args=argv, prog="nplus", description="nplus: the implementation details of RLHF with PPO, measured."
+        )
         check_flag_ranges(obj)
         check_output_paths(obj)
         if hasattr(obj, "run"):

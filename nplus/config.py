@@ -3,7 +3,8 @@
 A ``Config`` is everything that determines a pipeline run: the task (data), the model, the stage
 hyperparameters, the details and the seed. Details (nplus/details.py) are *what* the implementation does;
 hyperparameters (here) are *how much*. Presets (nplus/presets.py) are short, commented functions; a variant is a
-small diff of a preset (``apply_overrides``). Configs are frozen after construction and validated up front (divisibility,
+small diff of a preset (``apply_overrides``). Configs are frozen after construction and validated up front
+(divisibility,
 ranges), so a bad value fails before any compute.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nplus.details import ALGORITHMS, REGISTRY, Details, DetailError, misplaced, with_overrides
+from nplus.details import ALGORITHMS, REGISTRY, DetailError, Details, misplaced, with_overrides
 
 
 class ConfigError(ValueError):
@@ -88,7 +89,8 @@ class ModelConfig:
     """The base model: a rung of the embedded GPT-NeoX ladder or a hub name / local path."""
 
     name: str = "tiny"
-    """Ladder rung (`nano`, `nano2`, `micro`, `tiny`, `mini`, `micro4`, `xs`, `s`, `m`, `l`) or a `transformers` causal LM name/path."""
+    """Ladder rung (`nano`, `nano2`, `micro`, `tiny`, `mini`, `micro4`, `xs`, `s`, `m`, `l`) or a `transformers`
+    causal LM name/path."""
     pretrain_steps: int = 300
     """Language-model updates of base pretraining for ladder models (the analogue of Pythia's pretraining), after
     the induction phase."""
@@ -298,7 +300,8 @@ class Config:
         if stage == "rm" and (rm_cfg := self.reward_model_config()) is not self:  # an RM from another model
             return rm_cfg.stage_dict("rm")
         d = self.to_dict()
-        # fields added with the scaling ladder: at their defaults they leave earlier hashes (committed bases) as they were
+        # fields added with the scaling ladder: at their defaults they leave earlier hashes (committed bases) as they
+        # were
         for key, default in (("pretrain_lr_rule", "fixed"), ("pretrain_grad_clip", None)):
             if d["model"][key] == default:
                 del d["model"][key]
@@ -308,8 +311,12 @@ class Config:
             # the model section. Evaluation sizes or length limits must not make a committed base unusable, nor
             # may the comparisons, which the base never reads (POSTS_VERSION).
             corpus = {k: d["task"][k] for k in ("name", "synth_seed", "synth_scale", "max_sft_train")}
-            return {"task": corpus, "generator": self.generator_version("base"), "model": d["model"],
-                    "base_recipe": BASE_RECIPE}
+            return {
+                "task": corpus,
+                "generator": self.generator_version("base"),
+                "model": d["model"],
+                "base_recipe": BASE_RECIPE,
+            }
         upstream_stages = {"sft": {"data", "all", "sft", "eval"}, "rm": {"data", "all", "sft", "rm", "eval"}}
         # The generated data a stage reads: SFT the posts only, the RM and a whole run the comparisons too, so that a
         # generator bump never reuses an artifact trained on the previous corpus.
@@ -319,10 +326,22 @@ class Config:
         keep = upstream_stages[stage]
         details = {k: v for k, v in d["details"].items() if REGISTRY[k].stage in keep}
         if stage == "sft":  # SFT never reads the comparisons: relabelled pairs (nplus label) reuse its artifact
-            base["task"] = {k: v for k, v in d["task"].items()
-                            if k not in ("comparisons_source", "max_comparisons_train", "max_rm_eval", "synth_comparisons")}
-        out = {**base, "generator": generator, "seed": d["seed"], "lengths": d["lengths"], "lr": d["lr"], "sft": d["sft"],
-               "processes": d["processes"], "eval_temperature": d["eval_temperature"], "details": details}
+            base["task"] = {
+                k: v
+                for k, v in d["task"].items()
+                if k not in ("comparisons_source", "max_comparisons_train", "max_rm_eval", "synth_comparisons")
+            }
+        out = {
+            **base,
+            "generator": generator,
+            "seed": d["seed"],
+            "lengths": d["lengths"],
+            "lr": d["lr"],
+            "sft": d["sft"],
+            "processes": d["processes"],
+            "eval_temperature": d["eval_temperature"],
+            "details": details,
+        }
         if stage == "rm":
             out["rm"] = d["rm"]
         return out
@@ -364,7 +383,10 @@ def _run_identity(cfg: Config, d: dict[str, Any]) -> dict[str, Any]:
         out["dpo"] = d["dpo"]
     # the learned RM (the default) leaves hashes as they were before reward sources existed; DPO reads no reward
     if cfg.reward.source != "rm" and cfg.algorithm != "dpo":
-        out["reward"] = {"source": cfg.reward.source, **({"rule": cfg.reward.rule} if cfg.reward.source == "rule" else {})}
+        out["reward"] = {
+            "source": cfg.reward.source,
+            **({"rule": cfg.reward.rule} if cfg.reward.source == "rule" else {}),
+        }
     if cfg.reward.model and cfg.algorithm != "dpo":  # the policy's own model (the default) leaves hashes as they were
         out["reward"] = {"source": cfg.reward.source, "model": cfg.reward.model}
     if cfg.algorithm not in ("rloo", "grpo"):
@@ -422,8 +444,13 @@ def _check_value(name: str, hint: Any, value: Any, bounds: tuple | None) -> None
     if hint is int:  # an int is also within what a 64-bit seed or counter holds
         low, high = 0 if low is None else low, INT_MAX if high is None else high
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or (hint is int and not isinstance(value, int)) or (hint is float and not math.isfinite(value)) \
-            or (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high):
+    if (
+        not number
+        or (hint is int and not isinstance(value, int))
+        or (hint is float and not math.isfinite(value))
+        or (low is not None and (value <= low if open_low else value < low))
+        or (high is not None and value > high)
+    ):
         raise ConfigError(f"{name}={value!r}: must be {_range_text(low, high, open_low, hint is int)}")
 
 
@@ -459,15 +486,20 @@ def ineffective(cfg: Config) -> dict[str, str]:
     out: dict[str, str] = {}
     if cfg.details.learning_rate == "single":
         for stage in ("sft", "rm", "ppo", "dpo"):
-            out[f"{stage}.lr"] = ("details.learning_rate=single trains every stage at the one rate `lr`; set lr, or "
-                                  "add --details.learning-rate per_stage (a study: details = { learning_rate = "
-                                  "\"per_stage\" })")
+            out[f"{stage}.lr"] = (
+                "details.learning_rate=single trains every stage at the one rate `lr`; set lr, or "
+                "add --details.learning-rate per_stage (a study: details = { learning_rate = "
+                '"per_stage" })'
+            )
     else:
-        out["lr"] = ("details.learning_rate=per_stage trains each stage at its own rate; set sft.lr, rm.lr, ppo.lr or "
-                     "dpo.lr, or add --details.learning-rate single")
+        out["lr"] = (
+            "details.learning_rate=per_stage trains each stage at its own rate; set sft.lr, rm.lr, ppo.lr or "
+            "dpo.lr, or add --details.learning-rate single"
+        )
     if cfg.reward.source != "rule":
-        out["reward.rule"] = (f"reward.rule is read only with reward.source=rule "
-                              f"(here reward.source={cfg.reward.source})")
+        out["reward.rule"] = (
+            f"reward.rule is read only with reward.source=rule (here reward.source={cfg.reward.source})"
+        )
     return out
 
 
@@ -477,34 +509,48 @@ def validate(cfg: Config) -> None:
     if cfg.algorithm not in ALGORITHMS:
         raise ConfigError(f"algorithm={cfg.algorithm!r}: unknown algorithm; valid choices: {', '.join(ALGORITHMS)}")
     for name in misplaced(cfg.details, cfg.algorithm):
-        raise ConfigError(f"details.{name}={getattr(cfg.details, name)!r} means nothing under algorithm={cfg.algorithm} "
-                          f"(it applies to: {', '.join(REGISTRY[name].algorithms)}); leave it at "
-                          f"{REGISTRY[name].paper!r} or pick one of those algorithms")
+        raise ConfigError(
+            f"details.{name}={getattr(cfg.details, name)!r} means nothing under algorithm={cfg.algorithm} "
+            f"(it applies to: {', '.join(REGISTRY[name].algorithms)}); leave it at "
+            f"{REGISTRY[name].paper!r} or pick one of those algorithms"
+        )
     from nplus.rewards import RULES, SOURCES  # here, not at the top: nplus.rewards imports torch, config stays light
 
     if cfg.reward.source not in SOURCES:
-        raise ConfigError(f"reward.source={cfg.reward.source!r}: unknown reward source; valid choices: {', '.join(SOURCES)}")
+        raise ConfigError(
+            f"reward.source={cfg.reward.source!r}: unknown reward source; valid choices: {', '.join(SOURCES)}"
+        )
     if cfg.reward.rule not in RULES:
         raise ConfigError(f"reward.rule={cfg.reward.rule!r}: unknown rule; valid choices: {', '.join(RULES)}")
     if cfg.reward.source == "gold" and cfg.task.name != "tldr-synth":
-        raise ConfigError(f"reward.source=gold needs the gold judge of task.name=tldr-synth (task.name={cfg.task.name}); "
-                          "valid choices here: rm, rule")
+        raise ConfigError(
+            f"reward.source=gold needs the gold judge of task.name=tldr-synth (task.name={cfg.task.name}); "
+            "valid choices here: rm, rule"
+        )
     if cfg.reward.model and (cfg.reward.source != "rm" or cfg.algorithm == "dpo"):
-        raise ConfigError(f"reward.model={cfg.reward.model!r} means nothing without a learned reward model to train "
-                          f"(reward.source={cfg.reward.source}, algorithm={cfg.algorithm}); leave it empty, or use "
-                          "reward.source=rm with ppo, rloo, reinforce or grpo")
+        raise ConfigError(
+            f"reward.model={cfg.reward.model!r} means nothing without a learned reward model to train "
+            f"(reward.source={cfg.reward.source}, algorithm={cfg.algorithm}); leave it empty, or use "
+            "reward.source=rm with ppo, rloo, reinforce or grpo"
+        )
     if cfg.reward.model and cfg.details.value_network == "shared_trunk":
-        raise ConfigError(f"reward.model={cfg.reward.model!r} with details.value_network=shared_trunk: the critic shares "
-                          "the policy's trunk, so it cannot start from another model's reward model; use "
-                          "value_network=separate or leave reward.model empty")
+        raise ConfigError(
+            f"reward.model={cfg.reward.model!r} with details.value_network=shared_trunk: the critic shares "
+            "the policy's trunk, so it cannot start from another model's reward model; use "
+            "value_network=separate or leave reward.model empty"
+        )
     if cfg.reward.source != "rm" and cfg.algorithm == "dpo":
-        raise ConfigError(f"reward.source={cfg.reward.source} means nothing under algorithm=dpo (offline, no reward); "
-                          "leave it at rm or pick ppo, rloo, reinforce or grpo")
+        raise ConfigError(
+            f"reward.source={cfg.reward.source} means nothing under algorithm=dpo (offline, no reward); "
+            "leave it at rm or pick ppo, rloo, reinforce or grpo"
+        )
     if cfg.algorithm in ("rloo", "grpo"):
         local = cfg.ppo.batch_size // cfg.processes
         if cfg.ppo.group_size < 2 or local % cfg.ppo.group_size:
-            raise ConfigError(f"ppo.group_size={cfg.ppo.group_size} must be at least 2 and divide the per-process batch "
-                              f"ppo.batch_size / processes = {local} (algorithm={cfg.algorithm} compares the responses of a prompt)")
+            raise ConfigError(
+                f"ppo.group_size={cfg.ppo.group_size} must be at least 2 and divide the per-process batch "
+                f"ppo.batch_size / processes = {local} (algorithm={cfg.algorithm} compares the responses of a prompt)"
+            )
     # the dpo section is read (and checked) only when it is the algorithm, so it never blocks a PPO config
     for stage in ("sft", "rm", "ppo") + (("dpo",) if cfg.algorithm == "dpo" else ()):
         s = getattr(cfg, stage)
@@ -514,13 +560,19 @@ def validate(cfg: Config) -> None:
                 f"= {s.micro_batch} × {cfg.processes}"
             )
     if cfg.ppo.batch_size % cfg.ppo.num_minibatches:
-        raise ConfigError(f"ppo.batch_size={cfg.ppo.batch_size} must be divisible by ppo.num_minibatches={cfg.ppo.num_minibatches}")
+        raise ConfigError(
+            f"ppo.batch_size={cfg.ppo.batch_size} must be divisible by ppo.num_minibatches={cfg.ppo.num_minibatches}"
+        )
     if cfg.ppo.total_episodes < cfg.ppo.batch_size:
-        raise ConfigError(f"ppo.total_episodes={cfg.ppo.total_episodes} must be at least ppo.batch_size={cfg.ppo.batch_size}")
+        raise ConfigError(
+            f"ppo.total_episodes={cfg.ppo.total_episodes} must be at least ppo.batch_size={cfg.ppo.batch_size}"
+        )
     if cfg.lengths.sft_total < cfg.lengths.sft_response or cfg.lengths.pref_total < cfg.lengths.pref_response:
         raise ConfigError("lengths: totals must be at least the response limits")
     if cfg.ppo.response_length > cfg.lengths.sft_response:
-        raise ConfigError(f"ppo.response_length={cfg.ppo.response_length} exceeds lengths.sft_response={cfg.lengths.sft_response}")
+        raise ConfigError(
+            f"ppo.response_length={cfg.ppo.response_length} exceeds lengths.sft_response={cfg.lengths.sft_response}"
+        )
     if cfg.task.name == "tldr-synth" and cfg.task.sft_source != "tldr-synth":
         raise ConfigError("task.name=tldr-synth requires task.sft_source = tldr-synth")
     n_cmp = cfg.task.synth_comparisons
@@ -528,23 +580,36 @@ def validate(cfg: Config) -> None:
         from nplus.tasks.synth import comparisons_count
 
         if cfg.task.name != "tldr-synth":
-            raise ConfigError(f"task.synth_comparisons={n_cmp}: only task.name=tldr-synth generates its comparisons; "
-                              "leave it unset (None) for the public datasets")
+            raise ConfigError(
+                f"task.synth_comparisons={n_cmp}: only task.name=tldr-synth generates its comparisons; "
+                "leave it unset (None) for the public datasets"
+            )
         try:
             comparisons_count(cfg.task.synth_scale, n_cmp)
         except ValueError as e:
             raise ConfigError(f"task.synth_comparisons={n_cmp}: {e}") from None
     cmp = cfg.task.comparisons_source
     if cfg.task.name == "tldr-synth" and cmp not in SYNTH_COMPARISONS and not Path(cmp).exists():
-        raise ConfigError(f"task.comparisons_source={cmp!r}: under task.name=tldr-synth it is one of "
-                          f"{', '.join(SYNTH_COMPARISONS)} (the corpus's pairs, their training split relabelled by "
-                          "that judge) or a local comparisons directory in the public schema (e.g. written by nplus label)")
+        raise ConfigError(
+            f"task.comparisons_source={cmp!r}: under task.name=tldr-synth it is one of "
+            f"{', '.join(SYNTH_COMPARISONS)} (the corpus's pairs, their training split relabelled by "
+            "that judge) or a local comparisons directory in the public schema (e.g. written by nplus label)"
+        )
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a Config from ``to_dict()`` output (validated once, at the end)."""
-    kinds = {"task": TaskConfig, "model": ModelConfig, "lengths": Lengths, "sft": OptimConfig, "rm": OptimConfig,
-             "ppo": PPOConfig, "dpo": DPOConfig, "reward": RewardConfig, "details": Details}
+    kinds = {
+        "task": TaskConfig,
+        "model": ModelConfig,
+        "lengths": Lengths,
+        "sft": OptimConfig,
+        "rm": OptimConfig,
+        "ppo": PPOConfig,
+        "dpo": DPOConfig,
+        "reward": RewardConfig,
+        "details": Details,
+    }
     return Config(**{k: (kinds[k](**v) if k in kinds else v) for k, v in d.items()})
 
 
@@ -584,7 +649,9 @@ def _coerce(path: str, value: Any) -> Any:
     return value
 
 
-def apply_overrides(cfg: Config, hparams: dict[str, Any] | None = None, details: dict[str, str] | None = None) -> Config:
+def apply_overrides(
+    cfg: Config, hparams: dict[str, Any] | None = None, details: dict[str, str] | None = None
+) -> Config:
     """A variant of ``cfg``: hyperparameter overrides by dotted path (``ppo.lr``) and detail overrides.
 
     All overrides are applied first and the result is validated once, so that values that only make sense

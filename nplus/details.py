@@ -193,8 +193,11 @@ class DetailError(ValueError):
 
 # stage, source for each field of Details (the doc is the field's docstring, parsed below).
 _META: dict[str, tuple[str, str]] = {
-    "query_truncation": ("data", "N+ §2.2; sfd tasks truncate_field=post, truncate_text='\\n'; drop: trl@f2cd577 "
-                                 "examples/scripts/ppo/ppo_tldr.py filter"),
+    "query_truncation": (
+        "data",
+        "N+ §2.2; sfd tasks truncate_field=post, truncate_text='\\n'; drop: trl@f2cd577 "
+        "examples/scripts/ppo/ppo_tldr.py filter",
+    ),
     "query_padding_side": ("data", "N+ §2.3; sfd pads queries left to 512"),
     "pad_token": ("data", "N+ §2.4; sfd adds [PAD]; trl PR #5303 review"),
     "reference_leading_space": ("data", "N+ §2.5; sfd prepends ' ' to summary"),
@@ -215,8 +218,11 @@ _META: dict[str, tuple[str, str]] = {
     "rollout_logprobs": ("ppo", "sfd uses generation scores; trl #454 (ratio != 1)"),
     "kl_estimator": ("ppo", "N+ §2.24; trl PR #3240 (k3); OpenRLHF PR #476/#797"),
     "kl_placement": ("ppo", "N+ §2.24; OpenRLHF/verl use_kl_loss"),
-    "kl_controller": ("ppo", "N+ §2.24; lmhp AdaptiveKLController (target 6, horizon 10000), used in its books "
-                             "experiments (its TL;DR run used a fixed 0.03)"),
+    "kl_controller": (
+        "ppo",
+        "N+ §2.24; lmhp AdaptiveKLController (target 6, horizon 10000), used in its books "
+        "experiments (its TL;DR run used a fixed 0.03)",
+    ),
     "reward_clipping": ("ppo", "DeepSpeed-Chat clip_reward_value=5"),
     "reward_whitening": ("ppo", "N+ §2.26; sfd PR #17"),
     "advantage_whitening": ("ppo", "N+ §2.27"),
@@ -225,27 +231,56 @@ _META: dict[str, tuple[str, str]] = {
     "lr_schedule": ("ppo", "N+ §2.30"),
     "eval_temperature": ("eval", "N+ §2.32"),
     "dpo_loss": ("dpo", "Rafailov et al. 2023 eq. 7; Azar et al. 2023 (IPO); TRL DPOConfig loss_type (sigmoid, ipo)"),
-    "dpo_reference": ("dpo", "Rafailov et al. 2023 (frozen SFT reference); TRL DPOConfig sync_ref_model, "
-                             "ref_model_mixup_alpha 0.6, ref_model_sync_steps 512 (Gorbatovski et al. 2024)"),
-    "pg_update": ("rloo", "Ahmadian et al. 2024 §3 (vanilla REINFORCE, 1 step per batch); TRL RLOOConfig "
-                          "num_ppo_epochs 4, cliprange 0.2 (clipped)"),
+    "dpo_reference": (
+        "dpo",
+        "Rafailov et al. 2023 (frozen SFT reference); TRL DPOConfig sync_ref_model, "
+        "ref_model_mixup_alpha 0.6, ref_model_sync_steps 512 (Gorbatovski et al. 2024)",
+    ),
+    "pg_update": (
+        "rloo",
+        "Ahmadian et al. 2024 §3 (vanilla REINFORCE, 1 step per batch); TRL RLOOConfig "
+        "num_ppo_epochs 4, cliprange 0.2 (clipped)",
+    ),
     "reinforce_baseline": ("reinforce", "Ahmadian et al. 2024 §3.1 (moving-average baseline); Williams 1992"),
-    "grpo_std_normalization": ("grpo", "Shao et al. 2024 §4.1.2; Liu et al. 2025 (Dr. GRPO) drop the std; TRL "
-                                       "GRPOConfig scale_rewards"),
+    "grpo_std_normalization": (
+        "grpo",
+        "Shao et al. 2024 §4.1.2; Liu et al. 2025 (Dr. GRPO) drop the std; TRL GRPOConfig scale_rewards",
+    ),
     "grpo_kl_estimator": ("grpo", "Shao et al. 2024 eq. 4 (k3, Schulman 2020); verl kl_loss_type low_var_kl"),
     "grpo_kl_placement": ("grpo", "Shao et al. 2024 eq. 3 (KL in the loss, beta 0.04); verl use_kl_loss"),
-    "grpo_loss_averaging": ("grpo", "Shao et al. 2024 eq. 3 (1/G sum 1/|o_i| sum_t); Yu et al. 2025 (DAPO, token "
-                                    "level); Liu et al. 2025 (Dr. GRPO, constant); TRL GRPOConfig loss_type"),
+    "grpo_loss_averaging": (
+        "grpo",
+        "Shao et al. 2024 eq. 3 (1/G sum 1/|o_i| sum_t); Yu et al. 2025 (DAPO, token "
+        "level); Liu et al. 2025 (Dr. GRPO, constant); TRL GRPOConfig loss_type",
+    ),
 }
 
 # The algorithms each detail applies to, where it is not every algorithm (data, all, sft, rm and eval details
 # are) or only the algorithm its stage names (dpo, rloo, reinforce, grpo details are).
 _PPO_ONLY = ("ppo",)
 _APPLIES: dict[str, tuple[str, ...]] = {
-    **{name: _PPO_ONLY for name in ("value_init", "value_network", "reward_whitening", "advantage_whitening",
-                                     "value_clipping", "score_position")},
-    **{name: ONLINE for name in ("response_sampling", "missing_eos_penalty", "temperature_in_training",
-                                  "rollout_logprobs", "kl_controller", "reward_clipping")},
+    **{
+        name: _PPO_ONLY
+        for name in (
+            "value_init",
+            "value_network",
+            "reward_whitening",
+            "advantage_whitening",
+            "value_clipping",
+            "score_position",
+        )
+    },
+    **{
+        name: ONLINE
+        for name in (
+            "response_sampling",
+            "missing_eos_penalty",
+            "temperature_in_training",
+            "rollout_logprobs",
+            "kl_controller",
+            "reward_clipping",
+        )
+    },
     # the shared KL details; GRPO has its own (grpo_kl_estimator, grpo_kl_placement), with its paper's values
     **{name: ("ppo", "rloo", "reinforce") for name in ("kl_estimator", "kl_placement")},
     "pg_update": ("rloo", "reinforce"),

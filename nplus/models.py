@@ -20,13 +20,14 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb, eager_attention_forward
 from transformers.utils import logging as hf_logging
 
-hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns nplus's own progress
-
 from nplus import ops
 from nplus.rundir import fault_point
 
+hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns nplus's own progress
+
 # Rungs of the ladder: (hidden, layers, heads). FFN = 4 × hidden, parallel residual and untied embeddings, as in
-# Pythia; rotary on 25 % of head dims as in Pythia unless ModelConfig.rotary_pct says otherwise. Parameter counts depend on the tokenizer's vocabulary.
+# Pythia; rotary on 25 % of head dims as in Pythia unless ModelConfig.rotary_pct says otherwise. Parameter counts
+# depend on the tokenizer's vocabulary.
 LADDER: dict[str, tuple[int, int, int]] = {
     "nano": (32, 1, 2),
     "nano2": (32, 2, 2),
@@ -53,15 +54,24 @@ BASE_DROPOUT = 0.1
 LADDER_DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "classifier_dropout")
 
 
-def ladder_config(rung: str, vocab_size: int, max_positions: int, eos_id: int, pad_id: int,
-                  rotary_pct: float = 0.25) -> GPTNeoXConfig:
+def ladder_config(
+    rung: str, vocab_size: int, max_positions: int, eos_id: int, pad_id: int, rotary_pct: float = 0.25
+) -> GPTNeoXConfig:
     hidden, layers, heads = LADDER[rung]
     return GPTNeoXConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden, max_position_embeddings=max_positions,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max_positions,
         **dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT),
-        bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id, tie_word_embeddings=False,
-        use_parallel_residual=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": rotary_pct},
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        tie_word_embeddings=False,
+        use_parallel_residual=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": rotary_pct},
     )
 
 
@@ -88,7 +98,15 @@ def set_dropout(model: nn.Module, mode: str) -> nn.Module:
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0
     config = getattr(model, "config", None)
-    for key in ("attention_dropout", "hidden_dropout", "classifier_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+    for key in (
+        "attention_dropout",
+        "hidden_dropout",
+        "classifier_dropout",
+        "resid_pdrop",
+        "embd_pdrop",
+        "attn_pdrop",
+        "dropout",
+    ):
         if config is not None and isinstance(getattr(config, key, None), float):
             setattr(config, key, 0.0)
     return model
@@ -99,8 +117,9 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, keep: int = 0,
-              suffix: bool = False) -> torch.Tensor:
+def lm_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, keep: int = 0, suffix: bool = False
+) -> torch.Tensor:
     """(B, L) ids → (B, L, V) logits, masking pads (``ids != pad_id``, as sfd does) with matching positions.
 
     ``keep > 0`` computes logits for the last ``keep`` positions only, (B, keep, V): PPO needs them for the
@@ -110,8 +129,13 @@ def lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, keep
     if keep > 0 and suffix and suffix_supported(model.base_model):
         return model.get_output_embeddings()(suffix_hidden(model.base_model, input_ids, pad_id, keep))
     mask = input_ids != pad_id
-    return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False,
-                 logits_to_keep=keep).logits
+    return model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=position_ids_from_mask(mask),
+        use_cache=False,
+        logits_to_keep=keep,
+    ).logits
 
 
 def suffix_supported(trunk: nn.Module) -> bool:
@@ -133,8 +157,9 @@ def suffix_hidden(trunk: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, 
     mask = input_ids != pad_id
     positions = position_ids_from_mask(mask)
     if not suffix_supported(trunk):
-        return trunk(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                     use_cache=False).last_hidden_state[:, -keep:]
+        return trunk(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False
+        ).last_hidden_state[:, -keep:]
     # 1. embeddings, mask and rotary tables, and every layer but the last: as GPTNeoXModel.forward
     embeds = trunk.embed_in(input_ids)  # (B, L, H)
     # (B, 1, L, L), or None without padding (is_causal); the cache argument (None) is positional: its name changed
@@ -153,8 +178,15 @@ def suffix_hidden(trunk: PreTrainedModel, input_ids: torch.Tensor, pad_id: int, 
     if causal is None:  # a shorter query block needs the explicit mask: sdpa's is_causal aligns it top-left
         causal = torch.ones(L, L, dtype=torch.bool, device=hidden.device).tril()[None, None]
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(trunk.config._attn_implementation, eager_attention_forward)
-    out, _ = attend(attn, query, key, value, causal[:, :, -keep:], scaling=attn.scaling,
-                    dropout=attn.attention_dropout if attn.training else 0.0)  # (B, keep, heads, head)
+    out, _ = attend(
+        attn,
+        query,
+        key,
+        value,
+        causal[:, :, -keep:],
+        scaling=attn.scaling,
+        dropout=attn.attention_dropout if attn.training else 0.0,
+    )  # (B, keep, heads, head)
     out = layer.post_attention_dropout(attn.dense(out.reshape(B, keep, H)))
     # 3. the residual branches of the kept positions (Pythia: parallel residual)
     kept = hidden[:, -keep:]
@@ -182,7 +214,7 @@ def by_length(fn, input_ids: torch.Tensor, pad_id: int, chunks: int):
     lead = ops.first_true_indices(input_ids != pad_id)  # (B,) leading pads per row
     order = lead.argsort(descending=True, stable=True)  # shortest rows first
     last = input_ids.size(1) - 1  # an all-pad row (none in practice) keeps one column
-    outs = [fn(input_ids[rows, min(int(lead[rows].min()), last):]) for rows in order.chunk(chunks)]
+    outs = [fn(input_ids[rows, min(int(lead[rows].min()), last) :]) for rows in order.chunk(chunks)]
     back = order.argsort()
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(parts)[back] for parts in zip(*outs))
@@ -213,8 +245,9 @@ class ScalarModel(nn.Module):
         if keep > 0 and suffix:
             return self.head(suffix_hidden(self.backbone, input_ids, pad_id, keep)).squeeze(-1)
         mask = input_ids != pad_id
-        hidden = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                               use_cache=False).last_hidden_state
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+        ).last_hidden_state
         return self.head(hidden).squeeze(-1)[:, -keep:]
 
     def save(self, path: Path) -> None:
@@ -258,7 +291,9 @@ def init_reward_head(hidden_size: int, mode: str, generator: torch.Generator | N
     return head
 
 
-def init_critic(value_init: str, reward_model_dir: Path, sft_dir: Path, dtype: torch.dtype = torch.float32) -> ScalarModel:
+def init_critic(
+    value_init: str, reward_model_dir: Path, sft_dir: Path, dtype: torch.dtype = torch.float32
+) -> ScalarModel:
     """details.value_init: the critic starts as the reward model (paper), as SFT + a fresh scaled-normal head,
     or as SFT + a zero head (``random_head``: a value of 0 everywhere, no reward knowledge)."""
     if value_init == "reward_model":
@@ -282,16 +317,23 @@ class SharedTrunkPolicy(nn.Module):
         self.lm = lm
         self.value_head = value_head
 
-    def forward(self, input_ids: torch.Tensor, pad_id: int, keep: int = 0,
-                suffix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, pad_id: int, keep: int = 0, suffix: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) ids → (B, L, V) logits and (B, L) values; ``keep > 0``: logits of the last ``keep`` positions
         only, and with ``suffix`` (``suffix_hidden``) the values too."""
         if keep > 0 and suffix:
             hidden = suffix_hidden(self.lm.base_model, input_ids, pad_id, keep)
             return self.lm.get_output_embeddings()(hidden), self.value_head(hidden).squeeze(-1)
         mask = input_ids != pad_id
-        out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                      output_hidden_states=True, use_cache=False, logits_to_keep=keep)
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=keep,
+        )
         return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
 
 

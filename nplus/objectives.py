@@ -20,8 +20,15 @@ GROUP_STD_EPS = 1e-4
 
 # ---- DPO ------------------------------------------------------------------------------------------------------
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float, loss_type: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    loss_type: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """details.dpo_loss on (B,) summed response log-probs → (mean loss, (B,) chosen and (B,) rejected rewards).
 
     The implicit reward is β·(log π − log π_ref) of a response (Rafailov et al. eq. 5); h is the margin of the
@@ -46,6 +53,7 @@ def sequence_logprobs(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch
 
 
 # ---- sequence rewards and baselines ---------------------------------------------------------------------------
+
 
 def sequence_rewards(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float, kl_placement: str) -> torch.Tensor:
     """details.kl_placement (rloo, reinforce) / details.grpo_kl_placement: (B,) scores, (B, T) per-token KL (0 at
@@ -83,7 +91,9 @@ def group_advantages(rewards: torch.Tensor, k: int, std_normalization: str) -> t
     raise ValueError(f"grpo_std_normalization={std_normalization!r}")
 
 
-def reinforce_baseline(rewards: torch.Tensor, mode: str, running_mean: float, count: int) -> tuple[torch.Tensor, float, int]:
+def reinforce_baseline(
+    rewards: torch.Tensor, mode: str, running_mean: float, count: int
+) -> tuple[torch.Tensor, float, int]:
     """details.reinforce_baseline: (B,) rewards → ((B,) baseline, running mean and count after this batch).
 
     moving_average (Ahmadian et al. §3.1): the mean of every reward of the earlier batches (0 before the first);
@@ -105,6 +115,7 @@ def reinforce_baseline(rewards: torch.Tensor, mode: str, running_mean: float, co
 
 # ---- losses ---------------------------------------------------------------------------------------------------
 
+
 def aggregate_token_loss(token_loss: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """details.grpo_loss_averaging: (B, T) per-token losses, (B, T) mask → scalar.
 
@@ -121,8 +132,14 @@ def aggregate_token_loss(token_loss: torch.Tensor, mask: torch.Tensor, mode: str
     raise ValueError(f"grpo_loss_averaging={mode!r}")
 
 
-def policy_gradient_loss(mode: str, new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                         mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def policy_gradient_loss(
+    mode: str,
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """details.pg_update (rloo, reinforce): (B, T) log-probs, (B, T) advantages (one value per response, repeated
     over its tokens) → (loss, stats).
 
@@ -137,6 +154,9 @@ def policy_gradient_loss(mode: str, new_logprobs: torch.Tensor, old_logprobs: to
     loss = -(advantages * new_logprobs * m).sum(1).mean()
     with torch.no_grad():
         logratio = new_logprobs - old_logprobs
-        stats = {"clipfrac": torch.zeros(()), "approxkl": 0.5 * ops.masked_mean(logratio**2, mask),
-                 "ratio": ops.masked_mean(torch.exp(logratio), mask)}
+        stats = {
+            "clipfrac": torch.zeros(()),
+            "approxkl": 0.5 * ops.masked_mean(logratio**2, mask),
+            "ratio": ops.masked_mean(torch.exp(logratio), mask),
+        }
     return loss, stats

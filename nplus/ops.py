@@ -18,6 +18,7 @@ INVALID_LOGPROB = 1.0  # sfd's fill value for log-probs at padded positions (nev
 
 # ---- masked statistics ----------------------------------------------------------------------------------------
 
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of ``x`` over positions where ``mask`` is true."""
     mask = mask.to(x.dtype)
@@ -48,6 +49,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
 
 
 # ---- sequences, padding, EOS ----------------------------------------------------------------------------------
+
 
 def first_true_indices(bools: torch.Tensor) -> torch.Tensor:
     """(B, T) bool → (B,) index of the first True per row, or T when a row has none."""
@@ -97,6 +99,7 @@ def pool_reward(scores: torch.Tensor, input_ids: torch.Tensor, pad_id: int, rewa
 
 # ---- log-probabilities ----------------------------------------------------------------------------------------
 
+
 def training_logits(logits: torch.Tensor, temperature: float, temperature_in_training: str) -> torch.Tensor:
     """details.temperature_in_training: divide training-time logits by the sampling temperature (paper) or not."""
     if temperature_in_training == "on":
@@ -143,6 +146,7 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
 
 # ---- scores and rewards ---------------------------------------------------------------------------------------
 
+
 def normalize_score(score: torch.Tensor, bias: float, gain: float) -> torch.Tensor:
     """Apply the reward model's stored normalization: gain · (score − bias).
 
@@ -152,7 +156,9 @@ def normalize_score(score: torch.Tensor, bias: float, gain: float) -> torch.Tens
     return gain * (score - bias)
 
 
-def reward_normalization_params(mode: str, reference_scores: torch.Tensor, policy_scores: torch.Tensor | None) -> tuple[float, float]:
+def reward_normalization_params(
+    mode: str, reference_scores: torch.Tensor, policy_scores: torch.Tensor | None
+) -> tuple[float, float]:
     """details.reward_normalization → (bias, gain) such that gain · (s − bias) is the normalized score."""
     if mode == "reference_bias":
         return float(reference_scores.mean()), 1.0
@@ -202,7 +208,9 @@ def score_index(seq_last: torch.Tensor, width: int, mode: str) -> torch.Tensor:
     raise ValueError(f"score_position={mode!r}")
 
 
-def per_token_rewards(kl: torch.Tensor, scores: torch.Tensor, score_idx: torch.Tensor, kl_coef: float, kl_placement: str) -> torch.Tensor:
+def per_token_rewards(
+    kl: torch.Tensor, scores: torch.Tensor, score_idx: torch.Tensor, kl_coef: float, kl_placement: str
+) -> torch.Tensor:
     """r_t = −β·KL_t (when details.kl_placement = reward) plus the score at ``score_idx``. (B, T) → (B, T)."""
     if kl_placement == "reward":
         rewards = -kl_coef * kl
@@ -252,15 +260,26 @@ def whiten_advantages(advantages: torch.Tensor, mask: torch.Tensor, mode: str) -
 
 # ---- losses ---------------------------------------------------------------------------------------------------
 
-def policy_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+
+def policy_loss(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate: mean over masked tokens of max(−A·r, −A·clip(r, 1±ε)). Returns (loss, stats)."""
     token_losses, stats = clipped_surrogate(new_logprobs, old_logprobs, advantages, mask, cliprange)
     return masked_mean(token_losses, mask), stats
 
 
-def clipped_surrogate(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                      mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def clipped_surrogate(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(B, T) → (B, T) per-token max(−A·r, −A·clip(r, 1±ε)) before any averaging (GRPO averages its own way),
     and the step-size stats over masked tokens."""
     logratio = new_logprobs - old_logprobs
@@ -277,8 +296,14 @@ def clipped_surrogate(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, ad
     return token_losses, stats
 
 
-def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               cliprange_value: float, value_clipping: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def value_loss(
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float,
+    value_clipping: str,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """details.value_clipping: 0.5·max((V−R)², (clip(V, V_old±ε)−R)²) (paper) or 0.5·(V−R)². (B, T) → scalar."""
     unclipped = (new_values - returns) ** 2
     if value_clipping == "on":
@@ -320,6 +345,7 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[to
 
 
 # ---- schedules and controllers --------------------------------------------------------------------------------
+
 
 def lr_factor(step: int, total: int, schedule: str) -> float:
     """details.lr_schedule (and SFT/RM's cosine): multiplier of the base LR at update ``step`` of ``total``.

@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import dataclasses
+import importlib.util
 import math
 import shutil
 import time
@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 from datasets import load_from_disk
 
-from nplus import ops
+from nplus import bases, ops
 from nplus.config import Config, ConfigError, config_hash
 from nplus.data.build_cmd import load_hub_tokenizer
-from nplus.data.builder import DataDetails, Lengths as DataLengths, build_preferences, build_sft
+from nplus.data.builder import DataDetails, build_preferences, build_sft
+from nplus.data.builder import Lengths as DataLengths
 from nplus.data.formatting import prepare_tokenizer
 from nplus.data.loader import load_comparisons, load_sft
 from nplus.data.relabel import synth_relabelled
@@ -35,15 +36,26 @@ from nplus.evaluation.judges import GoldJudgeAdapter
 from nplus.evaluation.probes import fact_check_sequences
 from nplus.models import LADDER, RewardNormalization, ScalarModel, is_ladder, load_causal_lm
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn, text_source_score_fn
-from nplus.rundir import (RUN_OUTPUTS, append_jsonl, artifact, atomic_write_json, check_writable_dir, done_problem,
-                          mark_done, read_json, read_jsonl, run_dir_lock, save_dataset, share_file_modes,
-                          write_provenance)
-from nplus import bases
+from nplus.rundir import (
+    RUN_OUTPUTS,
+    append_jsonl,
+    artifact,
+    atomic_write_json,
+    check_writable_dir,
+    done_problem,
+    mark_done,
+    read_json,
+    read_jsonl,
+    run_dir_lock,
+    save_dataset,
+    share_file_modes,
+    write_provenance,
+)
 from nplus.stages.common import as_tensor, dist, sample, seed_everything
-from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
 from nplus.stages.critic_free import train_critic_free
 from nplus.stages.dpo import train_dpo
 from nplus.stages.online import response_logits, response_logprobs
+from nplus.stages.policy_eval import EvalSet, eval_set_from, evaluate_policy
 from nplus.stages.ppo import train_ppo
 from nplus.stages.rm import score_sequences, train_rm
 from nplus.stages.sft import train_sft
@@ -86,18 +98,24 @@ def check_model_source(name: str) -> None:
     if not path.exists():
         if HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
             return  # a hub name: the tokenizer check that follows fails fast without hub access
-        raise ConfigError(f"model.name={name!r} is neither a ladder rung ({', '.join(LADDER)}), an existing model "
-                          "directory nor a hub name such as 'EleutherAI/pythia-1b-deduped'")
+        raise ConfigError(
+            f"model.name={name!r} is neither a ladder rung ({', '.join(LADDER)}), an existing model "
+            "directory nor a hub name such as 'EleutherAI/pythia-1b-deduped'"
+        )
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise ConfigError(f"model.name={name!r}: expected a model directory with config.json (a `save_pretrained` "
-                          "or `hf download` directory)")
+        raise ConfigError(
+            f"model.name={name!r}: expected a model directory with config.json (a `save_pretrained` "
+            "or `hf download` directory)"
+        )
     files = [p.name for p in path.iterdir() if p.is_file()]
     if not any(f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in files):
         pickles = sorted(f for f in files if f.endswith(PICKLE_WEIGHTS))
         found = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
-        raise ConfigError(f"model.name={name!r} holds {found}; nplus loads *.safetensors only and never unpickles a "
-                          "checkpoint: download the model's safetensors files, or convert it where you trust the "
-                          "file (`AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)` writes them)")
+        raise ConfigError(
+            f"model.name={name!r} holds {found}; nplus loads *.safetensors only and never unpickles a "
+            "checkpoint: download the model's safetensors files, or convert it where you trust the "
+            "file (`AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)` writes them)"
+        )
 
 
 def open_sources(cfg: Config, cache: Path) -> Sources:
@@ -111,18 +129,31 @@ def open_sources(cfg: Config, cache: Path) -> Sources:
         cmp_path = cmp_source
         if cmp_source.startswith("tldr-synth:"):
             cmp_path = str(synth_relabelled(data_dir, cmp_source.split(":", 1)[1], cache) / "comparisons")
-        return Sources(load_sft("tldr-synth", data_dir), load_comparisons(cmp_path, data_dir),
-                       load_tokenizer(data_dir / "tokenizer"), GoldJudgeAdapter.from_dir(data_dir), data_dir,
-                       data_dir.name if cmp_source == "tldr-synth" else f"{data_dir.name}|{cmp_source}")
+        return Sources(
+            load_sft("tldr-synth", data_dir),
+            load_comparisons(cmp_path, data_dir),
+            load_tokenizer(data_dir / "tokenizer"),
+            GoldJudgeAdapter.from_dir(data_dir),
+            data_dir,
+            data_dir.name if cmp_source == "tldr-synth" else f"{data_dir.name}|{cmp_source}",
+        )
     check_model_source(cfg.model.name)  # again: open_sources is also called on its own (load_data)
     judge = make_judge("openai", model="gpt-3.5-turbo-0125")  # needs OPENAI_API_KEY
     tokenizer = load_hub_tokenizer(cfg.model.name, flag="--set model.name=")
     if tokenizer.eos_token_id is None:  # every data-stage detail that appends EOS needs one
-        raise ConfigError(f"model.name={cfg.model.name!r}: its tokenizer has no eos_token; set one in its "
-                          "tokenizer_config.json (Pythia's is '<|endoftext|>')")
+        raise ConfigError(
+            f"model.name={cfg.model.name!r}: its tokenizer has no eos_token; set one in its "
+            "tokenizer_config.json (Pythia's is '<|endoftext|>')"
+        )
     raw_sft, raw_cmp = load_sft(cfg.task.sft_source), load_comparisons(cfg.task.comparisons_source)
-    return Sources(raw_sft, raw_cmp, tokenizer, judge, None,
-                   f"{cfg.task.sft_source}|{cfg.task.comparisons_source}|{cfg.model.name}")
+    return Sources(
+        raw_sft,
+        raw_cmp,
+        tokenizer,
+        judge,
+        None,
+        f"{cfg.task.sft_source}|{cfg.task.comparisons_source}|{cfg.model.name}",
+    )
 
 
 def load_data(cfg: Config, cache: Path, sources: Sources | None = None) -> Data:
@@ -137,16 +168,32 @@ def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source
     """The pre-tokenized datasets, built once per (data source, tokenizer, lengths, data-stage details) and cached:
     newline truncation re-encodes long posts many times, so building is the slowest part of a small run."""
     d = cfg.details
-    dd = DataDetails(d.query_truncation, d.query_padding_side, d.pad_token, d.reference_leading_space, d.reference_eos, d.preference_eos)
+    dd = DataDetails(
+        d.query_truncation,
+        d.query_padding_side,
+        d.pad_token,
+        d.reference_leading_space,
+        d.reference_eos,
+        d.preference_eos,
+    )
     lengths = DataLengths(**dataclasses.asdict(cfg.lengths))
-    key = config_hash({"task": dataclasses.asdict(cfg.task), "source": source_id,
-                       "lengths": dataclasses.asdict(lengths), "details": dataclasses.asdict(dd), "version": 1})
+    key = config_hash(
+        {
+            "task": dataclasses.asdict(cfg.task),
+            "source": source_id,
+            "lengths": dataclasses.asdict(lengths),
+            "details": dataclasses.asdict(dd),
+            "version": 1,
+        }
+    )
     with artifact(cache, "built", key) as (path, built):
         if not built:
             if cfg.task.max_sft_train:
                 raw_sft["train"] = raw_sft["train"].select(range(min(cfg.task.max_sft_train, len(raw_sft["train"]))))
             if cfg.task.max_comparisons_train:
-                raw_cmp["train"] = raw_cmp["train"].select(range(min(cfg.task.max_comparisons_train, len(raw_cmp["train"]))))
+                raw_cmp["train"] = raw_cmp["train"].select(
+                    range(min(cfg.task.max_comparisons_train, len(raw_cmp["train"])))
+                )
             sft, sft_stats = build_sft(raw_sft, tokenizer, lengths, dd)
             pref, pref_stats = build_preferences(raw_cmp, tokenizer, lengths, dd)
             save_dataset(sft, path / "sft")
@@ -173,9 +220,19 @@ def base_model(cfg: Config, data: Data, cache: Path) -> Path | str:
 def _eval_fn(cfg: Config, data: Data, es: EvalSet, reward=None):
     def run(policy, temperature: float | None = None):
         g = torch.Generator().manual_seed(cfg.seed + 7)
-        return evaluate_policy(policy, es, data.tokenizer, data.tokenizer.pad_token_id, data.tokenizer.eos_token_id,
-                               cfg.ppo.response_length, temperature or cfg.sampling_eval_temperature, data.judge,
-                               reward_fn=reward, generator=g)
+        return evaluate_policy(
+            policy,
+            es,
+            data.tokenizer,
+            data.tokenizer.pad_token_id,
+            data.tokenizer.eos_token_id,
+            cfg.ppo.response_length,
+            temperature or cfg.sampling_eval_temperature,
+            data.judge,
+            reward_fn=reward,
+            generator=g,
+        )
+
     return run
 
 
@@ -208,7 +265,14 @@ def sft_stage(cfg: Config, data: Data, base: Path | str, cache: Path, es: EvalSe
     with stage_artifact(cache, "sft", cfg.stage_hash("sft")) as (path, built):
         if not built:
             t0 = time.time()
-            train = train_sft(cfg, Path(base) if not isinstance(base, str) else base, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl")
+            train = train_sft(
+                cfg,
+                Path(base) if not isinstance(base, str) else base,
+                data.sft["train"],
+                data.tokenizer,
+                path,
+                path / "metrics.jsonl",
+            )
             if not dist().is_main:
                 return path
             atomic_write_json(path / "config.json", cfg.stage_dict("sft"))
@@ -231,14 +295,38 @@ def rm_stage(cfg: Config, data: Data, sft_path: Path, cache: Path) -> Path:
                 # lmhp's normalization target: scores of SFT policy samples on training queries.
                 policy = load_causal_lm(sft_path / "model").to(dist().device).eval()
                 g = torch.Generator().manual_seed(cfg.seed + 11)
-                q = as_tensor(data.sft["train"].select(range(min(256, len(data.sft["train"]))))["query_token"]).to(dist().device)
+                q = as_tensor(data.sft["train"].select(range(min(256, len(data.sft["train"]))))["query_token"]).to(
+                    dist().device
+                )
                 tok = data.tokenizer
-                resp = ops.truncate_after_eos(sample(policy, q, tok.pad_token_id, tok.eos_token_id, cfg.ppo.response_length,
-                                                     cfg.ppo.temperature, "fixed_length_then_truncate", g).responses, tok.eos_token_id, tok.pad_token_id)
+                resp = ops.truncate_after_eos(
+                    sample(
+                        policy,
+                        q,
+                        tok.pad_token_id,
+                        tok.eos_token_id,
+                        cfg.ppo.response_length,
+                        cfg.ppo.temperature,
+                        "fixed_length_then_truncate",
+                        g,
+                    ).responses,
+                    tok.eos_token_id,
+                    tok.pad_token_id,
+                )
                 return score_sequences(rm, torch.cat([q, resp], 1), tok.pad_token_id, cfg.details.reward_token)
 
-            res = train_rm(cfg, sft_path / "model", data.pref, data.sft["train"], data.tokenizer, path, path / "metrics.jsonl", policy_scores,
-                           gold=getattr(data.judge, "gold", None), fact_check=fact_check_set(cfg, data))
+            res = train_rm(
+                cfg,
+                sft_path / "model",
+                data.pref,
+                data.sft["train"],
+                data.tokenizer,
+                path,
+                path / "metrics.jsonl",
+                policy_scores,
+                gold=getattr(data.judge, "gold", None),
+                fact_check=fact_check_set(cfg, data),
+            )
             if dist().is_main:
                 atomic_write_json(path / "config.json", cfg.stage_dict("rm"))
                 atomic_write_json(path / "eval.json", {**res, "wall_time_s": time.time() - t0})
@@ -256,8 +344,9 @@ def fact_check_set(cfg: Config, data: Data, n: int = 128):
     val = data.sft["validation"].select(range(min(n, len(data.sft["validation"]))))
     missing = [text for text in val["post"] if text not in by_text]
     if missing:
-        raise RuntimeError(f"{len(missing)} tldr-synth validation posts are not the generator's: regenerate the "
-                           "data cache")
+        raise RuntimeError(
+            f"{len(missing)} tldr-synth validation posts are not the generator's: regenerate the data cache"
+        )
     posts = [by_text[text] for text in val["post"]]
     pad = data.tokenizer.pad_token_id
     queries = [[t for t in row if t != pad] for row in val["query_token"]]
@@ -275,8 +364,13 @@ def reward_for(cfg: Config, data: Data, rm_path: Path, norm: RewardNormalization
         score = rm_score_fn(reward_model, norm.bias, norm.gain, data.tokenizer.pad_token_id, cfg.details.reward_token)
         return TrainingReward(train_posts), score
     refs = train.select(range(min(len(train), 2000)))
-    score = text_source_score_fn(cfg.reward.source, cfg.reward.rule, getattr(data.judge, "gold", None), data.tokenizer,
-                                 list(zip(refs["post"], refs["summary"])))
+    score = text_source_score_fn(
+        cfg.reward.source,
+        cfg.reward.rule,
+        getattr(data.judge, "gold", None),
+        data.tokenizer,
+        list(zip(refs["post"], refs["summary"])),
+    )
     return TrainingReward(train_posts, score), score
 
 
@@ -289,7 +383,9 @@ def policy_kl(cfg: Config, policy, ref, es: EvalSet, tokenizer) -> float:
     total, n = 0.0, 0
     device = next(policy.parameters()).device
     for q in es.query_tokens.to(device).split(64):
-        resp = sample(policy, q, pad, eos, cfg.ppo.response_length, cfg.ppo.temperature, "fixed_length_then_truncate", g).responses
+        resp = sample(
+            policy, q, pad, eos, cfg.ppo.response_length, cfg.ppo.temperature, "fixed_length_then_truncate", g
+        ).responses
         post = ops.truncate_after_eos(resp, eos, pad)
         qr = torch.cat([q, resp], 1)
         T = resp.size(1)
@@ -311,8 +407,10 @@ def _preflight(cfg: Config, out_dir: Path, cache: Path, stop_after: str, track: 
     if track:  # fail before any compute, not after training, when wandb is missing
         require_wandb()
     if cfg.ppo.frozen_offload and stop_after == "ppo" and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
-                          "launch on GPUs with `accelerate launch`, or pass --set ppo.frozen_offload=false")
+        raise ConfigError(
+            "ppo.frozen_offload=true (the paper-6.9b preset) needs DeepSpeed: pip install deepspeed and "
+            "launch on GPUs with `accelerate launch`, or pass --set ppo.frozen_offload=false"
+        )
     check_model_source(cfg.model.name)
     rm_cfg = cfg.reward_model_config()  # the policy's own config unless reward.model names another model
     if rm_cfg is not cfg:
@@ -320,8 +418,11 @@ def _preflight(cfg: Config, out_dir: Path, cache: Path, stop_after: str, track: 
     sources = open_sources(cfg, cache) if cfg.task.name != "tldr-synth" else None
     D = dist()
     if D.world != cfg.processes:
-        raise ConfigError(f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set processes={D.world} "
-                          f"(and micro-batches so that batch = micro_batch × grad_accum × processes)")
+        raise ConfigError(
+            f"processes={cfg.processes} in the config but launched with {D.world} processes: set --set "
+            f"processes={D.world} "
+            f"(and micro-batches so that batch = micro_batch × grad_accum × processes)"
+        )
     return rm_cfg, sources
 
 
@@ -337,25 +438,48 @@ def _copy_upstream_logs(out_dir: Path, sft_path: Path, rm_path: Path) -> None:
 def _summary_fields(sft_eval: dict, rm_eval: dict, agg: dict, kl: float, sanity: dict) -> dict:
     """summary.json's sft.*, rm.*, ppo.* and sanity.* fields (non-finite sanity figures written as null)."""
     return {
-        "sft.rouge1": sft_eval["rouge1"], "sft.rouge2": sft_eval["rouge2"], "sft.rouge_l": sft_eval["rouge_l"],
-        "sft.win_rate": sft_eval["win_rate"], "sft.win_rate_ci": sft_eval["win_rate_ci"],
-        "sft.mean_length": sft_eval["mean_length"], "sft.eos_rate": sft_eval["eos_rate"], "sft.gold_score": sft_eval["gold_score"],
-        "sft.post_swap_gap": sft_eval["post_swap_gap"], "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
-        "rm.accuracy": rm_eval["accuracy"], "rm.accuracy_gold": rm_eval.get("accuracy_gold"),
+        "sft.rouge1": sft_eval["rouge1"],
+        "sft.rouge2": sft_eval["rouge2"],
+        "sft.rouge_l": sft_eval["rouge_l"],
+        "sft.win_rate": sft_eval["win_rate"],
+        "sft.win_rate_ci": sft_eval["win_rate_ci"],
+        "sft.mean_length": sft_eval["mean_length"],
+        "sft.eos_rate": sft_eval["eos_rate"],
+        "sft.gold_score": sft_eval["gold_score"],
+        "sft.post_swap_gap": sft_eval["post_swap_gap"],
+        "sft.fact_accuracy": sft_eval.get("fact_accuracy"),
+        "rm.accuracy": rm_eval["accuracy"],
+        "rm.accuracy_gold": rm_eval.get("accuracy_gold"),
         "rm.fact_check_accuracy": rm_eval.get("fact_check_accuracy"),
         "rm.fact_check_sft_likelihood": rm_eval.get("fact_check_sft_likelihood"),
         "rm.accuracy_valid1": rm_eval["accuracy_valid1"],
-        "rm.accuracy_valid2": rm_eval["accuracy_valid2"], "rm.reward_bias": rm_eval["reward_bias"],
-        "ppo.win_rate": agg["win_rate"], "ppo.win_rate_ci": agg["win_rate_ci"], "ppo.kl": kl,
-        "ppo.mean_length": agg["mean_length"], "ppo.eos_rate": agg["eos_rate"], "ppo.proxy_reward": agg["proxy_reward"],
-        "ppo.gold_score": agg["gold_score"], "ppo.rouge_l": agg["rouge_l"], "ppo.fact_accuracy": agg.get("fact_accuracy"),
-        "ppo.repetition_rate": agg["repetition_rate"], "ppo.distinct_2": agg["distinct_2"],
+        "rm.accuracy_valid2": rm_eval["accuracy_valid2"],
+        "rm.reward_bias": rm_eval["reward_bias"],
+        "ppo.win_rate": agg["win_rate"],
+        "ppo.win_rate_ci": agg["win_rate_ci"],
+        "ppo.kl": kl,
+        "ppo.mean_length": agg["mean_length"],
+        "ppo.eos_rate": agg["eos_rate"],
+        "ppo.proxy_reward": agg["proxy_reward"],
+        "ppo.gold_score": agg["gold_score"],
+        "ppo.rouge_l": agg["rouge_l"],
+        "ppo.fact_accuracy": agg.get("fact_accuracy"),
+        "ppo.repetition_rate": agg["repetition_rate"],
+        "ppo.distinct_2": agg["distinct_2"],
         **{f"sanity.{k}": (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in sanity.items()},
     }
 
 
-def _optimize_policy(cfg: Config, data, sft_path: Path, rm_path: Path, norm: RewardNormalization,
-                     train_reward: TrainingReward, out_dir: Path, evaluate) -> dict:
+def _optimize_policy(
+    cfg: Config,
+    data,
+    sft_path: Path,
+    rm_path: Path,
+    norm: RewardNormalization,
+    train_reward: TrainingReward,
+    out_dir: Path,
+    evaluate,
+) -> dict:
     """Train the policy with cfg.algorithm; ``evaluate(policy) -> (aggregates, rows)`` is the online loops'
     periodic evaluation. Returns the stage's result (``train_ppo``'s keys)."""
 
@@ -367,12 +491,20 @@ def _optimize_policy(cfg: Config, data, sft_path: Path, rm_path: Path, norm: Rew
     if cfg.algorithm == "dpo":  # offline, on the comparisons; the RM only scores its samples below
         return train_dpo(cfg, sft_path / "model", data.pref, data.tokenizer, out_dir)
     train = train_ppo if cfg.algorithm == "ppo" else train_critic_free
-    return train(cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic,
-                 train_reward)
+    return train(
+        cfg, sft_path / "model", rm_path / "model", norm, train_queries, data.tokenizer, out_dir, periodic, train_reward
+    )
 
 
-def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command: str | None = None,
-                 stop_after: str = "ppo", track: bool = False, overwrite: bool = False) -> dict:
+def run_pipeline(
+    cfg: Config,
+    out_dir: Path,
+    cache: Path | None = None,
+    command: str | None = None,
+    stop_after: str = "ppo",
+    track: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Run the stages for ``cfg`` into ``out_dir`` (up to ``stop_after``); returns (and writes) summary.json.
 
     The main process holds ``out_dir``'s run lock (the study runner's) from before provenance to DONE, so a second
@@ -385,16 +517,25 @@ def run_pipeline(cfg: Config, out_dir: Path, cache: Path | None = None, command:
         return _run_locked(cfg, rm_cfg, out_dir, cache, command, stop_after, track, sources)
 
 
-def _run_locked(cfg: Config, rm_cfg: Config, out_dir: Path, cache: Path, command: str | None, stop_after: str,
-                track: bool, sources) -> dict:
+def _run_locked(
+    cfg: Config, rm_cfg: Config, out_dir: Path, cache: Path, command: str | None, stop_after: str, track: bool, sources
+) -> dict:
     t_start = time.time()
     # 1. provenance before any compute
     D = dist()
     if D.is_main:
         for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
             (out_dir / stale).unlink(missing_ok=True)
-        write_provenance(out_dir, {**cfg.to_dict(), "hash": cfg.hash, "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}},
-                         cfg.details.as_dict(), command)
+        write_provenance(
+            out_dir,
+            {
+                **cfg.to_dict(),
+                "hash": cfg.hash,
+                "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")},
+            },
+            cfg.details.as_dict(),
+            command,
+        )
     seed_everything(cfg.seed, D.rank)
     # 2. data
     data = load_data(cfg, cache, sources)
@@ -435,15 +576,31 @@ def _run_locked(cfg: Config, rm_cfg: Config, out_dir: Path, cache: Path, command
         append_jsonl(out_dir / "samples.jsonl", {"stage": "ppo", **r})
     kl = policy_kl(cfg, policy, res["ref_policy"], es, data.tokenizer)
     ppo_wall = time.time() - t_ppo
-    sanity = {**res["sanity"], "rm_padding_max_diff": rm_eval["padding_invariance_max_diff"],
-              "rm_padding_ok": rm_eval["padding_invariance_max_diff"] < 1e-3}
-    eval_out = {"sft": sft_eval, "rm": rm_eval, "ppo": {**agg, "kl": kl, "evals": res["evals"], "wall_time_s": ppo_wall}, "sanity": sanity}
+    sanity = {
+        **res["sanity"],
+        "rm_padding_max_diff": rm_eval["padding_invariance_max_diff"],
+        "rm_padding_ok": rm_eval["padding_invariance_max_diff"] < 1e-3,
+    }
+    eval_out = {
+        "sft": sft_eval,
+        "rm": rm_eval,
+        "ppo": {**agg, "kl": kl, "evals": res["evals"], "wall_time_s": ppo_wall},
+        "sanity": sanity,
+    }
     atomic_write_json(out_dir / "eval.json", eval_out)
-    summary = {**_summary_fields(sft_eval, rm_eval, agg, kl, sanity), **res.get("summary", {}),
-               "params": res["params"], "model": cfg.model.name, "reward_model": rm_cfg.model.name, "seed": cfg.seed,
-               "preset": cfg.preset, "algorithm": cfg.algorithm,
-               "wall_time_s": time.time() - t_start, "ppo_wall_time_s": ppo_wall,
-               "artifacts": {"sft": str(sft_path), "rm": str(rm_path)}}
+    summary = {
+        **_summary_fields(sft_eval, rm_eval, agg, kl, sanity),
+        **res.get("summary", {}),
+        "params": res["params"],
+        "model": cfg.model.name,
+        "reward_model": rm_cfg.model.name,
+        "seed": cfg.seed,
+        "preset": cfg.preset,
+        "algorithm": cfg.algorithm,
+        "wall_time_s": time.time() - t_start,
+        "ppo_wall_time_s": ppo_wall,
+        "artifacts": {"sft": str(sft_path), "rm": str(rm_path)},
+    }
     atomic_write_json(out_dir / "summary.json", summary)
     if track:
         mirror_to_wandb(out_dir, cfg)

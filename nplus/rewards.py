@@ -32,14 +32,93 @@ SOURCES = ("rm", "gold", "rule")
 
 # Words of the key-fact vocabulary (relations, events, asks, feelings), function words left out so that the rule
 # rewards content words: "bf", "cheated", "break", "hurt", ...
-_FUNCTION_WORDS = {"a", "an", "the", "to", "up", "of", "on", "in", "with", "me", "my", "her", "him", "his", "for",
-                   "out", "off", "about", "and", "or", "is", "be", "it", "we", "us", "do", "get", "go"}
-KEYWORDS = frozenset(w for values in SLOT_KEYS.values() for keys in values.values() for key in keys for w in words(key)
-                     if w not in _FUNCTION_WORDS)
-POSITIVE = frozenset({"happy", "love", "loves", "great", "good", "glad", "thanks", "thank", "please", "kind", "nice",
-                      "sweet", "best", "amazing", "wonderful", "fun", "excited", "grateful", "hopeful", "proud"})
-NEGATIVE = frozenset({"hate", "hates", "bad", "awful", "terrible", "worst", "sad", "angry", "upset", "hurt", "mad",
-                      "cheated", "lied", "fight", "fought", "jealous", "betrayed", "crying", "cried", "sick"} | set(FEELINGS))
+_FUNCTION_WORDS = {
+    "a",
+    "an",
+    "the",
+    "to",
+    "up",
+    "of",
+    "on",
+    "in",
+    "with",
+    "me",
+    "my",
+    "her",
+    "him",
+    "his",
+    "for",
+    "out",
+    "off",
+    "about",
+    "and",
+    "or",
+    "is",
+    "be",
+    "it",
+    "we",
+    "us",
+    "do",
+    "get",
+    "go",
+}
+KEYWORDS = frozenset(
+    w
+    for values in SLOT_KEYS.values()
+    for keys in values.values()
+    for key in keys
+    for w in words(key)
+    if w not in _FUNCTION_WORDS
+)
+POSITIVE = frozenset(
+    {
+        "happy",
+        "love",
+        "loves",
+        "great",
+        "good",
+        "glad",
+        "thanks",
+        "thank",
+        "please",
+        "kind",
+        "nice",
+        "sweet",
+        "best",
+        "amazing",
+        "wonderful",
+        "fun",
+        "excited",
+        "grateful",
+        "hopeful",
+        "proud",
+    }
+)
+NEGATIVE = frozenset(
+    {
+        "hate",
+        "hates",
+        "bad",
+        "awful",
+        "terrible",
+        "worst",
+        "sad",
+        "angry",
+        "upset",
+        "hurt",
+        "mad",
+        "cheated",
+        "lied",
+        "fight",
+        "fought",
+        "jealous",
+        "betrayed",
+        "crying",
+        "cried",
+        "sick",
+    }
+    | set(FEELINGS)
+)
 
 
 def keywords_rule(text: str) -> float:
@@ -69,13 +148,21 @@ class TrainingReward:
     score: ScoreFn | None = None
 
 
-def rm_score_fn(reward_model: torch.nn.Module, bias: float, gain: float, pad_id: int, reward_token: str,
-                chunks: int = 1, suffix: bool = False) -> ScoreFn:
+def rm_score_fn(
+    reward_model: torch.nn.Module,
+    bias: float,
+    gain: float,
+    pad_id: int,
+    reward_token: str,
+    chunks: int = 1,
+    suffix: bool = False,
+) -> ScoreFn:
     """The learned reward model's normalized score (the paper's source); ``chunks``: models.by_length.
 
     ``suffix`` (ppo.last_layer = response): with a one-position reward token (eos, last_position) the head reads
     the positions from the earliest scored one on, and the trunk's last layer runs on those alone
     (models.suffix_hidden); pool_reward then reads them in place, the rest zero-filled and never read."""
+
     def raw(ids: torch.Tensor) -> torch.Tensor:
         if not suffix or reward_token == "mean":
             return ops.pool_reward(reward_model(ids, pad_id), ids, pad_id, reward_token)
@@ -88,10 +175,13 @@ def rm_score_fn(reward_model: torch.nn.Module, bias: float, gain: float, pad_id:
 
     def score(queries: torch.Tensor, responses: torch.Tensor, posts: Sequence[str]) -> torch.Tensor:
         return ops.normalize_score(by_length(raw, torch.cat([queries, responses], 1), pad_id, chunks), bias, gain)
+
     return score
 
 
-def text_score_fn(text_score: Callable[[str, str, bool], float], tokenizer, references: Sequence[tuple[str, str]]) -> ScoreFn:
+def text_score_fn(
+    text_score: Callable[[str, str, bool], float], tokenizer, references: Sequence[tuple[str, str]]
+) -> ScoreFn:
     """A reward on decoded text, ``text_score(post, summary, finished)``, less its mean over ``references``
     ((post, reference summary) pairs), so that 0 is a reference-quality summary as for the normalized RM."""
     eos_id = tokenizer.eos_token_id
@@ -102,6 +192,7 @@ def text_score_fn(text_score: Callable[[str, str, bool], float], tokenizer, refe
         finished = (responses == eos_id).any(1).tolist()
         values = [text_score(p, t, f) - bias for p, t, f in zip(posts, texts, finished)]
         return torch.tensor(values, dtype=torch.float32, device=responses.device)
+
     return score
 
 

@@ -36,8 +36,21 @@ DONE = "DONE"
 # What a run directory's DONE vouches for: what stats and the report read (log.txt and error.txt are appended to
 # by later attempts, so they are not listed).
 RUN_OUTPUTS = ("config.json", "summary.json", "eval.json", "metrics.jsonl", "samples.jsonl")
-PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "numpy", "scipy", "statsmodels",
-            "pandas", "rouge-score", "safetensors", "tyro", "nplus")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "tokenizers",
+    "accelerate",
+    "numpy",
+    "scipy",
+    "statsmodels",
+    "pandas",
+    "rouge-score",
+    "safetensors",
+    "tyro",
+    "nplus",
+)
 
 
 # Fault injection for the kill -9 campaign (nplus/ablate/faults.py): "<point>:<n>" makes the process that reaches
@@ -88,8 +101,10 @@ class DiskFullError(Exception):
 
     def __init__(self, path: Path, cause: BaseException):
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).splitlines()[0]
-        super().__init__(f"no space to write {path} ({reason}); free some space and rerun the same command: "
-                         "finished runs and artifacts are kept, nothing half-written is reused")
+        super().__init__(
+            f"no space to write {path} ({reason}); free some space and rerun the same command: "
+            "finished runs and artifacts are kept, nothing half-written is reused"
+        )
 
 
 def is_disk_full(e: BaseException | None) -> bool:
@@ -127,7 +142,7 @@ def atomic_write_text(path: Path, text: str) -> None:
                 f.write(text[: len(text) // 2])
                 f.flush()  # so that a kill at the fault point leaves the half on disk, as a real one may
                 fault_point("write")  # killed here: a half-written temp file, the old `path` untouched
-                f.write(text[len(text) // 2:])
+                f.write(text[len(text) // 2 :])
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -219,19 +234,23 @@ def run_dir_lock(path: Path, overwrite: bool = False) -> Iterator[None]:
     not a run directory (``--out .`` would mix a run's files into it)."""
     path = Path(path)
     if path.is_dir() and any(path.iterdir()) and not any((path / m).exists() for m in RUN_MARKERS):
-        raise RunDirError(f"{path} is a non-empty directory that is not a run directory; choose a new or empty "
-                          "directory for --out")
+        raise RunDirError(
+            f"{path} is a non-empty directory that is not a run directory; choose a new or empty directory for --out"
+        )
 
     def refuse_finished() -> None:
         if not overwrite and (path / DONE).exists():
-            raise RunDirError(f"{path} holds a finished run ({DONE} present); pass --overwrite to replace it, or "
-                              "choose another --out")
+            raise RunDirError(
+                f"{path} holds a finished run ({DONE} present); pass --overwrite to replace it, or choose another --out"
+            )
 
     refuse_finished()  # before the lock file is created: a refused run leaves the directory as it was
     with file_lock(path / RUN_LOCK, blocking=False) as taken:
         if not taken:
-            raise RunDirError(f"{path} is locked: another nplus process (a pipeline or a study runner) is writing "
-                              "this run directory; wait for it to finish or choose another --out")
+            raise RunDirError(
+                f"{path} is locked: another nplus process (a pipeline or a study runner) is writing "
+                "this run directory; wait for it to finish or choose another --out"
+            )
         refuse_finished()  # again under the lock: the other process may have just finished
         yield
 
@@ -259,8 +278,9 @@ def check_writable_dir(path: Path, flag: str) -> None:
     limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
     for part in path.parts:
         if len(os.fsencode(part)) > limit:
-            raise PathError(f"{flag} {str(path)[:60]}...: the name {part[:40]!r}... is longer than the file "
-                            f"system's {limit} bytes")
+            raise PathError(
+                f"{flag} {str(path)[:60]}...: the name {part[:40]!r}... is longer than the file system's {limit} bytes"
+            )
     if existing == path and not path.is_dir():
         raise PathError(f"{flag} {path}: exists and is not a directory")
     if not existing.is_dir():
@@ -303,15 +323,20 @@ def sha256_file(path: Path) -> str:
 def file_manifest(path: Path, files: tuple[str, ...] | None = None) -> dict[str, list]:
     """``{relative path: [size, sha256]}`` of ``files`` that exist under ``path``, or of every file but DONE."""
     path = Path(path)
-    names = files if files is not None else sorted(
-        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != DONE)
+    names = (
+        files
+        if files is not None
+        else sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != DONE)
+    )
     return {n: [(path / n).stat().st_size, sha256_file(path / n)] for n in names if (path / n).is_file()}
 
 
 def mark_done(path: Path, info: dict | None = None, files: tuple[str, ...] | None = None) -> None:
     """Write DONE last, vouching for ``files`` (default: every file in the directory) by size and sha256."""
-    atomic_write_json(Path(path) / DONE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {}),
-                                          "files": file_manifest(path, files)})
+    atomic_write_json(
+        Path(path) / DONE,
+        {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {}), "files": file_manifest(path, files)},
+    )
 
 
 def done_problem(path: Path) -> str | None:
@@ -403,7 +428,10 @@ def git_revision() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"revision": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {
+        "revision": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def cpu_model() -> str:

@@ -51,8 +51,9 @@ CONFIDENCE = 0.95
 N_BOOT = 2000
 
 # Derived from the metrics contract (nplus/metrics_doc.py), where each metric and its direction is declared once.
-METRIC_DIRECTIONS: dict[str, str] = {name: {"up": "higher", "down": "lower", "none": "neither"}[d]
-                                     for name, (d, _doc) in SUMMARY_METRICS.items()}
+METRIC_DIRECTIONS: dict[str, str] = {
+    name: {"up": "higher", "down": "lower", "none": "neither"}[d] for name, (d, _doc) in SUMMARY_METRICS.items()
+}
 VERDICTS = ("helps", "hurts", "changes", "no detectable effect", "insufficient data", "not assessed")
 # Win-rate metrics whose prompt-level outcomes are in samples.jsonl (rows of that stage, "win" 0/1).
 BOOTSTRAP_STAGES = {"ppo.win_rate": "ppo", "sft.win_rate": "sft"}
@@ -67,6 +68,7 @@ POWER = 0.8
 
 
 # ---- pure statistics ------------------------------------------------------------------------------------------
+
 
 def t_interval(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float | None, float | None]:
     """(mean, std, lo, hi): Student t interval for the mean; no interval with fewer than 2 values."""
@@ -145,8 +147,9 @@ def holm_levels(pvalues: list[float | None], alpha: float = ALPHA) -> list[float
     return out
 
 
-def interval_at(diff: float, lo: float, hi: float, n: int, level: float, confidence: float = CONFIDENCE
-                ) -> tuple[float, float]:
+def interval_at(
+    diff: float, lo: float, hi: float, n: int, level: float, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
     """A paired t interval recomputed at another level: the half-width of the ``confidence`` interval [lo, hi] over
     ``n`` paired seeds, rescaled from t(1 − (1 − confidence)/2) to t(1 − level/2), n − 1 degrees of freedom."""
     from scipy import stats
@@ -181,8 +184,12 @@ def _resampled_means(values: np.ndarray, shape: tuple[int, ...], rng: np.random.
     return draws @ uniq / n
 
 
-def hierarchical_bootstrap(groups: list[np.ndarray], n_boot: int = N_BOOT, confidence: float = CONFIDENCE,
-                           rng: np.random.Generator | None = None) -> tuple[float, float] | None:
+def hierarchical_bootstrap(
+    groups: list[np.ndarray],
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+    rng: np.random.Generator | None = None,
+) -> tuple[float, float] | None:
     """Percentile interval of the mean over seeds of per-seed prompt means: resample seeds, then prompts within
     each drawn seed (a seed drawn twice gets two independent prompt resamples)."""
     groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
@@ -199,9 +206,15 @@ def hierarchical_bootstrap(groups: list[np.ndarray], n_boot: int = N_BOOT, confi
     return float(lo), float(hi)
 
 
-def aa_false_positive_rate(n_sims: int = 2000, n_seeds: int = 3, n_variants: int = 1,
-                           sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None,
-                           alpha: float = ALPHA, direction: str = "higher", seed: int = 0) -> float:
+def aa_false_positive_rate(
+    n_sims: int = 2000,
+    n_seeds: int = 3,
+    n_variants: int = 1,
+    sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None,
+    alpha: float = ALPHA,
+    direction: str = "higher",
+    seed: int = 0,
+) -> float:
     """Fraction of simulated A/A studies in which the verdict procedure claims any effect.
 
     Each simulation draws a baseline and ``n_variants`` copies of it on disjoint seeds (``sampler(rng, n)`` gives
@@ -269,6 +282,7 @@ def detectable_effect(sd_diff: float, n: int, tests: int = 1, alpha: float = ALP
 
 # ---- collecting run directories -------------------------------------------------------------------------------
 
+
 @dataclass
 class RunRef:
     variant: str
@@ -295,8 +309,11 @@ def find_runs(out: Path) -> tuple[str, str, list[RunRef]]:
 
 def numeric_items(summary: dict) -> list[tuple[str, float]]:
     """The summary.json keys that are numbers (bools, lists, strings and the seed excluded)."""
-    return [(k, float(v)) for k, v in summary.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS and math.isfinite(v)]
+    return [
+        (k, float(v))
+        for k, v in summary.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS and math.isfinite(v)
+    ]
 
 
 def collect(out: Path) -> tuple[Any, Any, str, str]:
@@ -333,6 +350,7 @@ def prompt_outcomes(run_dir: Path, stage: str) -> dict[str, float]:
 
 # ---- the tables -----------------------------------------------------------------------------------------------
 
+
 def compare(results: Any, baseline: str, study: str = "", alpha: float = ALPHA) -> Any:
     """One row per variant × size × metric: summary over seeds, and for non-baseline variants the paired test
     against the baseline, Holm-adjusted across the variants of each (size, metric) (the A/A arm on its own)."""
@@ -341,15 +359,31 @@ def compare(results: Any, baseline: str, study: str = "", alpha: float = ALPHA) 
     rows = []
     for (variant, size, metric), g in results.groupby(["variant", "size", "metric"], sort=False):
         mean, std, lo, hi = t_interval(g["value"].to_numpy())
-        row = {"study": study, "variant": variant, "size": size, "metric": metric,
-               "direction": METRIC_DIRECTIONS.get(metric), "n": len(g), "mean": mean, "std": std,
-               "ci_low": lo, "ci_high": hi, "baseline": baseline}
+        row = {
+            "study": study,
+            "variant": variant,
+            "size": size,
+            "metric": metric,
+            "direction": METRIC_DIRECTIONS.get(metric),
+            "n": len(g),
+            "mean": mean,
+            "std": std,
+            "ci_low": lo,
+            "ci_high": hi,
+            "baseline": baseline,
+        }
         base = results[(results.variant == baseline) & (results["size"] == size) & (results.metric == metric)]
         if variant != baseline and len(base):
             joined = g.merge(base, on="seed", suffixes=("", "_b"))
             p = paired_test(joined["value"].to_numpy(), joined["value_b"].to_numpy())
-            row.update(n_pairs=p.n, diff=p.diff, diff_ci_low=p.ci_low, diff_ci_high=p.ci_high,
-                       p_t=p.p_t, p_wilcoxon=p.p_wilcoxon)
+            row.update(
+                n_pairs=p.n,
+                diff=p.diff,
+                diff_ci_low=p.ci_low,
+                diff_ci_high=p.ci_high,
+                p_t=p.p_t,
+                p_wilcoxon=p.p_wilcoxon,
+            )
         rows.append(row)
     table = pd.DataFrame(rows)
     for col in ("n_pairs", "diff", "diff_ci_low", "diff_ci_high", "p_t", "p_wilcoxon"):
@@ -358,19 +392,31 @@ def compare(results: Any, baseline: str, study: str = "", alpha: float = ALPHA) 
     table["p_holm"] = None
     table["verdict"] = None
     # the variants' family (per size and metric); the A/A arm is a family of its own (its p_holm is its p_t)
-    for arms in (table[(table.variant != baseline) & (table.variant != AA_VARIANT)], table[table.variant == AA_VARIANT]):
+    for arms in (
+        table[(table.variant != baseline) & (table.variant != AA_VARIANT)],
+        table[table.variant == AA_VARIANT],
+    ):
         for _, idx in arms.groupby(["size", "metric"]).groups.items():
             pvals = [None if pd.isna(p) else float(p) for p in table.loc[idx, "p_t"]]
             table.loc[idx, "p_holm"] = pd.Series(holm(pvals), index=idx, dtype=object)
     for i, row in table[table.variant != baseline].iterrows():
         p = None if pd.isna(row["p_holm"]) else float(row["p_holm"])
         diff = 0.0 if pd.isna(row["diff"]) else float(row["diff"])
-        table.at[i, "verdict"] = verdict(p, diff, row["direction"], alpha) if not pd.isna(row["n_pairs"]) else "insufficient data"
+        table.at[i, "verdict"] = (
+            verdict(p, diff, row["direction"], alpha) if not pd.isna(row["n_pairs"]) else "insufficient data"
+        )
     return table
 
 
-def power_table(results: Any, baseline: str, metrics: list[str], tests: int, seeds: tuple[int, ...] = (3, 5),
-                alpha: float = ALPHA, power: float = POWER) -> Any:
+def power_table(
+    results: Any,
+    baseline: str,
+    metrics: list[str],
+    tests: int,
+    seeds: tuple[int, ...] = (3, 5),
+    alpha: float = ALPHA,
+    power: float = POWER,
+) -> Any:
     """Per size × metric: the baseline's seed-to-seed SD and the smallest paired effect ``seeds`` seeds detect
     (``detectable_effect`` with ``tests`` comparisons). The SD of a paired difference is taken as √2 × the seed SD:
     exact for arms that share nothing (the A/A arm, flips that retrain SFT), conservative for flips that share the
@@ -384,18 +430,29 @@ def power_table(results: Any, baseline: str, metrics: list[str], tests: int, see
         if len(base) < 2:
             continue
         sd = float(base.std(ddof=1))
-        row = {"size": size, "metric": metric, "n_baseline": len(base), "baseline_mean": float(base.mean()),
-               "seed_sd": sd, "diff_sd": math.sqrt(2) * sd, "tests": tests}
+        row = {
+            "size": size,
+            "metric": metric,
+            "n_baseline": len(base),
+            "baseline_mean": float(base.mean()),
+            "seed_sd": sd,
+            "diff_sd": math.sqrt(2) * sd,
+            "tests": tests,
+        }
         aa = g[g.variant == AA_VARIANT].set_index("seed")["value"]
         d = (aa - base).dropna()
         row["aa_diff_sd"] = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
         for n in seeds:
             row[f"mde_{n}_seeds"] = detectable_effect(row["diff_sd"], n, tests, alpha, power)
         rows.append(row)
-    cols = ["size", "metric", "n_baseline", "baseline_mean", "seed_sd", "diff_sd", "aa_diff_sd", "tests"] + [f"mde_{n}_seeds" for n in seeds]
+    cols = ["size", "metric", "n_baseline", "baseline_mean", "seed_sd", "diff_sd", "aa_diff_sd", "tests"] + [
+        f"mde_{n}_seeds" for n in seeds
+    ]
     order = {m: i for i, m in enumerate(metrics)}
     table = pd.DataFrame(rows, columns=cols)
-    return table.sort_values(["size", "metric"], key=lambda c: c.map(order) if c.name == "metric" else c, kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["size", "metric"], key=lambda c: c.map(order) if c.name == "metric" else c, kind="stable"
+    ).reset_index(drop=True)
 
 
 def bootstrap_win_rates(table: Any, runs: list[RunRef], baseline: str, n_boot: int = N_BOOT) -> Any:
@@ -440,17 +497,37 @@ def rlhf_effect(runs: list[RunRef], n_boot: int = N_BOOT) -> list[dict]:
             if shared:
                 diffs.append(np.array([ppo[k] - sft[k] for k in shared]))
                 s = json.loads((r.run_dir / "summary.json").read_text())
-                seeds.append({"seed": r.seed, "sft_win_rate": s.get("sft.win_rate"), "ppo_win_rate": s.get("ppo.win_rate"),
-                              "win_rate_diff": float(diffs[-1].mean()), "sft_gold_score": s.get("sft.gold_score"),
-                              "ppo_gold_score": s.get("ppo.gold_score"), "prompts": len(shared)})
+                seeds.append(
+                    {
+                        "seed": r.seed,
+                        "sft_win_rate": s.get("sft.win_rate"),
+                        "ppo_win_rate": s.get("ppo.win_rate"),
+                        "win_rate_diff": float(diffs[-1].mean()),
+                        "sft_gold_score": s.get("sft.gold_score"),
+                        "ppo_gold_score": s.get("ppo.gold_score"),
+                        "prompts": len(shared),
+                    }
+                )
         if not diffs:
             continue
         ci = hierarchical_bootstrap(diffs, n_boot)
-        gold = [x["ppo_gold_score"] - x["sft_gold_score"] for x in seeds
-                if x["ppo_gold_score"] is not None and x["sft_gold_score"] is not None]
-        out.append({"variant": key[0], "size": key[1], "n": len(seeds), "win_rate_diff": float(np.mean([d.mean() for d in diffs])),
-                    "win_rate_diff_ci": list(ci) if ci else None, "gold_score_diff": float(np.mean(gold)) if gold else None,
-                    "min_seed_win_rate_diff": min(x["win_rate_diff"] for x in seeds), "seeds": seeds})
+        gold = [
+            x["ppo_gold_score"] - x["sft_gold_score"]
+            for x in seeds
+            if x["ppo_gold_score"] is not None and x["sft_gold_score"] is not None
+        ]
+        out.append(
+            {
+                "variant": key[0],
+                "size": key[1],
+                "n": len(seeds),
+                "win_rate_diff": float(np.mean([d.mean() for d in diffs])),
+                "win_rate_diff_ci": list(ci) if ci else None,
+                "gold_score_diff": float(np.mean(gold)) if gold else None,
+                "min_seed_win_rate_diff": min(x["win_rate_diff"] for x in seeds),
+                "seeds": seeds,
+            }
+        )
     return out
 
 
@@ -477,8 +554,12 @@ def write_stats(out: Path, n_boot: int = N_BOOT) -> dict[str, Any]:
         atomic_write_text(out / "stats.csv", "")
     records = [] if table is None else [{k: _clean(v) for k, v in r.items()} for r in table.to_dict("records")]
     obj = {
-        "study": study, "baseline": baseline, "alpha": ALPHA, "confidence": CONFIDENCE,
-        "metric_directions": METRIC_DIRECTIONS, "rows": records,
+        "study": study,
+        "baseline": baseline,
+        "alpha": ALPHA,
+        "confidence": CONFIDENCE,
+        "metric_directions": METRIC_DIRECTIONS,
+        "rows": records,
         "rlhf_effect": [{k: _clean(v) for k, v in e.items()} for e in rlhf_effect(find_runs(out)[2], n_boot)],
         "failures": [{k: _clean(v) for k, v in r.items()} for r in failures.to_dict("records")],
     }
@@ -486,13 +567,16 @@ def write_stats(out: Path, n_boot: int = N_BOOT) -> dict[str, Any]:
     return obj
 
 
-def verdict_lines(stats: dict[str, Any], metrics: tuple[str, ...] = ("ppo.win_rate", "ppo.gold_score", "ppo.kl",
-                                                                     "ppo.mean_length")) -> list[str]:
+def verdict_lines(
+    stats: dict[str, Any], metrics: tuple[str, ...] = ("ppo.win_rate", "ppo.gold_score", "ppo.kl", "ppo.mean_length")
+) -> list[str]:
     """A short console table: the verdict of every variant on the headline metrics."""
     lines = []
     for r in stats["rows"]:
         if r["metric"] in metrics and r["variant"] != stats["baseline"] and r.get("diff") is not None:
             size = f" size={r['size']}" if r["size"] else ""
             p = "—" if r["p_holm"] is None else f"{r['p_holm']:.3f}"
-            lines.append(f"  {r['variant'] + size:<40} {r['metric']:<16} Δ={r['diff']:+.4f}  p_holm={p:<6} {r['verdict']}")
+            lines.append(
+                f"  {r['variant'] + size:<40} {r['metric']:<16} Δ={r['diff']:+.4f}  p_holm={p:<6} {r['verdict']}"
+            )
     return lines

@@ -19,8 +19,19 @@ from typing import Any
 
 # Row keys that are bookkeeping, not metrics.
 _NOT_METRICS = {"stage", "step", "episode", "time_s"}
-SAMPLE_COLUMNS = ("stage", "id", "query", "reference", "response", "finished", "length", "proxy_score",
-                  "gold_score", "reference_gold_score", "win")
+SAMPLE_COLUMNS = (
+    "stage",
+    "id",
+    "query",
+    "reference",
+    "response",
+    "finished",
+    "length",
+    "proxy_score",
+    "gold_score",
+    "reference_gold_score",
+    "win",
+)
 
 
 class WandbMissingError(ImportError):
@@ -32,8 +43,10 @@ def require_wandb():
     try:
         import wandb
     except ImportError as e:
-        raise WandbMissingError("--track needs wandb, which is not installed: pip install wandb "
-                                "(or pip install 'nplus[track]'). Local metrics are written either way.") from e
+        raise WandbMissingError(
+            "--track needs wandb, which is not installed: pip install wandb "
+            "(or pip install 'nplus[track]'). Local metrics are written either way."
+        ) from e
     return wandb
 
 
@@ -111,9 +124,15 @@ def mirror_to_wandb(run_dir: Path, cfg: Any = None) -> None:
     run_dir = Path(run_dir)
     config = _config_dict(cfg, run_dir)
     mode = None if os.environ.get("WANDB_API_KEY") else "offline"  # None: wandb decides (WANDB_MODE or online)
-    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "nplus"), name="/".join(run_dir.resolve().parts[-2:]),
-                     config=config, dir=str(run_dir), mode=mode, job_type="pipeline",
-                     tags=[t for t in (config.get("preset"), (config.get("task") or {}).get("name")) if t])
+    run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "nplus"),
+        name="/".join(run_dir.resolve().parts[-2:]),
+        config=config,
+        dir=str(run_dir),
+        mode=mode,
+        job_type="pipeline",
+        tags=[t for t in (config.get("preset"), (config.get("task") or {}).get("name")) if t],
+    )
     try:
         log_metrics(run, _read_jsonl(run_dir / "metrics.jsonl"))
         samples = _read_jsonl(run_dir / "samples.jsonl")

@@ -1,4 +1,5 @@
-"""A ``tldr-synth`` corpus laid out like the public datasets' hub snapshots (what ``huggingface-cli download`` gives)."""
+"""A ``tldr-synth`` corpus laid out like the public datasets' hub snapshots (what ``huggingface-cli download``
+gives)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ import math
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from nplus.models import ladder_config
 from nplus.evaluation.probes import copy_probe
+from nplus.models import ladder_config
 from nplus.stages.base import pretraining_texts, token_stream, weighted_lm_loss
 
 
@@ -42,10 +42,14 @@ def test_weighted_lm_loss_is_the_mean_at_weight_one_and_counts_heavy_targets_mor
     logits, targets = torch.randn(2, 5, 7, generator=g), torch.randint(0, 7, (2, 5), generator=g)
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), reduction="none").reshape(2, 5)
     assert torch.allclose(weighted_lm_loss(logits, targets, torch.ones(2, 5)), nll.mean())
-    assert torch.equal(weighted_lm_loss(logits, targets), torch.nn.functional.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1)))
+    assert torch.equal(
+        weighted_lm_loss(logits, targets), torch.nn.functional.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1))
+    )
     w = torch.ones(2, 5)
     w[:, -2:] = 4.0
-    assert torch.allclose(weighted_lm_loss(logits, targets, w), (nll[:, :3].sum() + 4 * nll[:, -2:].sum()) / 22)  # 2·3 + 4·2·2
+    assert torch.allclose(
+        weighted_lm_loss(logits, targets, w), (nll[:, :3].sum() + 4 * nll[:, -2:].sum()) / 22
+    )  # 2·3 + 4·2·2
 
 
 class _Copier(torch.nn.Module):

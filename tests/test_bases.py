@@ -11,8 +11,8 @@ import pytest
 
 from nplus import bases
 from nplus.config import BASE_RECIPE, apply_overrides
-from nplus.presets import preset
 from nplus.pipeline import load_data
+from nplus.presets import preset
 from nplus.stages.base import pretrain_base, pretraining_texts, token_stream
 
 # make test-fast leaves it out: base-model builds and replays
@@ -67,6 +67,7 @@ def streams(corpus):
             stream, starts, _ = token_stream(pretraining_texts(corpus.sft["train"], *key), corpus.tokenizer)
             made[key] = bases.sha256_tensor(stream), starts.numel()
         return made[key]
+
     return get
 
 
@@ -131,10 +132,34 @@ def test_a_configuration_no_base_was_built_with_builds_its_own():
 
 def _build(out: Path, cache: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """A small base build through the real CLI (smoke preset: 36 updates, a checkpoint every 10)."""
-    cmd = [sys.executable, "-m", "nplus.cli", "base", "build", "--rung", "nano", "--preset", "smoke", "--out", str(out),
-           "--cache", str(cache), "--copy-bar", "0", "--checkpoint-every", "10", "--threads", "1"]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NPLUS_PROGRESS": "0", **(env or {})},
-                          start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "nplus.cli",
+        "base",
+        "build",
+        "--rung",
+        "nano",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--copy-bar",
+        "0",
+        "--checkpoint-every",
+        "10",
+        "--threads",
+        "1",
+    ]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NPLUS_PROGRESS": "0", **(env or {})},
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
@@ -145,7 +170,9 @@ def test_a_killed_base_build_resumes_to_the_same_weights(tmp_path):
     whole = _build(tmp_path / "whole", cache)
     assert whole.returncode == 0, whole.stderr
     assert not list((cache / "base-builds").glob("*/checkpoint.safetensors"))  # removed once the manifest is written
-    killed = _build(tmp_path / "killed", cache, {"NPLUS_FAULT": "checkpoint:2", "NPLUS_FAULT_COUNTER": str(tmp_path / "n")})
+    killed = _build(
+        tmp_path / "killed", cache, {"NPLUS_FAULT": "checkpoint:2", "NPLUS_FAULT_COUNTER": str(tmp_path / "n")}
+    )
     assert killed.returncode == -9  # died at the second checkpoint (after update 10), the first (update 6) in place
     assert not (tmp_path / "killed" / "manifest.json").exists()
     resumed = _build(tmp_path / "killed", cache)
@@ -180,4 +207,3 @@ def test_the_ladder_rule_scales_the_rate_with_width():
     rates = {r: peak_lrs(m, LADDER[r][0]) for r in ("r32x2", "r48x3", "r64x4", "r96x4", "r128x4")}
     assert rates["r64x4"] == (1e-3, 1e-3) and rates["r32x2"] == (2e-3, 2e-3) and rates["r128x4"] == (5e-4, 5e-4)
     assert peak_lrs(preset("demo").model, 128) == (2e-3, 2e-3)  # recipe 3: one rate for every width
-

@@ -33,8 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EOS = "<|endoftext|>"
 # DETAILS.md §6: widths of the pre-tokenized columns
 SFT_WIDTHS = {"query_token": 512, "reference_response_token": 53, "query_reference_response_token": 562}
-PREF_WIDTHS = {"query_token": 512, "chosen_token": 169, "rejected_token": 169,
-               "query_chosen_token": 638, "query_rejected_token": 638}
+PREF_WIDTHS = {
+    "query_token": 512,
+    "chosen_token": 169,
+    "rejected_token": 169,
+    "query_chosen_token": 638,
+    "query_rejected_token": 638,
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +57,37 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     texts = [r["post"] + "\n" + r["summary"] for r in load_sft(str(data / "sft"))["train"]]
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=[EOS],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
-    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS,
-                            clean_up_tokenization_spaces=False).save_pretrained(str(root / "bpe_nopad"))
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=2000,
+            special_tokens=[EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS, clean_up_tokenization_spaces=False
+    ).save_pretrained(str(root / "bpe_nopad"))
     assert AutoTokenizer.from_pretrained(str(root / "bpe_nopad")).pad_token is None
-    return {"data": data, "sft_snap": root / "sft_snap", "cmp_snap": root / "cmp_snap" / "comparisons",
-            "tokenizer": root / "bpe_nopad", "synth_tokenizer": data / "tokenizer"}
+    return {
+        "data": data,
+        "sft_snap": root / "sft_snap",
+        "cmp_snap": root / "cmp_snap" / "comparisons",
+        "tokenizer": root / "bpe_nopad",
+        "synth_tokenizer": data / "tokenizer",
+    }
 
 
 @pytest.fixture(scope="module")
 def built(sources, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out") / "tldr"
-    cmd = DataBuildCmd(out=out, sft_source=str(sources["sft_snap"]), comparisons_source=str(sources["cmp_snap"]),
-                       tokenizer=str(sources["tokenizer"]))
+    cmd = DataBuildCmd(
+        out=out,
+        sft_source=str(sources["sft_snap"]),
+        comparisons_source=str(sources["cmp_snap"]),
+        tokenizer=str(sources["tokenizer"]),
+    )
     assert cmd.run() == 0
     return out
 
@@ -83,7 +104,13 @@ def test_writes_datasets_tokenizer_and_stats(built):
     stats = json.loads((built / "stats.json").read_text())
     assert set(stats["sft"]) == {"train", "validation", "test"}
     assert set(stats["preferences"]) == {"train", "validation"}
-    assert stats["lengths"] == {"query": 512, "sft_response": 53, "sft_total": 562, "pref_response": 169, "pref_total": 638}
+    assert stats["lengths"] == {
+        "query": 512,
+        "sft_response": 53,
+        "sft_total": 562,
+        "pref_response": 169,
+        "pref_total": 638,
+    }
     assert stats["details"]["pad_token"] == "distinct" and stats["details"]["query_padding_side"] == "left"
     assert stats["sft"]["train"]["n_query_truncated"] > 0  # the 512-token limit was exercised
     sft, pref = load_from_disk(str(built / "sft")), load_from_disk(str(built / "preferences"))
@@ -112,15 +139,15 @@ def test_sft_columns(built):
         assert (qlen <= 512).all() and (rlen <= 53).all() and (qlen + rlen <= 562).all()
         for i in range(len(d)):
             # queries left-padded: pads, then exactly query_token_len real tokens ending with the TL;DR: cue
-            assert (q[i, : 512 - qlen[i]] == pad).all() and (q[i, 512 - qlen[i]:] != pad).all()
-            assert tok.decode(q[i, 512 - qlen[i]:]).endswith("TL;DR:")
+            assert (q[i, : 512 - qlen[i]] == pad).all() and (q[i, 512 - qlen[i] :] != pad).all()
+            assert tok.decode(q[i, 512 - qlen[i] :]).endswith("TL;DR:")
             # references right-padded, " " + summary + EOS (§2.5)
-            assert (r[i, : rlen[i]] != pad).all() and (r[i, rlen[i]:] == pad).all()
+            assert (r[i, : rlen[i]] != pad).all() and (r[i, rlen[i] :] == pad).all()
             assert r[i, rlen[i] - 1] == eos and tok.decode(r[i, : rlen[i]]).startswith(" ")
             # training sequence: un-padded query then the reference, right-padded
             full = m["query_reference_response_token"][i]
-            assert (full[: qlen[i] + rlen[i]] == np.concatenate([q[i, 512 - qlen[i]:], r[i, : rlen[i]]])).all()
-            assert (full[qlen[i] + rlen[i]:] == pad).all()
+            assert (full[: qlen[i] + rlen[i]] == np.concatenate([q[i, 512 - qlen[i] :], r[i, : rlen[i]]])).all()
+            assert (full[qlen[i] + rlen[i] :] == pad).all()
 
 
 def test_preference_columns(built):
@@ -145,8 +172,15 @@ def test_preference_columns(built):
 def test_same_build_from_save_to_disk_sources(built, sources, tmp_path):
     """The snapshot (parquet) and save_to_disk copies of the same data give the same token ids."""
     out = tmp_path / "again"
-    assert DataBuildCmd(out=out, sft_source=str(sources["data"] / "sft"), comparisons_source=str(sources["data"]),
-                        tokenizer=str(sources["tokenizer"])).run() == 0
+    assert (
+        DataBuildCmd(
+            out=out,
+            sft_source=str(sources["data"] / "sft"),
+            comparisons_source=str(sources["data"]),
+            tokenizer=str(sources["tokenizer"]),
+        ).run()
+        == 0
+    )
     for kind, columns in (("sft", SFT_WIDTHS), ("preferences", PREF_WIDTHS)):
         a, b = load_from_disk(str(built / kind)), load_from_disk(str(out / kind))
         for split in a:
@@ -157,11 +191,31 @@ def test_same_build_from_save_to_disk_sources(built, sources, tmp_path):
 def test_flags_parse_and_reach_the_build(sources, tmp_path):
     """The command line as tyro builds it: --lengths.* and the data-stage --details.* reach the builder."""
     out = tmp_path / "short"
-    cmd = tyro.cli(DataBuildCmd, args=[
-        "--out", str(out), "--sft-source", str(sources["data"]), "--comparisons-source", str(sources["data"]),
-        "--tokenizer", str(sources["synth_tokenizer"]), "--lengths.query", "96", "--lengths.sft-response", "24",
-        "--lengths.sft-total", "120", "--lengths.pref-response", "40", "--lengths.pref-total", "136",
-        "--details.query-truncation", "hard"])
+    cmd = tyro.cli(
+        DataBuildCmd,
+        args=[
+            "--out",
+            str(out),
+            "--sft-source",
+            str(sources["data"]),
+            "--comparisons-source",
+            str(sources["data"]),
+            "--tokenizer",
+            str(sources["synth_tokenizer"]),
+            "--lengths.query",
+            "96",
+            "--lengths.sft-response",
+            "24",
+            "--lengths.sft-total",
+            "120",
+            "--lengths.pref-response",
+            "40",
+            "--lengths.pref-total",
+            "136",
+            "--details.query-truncation",
+            "hard",
+        ],
+    )
     assert cmd.lengths == Lengths(96, 24, 120, 40, 136) and cmd.details.query_truncation == "hard"
     assert cmd.run() == 0
     sft = load_from_disk(str(out / "sft"))["train"]
@@ -170,27 +224,55 @@ def test_flags_parse_and_reach_the_build(sources, tmp_path):
     assert json.loads((out / "stats.json").read_text())["tokenizer"]["pad_added"] is False  # synth has [PAD]
     # an existing build is kept unless --overwrite
     with pytest.raises(DataSourceError, match="--overwrite"):
-        DataBuildCmd(out=out, sft_source=str(sources["data"]), comparisons_source=str(sources["data"]),
-                     tokenizer=str(sources["synth_tokenizer"])).run()
+        DataBuildCmd(
+            out=out,
+            sft_source=str(sources["data"]),
+            comparisons_source=str(sources["data"]),
+            tokenizer=str(sources["synth_tokenizer"]),
+        ).run()
 
 
 def test_non_data_details_are_rejected(sources, tmp_path):
-    cmd = DataBuildCmd(out=tmp_path / "x", sft_source=str(sources["data"]), comparisons_source=str(sources["data"]),
-                       tokenizer=str(sources["synth_tokenizer"]), details=Details(kl_estimator="k3"))
+    cmd = DataBuildCmd(
+        out=tmp_path / "x",
+        sft_source=str(sources["data"]),
+        comparisons_source=str(sources["data"]),
+        tokenizer=str(sources["synth_tokenizer"]),
+        details=Details(kl_estimator="k3"),
+    )
     with pytest.raises(DetailError, match="details.kl_estimator=k3 does not affect the built datasets"):
         cmd.run()
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
-                         ids=["HF_HUB_OFFLINE", "unreachable-endpoint"])
+@pytest.mark.parametrize(
+    "env",
+    [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+    ids=["HF_HUB_OFFLINE", "unreachable-endpoint"],
+)
 def test_hub_tokenizer_without_network_fails_in_one_line(sources, tmp_path, env):
     full_env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT), **env}
     start = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "nplus.data.build_cmd", "--out", str(tmp_path / "out"),
-                        "--sft-source", str(sources["data"]), "--comparisons-source", str(sources["data"]),
-                        "--tokenizer", "EleutherAI/pythia-1b-deduped"],
-                       cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nplus.data.build_cmd",
+            "--out",
+            str(tmp_path / "out"),
+            "--sft-source",
+            str(sources["data"]),
+            "--comparisons-source",
+            str(sources["data"]),
+            "--tokenizer",
+            "EleutherAI/pythia-1b-deduped",
+        ],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert time.monotonic() - start < 60
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -214,19 +296,29 @@ def test_hard_truncation_builds_at_the_paper_lengths(sources, tmp_path):
     (565 / 681) instead of refusing to build. The summaries are repeated so that they reach the response limits,
     as the longest real ones do."""
     sft_dir, cmp_dir = tmp_path / "long_sft", tmp_path / "long_cmp"
-    load_sft(str(sources["data"] / "sft")).map(lambda r: {"summary": " ".join([r["summary"]] * 4)}).save_to_disk(str(sft_dir))
+    load_sft(str(sources["data"] / "sft")).map(lambda r: {"summary": " ".join([r["summary"]] * 4)}).save_to_disk(
+        str(sft_dir)
+    )
     load_comparisons(str(sources["data"])).map(
-        lambda r: {"summaries": [{**s, "text": s["text"] * 12} for s in r["summaries"]]}).save_to_disk(str(cmp_dir))
+        lambda r: {"summaries": [{**s, "text": s["text"] * 12} for s in r["summaries"]]}
+    ).save_to_disk(str(cmp_dir))
     out = tmp_path / "hard"
-    cmd = DataBuildCmd(out=out, sft_source=str(sft_dir), comparisons_source=str(cmp_dir),
-                       tokenizer=str(sources["tokenizer"]), details=Details(query_truncation="hard"))
+    cmd = DataBuildCmd(
+        out=out,
+        sft_source=str(sft_dir),
+        comparisons_source=str(cmp_dir),
+        tokenizer=str(sources["tokenizer"]),
+        details=Details(query_truncation="hard"),
+    )
     assert cmd.lengths == Lengths()  # the paper's
     assert cmd.run() == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["applied_lengths"] == {**stats["lengths"], "sft_total": 565, "pref_total": 681}
     assert stats["sft"]["train"]["n_query_truncated"] > 0 and stats["preferences"]["train"]["n_query_truncated"] > 0
     sft = load_from_disk(str(out / "sft"))["train"]
-    assert _matrix(sft, "query_token").shape[1] == 512 and _matrix(sft, "query_reference_response_token").shape[1] == 565
+    assert (
+        _matrix(sft, "query_token").shape[1] == 512 and _matrix(sft, "query_reference_response_token").shape[1] == 565
+    )
     totals = np.asarray(sft["query_token_len"]) + np.asarray(sft["response_token_len"])
     assert totals.max() == 512 + 53  # a hard-cut query with a full-length reference: what 562 refused
     pref = load_from_disk(str(out / "preferences"))["train"]
@@ -245,15 +337,31 @@ def _cli(args: list[str], capsys) -> tuple[int, list[str]]:
     return rc, [line for line in err.splitlines() if line.strip() and "examples/s]" not in line]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--lengths.sft-total", "60"], "rows have query + response longer than Lengths.sft_total=60"),
-    (["--lengths.query", "4", "--lengths.sft-total", "57"], "could not truncate the query to 4 tokens"),
-], ids=["total-overflow", "cannot-truncate"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lengths.sft-total", "60"], "rows have query + response longer than Lengths.sft_total=60"),
+        (["--lengths.query", "4", "--lengths.sft-total", "57"], "could not truncate the query to 4 tokens"),
+    ],
+    ids=["total-overflow", "cannot-truncate"],
+)
 def test_cli_build_errors_are_one_line(sources, tmp_path, capsys, flags, message):
     """Issue #16: `nplus data-build` prints the builder's own errors in one line and exits 2, like
     `python -m nplus.data.build_cmd`; nothing is written."""
-    rc, lines = _cli(["data-build", "--out", str(tmp_path / "out"), "--sft-source", str(sources["data"]),
-                      "--comparisons-source", str(sources["data"]), "--tokenizer", str(sources["synth_tokenizer"]),
-                      *flags], capsys)
+    rc, lines = _cli(
+        [
+            "data-build",
+            "--out",
+            str(tmp_path / "out"),
+            "--sft-source",
+            str(sources["data"]),
+            "--comparisons-source",
+            str(sources["data"]),
+            "--tokenizer",
+            str(sources["synth_tokenizer"]),
+            *flags,
+        ],
+        capsys,
+    )
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "out").exists()

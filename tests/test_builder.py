@@ -80,8 +80,15 @@ def pref_ds() -> DatasetDict:
             [
                 comparison("c3", "dog", [" one", " two"], 0, "batch10", "valid1"),
                 comparison(
-                    "c4", None, [" news", " story"], 1, "cnndm0", "valid2",
-                    article="CNN article text.", subreddit=None, title=None,
+                    "c4",
+                    None,
+                    [" news", " story"],
+                    1,
+                    "cnndm0",
+                    "valid2",
+                    article="CNN article text.",
+                    subreddit=None,
+                    title=None,
                 ),
             ]
         ),
@@ -175,7 +182,9 @@ def test_query_truncation_drop_removes_exactly_the_over_long_rows(tok, sft_ds, p
 
 def test_query_truncation_drop_that_leaves_a_split_empty_is_a_clear_error(tok, sft_ds):
     tight = Lengths(query=8, sft_response=8, sft_total=16, pref_response=10, pref_total=18)
-    with pytest.raises(builder.DataBuildError, match=r"split 'train': details.query_truncation=drop left none.*Lengths.query"):
+    with pytest.raises(
+        builder.DataBuildError, match=r"split 'train': details.query_truncation=drop left none.*Lengths.query"
+    ):
         build_sft(sft_ds, tok, tight, DataDetails(query_truncation="drop"))
 
 

@@ -4,20 +4,17 @@ OWNERS maps each detail to a function value → output of its owner on a fixed i
 no owner here, or if two of its values produce the same output.
 """
 
-import dataclasses
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import GPTNeoXForCausalLM
 
 from nplus import objectives, ops
 from nplus.config import apply_overrides
-from nplus.presets import preset
-from nplus.data.formatting import pad, prepare_tokenizer, preference_response_ids, sft_response_ids
+from nplus.data.formatting import pad, preference_response_ids, prepare_tokenizer, sft_response_ids
 from nplus.data.truncation import truncate_query
 from nplus.details import REGISTRY
 from nplus.models import ScalarModel, init_critic, init_reward_head, ladder_config, set_dropout
+from nplus.presets import preset
 from nplus.stages.common import sample
 from nplus.tasks.tokenizer import train_tokenizer
 
@@ -26,7 +23,11 @@ T = torch.tensor
 
 @pytest.fixture(scope="module")
 def tok():
-    texts = ["I (24F) found out my boyfriend (26M) cheated on me.\nShould I break up?", "TL;DR: feeling hurt", "SUBREDDIT: r/x TITLE: POST:"] * 20
+    texts = [
+        "I (24F) found out my boyfriend (26M) cheated on me.\nShould I break up?",
+        "TL;DR: feeling hurt",
+        "SUBREDDIT: r/x TITLE: POST:",
+    ] * 20
     return train_tokenizer(texts, vocab_size=300)
 
 
@@ -101,8 +102,11 @@ def owners(tok, models):
         "reference_leading_space": lambda v: sft_response_ids("feeling hurt", tok, v, "on"),
         "reference_eos": lambda v: sft_response_ids("feeling hurt", tok, "on", v),
         "preference_eos": lambda v: preference_response_ids(" feeling hurt", tok, v),
-        "dropout": lambda v: tuple(mod.p for mod in set_dropout(GPTNeoXForCausalLM(ladder_config("nano", 50, 16, 0, 1)), v).modules()
-                                   if isinstance(mod, torch.nn.Dropout)),
+        "dropout": lambda v: tuple(
+            mod.p
+            for mod in set_dropout(GPTNeoXForCausalLM(ladder_config("nano", 50, 16, 0, 1)), v).modules()
+            if isinstance(mod, torch.nn.Dropout)
+        ),
         "learning_rate": lambda v: apply_overrides(preset("demo"), details={"learning_rate": v}).stage_lr("sft"),
         "adam_eps": ops.adam_eps,
         "sft_loss_tokens": lambda v: ops.sft_loss_mask(m, T([1]), v).tolist(),
@@ -112,12 +116,15 @@ def owners(tok, models):
         "value_init": lambda v: init_critic(v, models / "rm", models / "sft")(T([[3, 4, 5]]), 1).detach().sum().item(),
         "value_network": lambda v: _ppo_rollout(models, tok, value_network=v)[0].values.sum().item(),
         # an 8-token vocabulary (eos 0, pad 1) so that EOS is sampled early in most rows
-        "response_sampling": lambda v: sample(_small_vocab_lm(), T([[1, 3, 4, 5]] * 8), 1, 0, 24, 1.0, v,
-                                              torch.Generator().manual_seed(0)).responses.tolist(),
+        "response_sampling": lambda v: sample(
+            _small_vocab_lm(), T([[1, 3, 4, 5]] * 8), 1, 0, 24, 1.0, v, torch.Generator().manual_seed(0)
+        ).responses.tolist(),
         "missing_eos_penalty": lambda v: ops.apply_missing_eos_penalty(T([2.0]), T([False]), -1.0, v).item(),
         "temperature_in_training": lambda v: ops.training_logits(x, 0.7, v).tolist(),
         # with temperature_in_training off, generation log-probs (at T) and a recomputation (at 1) differ
-        "rollout_logprobs": lambda v: _ppo_rollout(models, tok, rollout_logprobs=v, temperature_in_training="off")[0].logprobs.sum().item(),
+        "rollout_logprobs": lambda v: (
+            _ppo_rollout(models, tok, rollout_logprobs=v, temperature_in_training="off")[0].logprobs.sum().item()
+        ),
         "kl_estimator": lambda v: ops.kl_per_token(T([-0.5]), T([-1.5]), v).item(),
         "kl_placement": lambda v: ops.per_token_rewards(torch.ones(1, 3), T([1.0]), T([2]), 0.1, v).tolist(),
         "kl_controller": lambda v: ops.next_kl_coef(0.05, 20.0, 64, v, 6.0, 1000),
@@ -127,18 +134,26 @@ def owners(tok, models):
         "value_clipping": lambda v: ops.value_loss(T([[1.0]]), T([[0.0]]), T([[1.0]]), T([[True]]), 0.2, v)[0].item(),
         "score_position": lambda v: ops.score_index(T([1]), 4, v).tolist(),
         "lr_schedule": lambda v: ops.lr_factor(3, 10, v),
-        "eval_temperature": lambda v: apply_overrides(preset("demo"), details={"eval_temperature": v}).sampling_eval_temperature,
+        "eval_temperature": lambda v: (
+            apply_overrides(preset("demo"), details={"eval_temperature": v}).sampling_eval_temperature
+        ),
         "dpo_loss": lambda v: objectives.dpo_loss(T([-1.0]), T([-2.0]), T([-1.5]), T([-1.5]), 0.25, v)[0].item(),
         "dpo_reference": lambda v: _synced_reference(models, v),
         # old log-probs differ from the new ones, so the clipped ratio differs from the REINFORCE estimator
-        "pg_update": lambda v: objectives.policy_gradient_loss(v, T([[-1.0, -2.0]]), T([[-1.5, -2.0]]), T([[1.0, 1.0]]),
-                                                               T([[True, True]]), 0.2)[0].item(),
+        "pg_update": lambda v: objectives.policy_gradient_loss(
+            v, T([[-1.0, -2.0]]), T([[-1.5, -2.0]]), T([[1.0, 1.0]]), T([[True, True]]), 0.2
+        )[0].item(),
         "reinforce_baseline": lambda v: objectives.reinforce_baseline(T([5.0, 7.0]), v, 2.0, 2)[0].tolist(),
         "grpo_std_normalization": lambda v: objectives.group_advantages(T([1.0, 5.0]), 2, v).tolist(),
-        "grpo_kl_estimator": lambda v: ops.kl_per_token(T([-0.5]), T([-1.5]), _kl_details(grpo_kl_estimator=v)[0]).item(),
-        "grpo_kl_placement": lambda v: objectives.sequence_rewards(T([1.0]), T([[0.5]]), 0.1, _kl_details(grpo_kl_placement=v)[1]).item(),
-        "grpo_loss_averaging": lambda v: objectives.aggregate_token_loss(T([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]),
-                                                                         T([[True, True, True], [True, False, False]]), v).item(),
+        "grpo_kl_estimator": lambda v: ops.kl_per_token(
+            T([-0.5]), T([-1.5]), _kl_details(grpo_kl_estimator=v)[0]
+        ).item(),
+        "grpo_kl_placement": lambda v: objectives.sequence_rewards(
+            T([1.0]), T([[0.5]]), 0.1, _kl_details(grpo_kl_placement=v)[1]
+        ).item(),
+        "grpo_loss_averaging": lambda v: objectives.aggregate_token_loss(
+            T([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]), T([[True, True, True], [True, False, False]]), v
+        ).item(),
     }
 
 

@@ -7,7 +7,6 @@ Stated tolerance: per-step losses agree to 1e-4 absolute (fp32 all-reduce order 
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +40,21 @@ def runs(tmp_path_factory):
     # 1 process × 2 micro-batches
     _run([sys.executable, *common, "--out", str(root / "one"), "--set", *SPLIT])
     # 2 processes × 1 micro-batch
-    _run([str(torchrun), "--standalone", "--nproc_per_node", "2", *common, "--out", str(root / "two"),
-          "--set", "processes=2", *SPLIT], env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    _run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *common,
+            "--out",
+            str(root / "two"),
+            "--set",
+            "processes=2",
+            *SPLIT,
+        ],
+        env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
+    )
     return root
 
 
@@ -63,15 +75,49 @@ def test_final_metrics_agree(runs):
 
 
 def test_processes_mismatch_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "nplus.cli", "pipeline", "--preset", "smoke", "--out", str(tmp_path / "x"),
-                        "--set", "processes=2", "sft.micro_batch=8", "rm.micro_batch=8", "ppo.micro_batch=8"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nplus.cli",
+            "pipeline",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "processes=2",
+            "sft.micro_batch=8",
+            "rm.micro_batch=8",
+            "ppo.micro_batch=8",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "launched with 1 processes" in r.stderr
 
 
 def test_indivisible_batch_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "nplus.cli", "pipeline", "--preset", "smoke", "--out", str(tmp_path / "x"),
-                        "--set", "sft.micro_batch=5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nplus.cli",
+            "pipeline",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "sft.micro_batch=5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "must be divisible" in r.stderr
 
 
@@ -96,8 +142,8 @@ def test_single_process_training_is_not_wrapped_and_backward_averages_micro_batc
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
 def test_frozen_offload_without_deepspeed_fails_before_any_output(tmp_path):
     from nplus.config import ConfigError, apply_overrides
-    from nplus.presets import preset
     from nplus.pipeline import run_pipeline
+    from nplus.presets import preset
 
     cfg = apply_overrides(preset("smoke"), {"ppo.frozen_offload": "true"})
     with pytest.raises(ConfigError, match="pip install deepspeed"):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _readme_table() -> dict[str, list[str]]:
     """The README's demo table (after its `demo-table` marker): row label → the three seed cells, bold removed."""
     text = (ROOT / "README.md").read_text()
-    block = text[text.index("<!-- demo-table: reports/frameworks/tables/runs.csv"):]
+    block = text[text.index("<!-- demo-table: reports/frameworks/tables/runs.csv") :]
     rows = {}
     for line in block.splitlines()[1:]:
         if not line.startswith("|"):
@@ -35,8 +35,7 @@ def test_readme_demo_table_is_the_committed_artifact():
     expected = {
         "SFT win rate against the references": [f"{v:.3f}" for v in base["sft.win_rate"]],
         "PPO win rate": [f"{v:.3f}" for v in base["ppo.win_rate"]],
-        "SFT → PPO gold score": [f"{a:.2f} → {b:.2f}"
-                                 for a, b in zip(base["sft.gold_score"], base["ppo.gold_score"])],
+        "SFT → PPO gold score": [f"{a:.2f} → {b:.2f}" for a, b in zip(base["sft.gold_score"], base["ppo.gold_score"])],
         "PPO KL, EOS rate": [f"{a:.2f}, {b:.3f}" for a, b in zip(base["ppo.kl"], base["ppo.eos_rate"])],
     }
     assert _readme_table() == expected
@@ -44,10 +43,11 @@ def test_readme_demo_table_is_the_committed_artifact():
 
 def test_readme_ppo_minus_sft_is_the_committed_report():
     page = (ROOT / "reports/frameworks/index.html").read_text()
-    table = page[page.index("What PPO adds over SFT"):]
-    row = re.search(r"<tr><td>baseline</td>(.*?)</tr>", table[:table.index("</table>")], flags=re.DOTALL).group(1)
-    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
-             for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)]
+    table = page[page.index("What PPO adds over SFT") :]
+    row = re.search(r"<tr><td>baseline</td>(.*?)</tr>", table[: table.index("</table>")], flags=re.DOTALL).group(1)
+    cells = [
+        html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)
+    ]
     diff, interval = cells[1], cells[2].replace(" (excludes 0)", "")
     assert f"**PPO − SFT: {diff} {interval}**" in (ROOT / "README.md").read_text()
 
@@ -65,7 +65,8 @@ def test_set_reference_is_current():
     from nplus.config_reference import markdown
 
     assert (ROOT / "docs/set-reference.md").read_text() == markdown(), (
-        "docs/set-reference.md is stale: python -m nplus.config_reference > docs/set-reference.md")
+        "docs/set-reference.md is stale: python -m nplus.config_reference > docs/set-reference.md"
+    )
 
 
 def test_contracts_lists_every_summary_key():
@@ -73,9 +74,24 @@ def test_contracts_lists_every_summary_key():
     from nplus.report.tables import SANITY_CHECKS
 
     contracts = (ROOT / "docs/CONTRACTS.md").read_text()
-    written = set(SUMMARY_METRICS) | {k for _, vk, ok in SANITY_CHECKS for k in (vk, ok)} | {
-        "sanity.score_position_expected_offset", "sft.win_rate_ci", "ppo.win_rate_ci", "params", "model", "seed",
-        "preset", "algorithm", "reward_model", "artifacts", "wall_time_s", "ppo_wall_time_s"}
+    written = (
+        set(SUMMARY_METRICS)
+        | {k for _, vk, ok in SANITY_CHECKS for k in (vk, ok)}
+        | {
+            "sanity.score_position_expected_offset",
+            "sft.win_rate_ci",
+            "ppo.win_rate_ci",
+            "params",
+            "model",
+            "seed",
+            "preset",
+            "algorithm",
+            "reward_model",
+            "artifacts",
+            "wall_time_s",
+            "ppo_wall_time_s",
+        }
+    )
     # and every key the committed runs wrote (tables/runs.csv of each report)
     for runs in ROOT.glob("reports/*/tables/runs.csv"):
         written |= set(pd.read_csv(runs, nrows=1).columns) - {"path", "variant", "size", "seed", "status", "error"}

@@ -33,8 +33,16 @@ def corpus(tmp_path_factory):
     rows = []
     for i, p in enumerate(posts):
         policy = JUDGED_POLICIES[i % len(JUDGED_POLICIES)]
-        rows.append({"id": p.id, "post": p.text, "query": query_of(p), "reference": p.reference,
-                     "response": " " + policy_summary(p, policy, rng), "finished": policy != "truncated"})
+        rows.append(
+            {
+                "id": p.id,
+                "post": p.text,
+                "query": query_of(p),
+                "reference": p.reference,
+                "response": " " + policy_summary(p, policy, rng),
+                "finished": policy != "truncated",
+            }
+        )
     return data_dir, rows
 
 
@@ -44,8 +52,9 @@ def write_jsonl(path, rows):
 
 
 def gold_config(input_path, data_dir, **kwargs):
-    return EvalConfig(input=input_path, judge="gold", judge_options=JudgeOptions(data_dir=data_dir), n_bootstrap=200,
-                      **kwargs)
+    return EvalConfig(
+        input=input_path, judge="gold", judge_options=JudgeOptions(data_dir=data_dir), n_bootstrap=200, **kwargs
+    )
 
 
 def test_post_from_query():
@@ -70,9 +79,27 @@ def test_run_directory_end_to_end(tmp_path, corpus):
 
     assert result["stage"] == "ppo" and result["n_total"] == len(rows) == result["n"]
     assert result["n_unparseable"] == result["n_failed"] == result["n_ties"] == 0
-    for key in ("win_rate", "win_rate_ci_wilson", "win_rate_ci_bootstrap", "lc_win_rate", "lc_win_rate_ci",
-                "lc_slope", "lc_slope_ci", "lc_method", "length_bins", "rouge1", "rouge2", "rougeL", "rouge1_ci",
-                "mean_length", "position_bias", "judge", "judge_model", "judge_seed", "seed"):
+    for key in (
+        "win_rate",
+        "win_rate_ci_wilson",
+        "win_rate_ci_bootstrap",
+        "lc_win_rate",
+        "lc_win_rate_ci",
+        "lc_slope",
+        "lc_slope_ci",
+        "lc_method",
+        "length_bins",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "rouge1_ci",
+        "mean_length",
+        "position_bias",
+        "judge",
+        "judge_model",
+        "judge_seed",
+        "seed",
+    ):
         assert key in result, key
     assert {"win_rate", "lc_win_rate", "rouge1", "position_bias", "mean_length"} <= set(METRICS)
     on_disk = json.loads((run_dir / "eval.json").read_text())
@@ -104,8 +131,14 @@ def test_csv_with_query_column_and_text_flags(tmp_path, corpus):
         writer = csv.DictWriter(f, fieldnames=["query", "response", "reference", "finished"])
         writer.writeheader()
         for r in rows:
-            writer.writerow({"query": r["query"], "response": r["response"], "reference": r["reference"],
-                             "finished": str(r["finished"])})
+            writer.writerow(
+                {
+                    "query": r["query"],
+                    "response": r["response"],
+                    "reference": r["reference"],
+                    "finished": str(r["finished"]),
+                }
+            )
     result = run_eval(gold_config(path, data_dir))
     out = tmp_path / "samples_eval"
     judged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
@@ -121,7 +154,11 @@ def test_both_orders_and_order_seed(tmp_path, corpus):
     # equal gold scores are broken by a hash of the pair in each order, so position consistency is only exact
     # without them: keep the rows whose summary and reference score differently
     gold = GoldJudge.from_dir(data_dir)
-    rows = [r for r in rows if gold.score(r["post"], r["response"], r["finished"]) != gold.score(r["post"], " " + r["reference"])]
+    rows = [
+        r
+        for r in rows
+        if gold.score(r["post"], r["response"], r["finished"]) != gold.score(r["post"], " " + r["reference"])
+    ]
     path = write_jsonl(tmp_path / "s.jsonl", rows)
     one = run_eval(gold_config(path, data_dir, out=tmp_path / "one"))
     opts = JudgeOptions(data_dir=data_dir, judge_seed=7, both_orders=True)
@@ -154,7 +191,10 @@ def _drop(rows, column):
         (lambda rows: [{**r, "finished": "maybe"} for r in rows], "column 'finished' must be true/false"),
         (lambda rows: _drop(rows, "post")[:1] + [{**_drop(rows, "post")[1], "query": "bad"}], "row 2: column 'query'"),
         (lambda rows: rows[:3] + [{**rows[3], "post": "a post the corpus does not have"}], "not in"),
-        (lambda rows: [{**r, "stage": "sft"} for r in rows] + [{**r, "stage": "rm"} for r in rows], "choose one with --stage"),
+        (
+            lambda rows: [{**r, "stage": "sft"} for r in rows] + [{**r, "stage": "rm"} for r in rows],
+            "choose one with --stage",
+        ),
     ],
 )
 def test_input_errors_come_before_any_work(tmp_path, corpus, mutate, message):
@@ -177,8 +217,11 @@ def test_configuration_errors(tmp_path, corpus):
     with pytest.raises(EvalInputError, match="--data-dir"):
         run_eval(EvalConfig(input=path))
     with pytest.raises(EvalInputError, match="no rows of stage 'ppo'"):
-        run_eval(gold_config(write_jsonl(tmp_path / "sft.jsonl", [{**r, "stage": "sft"} for r in rows]), data_dir,
-                             stage="ppo"))
+        run_eval(
+            gold_config(
+                write_jsonl(tmp_path / "sft.jsonl", [{**r, "stage": "sft"} for r in rows]), data_dir, stage="ppo"
+            )
+        )
     with pytest.raises(EvalInputError, match="--tokenizer"):
         run_eval(gold_config(path, data_dir, length_unit="tokens"))
     with pytest.raises(EvalInputError, match="--judge-model"):
@@ -195,17 +238,32 @@ def test_hf_judge_and_token_lengths(tmp_path, corpus):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([r["post"] for r in rows], trainers.BpeTrainer(
-        vocab_size=500, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        [r["post"] for r in rows],
+        trainers.BpeTrainer(
+            vocab_size=500, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
     tokenizer.save_pretrained(model_dir)
     torch.manual_seed(0)
-    GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=1024)).save_pretrained(model_dir)
+    GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=1024,
+        )
+    ).save_pretrained(model_dir)
     path = write_jsonl(tmp_path / "s.jsonl", rows[:6])
     opts = JudgeOptions(judge_model=str(model_dir), device="cpu")
-    result = run_eval(EvalConfig(input=path, judge="hf", judge_options=opts, length_unit="tokens",
-                                 tokenizer=model_dir, n_bootstrap=50))
+    result = run_eval(
+        EvalConfig(
+            input=path, judge="hf", judge_options=opts, length_unit="tokens", tokenizer=model_dir, n_bootstrap=50
+        )
+    )
     assert result["judge"] == "hf" and result["n"] == 6 and result["length_unit"] == "tokens"
     judged = [json.loads(x) for x in (tmp_path / "s_eval" / "judgments.jsonl").read_text().splitlines()]
     expected = [len(tokenizer(" " + r["response"].strip())["input_ids"]) for r in rows[:6]]
@@ -217,11 +275,28 @@ def test_help_shows_field_docs():
     import subprocess
     import sys
 
-    text = subprocess.run([sys.executable, "-m", "nplus.cli", "eval", "--help"], capture_output=True, text=True,
-                          timeout=120, env={**__import__("os").environ, "COLUMNS": "200"}).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "nplus.cli", "eval", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    ).stdout
     for flag in ("--input", "--judge", "--judge-model", "--both-orders", "--api-key-env", "--data-dir", "--cache-dir"):
         assert flag in text, flag
     assert "Seed of the per-example A/B order" in text
-    cfg = tyro.cli(EvalConfig, args=["--input", "x.jsonl", "--judge", "openai", "--judge-model", "gpt-4o-mini",
-                                     "--both-orders", "--concurrency", "2"])
+    cfg = tyro.cli(
+        EvalConfig,
+        args=[
+            "--input",
+            "x.jsonl",
+            "--judge",
+            "openai",
+            "--judge-model",
+            "gpt-4o-mini",
+            "--both-orders",
+            "--concurrency",
+            "2",
+        ],
+    )
     assert cfg.judge_options.both_orders and cfg.judge_options.concurrency == 2

@@ -24,8 +24,21 @@ def strict_json(obj):
 
 
 def test_metrics_table_is_documented():
-    assert {"win_rate", "lc_win_rate", "lc_slope", "rouge1", "rouge2", "rougeL", "position_bias", "rm_accuracy",
-            "rm_ece", "rm_judge_agreement", "judge_agreement", "n_unparseable", "n_failed"} <= set(metrics.METRICS)
+    assert {
+        "win_rate",
+        "lc_win_rate",
+        "lc_slope",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "position_bias",
+        "rm_accuracy",
+        "rm_ece",
+        "rm_judge_agreement",
+        "judge_agreement",
+        "n_unparseable",
+        "n_failed",
+    } <= set(metrics.METRICS)
     for name, (direction, doc) in metrics.METRICS.items():
         assert direction in ("higher", "lower", "neither"), name
         assert len(doc) > 20, name
@@ -112,7 +125,9 @@ def test_length_bins_count_every_example_once():
 def test_position_bias_and_consistency():
     bias = metrics.position_bias(["A", "A", "A", "B", None])
     assert bias["position_bias"] == 0.75 and bias["n"] == 4
-    cons = metrics.position_consistency(["policy", "policy", "reference", None], ["policy", "reference", "reference", "policy"])
+    cons = metrics.position_consistency(
+        ["policy", "policy", "reference", None], ["policy", "reference", "reference", "policy"]
+    )
     assert cons["position_consistency"] == pytest.approx(2 / 3) and cons["n"] == 3
 
 
@@ -126,8 +141,12 @@ def test_judge_agreement_counts_unparseable():
 def test_rm_accuracy_by_split_and_confidence():
     chosen = [1.0, 2.0, 0.5, 0.0, 3.0, 1.0]
     rejected = [0.0, 3.0, 0.1, 0.0, 1.0, 2.0]
-    report = metrics.rm_accuracy_report(chosen, rejected, split=["valid1", "valid1", "valid2", "valid2", "valid2", "valid1"],
-                                        confidence=[9, 1, 9, 1, 9, 1])
+    report = metrics.rm_accuracy_report(
+        chosen,
+        rejected,
+        split=["valid1", "valid1", "valid2", "valid2", "valid2", "valid1"],
+        confidence=[9, 1, 9, 1, 9, 1],
+    )
     assert report["accuracy"] == 0.5 and report["n"] == 6  # the tie (0.0 vs 0.0) counts as wrong
     assert report["by_split"] == {"valid1": pytest.approx(1 / 3), "valid2": pytest.approx(2 / 3)}
     assert report["by_split_n"] == {"valid1": 3, "valid2": 3}
@@ -151,8 +170,9 @@ def test_rm_calibration_detects_overconfidence():
 
 
 def test_rm_judge_agreement():
-    result = metrics.rm_judge_agreement([1.0, 0.0, 2.0, 1.0, 5.0], [0.0, 1.0, 1.0, 1.0, 0.0],
-                                        ["policy", "policy", "reference", "policy", None])
+    result = metrics.rm_judge_agreement(
+        [1.0, 0.0, 2.0, 1.0, 5.0], [0.0, 1.0, 1.0, 1.0, 0.0], ["policy", "policy", "reference", "policy", None]
+    )
     assert result["rm_judge_agreement"] == pytest.approx(1 / 3)
     assert result["n"] == 3 and result["n_excluded"] == 2
 
@@ -185,9 +205,16 @@ def test_evaluate_load_offline_matches_rouge_py(tmp_path):
         "       'multi': m.compute(predictions=['hello there'], references=[['hello', 'hello there']])}\n"
         "print(json.dumps(out))\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(out["mean"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}

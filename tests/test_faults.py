@@ -21,8 +21,16 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from nplus.ablate import faults
-from nplus.rundir import (RUN_OUTPUTS, DiskFullError, artifact, atomic_write_json, atomic_write_text, done_problem,
-                          fault_point, mark_done)
+from nplus.rundir import (
+    RUN_OUTPUTS,
+    DiskFullError,
+    artifact,
+    atomic_write_json,
+    atomic_write_text,
+    done_problem,
+    fault_point,
+    mark_done,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = "tests.test_faults:fake_pipeline"
@@ -56,9 +64,11 @@ def make_study(tmp_path: Path) -> Path:
     (tmp_path / "seeds" / "t.txt").write_text("1\n2\n")
     (tmp_path / "ablations").mkdir()
     study = tmp_path / "ablations" / "t.toml"
-    study.write_text('name = "t"\npreset = "smoke"\nseeds = "t"\n'
-                     '[[variants]]\nname = "noeos"\ndetails = { missing_eos_penalty = "off" }\n'
-                     '[[variants]]\nname = "nan"\ndetails = { kl_estimator = "k3" }\n')
+    study.write_text(
+        'name = "t"\npreset = "smoke"\nseeds = "t"\n'
+        '[[variants]]\nname = "noeos"\ndetails = { missing_eos_penalty = "off" }\n'
+        '[[variants]]\nname = "nan"\ndetails = { kl_estimator = "k3" }\n'
+    )
     return study
 
 
@@ -71,19 +81,42 @@ def fake_env(monkeypatch):
 
 # ---- the campaign, short ---------------------------------------------------------------------------------------
 
+
 def test_kill_9_campaign_short(tmp_path, fake_env, capsys):
     """4 kills (timer, mid-write, mid-checkpoint, mid-stats), each resumed; then two runners at once."""
-    code = faults.main(["--kills", "4", "--out", str(tmp_path / "campaign"), "--study", str(make_study(tmp_path)),
-                        "--workers", "1", "--run-fn", FAKE, "--seed", "3"])
+    code = faults.main(
+        [
+            "--kills",
+            "4",
+            "--out",
+            str(tmp_path / "campaign"),
+            "--study",
+            str(make_study(tmp_path)),
+            "--workers",
+            "1",
+            "--run-fn",
+            FAKE,
+            "--seed",
+            "3",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     killed = int(text.split("points killed: ")[1].split()[0])
     assert killed >= 4 and f"resumes: {killed}" in text
-    for line in ("runs lost: 0", "duplicated: 0", "half-written read as finished: 0",
-                 "markers not matching their files: 0", "stats identical: yes"):
+    for line in (
+        "runs lost: 0",
+        "duplicated: 0",
+        "half-written read as finished: 0",
+        "markers not matching their files: 0",
+        "stats identical: yes",
+    ):
         assert line in text
     assert "reference sweep (uninterrupted): 6 runs (4 complete, 2 failed)" in text  # the NaN variant fails alone
-    assert "two runners at once: 4 runs completed, trained twice: 0 (both started before any run was complete: yes)" in text
+    assert (
+        "two runners at once: 4 runs completed, trained twice: 0 (both started before any run was complete: yes)"
+        in text
+    )
 
 
 def test_campaign_checks_catch_what_they_look_for(tmp_path):
@@ -109,8 +142,10 @@ def test_campaign_checks_catch_what_they_look_for(tmp_path):
 
 def test_fault_point_kills_its_process_group_at_the_nth_hit(tmp_path):
     counter = tmp_path / "hits"
-    code = ("from nplus.rundir import atomic_write_text\n"
-            f"for i in range(5): atomic_write_text({str(tmp_path / 'f')!r}, 'abcdef' * (i + 1))\n")
+    code = (
+        "from nplus.rundir import atomic_write_text\n"
+        f"for i in range(5): atomic_write_text({str(tmp_path / 'f')!r}, 'abcdef' * (i + 1))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NPLUS_FAULT": "write:3", "NPLUS_FAULT_COUNTER": str(counter)}
     r = subprocess.run([sys.executable, "-c", code], env=env, start_new_session=True, timeout=60)
     assert r.returncode == -signal.SIGKILL and counter.read_text() == "3"
@@ -119,6 +154,7 @@ def test_fault_point_kills_its_process_group_at_the_nth_hit(tmp_path):
 
 
 # ---- corrupted and truncated artifacts ---------------------------------------------------------------------------
+
 
 def _build(cache: Path, log: list[str]) -> Path:
     with artifact(cache, "sft", "k") as (path, built):
@@ -129,15 +165,22 @@ def _build(cache: Path, log: list[str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda p: p.joinpath("model.safetensors").write_bytes(p.joinpath("model.safetensors").read_bytes()[:100]),
-     "model.safetensors has 100 bytes, DONE says"),
-    (lambda p: p.joinpath("eval.json").write_text(p.joinpath("eval.json").read_text().replace("0.25", "0.95")),
-     "eval.json changed since DONE was written"),
-    (lambda p: p.joinpath("model.safetensors").unlink(), "model.safetensors is missing"),
-    (lambda p: p.joinpath("DONE").write_text('{"finished": "2026-01-01"}'), "DONE lists no files"),
-    (lambda p: p.joinpath("DONE").write_text('{"files": {"eval.j'), "DONE is unreadable"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (
+            lambda p: p.joinpath("model.safetensors").write_bytes(p.joinpath("model.safetensors").read_bytes()[:100]),
+            "model.safetensors has 100 bytes, DONE says",
+        ),
+        (
+            lambda p: p.joinpath("eval.json").write_text(p.joinpath("eval.json").read_text().replace("0.25", "0.95")),
+            "eval.json changed since DONE was written",
+        ),
+        (lambda p: p.joinpath("model.safetensors").unlink(), "model.safetensors is missing"),
+        (lambda p: p.joinpath("DONE").write_text('{"finished": "2026-01-01"}'), "DONE lists no files"),
+        (lambda p: p.joinpath("DONE").write_text('{"files": {"eval.j'), "DONE is unreadable"),
+    ],
+)
 def test_a_damaged_artifact_is_rebuilt_not_loaded(tmp_path, capsys, damage, reason):
     log: list[str] = []
     path = _build(tmp_path, log)
@@ -170,6 +213,7 @@ def test_a_run_with_a_damaged_summary_is_redone_and_not_counted(tmp_path, fake_e
 
 
 # ---- a full disk ---------------------------------------------------------------------------------------------------
+
 
 def _file_size_limit(limit: int):
     # RLIMIT_FSIZE, inherited by the runner's workers: a write past `limit` bytes fails with EFBIG ("File too

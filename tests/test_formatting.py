@@ -94,8 +94,12 @@ def make_variant(name: str) -> PreTrainedTokenizerFast:
     tok.train_from_iterator(CORPUS * 20, trainer)
     extra = {
         "plain": [],
-        "added": [AddedToken("  ", normalized=True), AddedToken("\n\n", normalized=False),
-                  AddedToken("cat is", normalized=True), AddedToken("[SEP]", special=True, normalized=False)],
+        "added": [
+            AddedToken("  ", normalized=True),
+            AddedToken("\n\n", normalized=False),
+            AddedToken("cat is", normalized=True),
+            AddedToken("[SEP]", special=True, normalized=False),
+        ],
         "nfc": [AddedToken(" " * n, normalized=True) for n in (2, 3, 4, 8)],
         "cue": [AddedToken("TL;DR", normalized=True)],
         "lstrip": [AddedToken("cat", lstrip=True)],
@@ -151,8 +155,7 @@ def kept_post(query: str, subreddit: str, title: str) -> str:
 
 
 LONG_POST = "\n".join(
-    f"Paragraph {i}: my cat ignores me and the dog is not happy about it either, what should we do?"
-    for i in range(12)
+    f"Paragraph {i}: my cat ignores me and the dog is not happy about it either, what should we do?" for i in range(12)
 )
 
 
@@ -303,13 +306,66 @@ def test_newline_truncation_properties(subreddit, title, post, extra):
 # characters (NFC-sensitive ones included: "e" + U+0301, U+212B ANGSTROM SIGN, Hangul jamo), words far
 # longer than any limit, and the text of added tokens and of the cue itself.
 FRAGMENTS = [
-    "cat", " cat", " dog", " the", "I'm", " they're", "'s", "'", " 2024", "42", ".", "?!", " ...", ",",
-    " ", "  ", "   ", "\t", " \t ", "é", " é", "e\u0301", "\u212b", "中文", " 😀", "\u1100\u1161", "\u11a8",
-    "\u0958", "ﬁ", "<|endoftext|>", "[PAD]", "[SEP]", "cat is", "TL;DR", "TL;DR:", "\n\nTL", ";DR:",
-    "a" * 40, " " + "b" * 150, "x" * 300,
+    "cat",
+    " cat",
+    " dog",
+    " the",
+    "I'm",
+    " they're",
+    "'s",
+    "'",
+    " 2024",
+    "42",
+    ".",
+    "?!",
+    " ...",
+    ",",
+    " ",
+    "  ",
+    "   ",
+    "\t",
+    " \t ",
+    "é",
+    " é",
+    "e\u0301",
+    "\u212b",
+    "中文",
+    " 😀",
+    "\u1100\u1161",
+    "\u11a8",
+    "\u0958",
+    "ﬁ",
+    "<|endoftext|>",
+    "[PAD]",
+    "[SEP]",
+    "cat is",
+    "TL;DR",
+    "TL;DR:",
+    "\n\nTL",
+    ";DR:",
+    "a" * 40,
+    " " + "b" * 150,
+    "x" * 300,
     # tldr-synth's fact tokens and near misses (premise c'): whole ages and durations, and what breaks them
-    "24F", "(24F)", " 2 years", " 12 months", "3 weeks", " 1 year", " 7 monthsx", "24", "F", "M", " years", " weeks",
-    " 12", " 1", "9", "yearsy", "(3", "5M)", " 100 years",
+    "24F",
+    "(24F)",
+    " 2 years",
+    " 12 months",
+    "3 weeks",
+    " 1 year",
+    " 7 monthsx",
+    "24",
+    "F",
+    "M",
+    " years",
+    " weeks",
+    " 12",
+    " 1",
+    "9",
+    "yearsy",
+    "(3",
+    "5M)",
+    " 100 years",
 ]
 NEWLINE_FRAGMENTS = ["\n", "\n\n", " \n", "\n ", "\n\n\n"]
 NFC_CHANGES = {"e\u0301", "\u212b", "\u1100\u1161", "\u11a8", "\u0958"}  # fail the NFC quick check
@@ -480,8 +536,11 @@ def test_fast_truncation_of_tldr_synth_posts_equals_the_paper_loop():
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.lists(st.sampled_from(FRAGMENTS + NEWLINE_FRAGMENTS + ["\u0301", "\u0323", "\u0f73"]),
-                     max_size=20).map("".join))
+@given(
+    text=st.lists(st.sampled_from(FRAGMENTS + NEWLINE_FRAGMENTS + ["\u0301", "\u0323", "\u0f73"]), max_size=20).map(
+        "".join
+    )
+)
 def test_nfc_quick_check_yes_means_every_substring_is_nfc(text):
     if truncation._nfc_quick_check_yes(text):
         for i in range(len(text) + 1):

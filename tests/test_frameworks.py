@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from nplus.details import REGISTRY, Details
-from nplus.frameworks import (_EXPLICIT, FRAMEWORKS, FrameworkError, docs_markdown, framework_details,
-                              table_markdown)
+from nplus.frameworks import _EXPLICIT, FRAMEWORKS, FrameworkError, docs_markdown, framework_details, table_markdown
 
 REQUIRED = ("paper", "trl-ppo", "openrlhf", "deepspeed-chat", "trlx", "lmhp")
 
@@ -42,9 +41,15 @@ def test_presets_differ_where_the_systems_differ():
     assert framework_details("deepspeed-chat")["advantage_whitening"] == "off"
     assert framework_details("lmhp")["reward_normalization"] == "none"  # class default; the TL;DR launch fits gain/bias
     assert framework_details("lmhp")["kl_controller"] == "fixed"  # adaptive only in lmhp's books experiments
-    assert framework_details("trl-ppo")["query_truncation"] == framework_details("deepspeed-chat")["query_truncation"] == "drop"
+    assert (
+        framework_details("trl-ppo")["query_truncation"]
+        == framework_details("deepspeed-chat")["query_truncation"]
+        == "drop"
+    )
     assert framework_details("openrlhf")["temperature_in_training"] == "on"
-    assert framework_details("trlx")["lr_schedule"] == "constant" and framework_details("trlx")["pad_token"] == "distinct"
+    assert (
+        framework_details("trlx")["lr_schedule"] == "constant" and framework_details("trlx")["pad_token"] == "distinct"
+    )
     assert framework_details("trlx")["value_network"] == "shared_trunk"
     assert framework_details("trl-ppo")["score_position"] == "eos_plus_one"
     for name in REQUIRED[1:]:
@@ -75,6 +80,7 @@ def test_every_explicit_value_cites_a_commit_and_a_file(name):
 def test_docs_frameworks_md_is_current():
     docs = (Path(__file__).resolve().parent.parent / "docs" / "frameworks.md").read_text()
     assert docs == docs_markdown(), (
-        "docs/frameworks.md is stale: regenerate it with\n  python -c \"from nplus.frameworks import docs_markdown; "
-        "open('docs/frameworks.md', 'w').write(docs_markdown())\"")
+        'docs/frameworks.md is stale: regenerate it with\n  python -c "from nplus.frameworks import docs_markdown; '
+        "open('docs/frameworks.md', 'w').write(docs_markdown())\""
+    )
     assert table_markdown() in docs

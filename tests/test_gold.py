@@ -10,14 +10,30 @@ import pytest
 from nplus.tasks import synth
 from nplus.tasks.gold import COMPONENTS, GoldJudge
 
-POST = ("My boyfriend (26M) and I (24F) have been together for 2 years.\nHe cheated on me.\n"
-        "I feel so hurt right now.\nShould I break up with him?")
-FACTS = {"event": "cheated", "relation": "boyfriend", "ask": "break_up", "duration": "2 years",
-         "feeling": "hurt", "narrator": "24F", "counterpart": "26M"}
+POST = (
+    "My boyfriend (26M) and I (24F) have been together for 2 years.\nHe cheated on me.\n"
+    "I feel so hurt right now.\nShould I break up with him?"
+)
+FACTS = {
+    "event": "cheated",
+    "relation": "boyfriend",
+    "ask": "break_up",
+    "duration": "2 years",
+    "feeling": "hurt",
+    "narrator": "24F",
+    "counterpart": "26M",
+}
 # The same story without an ask, a duration or a feeling.
 BARE_POST = "My girlfriend (30F) and I (31M) live together.\nShe forgot my birthday."
-BARE_FACTS = {"event": "forgot_birthday", "relation": "girlfriend", "ask": None, "duration": None,
-              "feeling": None, "narrator": "31M", "counterpart": "30F"}
+BARE_FACTS = {
+    "event": "forgot_birthday",
+    "relation": "girlfriend",
+    "ask": None,
+    "duration": None,
+    "feeling": None,
+    "narrator": "31M",
+    "counterpart": "30F",
+}
 FULL = "My bf (26M) of 2 years cheated on me. I (24F) feel hurt. Should I break up with him?"  # 19 words
 
 
@@ -140,8 +156,12 @@ def test_a_complete_summary_beats_every_degraded_policy_and_so_does_the_referenc
     for policy in ("omit", "wrong", "verbose", "repeat", "truncated", "title", "short"):
         degraded = [" " + synth.policy_summary(p, policy, rng) for p in posts]
         full = [" " + " ".join(synth.compose_summary(p.facts, p.gender, rng, p.text)) for p in posts]
-        complete[policy] = np.mean([judge.compare(p.text, f, d).choice == "A" for p, f, d in zip(posts, full, degraded)])
-        human[policy] = np.mean([judge.compare(p.text, " " + p.reference, d).choice == "A" for p, d in zip(posts, degraded)])
+        complete[policy] = np.mean(
+            [judge.compare(p.text, f, d).choice == "A" for p, f, d in zip(posts, full, degraded)]
+        )
+        human[policy] = np.mean(
+            [judge.compare(p.text, " " + p.reference, d).choice == "A" for p, d in zip(posts, degraded)]
+        )
     print("complete / reference win rate per policy:", complete, human)
     assert min(complete.values()) >= 0.9, complete
     assert min(human.values()) >= 0.7, human
@@ -151,8 +171,11 @@ def test_a_concise_complete_summary_beats_the_reference_often(corpus):
     """References are human-like, not perfect: room for a policy to win, as the paper's PPO models do."""
     posts, judge = corpus
     rng = random.Random(0)
-    wins = [judge.compare(p.text, " ".join(synth.compose_summary(p.facts, p.gender, rng, p.text)), p.reference).choice == "A"
-            for p in posts]
+    wins = [
+        judge.compare(p.text, " ".join(synth.compose_summary(p.facts, p.gender, rng, p.text)), p.reference).choice
+        == "A"
+        for p in posts
+    ]
     assert 0.6 <= sum(wins) / len(wins) <= 0.85
 
 

@@ -35,8 +35,9 @@ def private_imports(root: Path) -> list[str]:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == root.name:
                 names = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
                 if names:
-                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {', '.join(names)} "
-                                  f"from {node.module}")
+                    found.append(
+                        f"{path.relative_to(root.parent)}:{node.lineno} imports {', '.join(names)} from {node.module}"
+                    )
     return found
 
 
@@ -51,8 +52,14 @@ def test_no_private_name_imported_across_modules():
 def test_the_layering_contracts_hold():
     """`lint-imports` reads the contracts from pyproject.toml; it exits 1 when one is broken."""
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
-    out = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [exe, "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout and "KEPT" in out.stdout
 

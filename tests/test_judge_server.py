@@ -103,11 +103,19 @@ class ChatServer:
             payload = {"id": "x", "object": "chat.completion", "created": 0, "model": model}
         else:
             verdict = backing_choice(post, a, b)
-            content = "I cannot determine which one is better." if behaviour == "unparseable" else (
-                f"Comparison: Summary {verdict} keeps more of the post's key facts.\nPreferred: {verdict}")
+            content = (
+                "I cannot determine which one is better."
+                if behaviour == "unparseable"
+                else (f"Comparison: Summary {verdict} keeps more of the post's key facts.\nPreferred: {verdict}")
+            )
             payload = {
-                "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                ],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
             }
         data = b'{"choices": [ not json' if payload is None else json.dumps(payload).encode()
@@ -140,8 +148,15 @@ EXPECTED_REQUESTS = {0: 2, 1: 3, 2: 2, 3: 2, 4: MAX_RETRIES + 1, 5: 1, 6: 3}
 
 def make_judge(server, cache_dir, **kwargs):
     return openai_judge.OpenAIJudge(
-        model="gpt-4o-mini", base_url=server.base_url, api_key_env="NPLUS_TEST_JUDGE_KEY", concurrency=4,
-        max_retries=MAX_RETRIES, timeout_s=CLIENT_TIMEOUT_S, retry_base_delay_s=0.01, cache_dir=cache_dir, **kwargs,
+        model="gpt-4o-mini",
+        base_url=server.base_url,
+        api_key_env="NPLUS_TEST_JUDGE_KEY",
+        concurrency=4,
+        max_retries=MAX_RETRIES,
+        timeout_s=CLIENT_TIMEOUT_S,
+        retry_base_delay_s=0.01,
+        cache_dir=cache_dir,
+        **kwargs,
     )
 
 
@@ -175,7 +190,9 @@ def test_retries_failures_unparseable_and_cache(tmp_path, api_key, capsys):
         assert results[5].status == "unparseable" and results[5].raw.startswith("I cannot determine")
         for i, (item, j) in enumerate(zip(items, results)):
             if i not in (4, 5):
-                assert j.status == "ok" and j.choice == backing_choice(item.post.strip(), item.a.strip(), item.b.strip())
+                assert j.status == "ok" and j.choice == backing_choice(
+                    item.post.strip(), item.a.strip(), item.b.strip()
+                )
         stats = judge.stats()
         assert stats["requests"] == server.total_requests and stats["failed_requests"] == 1
         assert stats["retries"] == server.total_requests - 12 and stats["deduplicated"] == 2
@@ -194,14 +211,24 @@ def test_retries_failures_unparseable_and_cache(tmp_path, api_key, capsys):
 
 
 def test_api_key_is_never_written(tmp_path, api_key, capsys):
-    rows = [{"id": f"ex{i}", "post": p, "response": g, "reference": b.strip(), "finished": True}
-            for i, (p, g, b) in enumerate(zip(POSTS, GOOD, BAD))]
+    rows = [
+        {"id": f"ex{i}", "post": p, "response": g, "reference": b.strip(), "finished": True}
+        for i, (p, g, b) in enumerate(zip(POSTS, GOOD, BAD))
+    ]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with ChatServer(SCHEDULE) as server:
-        options = JudgeOptions(judge_model="gpt-4o-mini", judge_base_url=server.base_url,
-                               api_key_env="NPLUS_TEST_JUDGE_KEY", max_retries=MAX_RETRIES, timeout_s=CLIENT_TIMEOUT_S,
-                               retry_base_delay_s=0.01, concurrency=4, cache_dir=tmp_path / "cache", both_orders=True)
+        options = JudgeOptions(
+            judge_model="gpt-4o-mini",
+            judge_base_url=server.base_url,
+            api_key_env="NPLUS_TEST_JUDGE_KEY",
+            max_retries=MAX_RETRIES,
+            timeout_s=CLIENT_TIMEOUT_S,
+            retry_base_delay_s=0.01,
+            concurrency=4,
+            cache_dir=tmp_path / "cache",
+            both_orders=True,
+        )
         result = run_eval(EvalConfig(input=samples, out=tmp_path / "out", judge="openai", judge_options=options))
     assert result["n_total"] == 12 and result["n_failed"] == 1 and result["n_unparseable"] == 1
     assert result["position_consistency"] is not None
@@ -231,15 +258,38 @@ def test_eval_in_which_every_request_fails_exits_non_zero(tmp_path, api_key, cap
     a null win rate with exit 0 would pass for a result."""
     from nplus.cli import main
 
-    rows = [{"id": f"ex{i}", "post": p, "response": g, "reference": b.strip()} for i, (p, g, b) in
-            enumerate(zip(POSTS[:3], GOOD, BAD))]
+    rows = [
+        {"id": f"ex{i}", "post": p, "response": g, "reference": b.strip()}
+        for i, (p, g, b) in enumerate(zip(POSTS[:3], GOOD, BAD))
+    ]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with ChatServer({post: ["500"] * (MAX_RETRIES + 1) for post in POSTS}) as server:
-        rc = main(["eval", "--input", str(samples), "--out", str(tmp_path / "out"), "--judge", "openai",
-                   "--judge-model", "gpt-4o-mini", "--judge-base-url", server.base_url,
-                   "--api-key-env", "NPLUS_TEST_JUDGE_KEY", "--max-retries", str(MAX_RETRIES),
-                   "--retry-base-delay-s", "0.01", "--timeout-s", str(CLIENT_TIMEOUT_S), "--cache-dir", "None"])
+        rc = main(
+            [
+                "eval",
+                "--input",
+                str(samples),
+                "--out",
+                str(tmp_path / "out"),
+                "--judge",
+                "openai",
+                "--judge-model",
+                "gpt-4o-mini",
+                "--judge-base-url",
+                server.base_url,
+                "--api-key-env",
+                "NPLUS_TEST_JUDGE_KEY",
+                "--max-retries",
+                str(MAX_RETRIES),
+                "--retry-base-delay-s",
+                "0.01",
+                "--timeout-s",
+                str(CLIENT_TIMEOUT_S),
+                "--cache-dir",
+                "None",
+            ]
+        )
         assert server.total_requests == 3 * (MAX_RETRIES + 1)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1, err

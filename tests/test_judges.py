@@ -106,7 +106,12 @@ def test_gold_adapter_matches_the_gold_judge(synth_dir):
         good, bad = " " + p.reference, " " + policy_summary(p, "wrong", rng)
         for a, b, a_fin in ((good, bad, True), (bad, good, True), (good, good, False)):
             ours, theirs = adapter.compare(p.text, a, b, a_finished=a_fin), gold.compare(p.text, a, b, a_finished=a_fin)
-            assert (ours.choice, ours.raw, ours.score_a, ours.score_b) == (theirs.choice, theirs.raw, theirs.score_a, theirs.score_b)
+            assert (ours.choice, ours.raw, ours.score_a, ours.score_b) == (
+                theirs.choice,
+                theirs.raw,
+                theirs.score_a,
+                theirs.score_b,
+            )
         # an unfinished copy of the same summary loses
         assert adapter.compare(p.text, good, good, a_finished=False).choice == "B"
     assert adapter.unknown_posts([posts[0].text, "not a post", posts[1].text]) == [1]
@@ -200,8 +205,12 @@ def test_cost_estimate_uses_the_price_table():
 def test_cache_key_and_reply_cache(tmp_path):
     key = openai_judge.cache_key("gpt-4o-mini", "prompt", 0.0)
     assert key == openai_judge.cache_key("gpt-4o-mini", "prompt", 0.0)
-    assert len({key, openai_judge.cache_key("gpt-4o", "prompt", 0.0),
-                openai_judge.cache_key("gpt-4o-mini", "prompt", 0.7)}) == 3
+    assert (
+        len(
+            {key, openai_judge.cache_key("gpt-4o", "prompt", 0.0), openai_judge.cache_key("gpt-4o-mini", "prompt", 0.7)}
+        )
+        == 3
+    )
     cache = openai_judge.ReplyCache(tmp_path)
     cache.put(key, "gpt-4o-mini", "Preferred: A", {"prompt_tokens": 3, "completion_tokens": 2})
     with cache.path.open("a") as f:
@@ -235,15 +244,22 @@ def tiny_hf_model(tmp_path_factory):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     bpe.train_from_iterator([judges.JUDGE_PROMPT, POST, "Preferred: A", "Preferred: B"] * 5, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
     tokenizer.save_pretrained(path)
     torch.manual_seed(0)
     # a short context so that the judging prompt must be truncated from the left
-    config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=64, max_position_embeddings=128)
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     GPTNeoXForCausalLM(config).save_pretrained(path)
     return path
 

@@ -4,8 +4,8 @@ simulated AI labeller's biases, a network judge's cache, and an RM run on the re
 import json
 
 import pytest
-
 import test_judge_server as server_mod
+
 from nplus.cli import main
 from nplus.data.label_cmd import LabelConfig, LabelInputError, run_label
 from nplus.data.loader import load_comparisons
@@ -23,8 +23,14 @@ def corpus(tmp_path_factory):
 
 
 def _label(corpus, out, judge="gold", limit=None, splits=("train", "validation"), **options):
-    cfg = LabelConfig(out=out, input=str(corpus / "comparisons"), judge=judge, limit=limit, splits=splits,
-                      judge_options=JudgeOptions(data_dir=corpus, **options))
+    cfg = LabelConfig(
+        out=out,
+        input=str(corpus / "comparisons"),
+        judge=judge,
+        limit=limit,
+        splits=splits,
+        judge_options=JudgeOptions(data_dir=corpus, **options),
+    )
     return run_label(cfg)
 
 
@@ -43,20 +49,41 @@ def test_gold_labels_pass_the_schema_validator_and_agree_with_gold(corpus, tmp_p
 
 
 def test_by_default_only_the_training_pairs_are_relabelled(corpus, tmp_path):
-    cfg = LabelConfig(out=tmp_path / "ai", input=str(corpus / "comparisons"), judge="simulated-ai",
-                      judge_options=JudgeOptions(data_dir=corpus))
+    cfg = LabelConfig(
+        out=tmp_path / "ai",
+        input=str(corpus / "comparisons"),
+        judge="simulated-ai",
+        judge_options=JudgeOptions(data_dir=corpus),
+    )
     result = run_label(cfg)
     ds, original = load_comparisons(str(tmp_path / "ai")), load_comparisons("tldr-synth", corpus)
     assert ds["validation"].to_list() == original["validation"].to_list()  # held-out human-style labels
     assert set(ds["train"]["worker"]) == {result["worker"]} and result["splits"]["validation"]["relabelled"] is False
     with pytest.raises(LabelInputError, match="not in the input"):
-        run_label(LabelConfig(out=tmp_path / "bad", input=str(corpus / "comparisons"), splits=("test",),
-                              judge_options=JudgeOptions(data_dir=corpus)))
+        run_label(
+            LabelConfig(
+                out=tmp_path / "bad",
+                input=str(corpus / "comparisons"),
+                splits=("test",),
+                judge_options=JudgeOptions(data_dir=corpus),
+            )
+        )
 
 
 def test_simulated_ai_labeller_prefers_length_and_the_first_position():
-    gold = GoldJudge({"p": {"event": "cheated", "relation": "boyfriend", "ask": None, "duration": None,
-                            "feeling": None, "narrator": "24F", "counterpart": "26M"}})
+    gold = GoldJudge(
+        {
+            "p": {
+                "event": "cheated",
+                "relation": "boyfriend",
+                "ask": None,
+                "duration": None,
+                "feeling": None,
+                "narrator": "24F",
+                "counterpart": "26M",
+            }
+        }
+    )
     judge = SimulatedAIJudge(gold, length_preference=0.15, position_margin=0.5)
     short, long = " my bf (26M) cheated. me (24F).", " my bf (26M) cheated on me at a party downtown. me (24F)."
     assert gold.compare("p", short, long).choice == "A"  # gold: the same facts in fewer words
@@ -80,8 +107,12 @@ def test_network_judge_rerun_makes_zero_requests(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(server_mod, "backing_choice", lambda post, a, b: gold.compare(post, a, b).choice)
     monkeypatch.setenv("NPLUS_TEST_JUDGE_KEY", server_mod.SECRET)
     with server_mod.ChatServer({}) as server:
-        opts = dict(judge_model="test-model", judge_base_url=server.base_url, api_key_env="NPLUS_TEST_JUDGE_KEY",
-                    cache_dir=tmp_path / "cache")
+        opts = dict(
+            judge_model="test-model",
+            judge_base_url=server.base_url,
+            api_key_env="NPLUS_TEST_JUDGE_KEY",
+            cache_dir=tmp_path / "cache",
+        )
         first = _label(corpus, tmp_path / "a", judge="openai", limit=6, **opts)
         asked = server.total_requests
         second = _label(corpus, tmp_path / "b", judge="openai", limit=6, **opts)
@@ -102,17 +133,28 @@ def test_relabelled_pairs_are_a_comparisons_source_of_the_embedded_task(corpus, 
     ai = apply_overrides(base, hparams={"task.comparisons_source": str(tmp_path / "ai")})
     assert ai.stage_hash("sft") == base.stage_hash("sft") and ai.stage_hash("rm") != base.stage_hash("rm")
     for bad in (str(tmp_path / "nowhere"), "tldr-synth:hf"):
-        with pytest.raises(ConfigError, match="tldr-synth:gold, tldr-synth:simulated-ai .* or a local comparisons directory"):
+        with pytest.raises(
+            ConfigError, match="tldr-synth:gold, tldr-synth:simulated-ai .* or a local comparisons directory"
+        ):
             apply_overrides(base, hparams={"task.comparisons_source": bad})
     named = apply_overrides(base, hparams={"task.comparisons_source": "tldr-synth:simulated-ai"})
-    assert named.stage_hash("sft") == base.stage_hash("sft") and named.stage_hash("rm") not in (base.stage_hash("rm"), ai.stage_hash("rm"))
+    assert named.stage_hash("sft") == base.stage_hash("sft") and named.stage_hash("rm") not in (
+        base.stage_hash("rm"),
+        ai.stage_hash("rm"),
+    )
 
 
 def test_pipeline_relabelling_is_nplus_label_with_its_defaults_and_cached(corpus, tmp_path):
     from nplus.data.relabel import synth_relabelled
 
-    cli = run_label(LabelConfig(out=tmp_path / "cli", input=str(corpus / "comparisons"), judge="simulated-ai",
-                                judge_options=JudgeOptions(data_dir=corpus)))
+    cli = run_label(
+        LabelConfig(
+            out=tmp_path / "cli",
+            input=str(corpus / "comparisons"),
+            judge="simulated-ai",
+            judge_options=JudgeOptions(data_dir=corpus),
+        )
+    )
     path = synth_relabelled(corpus, "simulated-ai", tmp_path / "cache")
     built, by_cli = load_comparisons(str(path / "comparisons")), load_comparisons(str(tmp_path / "cli"))
     assert {k: v.to_list() for k, v in built.items()} == {k: v.to_list() for k, v in by_cli.items()}

@@ -39,8 +39,11 @@ def test_ppo_module_is_short():
 
 
 def test_no_other_stage_imports_ppo():
-    importers = [f.name for f in sorted((PKG / "stages").glob("*.py"))
-                 if f.name != "ppo.py" and "nplus.stages.ppo" in imported_modules(f)]
+    importers = [
+        f.name
+        for f in sorted((PKG / "stages").glob("*.py"))
+        if f.name != "ppo.py" and "nplus.stages.ppo" in imported_modules(f)
+    ]
     assert not importers, f"{importers} import nplus.stages.ppo: the shared framework is nplus/stages/online.py"
 
 
@@ -50,8 +53,12 @@ def test_the_online_algorithms_use_the_framework():
 
 
 def test_no_function_over_the_limit():
-    long = {f"{f.relative_to(PKG.parent)}:{name}": n for f in sorted(PKG.rglob("*.py"))
-            for name, n in function_lengths(f).items() if n > MAX_FUNCTION_LINES}
+    long = {
+        f"{f.relative_to(PKG.parent)}:{name}": n
+        for f in sorted(PKG.rglob("*.py"))
+        for name, n in function_lengths(f).items()
+        if n > MAX_FUNCTION_LINES
+    }
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them): {long}"
 
 

@@ -11,25 +11,43 @@ import pytest
 from datasets import Dataset, DatasetDict, Features, List, Value
 
 from nplus.data.loader import (
-    DataSourceError, SchemaError, load_comparisons, load_sft, validate_comparisons, validate_sft,
+    DataSourceError,
+    SchemaError,
+    load_comparisons,
+    load_sft,
+    validate_comparisons,
+    validate_sft,
 )
 from nplus.tasks.synth import generate
 
 # reference/DETAILS.md §6, with the feature types of the hub datasets' cards.
-PUBLIC_SFT_FEATURES = Features({
-    "id": Value("string"), "subreddit": Value("string"), "title": Value("string"), "post": Value("string"),
-    "summary": Value("string"),
-})
-PUBLIC_COMPARISON_FEATURES = Features({
-    "info": {"id": Value("string"), "post": Value("string"), "title": Value("string"), "subreddit": Value("string"),
-             "site": Value("string"), "article": Value("string")},
-    "summaries": List({"text": Value("string"), "policy": Value("string"), "note": Value("string")}),
-    "choice": Value("int32"),
-    "worker": Value("string"),
-    "batch": Value("string"),
-    "split": Value("string"),
-    "extra": {"confidence": Value("int32")},
-})
+PUBLIC_SFT_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "subreddit": Value("string"),
+        "title": Value("string"),
+        "post": Value("string"),
+        "summary": Value("string"),
+    }
+)
+PUBLIC_COMPARISON_FEATURES = Features(
+    {
+        "info": {
+            "id": Value("string"),
+            "post": Value("string"),
+            "title": Value("string"),
+            "subreddit": Value("string"),
+            "site": Value("string"),
+            "article": Value("string"),
+        },
+        "summaries": List({"text": Value("string"), "policy": Value("string"), "note": Value("string")}),
+        "choice": Value("int32"),
+        "worker": Value("string"),
+        "batch": Value("string"),
+        "split": Value("string"),
+        "extra": {"confidence": Value("int32")},
+    }
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,8 +113,11 @@ for load, name in ((load_sft, "vwxyzjn/summarize_from_feedback_tldr_3_filtered")
 """
 
 
-@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
-                         ids=["HF_HUB_OFFLINE", "unreachable-endpoint"])
+@pytest.mark.parametrize(
+    "env",
+    [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+    ids=["HF_HUB_OFFLINE", "unreachable-endpoint"],
+)
 def test_hub_without_network_fails_fast_with_instructions(tmp_path, env):
     start = time.monotonic()
     result = _run_offline(HUB_PROBE, tmp_path, **env)
@@ -134,17 +155,25 @@ def _set(path: tuple, value):
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value
+
     return edit
 
 
-@pytest.mark.parametrize("edit, message", [
-    (_set(("choice",), 2), "field 'choice' must be 0 or 1, got 2"),
-    (lambda row: row["summaries"].pop(), "field 'summaries' must hold 2 summaries, got 1"),
-    (lambda row: row["summaries"].append(dict(row["summaries"][0])), "field 'summaries' must hold 2 summaries, got 3"),
-    (_set(("info", "post"), ""), "field 'info.post' must be a non-empty string, got ''"),
-    (_set(("extra", "confidence"), 10), "field 'extra.confidence' must be in 1..9, got 10"),
-    (_set(("summaries", 0, "text"), None), "field 'summaries[].text' must be a string, got None"),
-], ids=["choice", "one-summary", "three-summaries", "empty-post", "confidence", "null-text"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_set(("choice",), 2), "field 'choice' must be 0 or 1, got 2"),
+        (lambda row: row["summaries"].pop(), "field 'summaries' must hold 2 summaries, got 1"),
+        (
+            lambda row: row["summaries"].append(dict(row["summaries"][0])),
+            "field 'summaries' must hold 2 summaries, got 3",
+        ),
+        (_set(("info", "post"), ""), "field 'info.post' must be a non-empty string, got ''"),
+        (_set(("extra", "confidence"), 10), "field 'extra.confidence' must be in 1..9, got 10"),
+        (_set(("summaries", 0, "text"), None), "field 'summaries[].text' must be a string, got None"),
+    ],
+    ids=["choice", "one-summary", "three-summaries", "empty-post", "confidence", "null-text"],
+)
 def test_bad_comparison_rows(comparisons, edit, message):
     row_id = comparisons[3]["info"]["id"]
     with pytest.raises(SchemaError) as err:

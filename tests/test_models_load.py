@@ -14,8 +14,14 @@ from nplus.stages.common import sample
 
 
 def _saved_lm(tmp_path):
-    config = GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32, max_position_embeddings=64)
+    config = GPTNeoXConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     lm = GPTNeoXForCausalLM(config)
     lm.save_pretrained(tmp_path / "sft", safe_serialization=True)
@@ -31,8 +37,16 @@ def test_trunk_and_sampling_print_no_library_noise(tmp_path, capfd):
         critic = init_critic("sft", tmp_path / "no_rm", sft)
         lm = GPTNeoXForCausalLM.from_pretrained(str(sft), use_safetensors=True)
         queries = torch.tensor([[0, 5, 6, 7], [3, 4, 5, 6]])
-        out = sample(lm, queries, pad_id=0, eos_id=1, length=5, temperature=1.0,
-                     response_sampling="fixed_length_then_truncate", generator=torch.Generator().manual_seed(1))
+        out = sample(
+            lm,
+            queries,
+            pad_id=0,
+            eos_id=1,
+            length=5,
+            temperature=1.0,
+            response_sampling="fixed_length_then_truncate",
+            generator=torch.Generator().manual_seed(1),
+        )
     err = capfd.readouterr().err
     assert "LOAD REPORT" not in err and "UNEXPECTED" not in err, err
     assert "FutureWarning" not in err and "deprecated" not in err, err

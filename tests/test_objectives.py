@@ -16,7 +16,9 @@ def test_dpo_sigmoid_loss_and_implicit_rewards_by_hand():
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.5)))  # −log σ(β·h) = −log σ(0.5)
     assert rc.tolist() == pytest.approx([0.25]) and rr.tolist() == pytest.approx([-0.25])  # β·log-ratio
     # a batch averages; policy = reference gives log 2 whatever β
-    loss2, _, _ = objectives.dpo_loss(T([-1.0, -3.0]), T([-2.0, -3.0]), T([-1.5, -3.0]), T([-1.5, -3.0]), 0.5, "sigmoid")
+    loss2, _, _ = objectives.dpo_loss(
+        T([-1.0, -3.0]), T([-2.0, -3.0]), T([-1.5, -3.0]), T([-1.5, -3.0]), 0.5, "sigmoid"
+    )
     assert loss2.item() == pytest.approx((math.log(1 + math.exp(-0.5)) + math.log(2)) / 2)
 
 

@@ -33,7 +33,7 @@ def test_first_true_indices_and_truncate_after_eos():
 
 
 def test_last_token_index_is_the_eos_and_pad_eq_eos_bug():
-    pad, eos = 0, 9
+    pad = 0  # the EOS id 9 sits in the rows below
     ids = T([[3, 4, 9, 0, 0], [0, 0, 3, 4, 9]])  # right and left padded
     assert ops.last_token_index(ids, pad).tolist() == [2, 4]
     # pad = EOS: the EOS counts as pad and the index moves to the token before it
@@ -136,7 +136,9 @@ def test_sft_loss_mask():
 
 def test_lr_schedules_and_kl_controller():
     assert ops.lr_factor(0, 10, "linear") == 1.0 and ops.lr_factor(5, 10, "linear") == 0.5
-    assert ops.lr_factor(5, 10, "cosine") == pytest.approx(0.5) and ops.lr_factor(10, 10, "cosine") == pytest.approx(0.0)
+    assert ops.lr_factor(5, 10, "cosine") == pytest.approx(0.5) and ops.lr_factor(10, 10, "cosine") == pytest.approx(
+        0.0
+    )
     assert ops.lr_factor(7, 10, "constant") == 1.0
     assert ops.next_kl_coef(0.05, 100.0, 512, "fixed", 6.0, 10000) == 0.05
     # KL far above target: error clipped at +0.2 → β · (1 + 0.2 · 512/10000)
@@ -161,8 +163,9 @@ def test_training_logits_temperature():
 def test_entropy_from_logits_by_hand_and_blockwise_bit_for_bit():
     # uniform over V: log V; one-hot-like: ~0; a 2-way 50/50 split: log 2
     V = 7
-    logits = torch.stack([torch.zeros(V), torch.tensor([50.0] + [0.0] * (V - 1)),
-                          torch.tensor([3.0, 3.0] + [-1e4] * (V - 2))])[None]  # (1, 3, V)
+    logits = torch.stack(
+        [torch.zeros(V), torch.tensor([50.0] + [0.0] * (V - 1)), torch.tensor([3.0, 3.0] + [-1e4] * (V - 2))]
+    )[None]  # (1, 3, V)
     got = ops.entropy_from_logits(logits)
     assert got.shape == (1, 3)
     torch.testing.assert_close(got[0], torch.tensor([math.log(V), 0.0, math.log(2)]), atol=1e-5, rtol=0)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nplus.presets import PRESETS, preset
 from nplus.details import REGISTRY, Details
+from nplus.presets import PRESETS, preset
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "nplus" / "configs"
@@ -168,16 +168,47 @@ def test_dry_run_prints_the_preset_offline_and_fast(tmp_path):
     network (hub offline, and any HTTP(S) request sent to a closed local port), no data, no model, under a
     timeout so that a hang fails the test instead of stalling the suite."""
     closed = "http://127.0.0.1:9"  # discard port: nothing listens, so a connection attempt fails at once
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HTTP_PROXY": closed, "HTTPS_PROXY": closed, "http_proxy": closed, "https_proxy": closed,
-           "NO_PROXY": "", "no_proxy": "", "HF_HOME": str(tmp_path / "hf")}
-    r = subprocess.run([sys.executable, "-m", "nplus.cli", "pipeline", "--preset", "paper-1b", "--seed", "44413",
-                        "--dry-run", "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HTTP_PROXY": closed,
+        "HTTPS_PROXY": closed,
+        "http_proxy": closed,
+        "https_proxy": closed,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nplus.cli",
+            "pipeline",
+            "--preset",
+            "paper-1b",
+            "--seed",
+            "44413",
+            "--dry-run",
+            "--out",
+            str(tmp_path / "run"),
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     shown = json.loads(r.stdout)
     cfg = preset("paper-1b", seed=44413)
-    assert {k: v for k, v in shown.items() if k not in ("hash", "stage_hashes")} == json.loads(json.dumps(cfg.to_dict()))
+    assert {k: v for k, v in shown.items() if k not in ("hash", "stage_hashes")} == json.loads(
+        json.dumps(cfg.to_dict())
+    )
     assert shown["hash"] == cfg.hash
     # what the dry run shows is enough to read the batch split: 16 × 4 × 8 = 512
     ppo = shown["ppo"]
@@ -188,6 +219,7 @@ def test_dry_run_prints_the_preset_offline_and_fast(tmp_path):
 
 
 # ---- nplus/configs: accelerate / DeepSpeed launch configs ------------------------------------------------------
+
 
 def _yaml(name: str) -> dict:
     return yaml.safe_load((CONFIGS / name).read_text())
@@ -248,9 +280,11 @@ def test_zero3_offload_config_is_for_the_frozen_models():
 def test_deepspeed_is_optional():
     """nplus (the CLI with every subcommand, the pipeline and the stages) imports without deepspeed, and does not
     import it eagerly where it is installed."""
-    code = ("import sys, nplus, nplus.cli, nplus.pipeline, nplus.stages.ppo, nplus.ablate.slurm, nplus.data.build_cmd; "
-            "nplus.cli._commands(); "
-            "assert 'deepspeed' not in sys.modules, 'deepspeed imported'")
+    code = (
+        "import sys, nplus, nplus.cli, nplus.pipeline, nplus.stages.ppo, nplus.ablate.slurm, nplus.data.build_cmd; "
+        "nplus.cli._commands(); "
+        "assert 'deepspeed' not in sys.modules, 'deepspeed imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     pyproject = (ROOT / "pyproject.toml").read_text()

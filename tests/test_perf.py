@@ -5,10 +5,9 @@ import json
 
 import torch
 
-from nplus.tooling import perf
-from nplus.models import ladder_config
+from nplus.models import ScalarModel, SharedTrunkPolicy, ladder_config
 from nplus.stages.online import Actor
-from nplus.models import ScalarModel, SharedTrunkPolicy
+from nplus.tooling import perf
 
 
 def test_flop_formulas_by_hand():
@@ -56,8 +55,10 @@ def test_value_only_pass_equals_the_full_forward():
     qr = torch.cat([perf.random_queries(3, 8, 40), torch.randint(2, 40, (3, 4))], 1)
     outputs = {}
     for suffix in (False, True):  # ppo.last_layer: all, response
-        for kind, actor in (("separate", Actor(policy, critic, None, 1, suffix)),
-                            ("shared", Actor(None, None, SharedTrunkPolicy(policy, rm.head), 1, suffix))):
+        for kind, actor in (
+            ("separate", Actor(policy, critic, None, 1, suffix)),
+            ("shared", Actor(None, None, SharedTrunkPolicy(policy, rm.head), 1, suffix)),
+        ):
             actor.eval()
             with torch.no_grad():
                 logits, values = actor(qr, 1, 4)
@@ -74,7 +75,7 @@ def test_bench_gpu_runs_on_cpu_with_the_tiny_config(capsys):
 
     assert bench_gpu.main(["--tiny", "--updates", "1", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
-    report = json.loads(out[out.index("{"):])
+    report = json.loads(out[out.index("{") :])
     assert report["device"] == "cpu" and set(report["phases"]) == {"generation", "scoring", "training"}
     assert all(p["tokens_per_s"] > 0 and p["mfu"] > 0 for p in report["phases"].values())
     assert report["peak_memory_mib"] > 0
@@ -146,7 +147,11 @@ def test_suffix_hidden_equals_the_full_forward_in_outputs_and_gradients():
     q[1, :9] = perf.PAD_ID  # a one-token query
     padded = torch.cat([q, torch.randint(2, 40, (5, 6))], 1)  # (5, 16)
     unpadded = torch.randint(2, 40, (3, 16))
-    for rung, parallel, rotary, attn in (("nano", True, 0.25, "sdpa"), ("xs", False, 1.0, "eager"), ("micro", True, 0.5, "sdpa")):
+    for rung, parallel, rotary, attn in (
+        ("nano", True, 0.25, "sdpa"),
+        ("xs", False, 1.0, "eager"),
+        ("micro", True, 0.5, "sdpa"),
+    ):
         cfg = ladder_config(rung, 40, 32, 0, 1, rotary_pct=rotary)
         cfg.use_parallel_residual = parallel
         for k in ("attention_dropout", "hidden_dropout"):
@@ -157,8 +162,12 @@ def test_suffix_hidden_equals_the_full_forward_in_outputs_and_gradients():
         assert suffix_supported(trunk)
         for ids in (padded, unpadded):
             mask = ids != perf.PAD_ID
-            full = trunk(input_ids=ids, attention_mask=mask, position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
-                         use_cache=False).last_hidden_state[:, -7:]
+            full = trunk(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+                use_cache=False,
+            ).last_hidden_state[:, -7:]
             trunk.zero_grad(set_to_none=True)
             full.pow(2).sum().backward()
             want = [p.grad.clone() for p in trunk.parameters()]
@@ -173,8 +182,13 @@ def test_suffix_hidden_equals_the_full_forward_in_outputs_and_gradients():
 
     policy = perf.random_models(ladder_config("nano2", 40, 32, 0, 1))[0]
     mask = padded != perf.PAD_ID
-    want = policy(input_ids=padded, attention_mask=mask, position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
-                  use_cache=False, logits_to_keep=7).logits
+    want = policy(
+        input_ids=padded,
+        attention_mask=mask,
+        position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+        use_cache=False,
+        logits_to_keep=7,
+    ).logits
     torch.testing.assert_close(lm_logits(policy, padded, perf.PAD_ID, 7, suffix=True), want, rtol=1e-5, atol=1e-6)
     assert torch.equal(lm_logits(policy, padded, perf.PAD_ID, 7), want)  # suffix off: HF's own path, bit for bit
 
@@ -185,8 +199,9 @@ def test_suffix_falls_back_to_the_full_forward_on_other_architectures():
 
     from nplus.models import lm_logits, suffix_supported
 
-    cfg = GPT2Config(vocab_size=40, n_positions=32, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = GPT2Config(
+        vocab_size=40, n_positions=32, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )
     torch.manual_seed(0)
     lm, trunk = GPT2LMHeadModel(cfg).eval(), GPT2Model(cfg).eval()
     assert not suffix_supported(trunk) and not suffix_supported(lm.base_model)
@@ -199,5 +214,6 @@ def test_suffix_falls_back_to_the_full_forward_on_other_architectures():
         critic = ScalarModel(trunk)
         assert torch.equal(critic(ids, perf.PAD_ID, 5), critic(ids, perf.PAD_ID)[:, -5:])  # suffix off: a slice
         # the head on 5 rows instead of 12: float rounding only
-        torch.testing.assert_close(critic(ids, perf.PAD_ID, 5, suffix=True), critic(ids, perf.PAD_ID)[:, -5:],
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            critic(ids, perf.PAD_ID, 5, suffix=True), critic(ids, perf.PAD_ID)[:, -5:], rtol=1e-5, atol=1e-6
+        )

@@ -3,16 +3,24 @@
 import pytest
 
 from nplus.config import apply_overrides
-from nplus.presets import preset
 from nplus.details import ALGORITHMS, REGISTRY
-from nplus.tooling.testing import run_isolated
+from nplus.presets import preset
 from nplus.rundir import read_json, read_jsonl
+from nplus.tooling.testing import run_isolated
 
 # make test-fast leaves it out: the smoke pipeline and each algorithm, trained in fresh processes
 pytestmark = pytest.mark.slow
 
-SUMMARY_KEYS = ["sft.rouge_l", "sft.win_rate", "rm.accuracy", "ppo.win_rate", "ppo.kl", "ppo.mean_length",
-                "ppo.eos_rate", "ppo.win_rate_ci"]
+SUMMARY_KEYS = [
+    "sft.rouge_l",
+    "sft.win_rate",
+    "rm.accuracy",
+    "ppo.win_rate",
+    "ppo.kl",
+    "ppo.mean_length",
+    "ppo.eos_rate",
+    "ppo.win_rate_ci",
+]
 
 
 def test_smoke_summary_and_run_directory(smoke):
@@ -22,13 +30,30 @@ def test_smoke_summary_and_run_directory(smoke):
         assert key in summary, key
     lo, hi = summary["ppo.win_rate_ci"]
     assert 0.0 <= lo <= summary["ppo.win_rate"] <= hi <= 1.0
-    for name in ("config.json", "details.json", "env.json", "command.txt", "metrics.jsonl", "samples.jsonl", "eval.json", "DONE"):
+    for name in (
+        "config.json",
+        "details.json",
+        "env.json",
+        "command.txt",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "eval.json",
+        "DONE",
+    ):
         assert (run / name).exists(), name
     cfg = read_json(run / "config.json")
     assert cfg["hash"] == preset("smoke", 1).hash
     assert read_json(run / "env.json")["packages"]["torch"].startswith("2.13")
     names = set().union(*(r.keys() for r in read_jsonl(run / "metrics.jsonl") if r["stage"] == "ppo"))
-    for metric in ("objective/kl", "objective/scores", "objective/rlhf_reward", "policy/approxkl", "policy/clipfrac", "val/ratio", "val/num_eos"):
+    for metric in (
+        "objective/kl",
+        "objective/scores",
+        "objective/rlhf_reward",
+        "policy/approxkl",
+        "policy/clipfrac",
+        "val/ratio",
+        "val/num_eos",
+    ):
         assert metric in names, metric
     stages = {r["stage"] for r in read_jsonl(run / "samples.jsonl")}
     assert stages == {"sft", "ppo"}
@@ -71,7 +96,9 @@ def test_every_algorithm_writes_the_same_run_layout_and_summary_fields(smoke, al
         assert s["algorithm"] == algorithm and set(SUMMARY_KEYS) <= set(s), algorithm
         assert s["artifacts"] == smoke["summary"]["artifacts"], "SFT and RM are shared across algorithms"
         assert s["sanity.initial_kl_ok"], algorithm
-        assert all(k.startswith(("sft.", "rm.", "ppo.", "dpo.", "sanity.")) or k in smoke["summary"] for k in s), algorithm
+        assert all(k.startswith(("sft.", "rm.", "ppo.", "dpo.", "sanity.")) or k in smoke["summary"] for k in s), (
+            algorithm
+        )
         for name in ("config.json", "details.json", "env.json", "metrics.jsonl", "samples.jsonl", "eval.json", "DONE"):
             assert (r["run"] / name).exists(), (algorithm, name)
         assert {row["stage"] for row in read_jsonl(r["run"] / "samples.jsonl")} == {"sft", "ppo"}
@@ -80,7 +107,13 @@ def test_every_algorithm_writes_the_same_run_layout_and_summary_fields(smoke, al
             assert {"dpo/loss", "dpo/accuracy", "dpo/margin"} <= names
             assert 0.0 <= s["dpo.implicit_accuracy"] <= 1.0
         else:  # the online algorithms log PPO's rollout metrics, under the same names
-            assert {"objective/kl", "objective/scores", "objective/rlhf_reward", "policy/approxkl", "val/ratio"} <= names
+            assert {
+                "objective/kl",
+                "objective/scores",
+                "objective/rlhf_reward",
+                "policy/approxkl",
+                "val/ratio",
+            } <= names
             assert s["sanity.first_ratio_ok"], algorithm
 
 
@@ -99,7 +132,9 @@ def test_same_seed_same_metrics(smoke, tmp_path):
     assert a == b
     # wall-clock fields (time_s, time/*) are the only ones allowed to differ
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time")} for r in rows]
-    assert strip(read_jsonl(smoke["root"] / "run" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "run" / "metrics.jsonl"))
+    assert strip(read_jsonl(smoke["root"] / "run" / "metrics.jsonl")) == strip(
+        read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    )
 
 
 @pytest.mark.parametrize("flip", [{"dropout": "model_default"}, {"temperature_in_training": "off"}])

@@ -14,8 +14,8 @@ from nplus.report import build_report
 from tests import test_report
 from tests.test_study import BASE, write_study
 
-
 # ---- power ------------------------------------------------------------------------------------------------------
+
 
 def test_detectable_effect_matches_statsmodels_where_it_converges():
     from statsmodels.stats.power import TTestPower
@@ -39,8 +39,10 @@ def test_detectable_effect_at_three_seeds_and_many_tests():
 
 
 def _results(values: dict[str, list[float]], metric: str = "ppo.win_rate") -> pd.DataFrame:
-    return pd.DataFrame([(v, "", s + 1, metric, x) for v, xs in values.items() for s, x in enumerate(xs)],
-                        columns=["variant", "size", "seed", "metric", "value"])
+    return pd.DataFrame(
+        [(v, "", s + 1, metric, x) for v, xs in values.items() for s, x in enumerate(xs)],
+        columns=["variant", "size", "seed", "metric", "value"],
+    )
 
 
 def test_power_table_uses_the_baseline_seed_sd_and_shows_the_aa_sd():
@@ -55,8 +57,9 @@ def test_power_table_uses_the_baseline_seed_sd_and_shows_the_aa_sd():
 
 def test_aa_arm_is_its_own_holm_family():
     """The A/A arm neither dilutes the variants' Holm adjustment nor is diluted by it."""
-    results = _results({"baseline": [0.40, 0.44, 0.42], "a": [0.30, 0.35, 0.31], "b": [0.41, 0.46, 0.40],
-                        "aa": [0.43, 0.42, 0.47]})
+    results = _results(
+        {"baseline": [0.40, 0.44, 0.42], "a": [0.30, 0.35, 0.31], "b": [0.41, 0.46, 0.40], "aa": [0.43, 0.42, 0.47]}
+    )
     table = stats.compare(results, "baseline").set_index("variant")
     assert table.loc["aa", "p_holm"] == pytest.approx(table.loc["aa", "p_t"])
     p_a, p_b = table.loc["a", "p_t"], table.loc["b", "p_t"]
@@ -70,27 +73,38 @@ def test_simulated_fp_rate_is_holm_bounded_and_fast():
 
 # ---- study files -----------------------------------------------------------------------------------------------
 
+
 def test_aa_key_adds_the_baseline_on_fresh_seeds(tmp_path):
-    study = load_study(write_study(tmp_path, BASE + 'aa = true\n[[variants]]\nname = "k3"\ndetails = { kl_estimator = "k3" }\n'))
+    study = load_study(
+        write_study(tmp_path, BASE + 'aa = true\n[[variants]]\nname = "k3"\ndetails = { kl_estimator = "k3" }\n')
+    )
     assert [v.name for v in study.variants] == ["baseline", "k3", "aa"]
     specs = {(s.variant, s.seed): s for s in expand(study, tmp_path / "out")}
     aa, base = specs[("aa", 1)], specs[("baseline", 1)]
     assert aa.config.seed == 1 + stats.AA_SEED_OFFSET and aa.run_dir == tmp_path / "out" / "aa" / "seed=1"
     assert aa.config.details == base.config.details and aa.config.hash != base.config.hash
-    assert {st: aa.config.stage_hash(st) == base.config.stage_hash(st) for st in ("base", "sft", "rm", "ppo")} == \
-        {"base": True, "sft": False, "rm": False, "ppo": False}
+    assert {st: aa.config.stage_hash(st) == base.config.stage_hash(st) for st in ("base", "sft", "rm", "ppo")} == {
+        "base": True,
+        "sft": False,
+        "rm": False,
+        "ppo": False,
+    }
 
 
-@pytest.mark.parametrize("body, key", [
-    ('aa = "yes"\n', "aa: expected true or false"),
-    ('[[variants]]\nname = "aa"\n', r"variants\[0\]\.name: 'aa' is the A/A arm's name"),
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ('aa = "yes"\n', "aa: expected true or false"),
+        ('[[variants]]\nname = "aa"\n', r"variants\[0\]\.name: 'aa' is the A/A arm's name"),
+    ],
+)
 def test_aa_key_errors(tmp_path, body, key):
     with pytest.raises(StudyError, match=key):
         load_study(write_study(tmp_path, BASE + body))
 
 
 # ---- the report ------------------------------------------------------------------------------------------------
+
 
 def test_report_shows_aa_and_power_outside_the_headline(tmp_path, monkeypatch):
     monkeypatch.setitem(test_report.VARIANTS, "aa", ({}, 0.0, 0.0, 0.0, 0.0))
@@ -115,12 +129,33 @@ def test_report_without_aa_arm_says_how_to_add_one(tmp_path):
 
 # ---- over-optimization against KL --------------------------------------------------------------------------------
 
+
 def _points(run: str, gold: list[float], proxy: list[float]) -> list[dict]:
-    rows = [{"label": run, "variant": "baseline", "size": "tiny", "seed": 1, "run": run, "step": 0, "kl": 0.0,
-             "proxy": math.nan, "gold": gold[0], "source": "sft"}]
+    rows = [
+        {
+            "label": run,
+            "variant": "baseline",
+            "size": "tiny",
+            "seed": 1,
+            "run": run,
+            "step": 0,
+            "kl": 0.0,
+            "proxy": math.nan,
+            "gold": gold[0],
+            "source": "sft",
+        }
+    ]
     for i, (g, p) in enumerate(zip(gold[1:], proxy), 1):
-        rows.append({**rows[0], "step": i, "kl": 2.0 * i, "proxy": p, "gold": g,
-                     "source": "final" if i == len(proxy) else "eval"})
+        rows.append(
+            {
+                **rows[0],
+                "step": i,
+                "kl": 2.0 * i,
+                "proxy": p,
+                "gold": g,
+                "source": "final" if i == len(proxy) else "eval",
+            }
+        )
     return rows
 
 
@@ -132,10 +167,12 @@ def test_peaks_call_a_decline_only_beyond_noise_and_with_the_proxy_holding():
     samples = [{"gold_score": g} for g in np.linspace(5.0, 7.0, 100)]  # SE = 0.0583 over 100 prompts
     runs = {name: SimpleNamespace(rel=name, stage_samples=lambda stage: samples) for name in "abcd"}
     study = SimpleNamespace(ok_runs=list(runs.values()))
-    points = pd.DataFrame(_points("a", [6.0, 6.5, 7.0, 6.5], [0.1, 0.2, 0.3])   # peak at KL 4, falls 0.5, proxy up
-                          + _points("b", [6.0, 6.5, 7.0, 6.95], [0.1, 0.2, 0.3])  # falls 0.05 < 2 SE: noise
-                          + _points("c", [6.0, 6.5, 7.0, 6.5], [0.1, 0.3, 0.2])   # proxy fell too: not over-optimization
-                          + _points("d", [6.0, 5.5, 5.0, 4.0], [0.1, 0.2, 0.3]))  # never above the SFT policy
+    points = pd.DataFrame(
+        _points("a", [6.0, 6.5, 7.0, 6.5], [0.1, 0.2, 0.3])  # peak at KL 4, falls 0.5, proxy up
+        + _points("b", [6.0, 6.5, 7.0, 6.95], [0.1, 0.2, 0.3])  # falls 0.05 < 2 SE: noise
+        + _points("c", [6.0, 6.5, 7.0, 6.5], [0.1, 0.3, 0.2])  # proxy fell too: not over-optimization
+        + _points("d", [6.0, 5.5, 5.0, 4.0], [0.1, 0.2, 0.3])
+    )  # never above the SFT policy
     table = peaks(study, points).set_index("run")
     assert table.overoptimized.to_dict() == {"a": True, "b": False, "c": False, "d": False}
     assert table.loc["a", "kl_at_peak"] == 4.0 and table.loc["a", "gold_decline"] == pytest.approx(0.5)

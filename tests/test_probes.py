@@ -33,7 +33,9 @@ class _Lookup(torch.nn.Module):
         return type("Out", (), {"logits": logits})()
 
 
-ROWS = [{"subreddit": "s", "title": "t", "post": p, "summary": q} for p, q in (("5 6", "6"), ("7 8", "8"), ("9 3", "3"))]
+ROWS = [
+    {"subreddit": "s", "title": "t", "post": p, "summary": q} for p, q in (("5 6", "6"), ("7 8", "8"), ("9 3", "3"))
+]
 
 
 def _encode_query(subreddit, title, post):
@@ -80,8 +82,15 @@ def test_likelihood_fact_check_credits_only_a_model_that_reads_the_fact_from_the
 
 def test_fact_accuracy_counts_only_facts_inside_the_query():
     post = "I (24F) and my boyfriend (26M) have been dating for 2 years.\nI feel so hurt right now."
-    facts = {"event": "cheated", "relation": "boyfriend", "ask": None, "duration": "2 years", "feeling": "hurt",
-             "narrator": "24F", "counterpart": "26M"}
+    facts = {
+        "event": "cheated",
+        "relation": "boyfriend",
+        "ask": None,
+        "duration": "2 years",
+        "feeling": "hurt",
+        "narrator": "24F",
+        "counterpart": "26M",
+    }
     judge = GoldJudge({post: facts})
     truncated_query = "TITLE: x\n\nPOST: I (24F) and my boyfriend (26M) have been dating for 2 years."  # feeling cut
     summary = "I (24F) found out my bf (26M) of 3 years cheated on me. Feeling hurt."
@@ -109,8 +118,11 @@ def test_fact_check_pairs_differ_in_one_fact_and_the_judge_agrees():
     for post, slot, right, wrong in rows:
         assert right != wrong and judge.score(post.text, right) > judge.score(post.text, wrong)
         assert slot in judge.stated(post.text, right) and slot not in judge.stated(post.text, wrong)
-    gold = fact_check_accuracy([judge.score(p.text, r) for p, _, r, _ in rows], [judge.score(p.text, w) for p, _, _, w in rows],
-                               [s for _, s, _, _ in rows])
+    gold = fact_check_accuracy(
+        [judge.score(p.text, r) for p, _, r, _ in rows],
+        [judge.score(p.text, w) for p, _, _, w in rows],
+        [s for _, s, _, _ in rows],
+    )
     assert gold["fact_check_accuracy"] == 1.0 and gold["fact_check_accuracy_event"] == 1.0
     rng = random.Random(0)  # a coin flip is at chance, per slot as overall
     coin = fact_check_accuracy([rng.random() for _ in rows], [rng.random() for _ in rows], [s for _, s, _, _ in rows])
@@ -121,14 +133,17 @@ def test_fact_check_set_follows_the_built_rows_when_query_truncation_drops_some(
     """details.query_truncation=drop leaves the over-long validation posts out of the built data: the RM's
     fact-check probe must pair each remaining row with its own post (it once assumed the generator's order)."""
     from nplus.config import apply_overrides
-    from nplus.presets import preset
     from nplus.pipeline import fact_check_set, load_data
+    from nplus.presets import preset
     from nplus.tasks.synth import build_posts
     from nplus.tasks.world import SLOTS
 
     # smoke lengths with room for most, not all, of the small corpus's queries
-    cfg = apply_overrides(preset("smoke"), details={"query_truncation": "drop"},
-                          hparams={"lengths.query": 128, "lengths.sft_total": 160, "lengths.pref_total": 168})
+    cfg = apply_overrides(
+        preset("smoke"),
+        details={"query_truncation": "drop"},
+        hparams={"lengths.query": 128, "lengths.sft_total": 160, "lengths.pref_total": 168},
+    )
     data = load_data(cfg, tmp_path)
     val = data.sft["validation"]
     generated = build_posts(cfg.task.synth_seed, cfg.task.synth_scale)["validation"]
@@ -140,5 +155,5 @@ def test_fact_check_set_follows_the_built_rows_when_query_truncation_drops_some(
     # each pair starts with its own row's query
     pad = data.tokenizer.pad_token_id
     first_query = [t for t in val[0]["query_token"] if t != pad]
-    assert right[0, :len(first_query)].tolist() == first_query
+    assert right[0, : len(first_query)].tolist() == first_query
     assert len(slots) == expected

@@ -22,8 +22,8 @@ import pytest
 from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
 from nplus.config import apply_overrides
-from nplus.presets import preset
 from nplus.models import ladder_config
+from nplus.presets import preset
 from nplus.rundir import done_problem, read_json, read_jsonl
 from nplus.tasks.gold import GoldJudge
 from nplus.tasks.synth import generate
@@ -46,19 +46,32 @@ def real_inputs(tmp_path_factory) -> dict[str, Path]:
     write_hub_snapshots(synth, root / "sft", root / "cmp")
     # a random-weight GPT-NeoX (Pythia's architecture) in hub layout, with its tokenizer
     tokenizer = AutoTokenizer.from_pretrained(str(synth / "tokenizer"))
-    model = GPTNeoXForCausalLM(ladder_config("nano", len(tokenizer), 256, tokenizer.eos_token_id, tokenizer.pad_token_id))
+    model = GPTNeoXForCausalLM(
+        ladder_config("nano", len(tokenizer), 256, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    )
     model.save_pretrained(str(root / "model"))
     tokenizer.save_pretrained(str(root / "model"))
-    return {"root": root, "synth": synth, "sft": root / "sft", "cmp": root / "cmp" / "comparisons",
-            "model": root / "model"}
+    return {
+        "root": root,
+        "synth": synth,
+        "sft": root / "sft",
+        "cmp": root / "cmp" / "comparisons",
+        "model": root / "model",
+    }
 
 
 def test_tldr_task_runs_end_to_end_on_local_copies(real_inputs, tmp_path, monkeypatch):
     files = {p.name for p in real_inputs["model"].iterdir()}
     assert "model.safetensors" in files and "config.json" in files and not any(f.endswith(".bin") for f in files)
-    cfg = apply_overrides(preset("smoke", 1), hparams={
-        "task.name": "tldr", "task.sft_source": str(real_inputs["sft"]),
-        "task.comparisons_source": str(real_inputs["cmp"]), "model.name": str(real_inputs["model"])})
+    cfg = apply_overrides(
+        preset("smoke", 1),
+        hparams={
+            "task.name": "tldr",
+            "task.sft_source": str(real_inputs["sft"]),
+            "task.comparisons_source": str(real_inputs["cmp"]),
+            "model.name": str(real_inputs["model"]),
+        },
+    )
     # the server's verdicts come from the gold judge of this corpus (its module-level judge knows other posts)
     monkeypatch.setattr(judge_server, "GOLD", GoldJudge.from_dir(real_inputs["synth"]))
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
@@ -101,15 +114,47 @@ def test_tldr_pipeline_on_two_processes(real_inputs, tmp_path, monkeypatch):
     run, cache = tmp_path / "run", tmp_path / "cache"
     monkeypatch.setattr(judge_server, "GOLD", GoldJudge.from_dir(real_inputs["synth"]))
     with judge_server.ChatServer({}) as server:
-        env = {**os.environ, "OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": server.base_url, "ACCELERATE_USE_CPU": "1",
-               "OMP_NUM_THREADS": "1", "NPLUS_PROGRESS": "0"}
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": SECRET,
+            "OPENAI_BASE_URL": server.base_url,
+            "ACCELERATE_USE_CPU": "1",
+            "OMP_NUM_THREADS": "1",
+            "NPLUS_PROGRESS": "0",
+        }
         r = subprocess.run(
-            [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "nplus.cli", "pipeline", "--preset", "smoke",
-             "--seed", "1", "--out", str(run), "--cache", str(cache), "--set", "task.name=tldr",
-             f"task.sft_source={real_inputs['sft']}", f"task.comparisons_source={real_inputs['cmp']}",
-             f"model.name={real_inputs['model']}", "processes=2", "sft.micro_batch=8", "rm.micro_batch=8",
-             "ppo.micro_batch=8"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            [
+                str(torchrun),
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "nplus.cli",
+                "pipeline",
+                "--preset",
+                "smoke",
+                "--seed",
+                "1",
+                "--out",
+                str(run),
+                "--cache",
+                str(cache),
+                "--set",
+                "task.name=tldr",
+                f"task.sft_source={real_inputs['sft']}",
+                f"task.comparisons_source={real_inputs['cmp']}",
+                f"model.name={real_inputs['model']}",
+                "processes=2",
+                "sft.micro_batch=8",
+                "rm.micro_batch=8",
+                "ppo.micro_batch=8",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         judged = server.total_requests
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert done_problem(run) is None

@@ -55,21 +55,50 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def _metrics_rows(rng: random.Random, effect: tuple, updates: int = 12, batch: int = 64) -> list[dict]:
     _, dwin, dkl, dlen, drift = effect
-    rows = [{"stage": "sft", "step": s, "time_s": 0.1 * s, "sft/loss": 3.0 / s + rng.random() * 0.05, "sft/lr": 3e-4}
-            for s in range(1, 11)]
-    rows += [{"stage": "rm", "step": s, "time_s": 0.1 * s, "rm/loss": 0.69 - 0.01 * s, "rm/accuracy": 0.5 + 0.02 * s,
-              "rm/lr": 3e-4} for s in range(1, 11)]
+    rows = [
+        {"stage": "sft", "step": s, "time_s": 0.1 * s, "sft/loss": 3.0 / s + rng.random() * 0.05, "sft/lr": 3e-4}
+        for s in range(1, 11)
+    ]
+    rows += [
+        {
+            "stage": "rm",
+            "step": s,
+            "time_s": 0.1 * s,
+            "rm/loss": 0.69 - 0.01 * s,
+            "rm/accuracy": 0.5 + 0.02 * s,
+            "rm/lr": 3e-4,
+        }
+        for s in range(1, 11)
+    ]
     for u in range(1, updates + 1):
-        rows.append({"stage": "ppo", "step": u, "episode": u * batch, "time_s": 0.5 * u,
-                     "objective/kl": (0.4 + dkl / updates) * u + rng.gauss(0, 0.2),
-                     "objective/scores": 0.05 * u + (0.02 * u if drift < 0 else 0.0) + rng.gauss(0, 0.03),
-                     "objective/entropy": 20.0 - 0.3 * u, "val/mean_length": 24 + (1 + dlen / updates) * u * 0.5 + rng.gauss(0, 0.4),
-                     "val/eos_rate": max(0.0, 0.95 - (0.04 * u if drift < 0 else 0.005 * u)), "val/ratio": 1.0,
-                     "policy/clipfrac": 0.05, "lr": 3e-6 * (1 - u / updates)})
+        rows.append(
+            {
+                "stage": "ppo",
+                "step": u,
+                "episode": u * batch,
+                "time_s": 0.5 * u,
+                "objective/kl": (0.4 + dkl / updates) * u + rng.gauss(0, 0.2),
+                "objective/scores": 0.05 * u + (0.02 * u if drift < 0 else 0.0) + rng.gauss(0, 0.03),
+                "objective/entropy": 20.0 - 0.3 * u,
+                "val/mean_length": 24 + (1 + dlen / updates) * u * 0.5 + rng.gauss(0, 0.4),
+                "val/eos_rate": max(0.0, 0.95 - (0.04 * u if drift < 0 else 0.005 * u)),
+                "val/ratio": 1.0,
+                "policy/clipfrac": 0.05,
+                "lr": 3e-6 * (1 - u / updates),
+            }
+        )
         if u % 4 == 0 and u != updates:
-            rows.append({"stage": "ppo", "step": u, "episode": u * batch, "time_s": 0.5 * u,
-                         "eval/win_rate": 0.4 + 0.01 * u + dwin / 3, "eval/gold_score": 0.2 + drift * u + 0.005 * u,
-                         "eval/proxy_reward": 0.1 * u / 4 + rng.gauss(0, 0.02)})
+            rows.append(
+                {
+                    "stage": "ppo",
+                    "step": u,
+                    "episode": u * batch,
+                    "time_s": 0.5 * u,
+                    "eval/win_rate": 0.4 + 0.01 * u + dwin / 3,
+                    "eval/gold_score": 0.2 + drift * u + 0.005 * u,
+                    "eval/proxy_reward": 0.1 * u / 4 + rng.gauss(0, 0.02),
+                }
+            )
     return rows
 
 
@@ -77,18 +106,32 @@ def _sample_rows(rng: random.Random, variant: str, seed: int, inject: bool) -> l
     rows = []
     for stage in ("sft", "ppo"):
         for k, i in enumerate(IDS):
-            post = (f"SUBREDDIT: r/relationships\nTITLE: Question {k}\n"
-                    f"POST: I (24F) and my roommate (25F) disagree about chores & bills.\nIt has gone on for {k + 2} months.")
-            resp = f"{'My roommate and I' if stage == 'ppo' else 'Roommate'} disagree about chores ({variant}, seed {seed}, #{k})"
+            post = (
+                f"SUBREDDIT: r/relationships\nTITLE: Question {k}\n"
+                f"POST: I (24F) and my roommate (25F) disagree about chores & bills.\nIt has gone on for {k + 2} "
+                f"months."
+            )
+            who = "My roommate and I" if stage == "ppo" else "Roommate"
+            resp = f"{who} disagree about chores ({variant}, seed {seed}, #{k})"
             if inject and stage == "ppo" and k == 0:
-                resp = f"{XSS_SCRIPT} {XSS_IMG} \"quoted\" & done"
+                resp = f'{XSS_SCRIPT} {XSS_IMG} "quoted" & done'
             proxy = None if stage == "sft" else rng.gauss(0.5, 0.5) + (3.0 if inject and k == 0 else 0.0)
-            rows.append({"stage": stage, "id": i, "post": post, "query": post + "\nTL;DR:",
-                         "reference": f" Roommate fight over chores, {k + 2} months.",
-                         "response": resp, "finished": rng.random() > 0.1, "length": rng.randint(12, 40),
-                         "proxy_score": proxy, "gold_score": -0.5 if inject and stage == "ppo" and k == 0 else rng.gauss(0.3, 0.2),
-                         "reference_gold_score": 0.55,
-                         "win": int(rng.random() < (0.35 if stage == "sft" else 0.55))})
+            rows.append(
+                {
+                    "stage": stage,
+                    "id": i,
+                    "post": post,
+                    "query": post + "\nTL;DR:",
+                    "reference": f" Roommate fight over chores, {k + 2} months.",
+                    "response": resp,
+                    "finished": rng.random() > 0.1,
+                    "length": rng.randint(12, 40),
+                    "proxy_score": proxy,
+                    "gold_score": -0.5 if inject and stage == "ppo" and k == 0 else rng.gauss(0.3, 0.2),
+                    "reference_gold_score": 0.55,
+                    "win": int(rng.random() < (0.35 if stage == "sft" else 0.55)),
+                }
+            )
     return rows
 
 
@@ -99,40 +142,81 @@ def _summary(rng: random.Random, effect: tuple, seed: int, size: str, variant: s
     # variants reuse the baseline's SFT and RM and their numbers are identical by construction.
     up = random.Random(f"upstream/{size}/{seed}")
     return {
-        "sft.rouge1": 0.30, "sft.rouge2": 0.10, "sft.rouge_l": 0.20 + 0.02 * scale + up.gauss(0, 0.004),
-        "sft.win_rate": 0.3, "sft.win_rate_ci": [0.2, 0.4], "sft.mean_length": 24.0, "sft.eos_rate": 0.95,
-        "sft.gold_score": 0.3, "rm.accuracy": 0.55 + 0.03 * scale + up.gauss(0, 0.005), "rm.accuracy_valid1": 0.6,
-        "rm.accuracy_valid2": 0.6, "rm.reward_bias": -0.3,
-        "ppo.win_rate": 0.45 + 0.03 * scale + dwin + rng.gauss(0, 0.006), "ppo.win_rate_ci": [0.3, 0.7],
-        "ppo.kl": 5.0 + dkl + rng.gauss(0, 0.3), "ppo.mean_length": 30.0 + dlen + rng.gauss(0, 0.5),
-        "ppo.eos_rate": 0.9, "ppo.proxy_reward": 0.6 + rng.gauss(0, 0.05), "ppo.gold_score": 0.35 + dwin + rng.gauss(0, 0.02),
-        "ppo.rouge_l": 0.18, "sanity.first_ratio": 1.0, "sanity.first_ratio_ok": True, "sanity.initial_kl": 0.0,
-        "sanity.initial_kl_ok": True, "sanity.rm_padding_max_diff": 2e-7, "sanity.rm_padding_ok": True,
-        "sanity.score_position_ok": (variant, seed) != SANITY_FAIL, "sanity.score_position_offset": 1.0,
+        "sft.rouge1": 0.30,
+        "sft.rouge2": 0.10,
+        "sft.rouge_l": 0.20 + 0.02 * scale + up.gauss(0, 0.004),
+        "sft.win_rate": 0.3,
+        "sft.win_rate_ci": [0.2, 0.4],
+        "sft.mean_length": 24.0,
+        "sft.eos_rate": 0.95,
+        "sft.gold_score": 0.3,
+        "rm.accuracy": 0.55 + 0.03 * scale + up.gauss(0, 0.005),
+        "rm.accuracy_valid1": 0.6,
+        "rm.accuracy_valid2": 0.6,
+        "rm.reward_bias": -0.3,
+        "ppo.win_rate": 0.45 + 0.03 * scale + dwin + rng.gauss(0, 0.006),
+        "ppo.win_rate_ci": [0.3, 0.7],
+        "ppo.kl": 5.0 + dkl + rng.gauss(0, 0.3),
+        "ppo.mean_length": 30.0 + dlen + rng.gauss(0, 0.5),
+        "ppo.eos_rate": 0.9,
+        "ppo.proxy_reward": 0.6 + rng.gauss(0, 0.05),
+        "ppo.gold_score": 0.35 + dwin + rng.gauss(0, 0.02),
+        "ppo.rouge_l": 0.18,
+        "sanity.first_ratio": 1.0,
+        "sanity.first_ratio_ok": True,
+        "sanity.initial_kl": 0.0,
+        "sanity.initial_kl_ok": True,
+        "sanity.rm_padding_max_diff": 2e-7,
+        "sanity.rm_padding_ok": True,
+        "sanity.score_position_ok": (variant, seed) != SANITY_FAIL,
+        "sanity.score_position_offset": 1.0,
         "sanity.score_position_expected_offset": 1.0,
-        "params": SIZE_PARAMS.get(size, 1_250_000), "model": size or "tiny", "seed": seed, "preset": "smoke",
-        "wall_time_s": 61.5 + seed + dkl, "ppo_wall_time_s": 30.0 + dkl, "artifacts": {"sft": "/cache/sft/abc", "rm": "/cache/rm/def"},
+        "params": SIZE_PARAMS.get(size, 1_250_000),
+        "model": size or "tiny",
+        "seed": seed,
+        "preset": "smoke",
+        "wall_time_s": 61.5 + seed + dkl,
+        "ppo_wall_time_s": 30.0 + dkl,
+        "artifacts": {"sft": "/cache/sft/abc", "rm": "/cache/rm/def"},
     }
 
 
-def _write_run(run: Path, study: str, variant: str, size: str, seed: int, inject: bool, failed: bool,
-               task: str = "tldr-synth") -> None:
+def _write_run(
+    run: Path, study: str, variant: str, size: str, seed: int, inject: bool, failed: bool, task: str = "tldr-synth"
+) -> None:
     effect = {**VARIANTS, **EXTRA_VARIANTS}[variant]
     rng = random.Random(f"{'baseline' if variant in NO_OPS else variant}/{size}/{seed}")
     details = {"missing_eos_penalty": "replace", "reward_whitening": "off", "advantage_whitening": "on", **effect[0]}
     cfg_hash = f"{abs(hash((variant, size, seed))) % 16**12:012x}"
-    _write_json(run / "config.json", {"hash": cfg_hash, "seed": seed, "preset": "smoke", "details": details,
-                                      "task": {"name": task, "max_eval": 10}, "model": {"name": size or "tiny"}})
+    _write_json(
+        run / "config.json",
+        {
+            "hash": cfg_hash,
+            "seed": seed,
+            "preset": "smoke",
+            "details": details,
+            "task": {"name": task, "max_eval": 10},
+            "model": {"name": size or "tiny"},
+        },
+    )
     _write_json(run / "details.json", details)
-    _write_json(run / "env.json", {"git": {"revision": "0123456789abcdef0123", "dirty": False}, "python": "3.11.7",
-                                   "platform": "Linux-x86_64", "device": "cpu",
-                                   "packages": {"torch": "2.13.0+cpu", "nplus": "0.1.0", "numpy": "2.4.6"}})
+    _write_json(
+        run / "env.json",
+        {
+            "git": {"revision": "0123456789abcdef0123", "dirty": False},
+            "python": "3.11.7",
+            "platform": "Linux-x86_64",
+            "device": "cpu",
+            "packages": {"torch": "2.13.0+cpu", "nplus": "0.1.0", "numpy": "2.4.6"},
+        },
+    )
     cmd = f"nplus pipeline --preset smoke --seed {seed} --out runs/{study}/{run.parent.name}/seed={seed}"
     flips = " ".join(f"--details.{k.replace('_', '-')} {v}" for k, v in effect[0].items())
     (run / "command.txt").write_text(f"{cmd} {flips}".strip() + "\n")
     if failed:
-        (run / "error.txt").write_text(f"RuntimeError: loss is NaN at ppo update 3 {XSS_SCRIPT}\n\n"
-                                       "Traceback (most recent call last):\n  ...\n")
+        (run / "error.txt").write_text(
+            f"RuntimeError: loss is NaN at ppo update 3 {XSS_SCRIPT}\n\nTraceback (most recent call last):\n  ...\n"
+        )
         _write_jsonl(run / "metrics.jsonl", _metrics_rows(rng, effect)[:25])
         return
     _write_jsonl(run / "metrics.jsonl", _metrics_rows(rng, effect))
@@ -142,9 +226,16 @@ def _write_run(run: Path, study: str, variant: str, size: str, seed: int, inject
     mark_done(run, {"hash": cfg_hash}, RUN_OUTPUTS)
 
 
-def make_study(root: Path, seeds=(1, 2, 3), sizes: tuple[str, ...] = (), variants=tuple(VARIANTS), inject: bool = False,
-               failed: tuple[str, int] | None = ("reward_whitening_on", 3), stats: bool = True,
-               task: str = "tldr-synth") -> Path:
+def make_study(
+    root: Path,
+    seeds=(1, 2, 3),
+    sizes: tuple[str, ...] = (),
+    variants=tuple(VARIANTS),
+    inject: bool = False,
+    failed: tuple[str, int] | None = ("reward_whitening_on", 3),
+    stats: bool = True,
+    task: str = "tldr-synth",
+) -> Path:
     """Write a fake study directory in the runner's format (study.json with its spec list, one directory per
     spec) and, with ``stats``, results.csv / stats.csv / stats.json / failures.csv from `nplus.stats`."""
     name = root.name
@@ -153,18 +244,48 @@ def make_study(root: Path, seeds=(1, 2, 3), sizes: tuple[str, ...] = (), variant
         for s in sizes or ("",):
             for n in seeds:
                 run = root / v / (f"size={s}" if s else "") / f"seed={n}"
-                _write_run(run, name, v, s, n, inject and v == "baseline" and n == seeds[0],
-                           failed is not None and (v, n) == failed, task)
-                specs.append({"variant": v, "size": s or None, "seed": n, "run_dir": str(run.relative_to(root)),
-                              "hash": json.loads((run / "config.json").read_text())["hash"],
-                              "stage_hashes": {}, "details": {**VARIANTS, **EXTRA_VARIANTS}[v][0]})
-    _write_json(root / "study.json", {
-        "study": {"path": "ablations/fixture.toml", "name": name, "description": "report fixture", "preset": "smoke",
-                  "seeds_name": "fixture", "seeds": list(seeds), "sizes": list(sizes), "baseline": "baseline",
-                  "hparams": {}, "variants": [{"name": v, "details": {**VARIANTS, **EXTRA_VARIANTS}[v][0], "framework": None,
-                                                            "hparams": {}}
-                                              for v in variants]},
-        "specs": specs})
+                _write_run(
+                    run,
+                    name,
+                    v,
+                    s,
+                    n,
+                    inject and v == "baseline" and n == seeds[0],
+                    failed is not None and (v, n) == failed,
+                    task,
+                )
+                specs.append(
+                    {
+                        "variant": v,
+                        "size": s or None,
+                        "seed": n,
+                        "run_dir": str(run.relative_to(root)),
+                        "hash": json.loads((run / "config.json").read_text())["hash"],
+                        "stage_hashes": {},
+                        "details": {**VARIANTS, **EXTRA_VARIANTS}[v][0],
+                    }
+                )
+    _write_json(
+        root / "study.json",
+        {
+            "study": {
+                "path": "ablations/fixture.toml",
+                "name": name,
+                "description": "report fixture",
+                "preset": "smoke",
+                "seeds_name": "fixture",
+                "seeds": list(seeds),
+                "sizes": list(sizes),
+                "baseline": "baseline",
+                "hparams": {},
+                "variants": [
+                    {"name": v, "details": {**VARIANTS, **EXTRA_VARIANTS}[v][0], "framework": None, "hparams": {}}
+                    for v in variants
+                ],
+            },
+            "specs": specs,
+        },
+    )
     if stats:
         from nplus.stats import write_stats
 
@@ -173,6 +294,7 @@ def make_study(root: Path, seeds=(1, 2, 3), sizes: tuple[str, ...] = (), variant
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
 
 def _figures_in(html: str) -> list[str]:
     return re.findall(r'<img src="(data:image/png;base64,[^"]+)"', html)
@@ -183,7 +305,9 @@ def _external_refs(html: str) -> list[str]:
     attrs = re.findall(r'(?:src|href|srcset|action|poster|data)\s*=\s*["\']?([^"\'\s>]+)', html, flags=re.I)
     attrs += re.findall(r'url\(\s*["\']?([^"\')]+)', html, flags=re.I)
     attrs += re.findall(r'@import\s+["\']([^"\']+)', html, flags=re.I)
-    return [a for a in attrs if re.match(r"^(?:[a-z][a-z0-9+.-]*:|//)", a, flags=re.I) and not a.startswith("data:image/")]
+    return [
+        a for a in attrs if re.match(r"^(?:[a-z][a-z0-9+.-]*:|//)", a, flags=re.I) and not a.startswith("data:image/")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +319,7 @@ def study_report(tmp_path_factory) -> tuple[Path, Path, str]:
 
 # --------------------------------------------------------------------------------------------------- tests
 
+
 def test_report_files(study_report):
     _, index, html = study_report
     out = index.parent
@@ -205,7 +330,15 @@ def test_report_files(study_report):
     for p in (out / "figures").iterdir():
         assert p.stat().st_size > 2000, p
     tables = {p.name for p in (out / "tables").glob("*.csv")}
-    assert {"headline.csv", "stats.csv", "runs.csv", "sanity.csv", "provenance.csv", "failures.csv", "samples.csv"} <= tables
+    assert {
+        "headline.csv",
+        "stats.csv",
+        "runs.csv",
+        "sanity.csv",
+        "provenance.csv",
+        "failures.csv",
+        "samples.csv",
+    } <= tables
     runs = list(csv.DictReader(open(out / "tables" / "runs.csv")))
     assert len(runs) == 12 and sum(r["status"] == "failed" for r in runs) == 1
 
@@ -213,12 +346,12 @@ def test_report_files(study_report):
 def test_verdict_table_and_colours(study_report):
     _, _, html = study_report
     assert 'id="verdict-table"' in html
-    table = html[html.index('id="verdict-table"'):html.index("</table>", html.index('id="verdict-table"'))]
+    table = html[html.index('id="verdict-table"') : html.index("</table>", html.index('id="verdict-table"'))]
     for variant in ("no_eos_penalty", "reward_whitening_on", "advantage_whitening_off"):
         assert variant in table
     # The fixture's no_eos_penalty variant loses 0.12 win rate on every seed: a red "hurts" cell.
-    row = table[table.index("no_eos_penalty"):]
-    row = row[:row.index("</tr>")]
+    row = table[table.index("no_eos_penalty") :]
+    row = row[: row.index("</tr>")]
     assert 'class="num cell hurts"' in row and "missing_eos_penalty = off" in row
     assert 'class="num cell helps' in table
 
@@ -226,7 +359,16 @@ def test_verdict_table_and_colours(study_report):
 def test_at_least_four_figures_and_sections(study_report):
     _, _, html = study_report
     assert len(_figures_in(html)) >= 4
-    for section in ("headline", "glossary", "effects", "training", "overoptimization", "samples", "sanity", "provenance"):
+    for section in (
+        "headline",
+        "glossary",
+        "effects",
+        "training",
+        "overoptimization",
+        "samples",
+        "sanity",
+        "provenance",
+    ):
         assert f'<section id="{section}">' in html and f'href="#{section}"' in html
     assert "<script" not in html.replace("&lt;script", "")
 
@@ -254,7 +396,7 @@ def test_failed_run_shown(study_report):
 
 def test_samples_side_by_side(study_report):
     _, _, html = study_report
-    first = html[html.index('id="prompt-1"'):html.index("</article>", html.index('id="prompt-1"'))]
+    first = html[html.index('id="prompt-1"') : html.index("</article>", html.index('id="prompt-1"'))]
     for source in ("reference", "SFT", "PPO baseline (baseline)", "PPO no_eos_penalty", "PPO advantage_whitening_off"):
         assert f"<strong>{source}</strong>" in first
 
@@ -319,8 +461,13 @@ def test_all_runs_failed(tmp_path):
 
 
 def test_sizes_scaling_and_spearman(tmp_path):
-    root = make_study(tmp_path / "ladder", seeds=(1, 2), sizes=("nano", "tiny", "xs"),
-                      variants=("baseline", "no_eos_penalty"), failed=None)
+    root = make_study(
+        tmp_path / "ladder",
+        seeds=(1, 2),
+        sizes=("nano", "tiny", "xs"),
+        variants=("baseline", "no_eos_penalty"),
+        failed=None,
+    )
     out = tmp_path / "out"
     html = build_report(root, out, Options(formats=("png",))).read_text()
     assert 'id="spearman-table"' in html and "rises with size" in html
@@ -363,7 +510,9 @@ def test_cli(tmp_path, capsys):
 
 
 def test_spec_never_started_is_listed(tmp_path):
-    root = make_study(tmp_path / "partial", seeds=(1, 2), variants=("baseline", "no_eos_penalty"), failed=None, stats=False)
+    root = make_study(
+        tmp_path / "partial", seeds=(1, 2), variants=("baseline", "no_eos_penalty"), failed=None, stats=False
+    )
     meta = json.loads((root / "study.json").read_text())
     meta["specs"].append({"variant": "no_eos_penalty", "size": None, "seed": 3, "run_dir": "no_eos_penalty/seed=3"})
     _write_json(root / "study.json", meta)
@@ -390,10 +539,20 @@ def test_stale_stats_are_recomputed(tmp_path):
 
 
 def test_real_task_draws_published_values(tmp_path):
-    root = make_study(tmp_path / "tldr", seeds=(1, 2), sizes=("nano", "tiny"), variants=("baseline",), failed=None,
-                      stats=False, task="tldr")
+    root = make_study(
+        tmp_path / "tldr",
+        seeds=(1, 2),
+        sizes=("nano", "tiny"),
+        variants=("baseline",),
+        failed=None,
+        stats=False,
+        task="tldr",
+    )
     html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
-    assert "Bottom row: the paper&#39;s values, Huang et al. (2024)" in html and "published values are not drawn" not in html
+    assert (
+        "Bottom row: the paper&#39;s values, Huang et al. (2024)" in html
+        and "published values are not drawn" not in html
+    )
     assert "not comparable with the paper&#39;s" not in html
 
 
@@ -408,9 +567,12 @@ def test_spearman_reports_a_metric_that_is_the_same_at_every_size():
 
     from nplus.report.build import spearman_rows
 
-    rows = [{"variant": "baseline", "metric": m, "params": p, "value": v}
-            for p, rouge in ((1e5, 0.3), (3e5, 0.5), (1e6, 0.55)) for seed in (1, 2)
-            for m, v in (("sft.rouge_l", rouge + 0.001 * seed), ("ppo.win_rate", 0.0))]
+    rows = [
+        {"variant": "baseline", "metric": m, "params": p, "value": v}
+        for p, rouge in ((1e5, 0.3), (3e5, 0.5), (1e6, 0.55))
+        for seed in (1, 2)
+        for m, v in (("sft.rouge_l", rouge + 0.001 * seed), ("ppo.win_rate", 0.0))
+    ]
     got = {r["metric"]: r for r in spearman_rows(pd.DataFrame(rows))}
     assert got["sft.rouge_l"]["trend"] == "rises with size"
     # the slope's t interval, by hand: a line through (5, .301/.302), (5.477, .501/.502), (6, .551/.552)
@@ -426,12 +588,28 @@ def test_spearman_reports_a_metric_that_is_the_same_at_every_size():
 
 
 def test_relabelled_variants_show_their_labellers_agreement(tmp_path):
-    root = make_study(tmp_path / "labels", seeds=(1, 2), variants=("baseline", "reward_whitening_on"), failed=None, stats=False)
+    root = make_study(
+        tmp_path / "labels", seeds=(1, 2), variants=("baseline", "reward_whitening_on"), failed=None, stats=False
+    )
     labels = tmp_path / "labels-dir"
-    _write_json(labels / "label.json", {"judge": "simulated-ai", "worker": "judge:simulated-ai(length=0.15)",
-                                        "splits": {"train": {"pairs": 10, "labelled": 9, "unparseable": 1, "failed": 0,
-                                                             "agreement_with_original": 0.7, "agreement_with_gold": 0.85},
-                                                   "validation": {"pairs": 5, "relabelled": False}}})
+    _write_json(
+        labels / "label.json",
+        {
+            "judge": "simulated-ai",
+            "worker": "judge:simulated-ai(length=0.15)",
+            "splits": {
+                "train": {
+                    "pairs": 10,
+                    "labelled": 9,
+                    "unparseable": 1,
+                    "failed": 0,
+                    "agreement_with_original": 0.7,
+                    "agreement_with_gold": 0.85,
+                },
+                "validation": {"pairs": 5, "relabelled": False},
+            },
+        },
+    )
     for seed in (1, 2):
         cfg_path = root / "reward_whitening_on" / f"seed={seed}" / "config.json"
         cfg = json.loads(cfg_path.read_text())
@@ -439,24 +617,31 @@ def test_relabelled_variants_show_their_labellers_agreement(tmp_path):
         _write_json(cfg_path, cfg)
         mark_done(cfg_path.parent, {"hash": cfg["hash"]}, RUN_OUTPUTS)  # as the pipeline would have written it
     html = build_report(root, tmp_path / "out").read_text()
-    table = html[html.index('id="labels-table"'):]
-    table = table[:table.index("</table>")]
+    table = html[html.index('id="labels-table"') :]
+    table = table[: table.index("</table>")]
     assert "judge:simulated-ai(length=0.15)" in table and "0.850" in table and "0.700" in table
     assert table.count("<tr>") == 2  # the header and one relabelled split of one variant (validation kept)
 
 
-@pytest.mark.parametrize("hypothesis, verdict", [("rises", "rises: the hypothesis holds"),
-                                                 ("falls", "rises: the hypothesis is contradicted")])
+@pytest.mark.parametrize(
+    "hypothesis, verdict",
+    [("rises", "rises: the hypothesis holds"), ("falls", "rises: the hypothesis is contradicted")],
+)
 def test_knob_section_tests_the_trend_along_the_knob(tmp_path, hypothesis, verdict):
     """Win-rate effects −0.12, +0.01, +0.08 in the knob's order: the paired difference rises along it."""
     order = ["no_eos_penalty", "reward_whitening_on", "advantage_whitening_off"]
     root = make_study(tmp_path / "knob", failed=None)
     meta = json.loads((root / "study.json").read_text())
-    meta["study"]["knob"] = {"name": "a made-up knob", "variants": order, "metric": "ppo.win_rate", "hypothesis": hypothesis}
+    meta["study"]["knob"] = {
+        "name": "a made-up knob",
+        "variants": order,
+        "metric": "ppo.win_rate",
+        "hypothesis": hypothesis,
+    }
     _write_json(root / "study.json", meta)
     html = build_report(root, tmp_path / "out").read_text()
-    section = html[html.index('<section id="knob">'):]
-    section = section[:section.index("</section>")]
+    section = html[html.index('<section id="knob">') :]
+    section = section[: section.index("</section>")]
     assert "Along the knob: a made-up knob" in section and verdict in section
     assert section.index(order[0]) < section.index(order[1]) < section.index(order[2])
     table = pd.read_csv(tmp_path / "out" / "tables" / "knob.csv")
@@ -484,8 +669,11 @@ def test_damaged_runs_are_skipped_with_a_warning_and_no_half_report_is_left(tmp_
     failed integrity check that stats and the runner apply: the run is skipped (one warning line each) and
     listed as failed, never read; a report that fails half-way leaves the previous one, not figures alone."""
     root = make_study(tmp_path / "dmg", failed=None)
-    for rel, name, cut in (("baseline/seed=1", "samples.jsonl", 40), ("baseline/seed=2", "summary.json", 10),
-                           ("reward_whitening_on/seed=1", "metrics.jsonl", 100)):
+    for rel, name, cut in (
+        ("baseline/seed=1", "samples.jsonl", 40),
+        ("baseline/seed=2", "summary.json", 10),
+        ("reward_whitening_on/seed=1", "metrics.jsonl", 100),
+    ):
         f = root / rel / name
         f.write_bytes(f.read_bytes()[:cut])
     out = tmp_path / "report"
@@ -493,10 +681,14 @@ def test_damaged_runs_are_skipped_with_a_warning_and_no_half_report_is_left(tmp_
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipping")]
     assert len(warnings) == 3 and all("its DONE check failed" in w for w in warnings), warnings
     study = load_study(root)
-    assert sorted(r.rel for r in study.failed_runs) == ["baseline/seed=1", "baseline/seed=2",
-                                                        "reward_whitening_on/seed=1"]
-    assert all(r.error.startswith("damaged: ") and not r.samples and not r.metrics and not r.summary
-               for r in study.failed_runs)
+    assert sorted(r.rel for r in study.failed_runs) == [
+        "baseline/seed=1",
+        "baseline/seed=2",
+        "reward_whitening_on/seed=1",
+    ]
+    assert all(
+        r.error.startswith("damaged: ") and not r.samples and not r.metrics and not r.summary for r in study.failed_runs
+    )
     assert "damaged: " in html
     # a failure half-way: the previous report stays whole and no temporary folder is left beside it
     before = (out / "index.html").read_text()
@@ -521,10 +713,11 @@ def test_report_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
 
 # ------------------------------------------------------------------------------- verdicts a reader can trust
 
+
 def _row(html: str, variant: str) -> str:
-    table = html[html.index('id="verdict-table"'):html.index("</table>", html.index('id="verdict-table"'))]
-    row = table[table.index(f"<strong>{variant}</strong>"):]
-    return row[:row.index("</tr>")]
+    table = html[html.index('id="verdict-table"') : html.index("</table>", html.index('id="verdict-table"'))]
+    row = table[table.index(f"<strong>{variant}</strong>") :]
+    return row[: row.index("</tr>")]
 
 
 def _cells(row: str) -> list[str]:
@@ -534,15 +727,23 @@ def _cells(row: str) -> list[str]:
 @pytest.fixture(scope="module")
 def caveat_report(tmp_path_factory) -> str:
     """A study with every caveat: a sanity failure (SANITY_FAIL), a flip judged on other prompts, a no-op flip."""
-    root = make_study(tmp_path_factory.mktemp("c") / "caveats", failed=None,
-                      variants=("baseline", "no_eos_penalty", "advantage_whitening_off", "query_truncation=drop",
-                                "reward_clipping=10"))
+    root = make_study(
+        tmp_path_factory.mktemp("c") / "caveats",
+        failed=None,
+        variants=(
+            "baseline",
+            "no_eos_penalty",
+            "advantage_whitening_off",
+            "query_truncation=drop",
+            "reward_clipping=10",
+        ),
+    )
     return build_report(root, root.parent / "report", Options(formats=("png",))).read_text()
 
 
 def test_failed_sanity_check_is_marked_in_headline_and_cells(caveat_report):
     html = caveat_report
-    answer = html[html.index('id="answer"'):html.index("</div>", html.index('id="answer"'))]
+    answer = html[html.index('id="answer"') : html.index("</div>", html.index('id="answer"'))]
     variant, seed = SANITY_FAIL
     assert "failed a sanity check" in answer and f"{variant} (seed {seed})" in answer
     cells = _cells(_row(html, variant))
@@ -556,7 +757,7 @@ def test_other_prompts_are_not_comparable_and_no_ops_say_so(caveat_report):
     drop = _row(caveat_report, "query_truncation=drop")
     assert "evaluated on other prompts" in drop
     # +0.15 win rate on every seed, but on the shorter posts only: no green cell
-    assert all('cell nc' in c and "not comparable" in c for c in _cells(drop))
+    assert all("cell nc" in c and "not comparable" in c for c in _cells(drop))
     noop = _row(caveat_report, "reward_clipping=10")
     assert "no-op here" in noop and not any(re.search(r"cell (helps|hurts|changes|none)", c) for c in _cells(noop))
 
@@ -566,8 +767,8 @@ def test_identical_by_construction_and_bookkeeping_get_no_badge(caveat_report):
     cells = _cells(row)
     # RM accuracy and SFT ROUGE-L of a PPO-only flip: the baseline's SFT and RM, not "no detectable effect"
     assert all("same SFT/RM (by construction)" in c for c in cells[1:3])
-    findings = caveat_report[caveat_report.index('<ul class="findings">'):]
-    findings = findings[:findings.index("</ul>")]
+    findings = caveat_report[caveat_report.index('<ul class="findings">') :]
+    findings = findings[: findings.index("</ul>")]
     # ppo_wall_time_s is 6 s longer on every seed (a certain "hurts" in stats.csv): bookkeeping, not a finding
     assert "wall_time" not in findings and "sanity." not in findings and "ppo.gold_score" in findings
 
@@ -584,8 +785,15 @@ def test_interval_beside_a_verdict_is_the_one_it_was_decided_with(tmp_path):
     for v, effect in [("baseline", 0.0)] + [(f"v{i}", 0.004 * i) for i in range(12)]:
         for seed in (1, 2, 3):
             for metric in ("ppo.win_rate", "ppo.kl"):
-                rows.append({"variant": v, "size": "", "seed": seed, "metric": metric,
-                             "value": 0.5 + effect + rng.gauss(0, 0.004)})
+                rows.append(
+                    {
+                        "variant": v,
+                        "size": "",
+                        "seed": seed,
+                        "metric": metric,
+                        "value": 0.5 + effect + rng.gauss(0, 0.004),
+                    }
+                )
     stats = with_holm_intervals(normalize_stats(compare(pd.DataFrame(rows), "baseline")), "baseline")
     judged = stats[stats.variant != "baseline"]
     raw_disagrees = 0
@@ -597,10 +805,15 @@ def test_interval_beside_a_verdict_is_the_one_it_was_decided_with(tmp_path):
 
 
 def test_headline_states_the_answer(tmp_path):
-    root = make_study(tmp_path / "sized", seeds=(1, 2, 3), sizes=("nano", "tiny", "xs"), failed=None,
-                      variants=("baseline", "no_eos_penalty"))
+    root = make_study(
+        tmp_path / "sized",
+        seeds=(1, 2, 3),
+        sizes=("nano", "tiny", "xs"),
+        failed=None,
+        variants=("baseline", "no_eos_penalty"),
+    )
     html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
-    answer = html[html.index('id="answer"'):html.index("</div>", html.index('id="answer"'))]
+    answer = html[html.index('id="answer"') : html.index("</div>", html.index('id="answer"'))]
     # trend verdicts for scaling, the largest gold effect, over-optimization named or ruled out
     assert re.search(r"Scaling \(baseline, 3 sizes\): [^<]*PPO win rate rise with size", answer)
     assert "the largest effect is no_eos_penalty" in answer
@@ -609,11 +822,20 @@ def test_headline_states_the_answer(tmp_path):
 
 
 def test_baseline_is_described_as_its_preset():
-    from nplus.report.verdicts import baseline_text
     from nplus.report.load import Study
+    from nplus.report.verdicts import baseline_text
 
-    study = Study(root=Path("."), name="x", spec={"preset": "demo"}, runs=[], baseline="baseline", single=False,
-                  variants=["baseline"], sizes=[], overrides={"baseline": {}})
+    study = Study(
+        root=Path("."),
+        name="x",
+        spec={"preset": "demo"},
+        runs=[],
+        baseline="baseline",
+        single=False,
+        variants=["baseline"],
+        sizes=[],
+        overrides={"baseline": {}},
+    )
     text = baseline_text(study)
     assert text.startswith("preset demo") and "learning_rate = per_stage (paper: single)" in text
 
@@ -621,14 +843,15 @@ def test_baseline_is_described_as_its_preset():
 def test_glossary_lists_the_metrics_on_the_page(caveat_report):
     from nplus.metrics_doc import SUMMARY_METRICS
 
-    glossary = caveat_report[caveat_report.index('id="glossary-table"'):]
-    glossary = glossary[:glossary.index("</table>")]
+    glossary = caveat_report[caveat_report.index('id="glossary-table"') :]
+    glossary = glossary[: glossary.index("</table>")]
     for name in ("ppo.win_rate", "rm.accuracy", "ppo.kl", "objective/kl"):
         assert f">{name}<" in glossary
     assert SUMMARY_METRICS["ppo.kl"][1].replace("‖", "‖") in glossary
 
 
 # ------------------------------------------------------------------------------------------------ figures
+
 
 def test_figures_numbered_in_page_order_with_one_colour_per_variant(caveat_report):
     numbers = [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", caveat_report)]
@@ -676,8 +899,17 @@ def test_same_shift_on_every_seed_is_shown_not_badged():
     zero-variance t-test); a difference without variance is not tested, so it gets no badge."""
     from nplus.report.tables import effect_cell
 
-    row = {"variant": "rule", "size": "", "metric": "ppo.eos_rate", "diff": -0.006, "diff_ci_low": -0.006,
-           "diff_ci_high": -0.006, "n_pairs": 3, "p_holm": 0.0, "verdict": "hurts"}
+    row = {
+        "variant": "rule",
+        "size": "",
+        "metric": "ppo.eos_rate",
+        "diff": -0.006,
+        "diff_ci_low": -0.006,
+        "diff_ci_high": -0.006,
+        "n_pairs": 3,
+        "p_holm": 0.0,
+        "verdict": "hurts",
+    }
     cell = effect_cell(row, "ppo.eos_rate")
     assert cell["cls"] == "na" and cell["verdict"] == "same shift on every seed (untested)"
     assert effect_cell({**row, "diff_ci_low": -0.01, "diff_ci_high": -0.002}, "ppo.eos_rate")["cls"] == "hurts"
@@ -688,8 +920,12 @@ def test_committed_report_rebuilds_from_its_tables(tmp_path):
     verdicts, marks and figures computed again, the run-only sections carried over and said to be."""
     from nplus.report.rebuild import rebuild
 
-    root = make_study(tmp_path / "gone", seeds=(1, 2, 3), failed=None,
-                      variants=("baseline", "no_eos_penalty", "advantage_whitening_off", "query_truncation=drop"))
+    root = make_study(
+        tmp_path / "gone",
+        seeds=(1, 2, 3),
+        failed=None,
+        variants=("baseline", "no_eos_penalty", "advantage_whitening_off", "query_truncation=drop"),
+    )
     report = tmp_path / "report"
     first = build_report(root, report, Options(formats=("png",))).read_text()
     import shutil
@@ -699,10 +935,11 @@ def test_committed_report_rebuilds_from_its_tables(tmp_path):
     assert "Rebuilt from this report's committed tables" in html
     assert _row(html, "no_eos_penalty") == _row(first, "no_eos_penalty")  # the same verdicts and intervals
     assert "⚠ sanity failed" in _row(html, SANITY_FAIL[0]) and "not comparable" in _row(html, "query_truncation=drop")
-    answer = lambda page: page[page.index('id="answer"'):page.index("</div>", page.index('id="answer"'))]
+    answer = lambda page: page[page.index('id="answer"') : page.index("</div>", page.index('id="answer"'))]
     assert answer(html) == answer(first)
     for section in ('<section id="samples">', '<section id="provenance">', '<section id="trust">'):
         assert section in html
-    assert [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", html)] == \
-        [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", first)]
+    assert [int(n) for n in re.findall(r"<strong>Figure (\d+)\.", html)] == [
+        int(n) for n in re.findall(r"<strong>Figure (\d+)\.", first)
+    ]
     assert {"holm_level", "holm_ci_low", "holm_ci_high"} <= set(pd.read_csv(report / "tables" / "stats.csv").columns)

@@ -29,18 +29,35 @@ from nplus.report import Options, build_report
 from tests.test_report import XSS_IMG, XSS_SCRIPT, make_study
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-         "--window-size=1280,1600", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--window-size=1280,1600",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+)
 TIMEOUT = 30.0
 
-pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                 reason="chromium is not installed (Debian: apt-get install -y chromium)"),
-              pytest.mark.slow]  # make test-fast leaves it out: a headless browser per test
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="chromium is not installed (Debian: apt-get install -y chromium)"
+    ),
+    pytest.mark.slow,
+]  # make test-fast leaves it out: a headless browser per test
 
 
 # ------------------------------------------------------------------------------- a minimal websocket client
+
 
 class WebSocket:
     """Just enough RFC 6455 for DevTools on localhost: masked text frames out, unmasked frames in."""
@@ -49,8 +66,12 @@ class WebSocket:
         u = urlparse(url)
         self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(1)
@@ -73,8 +94,11 @@ class WebSocket:
         mask = os.urandom(4)
         n = len(payload)
         head = struct.pack("!B", 0x80 | opcode)
-        head += struct.pack("!B", 0x80 | n) if n < 126 else (struct.pack("!BH", 0x80 | 126, n) if n < 65536
-                                                               else struct.pack("!BQ", 0x80 | 127, n))
+        head += (
+            struct.pack("!B", 0x80 | n)
+            if n < 126
+            else (struct.pack("!BH", 0x80 | 126, n) if n < 65536 else struct.pack("!BQ", 0x80 | 127, n))
+        )
         self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
     def send(self, text: str) -> None:
@@ -85,7 +109,13 @@ class WebSocket:
         while True:
             b0, b1 = self._exact(2)
             n = b1 & 0x7F
-            n = struct.unpack("!H", self._exact(2))[0] if n == 126 else struct.unpack("!Q", self._exact(8))[0] if n == 127 else n
+            n = (
+                struct.unpack("!H", self._exact(2))[0]
+                if n == 126
+                else struct.unpack("!Q", self._exact(8))[0]
+                if n == 127
+                else n
+            )
             payload = self._exact(n)
             opcode = b0 & 0x0F
             if opcode == 0x9:  # ping → pong
@@ -175,8 +205,9 @@ def render_in_chromium(index: Path, workdir: Path) -> dict:
     """Load the file headless; returns the DevTools events, a DOM probe and the screenshot path."""
     profile = workdir / "profile"
     log = open(workdir / "chromium.log", "w")
-    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         ws = WebSocket(_page_websocket(_devtools_port(profile, proc)))
         cdp = DevTools(ws)
@@ -214,6 +245,7 @@ def rendered(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------- tests
 
+
 def test_no_network_requests(rendered):
     urls = [p["request"]["url"] for p in rendered["events"].of("Network.requestWillBeSent")]
     assert urls, "the page load itself was not observed"
@@ -233,10 +265,21 @@ def test_no_console_errors(rendered):
 
 def test_key_sections_rendered(rendered):
     dom = rendered["dom"]
-    for section in ("headline", "glossary", "effects", "training", "overoptimization", "samples", "sanity", "provenance"):
+    for section in (
+        "headline",
+        "glossary",
+        "effects",
+        "training",
+        "overoptimization",
+        "samples",
+        "sanity",
+        "provenance",
+    ):
         assert section in dom["sections"] and f"#{section}" in dom["tocLinks"]
     assert dom["verdictRows"] >= 4  # the baseline row and three variants
-    assert len(dom["images"]) >= 4 and all(i["scheme"] == "data" and i["loaded"] and i["width"] > 300 for i in dom["images"])
+    assert len(dom["images"]) >= 4 and all(
+        i["scheme"] == "data" and i["loaded"] and i["width"] > 300 for i in dom["images"]
+    )
     assert "no_eos_penalty/seed=2" in dom["text"]  # the failed run is shown, not hidden
 
 
@@ -278,12 +321,14 @@ def test_committed_report_opens_offline_without_errors(name, tmp_path):
     assert images and all(i["scheme"] == "data" and i["loaded"] for i in images)
 
 
-ANSWER = re.compile(r"^(On (gold score|PPO win rate)|No variant|Scaling \(|Over-optimized:|No run over-optimized|"
-                    r"PPO over its SFT policy|⚠ \d+ of \d+ runs failed a sanity check)")
+ANSWER = re.compile(
+    r"^(On (gold score|PPO win rate)|No variant|Scaling \(|Over-optimized:|No run over-optimized|"
+    r"PPO over its SFT policy|⚠ \d+ of \d+ runs failed a sanity check)"
+)
 
 
 def _rgb(hex_colour: str) -> str:
-    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgb({r}, {g}, {b})"
 
 
@@ -296,8 +341,9 @@ def test_committed_report_reads_right_at_a_glance(name, tmp_path):
     assert dom["answer"] and any(ANSWER.match(s) for s in dom["answer"]), dom["answer"]
     numbers = [int(re.match(r"Figure (\d+)\.", t).group(1)) for t in dom["figureNumbers"]]
     assert numbers == list(range(1, len(numbers) + 1)), numbers
-    assert dom["figures"] and all(f["width"] > 300 and f["height"] > 150 and "not available" not in f["text"]
-                                  for f in dom["figures"])
+    assert dom["figures"] and all(
+        f["width"] > 300 and f["height"] > 150 and "not available" not in f["text"] for f in dom["figures"]
+    )
     colours: dict[str, set] = {}
     for entry in dom["legends"]:
         assert entry["drawn"] == _rgb(entry["color"]), entry  # the swatch shows the colour the legend lists

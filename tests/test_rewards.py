@@ -55,14 +55,23 @@ def test_text_score_is_centred_on_the_references_and_reads_eos_as_finished():
     assert seen[0] == ("p", " bf cheated", True)  # references get the sample convention's leading space
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"reward.source": "oracle"}, "valid choices: rm, gold, rule"),
-    ({"reward.source": "rule", "reward.rule": "nope"}, "valid choices: keywords, sentiment"),
-    ({"reward.source": "gold", "algorithm": "dpo"}, "means nothing under algorithm=dpo"),
-    ({"reward.model": "micro", "algorithm": "dpo"}, "reward.model='micro' means nothing without a learned reward model"),
-    ({"reward.model": "micro", "reward.source": "gold"}, "reward.model='micro' means nothing without a learned reward model"),
-    ({"reward.model": "micro", "algorithm": "grpo", "ppo.group_size": 4}, None),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"reward.source": "oracle"}, "valid choices: rm, gold, rule"),
+        ({"reward.source": "rule", "reward.rule": "nope"}, "valid choices: keywords, sentiment"),
+        ({"reward.source": "gold", "algorithm": "dpo"}, "means nothing under algorithm=dpo"),
+        (
+            {"reward.model": "micro", "algorithm": "dpo"},
+            "reward.model='micro' means nothing without a learned reward model",
+        ),
+        (
+            {"reward.model": "micro", "reward.source": "gold"},
+            "reward.model='micro' means nothing without a learned reward model",
+        ),
+        ({"reward.model": "micro", "algorithm": "grpo", "ppo.group_size": 4}, None),
+    ],
+)
 def test_bad_reward_settings_are_clear_errors(override, message):
     if message is None:  # a valid combination, for contrast
         apply_overrides(preset("smoke", 1), hparams=override)
@@ -73,7 +82,9 @@ def test_bad_reward_settings_are_clear_errors(override, message):
 
 def test_reward_model_of_another_size_needs_a_separate_critic():
     with pytest.raises(ConfigError, match="value_network=shared_trunk"):
-        apply_overrides(preset("smoke", 1), hparams={"reward.model": "micro"}, details={"value_network": "shared_trunk"})
+        apply_overrides(
+            preset("smoke", 1), hparams={"reward.model": "micro"}, details={"value_network": "shared_trunk"}
+        )
 
 
 def test_reward_model_enters_the_run_hash_only_when_set_and_its_rm_is_that_models():
@@ -109,9 +120,11 @@ def sources(tmp_path_factory, smoke):
     shutil.copytree(smoke["root"] / "run", root / "rm")
     shutil.copytree(smoke["root"] / "cache", root / "cache")
     out = {}
-    for name, hp in {"gold": {"reward.source": "gold"},
-                     "keywords": {"reward.source": "rule", "reward.rule": "keywords"},
-                     "rm_micro": {"reward.model": "micro"}}.items():
+    for name, hp in {
+        "gold": {"reward.source": "gold"},
+        "keywords": {"reward.source": "rule", "reward.rule": "keywords"},
+        "rm_micro": {"reward.model": "micro"},
+    }.items():
         summary, _ = run_isolated(apply_overrides(preset("smoke", 1), hparams=hp), root / name, root / "cache")
         out[name] = (summary, root / name)
     out["rm"] = (read_json(root / "rm" / "summary.json"), root / "rm")
@@ -163,7 +176,20 @@ def test_proxy_reward_is_the_source_score(sources):
 def test_cli_names_the_valid_rules_before_any_compute(tmp_path, capsys):
     from nplus.cli import main
 
-    code = main(["pipeline", "--preset", "smoke", "--reward.source", "rule", "--reward.rule", "polite",
-                 "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")])
+    code = main(
+        [
+            "pipeline",
+            "--preset",
+            "smoke",
+            "--reward.source",
+            "rule",
+            "--reward.rule",
+            "polite",
+            "--out",
+            str(tmp_path / "run"),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 2 and "valid choices: keywords, sentiment" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

@@ -31,6 +31,7 @@ FAKE = "tests.test_runner:fake_run"
 
 # ---- the fake run function (imported by worker processes) ---------------------------------------------------
 
+
 def fake_run(cfg, out_dir, cache, command=None, stop_after="ppo"):
     """Mimics run_pipeline: k2 raises, k3 hits a NaN loss, anything else succeeds after FAKE_SLEEP seconds."""
     out_dir = Path(out_dir)
@@ -48,8 +49,14 @@ def fake_run(cfg, out_dir, cache, command=None, stop_after="ppo"):
 
         raise NonFiniteLoss("ppo: loss became nan at step 3")
     effect = 0.2 if cfg.details.missing_eos_penalty == "off" else 0.0
-    summary = {"ppo.win_rate": 0.4 + effect + 0.01 * cfg.seed, "ppo.kl": 1.0 + 0.1 * cfg.seed, "seed": cfg.seed,
-               "model": cfg.model.name, "sanity.ok": True, "ppo.win_rate_ci": [0.1, 0.9]}
+    summary = {
+        "ppo.win_rate": 0.4 + effect + 0.01 * cfg.seed,
+        "ppo.kl": 1.0 + 0.1 * cfg.seed,
+        "seed": cfg.seed,
+        "model": cfg.model.name,
+        "sanity.ok": True,
+        "ppo.win_rate_ci": [0.1, 0.9],
+    }
     with open(out_dir / "samples.jsonl", "w") as f:
         for i in range(20):
             f.write(json.dumps({"stage": "ppo", "id": str(i), "win": int(i < 10 + 5 * (effect > 0))}) + "\n")
@@ -68,6 +75,7 @@ def fake_run(cfg, out_dir, cache, command=None, stop_after="ppo"):
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
+
 
 def make_study(tmp_path: Path, variants: str, seeds: str = "1\n2\n") -> Path:
     (tmp_path / "seeds").mkdir(exist_ok=True)
@@ -99,6 +107,7 @@ def counts(counter: Path) -> dict[str, int]:
 
 # ---- local runner with the fake -------------------------------------------------------------------------------
 
+
 def test_sweep_completes_then_reruns_nothing(tmp_path, fake, capsys):
     study = make_study(tmp_path, FLIP)
     out = tmp_path / "runs"
@@ -113,8 +122,24 @@ def test_sweep_completes_then_reruns_nothing(tmp_path, fake, capsys):
     header = (out / "results.csv").read_text().splitlines()[0]
     assert header == "study,variant,seed,size,metric,value"
     stats_header = (out / "stats.csv").read_text().splitlines()[0].split(",")
-    for col in ("variant", "size", "metric", "mean", "std", "n", "ci_low", "ci_high", "diff", "diff_ci_low",
-                "p_t", "p_wilcoxon", "p_holm", "verdict", "boot_ci_low", "boot_diff_ci_low"):
+    for col in (
+        "variant",
+        "size",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "ci_low",
+        "ci_high",
+        "diff",
+        "diff_ci_low",
+        "p_t",
+        "p_wilcoxon",
+        "p_holm",
+        "verdict",
+        "boot_ci_low",
+        "boot_diff_ci_low",
+    ):
         assert col in stats_header
 
     assert AblateCmd(study, out=out, workers=2, cache=tmp_path / "cache").run() == 0
@@ -218,8 +243,19 @@ def test_kill_9_then_resume(tmp_path, fake, monkeypatch, capsys):
     """Kill the runner mid-sweep (SIGKILL, no cleanup), resume: every run present exactly once."""
     study = make_study(tmp_path, FLIP + '[[variants]]\nname = "b"\ndetails = { adam_eps = "1e-8" }\n')
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "nplus.cli", "ablate", str(study), "--out", str(out), "--workers", "2",
-           "--cache", str(tmp_path / "cache")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nplus.cli",
+        "ablate",
+        str(study),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     env = {**os.environ, "FAKE_SLEEP": "1.0"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -254,12 +290,15 @@ def test_kill_9_then_resume(tmp_path, fake, monkeypatch, capsys):
 
 # ---- dry runs and SLURM ---------------------------------------------------------------------------------------
 
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, fake, capsys):
     # a PPO-only flip (shares SFT and RM) and an all-stage flip (needs its own), 3 seeds
     study = tmp_path / "plan_test.toml"
-    study.write_text('name = "plan_test"\npreset = "demo"\nseeds = "default"\n'
-                     '[[variants]]\nname = "missing_eos_penalty=off"\ndetails = { missing_eos_penalty = "off" }\n'
-                     '[[variants]]\nname = "dropout=model_default"\ndetails = { dropout = "model_default" }\n')
+    study.write_text(
+        'name = "plan_test"\npreset = "demo"\nseeds = "default"\n'
+        '[[variants]]\nname = "missing_eos_penalty=off"\ndetails = { missing_eos_penalty = "off" }\n'
+        '[[variants]]\nname = "dropout=model_default"\ndetails = { dropout = "model_default" }\n'
+    )
     out, cache = tmp_path / "runs" / "demo", tmp_path / "cache"
     specs = expand(load_study(study), out)
     # one measured SFT artifact: the estimate uses it
@@ -281,8 +320,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, fake, capsys):
 def test_slurm_dry_run_prints_sbatch_arrays(tmp_path, fake, capsys):
     study = ROOT / "ablations" / "smoke.toml"
     out = tmp_path / "runs"
-    cmd = AblateCmd(study, out=out, cache=tmp_path / "cache", dry_run=True, executor="slurm",
-                    slurm=SlurmOptions(partition="gpu", gpus_per_node=1))
+    cmd = AblateCmd(
+        study,
+        out=out,
+        cache=tmp_path / "cache",
+        dry_run=True,
+        executor="slurm",
+        slurm=SlurmOptions(partition="gpu", gpus_per_node=1),
+    )
     assert cmd.run() == 0
     text = capsys.readouterr().out
     assert text.count("#!/bin/bash") == 3
@@ -328,6 +373,7 @@ def test_stats_command(tmp_path, fake, capsys):
 
 
 # ---- the one end-to-end test with the real pipeline -----------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_smoke_study_end_to_end(tmp_path, monkeypatch, capsys):

@@ -22,8 +22,16 @@ import pytest
 
 from nplus.ablate.cli import AblateCmd
 from nplus.ablate.runner import is_complete
-from nplus.ablate.slurm import (SlurmOptions, Task, by_processes, execute_spec_task, sbatch_scripts,
-                                slurm_executor_factory, stage_tasks, submit)
+from nplus.ablate.slurm import (
+    SlurmOptions,
+    Task,
+    by_processes,
+    execute_spec_task,
+    sbatch_scripts,
+    slurm_executor_factory,
+    stage_tasks,
+    submit,
+)
 from nplus.ablate.study import expand, load_study
 from nplus.rundir import atomic_write_json, mark_done
 
@@ -41,6 +49,7 @@ def _scripts(text: str) -> list[str]:
 
 
 # ---- the paper grid: dry run ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def no_submission(monkeypatch):
@@ -83,11 +92,37 @@ def test_paper_dry_run_asks_for_eight_tasks_per_job(tmp_path, capsys, no_submiss
 def test_paper_dry_run_command_line(tmp_path):
     """The documented command, as a subprocess: offline, quick, nothing written."""
     closed = "http://127.0.0.1:9"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HTTPS_PROXY": closed, "https_proxy": closed,
-           "HTTP_PROXY": closed, "http_proxy": closed, "PATH": os.path.dirname(sys.executable)}  # no sbatch on PATH
-    r = subprocess.run([sys.executable, "-m", "nplus.cli", "ablate", "ablations/paper_scaling.toml", "--executor", "slurm",
-                        "--dry-run", "--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HTTPS_PROXY": closed,
+        "https_proxy": closed,
+        "HTTP_PROXY": closed,
+        "http_proxy": closed,
+        "PATH": os.path.dirname(sys.executable),
+    }  # no sbatch on PATH
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nplus.cli",
+            "ablate",
+            "ablations/paper_scaling.toml",
+            "--executor",
+            "slurm",
+            "--dry-run",
+            "--out",
+            str(tmp_path / "runs"),
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("#SBATCH --ntasks-per-node=8") == 3
     assert "afterany:SFT_ARRAY_JOB_ID" in r.stdout and "afterany:RM_ARRAY_JOB_ID" in r.stdout
@@ -107,6 +142,7 @@ def test_slurm_parameters():
 
 
 # ---- submission: arrays, dependencies and resources -------------------------------------------------------------
+
 
 class FakeJob:
     def __init__(self, job_id: str):
@@ -145,8 +181,10 @@ def _mixed_study(tmp_path: Path) -> Path:
     """The paper grid at 1B plus a variant on 4 processes: two arrays per stage."""
     path = tmp_path / "ablations" / "mixed.toml"
     path.parent.mkdir(parents=True)
-    path.write_text('name = "mixed"\npreset = "paper"\nseeds = "paper"\nsizes = ["1b"]\n'
-                    '[[variants]]\nname = "four-gpus"\nhparams = { processes = 4 }\n')
+    path.write_text(
+        'name = "mixed"\npreset = "paper"\nseeds = "paper"\nsizes = ["1b"]\n'
+        '[[variants]]\nname = "four-gpus"\nhparams = { processes = 4 }\n'
+    )
     return path
 
 
@@ -199,6 +237,7 @@ def test_a_task_outside_a_submitit_job_runs_as_one_process(tmp_path, monkeypatch
 
 # ---- the multi-process path for real: submitit LocalExecutor, 2 tasks per job -----------------------------------
 
+
 def ranked_fake_run(cfg, out_dir, cache, command=None, stop_after="ppo"):
     """Joins the process group as run_pipeline does (nplus.stages.common.dist), checks the world size against
     cfg.processes, does one collective (a rank that did not join would hang it), and writes like the main
@@ -210,9 +249,16 @@ def ranked_fake_run(cfg, out_dir, cache, command=None, stop_after="ppo"):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mean_rank = D.mean(float(D.rank))
-    atomic_write_json(out_dir / f"rank{D.rank}.json", {
-        "rank": D.rank, "world": D.world, "mean_rank": mean_rank, "stop_after": stop_after,
-        **{k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}})
+    atomic_write_json(
+        out_dir / f"rank{D.rank}.json",
+        {
+            "rank": D.rank,
+            "world": D.world,
+            "mean_rank": mean_rank,
+            "stop_after": stop_after,
+            **{k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")},
+        },
+    )
     if cfg.details.kl_estimator == "k2" and stop_after == "ppo":
         raise RuntimeError(f"fake failure on rank {D.rank}")
     D.barrier()
@@ -231,9 +277,11 @@ def _two_process_study(tmp_path: Path) -> Path:
     (tmp_path / "seeds" / "one.txt").write_text("7\n")
     path = tmp_path / "ablations" / "twoproc.toml"
     path.parent.mkdir()
-    path.write_text('name = "twoproc"\npreset = "smoke"\nseeds = "one"\n'
-                    '[hparams]\nprocesses = 2\n"sft.micro_batch" = 8\n"rm.micro_batch" = 8\n"ppo.micro_batch" = 8\n'
-                    '[[variants]]\nname = "fails"\ndetails = { kl_estimator = "k2" }\n')
+    path.write_text(
+        'name = "twoproc"\npreset = "smoke"\nseeds = "one"\n'
+        '[hparams]\nprocesses = 2\n"sft.micro_batch" = 8\n"rm.micro_batch" = 8\n"ppo.micro_batch" = 8\n'
+        '[[variants]]\nname = "fails"\ndetails = { kl_estimator = "k2" }\n'
+    )
     return path
 
 
@@ -265,8 +313,10 @@ def test_two_process_jobs_with_submitit_local_executor(tmp_path, monkeypatch):
         assert jobs[stage][0].exception() is None
         scratch = out / ".stages" / stage / ok.config.stage_hash(stage)
         ranks = [json.loads((scratch / f"rank{r}.json").read_text()) for r in (0, 1)]
-        assert [(x["rank"], x["world"], x["RANK"], x["WORLD_SIZE"], x["LOCAL_RANK"]) for x in ranks] == \
-            [(0, 2, "0", "2", "0"), (1, 2, "1", "2", "1")]
+        assert [(x["rank"], x["world"], x["RANK"], x["WORLD_SIZE"], x["LOCAL_RANK"]) for x in ranks] == [
+            (0, 2, "0", "2", "0"),
+            (1, 2, "1", "2", "1"),
+        ]
         assert all(x["mean_rank"] == 0.5 for x in ranks)  # the collective saw both ranks
         assert ranks[0]["MASTER_PORT"] == ranks[1]["MASTER_PORT"] is not None
         assert (cache / stage / ok.config.stage_hash(stage) / "DONE").exists()
@@ -282,6 +332,9 @@ def test_two_process_jobs_with_submitit_local_executor(tmp_path, monkeypatch):
     assert (failing.run_dir / "error.txt").exists() and not is_complete(failing)
     assert "fake failure" in (failing.run_dir / "error.txt").read_text()
     # a complete run: rank 0 reports it complete and rank 1 does not start the pipeline (no hang)
-    again = submit({"sft": [], "rm": [], "ppo": [Task("ppo", ok.label, execute_spec_task, (ok, cache, RANKED_FAKE, "test"), 2)]},
-                   make, chain="wait")
+    again = submit(
+        {"sft": [], "rm": [], "ppo": [Task("ppo", ok.label, execute_spec_task, (ok, cache, RANKED_FAKE, "test"), 2)]},
+        make,
+        chain="wait",
+    )
     assert [o.status for o in again["ppo"][0].results()] == ["complete", "skipped"]

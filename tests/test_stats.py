@@ -32,8 +32,15 @@ def row(table, variant, metric):
 
 
 def test_known_effects_get_the_right_verdicts():
-    results = synthetic({"baseline": {}, "better": {"ppo.win_rate": 0.2}, "worse": {"ppo.win_rate": -0.2},
-                         "same": {}, "longer_kl": {"ppo.kl": 0.3}})
+    results = synthetic(
+        {
+            "baseline": {},
+            "better": {"ppo.win_rate": 0.2},
+            "worse": {"ppo.win_rate": -0.2},
+            "same": {},
+            "longer_kl": {"ppo.kl": 0.3},
+        }
+    )
     table = stats.compare(results, "baseline", "syn")
     assert row(table, "better", "ppo.win_rate").verdict == "helps"
     assert row(table, "worse", "ppo.win_rate").verdict == "hurts"
@@ -116,8 +123,16 @@ def _fake_run(root: Path, variant: str, seed: int, win: float, wins: list[int], 
     if error:
         (d / "error.txt").write_text(f"{error}\n\nTraceback ...\n")
         return
-    summary = {"ppo.win_rate": win, "ppo.win_rate_ci": [0, 1], "ppo.kl": 1.0, "seed": seed, "model": "nano",
-               "sanity.first_ratio_ok": True, "artifacts": {"sft": "x"}, "wall_time_s": 3.0}
+    summary = {
+        "ppo.win_rate": win,
+        "ppo.win_rate_ci": [0, 1],
+        "ppo.kl": 1.0,
+        "seed": seed,
+        "model": "nano",
+        "sanity.first_ratio_ok": True,
+        "artifacts": {"sft": "x"},
+        "wall_time_s": 3.0,
+    }
     (d / "summary.json").write_text(json.dumps(summary))
     with open(d / "samples.jsonl", "w") as f:
         for i, w in enumerate(wins):
@@ -156,8 +171,17 @@ def test_rlhf_effect_pairs_ppo_and_sft_by_prompt_within_each_seed(tmp_path):
         d.mkdir(parents=True)
         sft = [1] * 5 + [0] * 15  # 0.25
         ppo = [1] * (10 + extra) + [0] * (10 - extra)  # 0.5, 0.6, 0.7
-        (d / "summary.json").write_text(json.dumps({"sft.win_rate": 0.25, "ppo.win_rate": sum(ppo) / 20,
-                                                    "sft.gold_score": 1.0, "ppo.gold_score": 2.5, "seed": seed}))
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "sft.win_rate": 0.25,
+                    "ppo.win_rate": sum(ppo) / 20,
+                    "sft.gold_score": 1.0,
+                    "ppo.gold_score": 2.5,
+                    "seed": seed,
+                }
+            )
+        )
         with open(d / "samples.jsonl", "w") as f:
             for stage, wins in (("sft", sft), ("ppo", ppo)):
                 for i, w in enumerate(wins):

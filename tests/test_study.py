@@ -53,7 +53,9 @@ def test_one_at_a_time_covers_every_alternative():
     flip is to single (the paper's value), never to per_stage itself."""
     study = load_study(ROOT / "ablations" / "one_at_a_time.toml")
     values = {**{d.name: d.paper for d in REGISTRY.values()}, "learning_rate": "per_stage"}
-    expected = {f"{d.name}={a}" for d in REGISTRY.values() for a in d.choices if a != values[d.name] and d.applies_to("ppo")}
+    expected = {
+        f"{d.name}={a}" for d in REGISTRY.values() for a in d.choices if a != values[d.name] and d.applies_to("ppo")
+    }
     assert {v.name for v in study.variants} == expected | {"baseline", AA_VARIANT}
     assert "learning_rate=single" in expected and "learning_rate=per_stage" not in expected
     v = study.variant("kl_estimator=k3")
@@ -72,16 +74,30 @@ def test_one_at_a_time_flips_the_details_of_the_baselines_algorithm(tmp_path):
 
 
 def test_a_study_varies_the_algorithm_like_any_value_and_shares_sft_and_rm(tmp_path):
-    study = load_study(write_study(tmp_path, BASE + "".join(
-        f'[[variants]]\nname = "{a}"\nhparams = {{ algorithm = "{a}" }}\n' for a in ("dpo", "rloo", "reinforce", "grpo"))))
+    study = load_study(
+        write_study(
+            tmp_path,
+            BASE
+            + "".join(
+                f'[[variants]]\nname = "{a}"\nhparams = {{ algorithm = "{a}" }}\n'
+                for a in ("dpo", "rloo", "reinforce", "grpo")
+            ),
+        )
+    )
     specs = {s.variant: s.config for s in expand(study, tmp_path / "runs") if s.seed == study.seeds[0]}
     assert {c.algorithm for c in specs.values()} == {"ppo", "dpo", "rloo", "reinforce", "grpo"}
-    assert len({c.stage_hash("rm") for c in specs.values()}) == 1 and len({c.stage_hash("sft") for c in specs.values()}) == 1
+    assert (
+        len({c.stage_hash("rm") for c in specs.values()}) == 1
+        and len({c.stage_hash("sft") for c in specs.values()}) == 1
+    )
     assert len({c.hash for c in specs.values()}) == 5
 
 
 def test_variant_configs(tmp_path):
-    path = write_study(tmp_path, BASE + """
+    path = write_study(
+        tmp_path,
+        BASE
+        + """
 sizes = ["nano", "tiny"]
 [hparams]
 "ppo.total_episodes" = 32
@@ -90,7 +106,8 @@ name = "trl"
 framework = "trl-ppo"
 details = { kl_estimator = "k3" }
 hparams = { "ppo.lr" = 2e-4 }
-""")
+""",
+    )
     study = load_study(path)
     specs = expand(study, tmp_path / "out")
     assert len(specs) == 2 * 2 * 2
@@ -127,33 +144,50 @@ hypothesis = "{hyp}"
 
 
 def test_knob_is_kept_in_order_and_written_to_study_json(tmp_path):
-    study = load_study(write_study(tmp_path, BASE + KNOB.format(variants='["u", "v"]', metric="ppo.gold_score", hyp="falls")))
+    study = load_study(
+        write_study(tmp_path, BASE + KNOB.format(variants='["u", "v"]', metric="ppo.gold_score", hyp="falls"))
+    )
     assert study.knob == {"name": "k", "variants": ["u", "v"], "metric": "ppo.gold_score", "hypothesis": "falls"}
     assert study.as_dict()["knob"] == study.knob
     assert "knob" not in load_study(write_study(tmp_path, BASE)).as_dict()  # studies without one: study.json unchanged
 
 
-@pytest.mark.parametrize("body, key, choices", [
-    (BASE + "colour = 1\n", "colour", "valid keys"),
-    ('name = "s"\npreset = "huge"\nseeds = "mine"\n', "preset", "smoke"),
-    ('name = "s"\npreset = "smoke"\nseeds = "nope"\n', "seeds", "mine"),
-    (BASE + 'sizes = ["xxl"]\n', "sizes", "nano"),
-    (BASE + '[[variants]]\nname = "v"\ndetails = { not_a_detail = "on" }\n', "variants[0].details.not_a_detail", "query_truncation"),
-    (BASE + '[[variants]]\nname = "v"\ndetails = { kl_estimator = "k9" }\n', "variants[0].details.kl_estimator", "k1, k2, k3"),
-    (BASE + '[[variants]]\nname = "v"\nframework = "trl"\n', "variants[0].framework", "trl-ppo"),
-    (BASE + '[[variants]]\nname = "v"\ncolour = 1\n', "variants[0].colour", "details"),
-    (BASE + '[[variants]]\nname = "v"\nhparams = { "ppo.nonsense" = 1 }\n', "variant 'v'", "valid fields"),
-    (BASE + '[[variants]]\nname = "a/b"\n', "variants[0].name", "directory"),
-    (BASE + '[[variants]]\nname = "v"\n[[variants]]\nname = "v"\n', "variants", "duplicate"),
-    (BASE + 'baseline = "ref"\n', "baseline", "no variant named"),
-    ('preset = "smoke"\nseeds = "mine"\n', "name", "missing"),
-    (BASE + "one_at_a_time = 1\n", "one_at_a_time", "true or false"),
-    (BASE + KNOB.format(variants='["v", "w"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "valid: v"),
-    (BASE + KNOB.format(variants='["v"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "two or more"),
-    (BASE + KNOB.format(variants='["v", "baseline"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "valid: v"),
-    (BASE + KNOB.format(variants='["v", "u"]', metric="ppo.winrate", hyp="rises"), "knob.metric", "ppo.win_rate"),
-    (BASE + KNOB.format(variants='["v", "u"]', metric="ppo.win_rate", hyp="up"), "knob.hypothesis", "rises, falls"),
-])
+@pytest.mark.parametrize(
+    "body, key, choices",
+    [
+        (BASE + "colour = 1\n", "colour", "valid keys"),
+        ('name = "s"\npreset = "huge"\nseeds = "mine"\n', "preset", "smoke"),
+        ('name = "s"\npreset = "smoke"\nseeds = "nope"\n', "seeds", "mine"),
+        (BASE + 'sizes = ["xxl"]\n', "sizes", "nano"),
+        (
+            BASE + '[[variants]]\nname = "v"\ndetails = { not_a_detail = "on" }\n',
+            "variants[0].details.not_a_detail",
+            "query_truncation",
+        ),
+        (
+            BASE + '[[variants]]\nname = "v"\ndetails = { kl_estimator = "k9" }\n',
+            "variants[0].details.kl_estimator",
+            "k1, k2, k3",
+        ),
+        (BASE + '[[variants]]\nname = "v"\nframework = "trl"\n', "variants[0].framework", "trl-ppo"),
+        (BASE + '[[variants]]\nname = "v"\ncolour = 1\n', "variants[0].colour", "details"),
+        (BASE + '[[variants]]\nname = "v"\nhparams = { "ppo.nonsense" = 1 }\n', "variant 'v'", "valid fields"),
+        (BASE + '[[variants]]\nname = "a/b"\n', "variants[0].name", "directory"),
+        (BASE + '[[variants]]\nname = "v"\n[[variants]]\nname = "v"\n', "variants", "duplicate"),
+        (BASE + 'baseline = "ref"\n', "baseline", "no variant named"),
+        ('preset = "smoke"\nseeds = "mine"\n', "name", "missing"),
+        (BASE + "one_at_a_time = 1\n", "one_at_a_time", "true or false"),
+        (BASE + KNOB.format(variants='["v", "w"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "valid: v"),
+        (BASE + KNOB.format(variants='["v"]', metric="ppo.win_rate", hyp="rises"), "knob.variants", "two or more"),
+        (
+            BASE + KNOB.format(variants='["v", "baseline"]', metric="ppo.win_rate", hyp="rises"),
+            "knob.variants",
+            "valid: v",
+        ),
+        (BASE + KNOB.format(variants='["v", "u"]', metric="ppo.winrate", hyp="rises"), "knob.metric", "ppo.win_rate"),
+        (BASE + KNOB.format(variants='["v", "u"]', metric="ppo.win_rate", hyp="up"), "knob.hypothesis", "rises, falls"),
+    ],
+)
 def test_invalid_studies_fail_with_file_key_and_choices(tmp_path, body, key, choices):
     path = write_study(tmp_path, body)
     with pytest.raises(StudyError) as e:

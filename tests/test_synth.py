@@ -33,9 +33,15 @@ def test_same_seed_gives_byte_identical_files(tiny, tmp_path):
     synth.generate(again, seed=0, scale="tiny")
     first, second = _files(tiny), _files(again)
     assert sorted(first) == sorted(second)
-    assert {"card.json", "facts.jsonl", "sft/dataset_dict.json", "comparisons/train/state.json",
-            "comparisons/train/dataset_info.json", "sft/train/data-00000-of-00001.arrow",
-            "tokenizer/tokenizer.json"} <= set(first)
+    assert {
+        "card.json",
+        "facts.jsonl",
+        "sft/dataset_dict.json",
+        "comparisons/train/state.json",
+        "comparisons/train/dataset_info.json",
+        "sft/train/data-00000-of-00001.arrow",
+        "tokenizer/tokenizer.json",
+    } <= set(first)
     for name in first:
         assert first[name] == second[name], f"{name} differs between two runs with the same seed"
 
@@ -49,7 +55,10 @@ def test_sft_splits_and_columns(tiny):
     sft = load_from_disk(str(tiny / "sft"))
     sizes = synth.SIZES["tiny"]
     assert {k: len(v) for k, v in sft.items()} == {
-        "train": sizes.sft_train, "validation": sizes.sft_validation, "test": sizes.sft_test}
+        "train": sizes.sft_train,
+        "validation": sizes.sft_validation,
+        "test": sizes.sft_test,
+    }
     for split in sft.values():
         assert list(split.features) == ["id", "subreddit", "title", "post", "summary"]
         assert all(not s.startswith(" ") and s for s in split["summary"])
@@ -85,8 +94,10 @@ def test_facts_cover_every_sft_post(tiny):
 def test_card(tiny):
     card = json.loads((tiny / "card.json").read_text())
     assert card["version"] == synth.VERSION and card["seed"] == 0 and card["scale"] == "tiny"
-    assert card["rows"] == {"sft": {"train": 64, "validation": 32, "test": 32},
-                            "comparisons": {"train": 64, "validation": 32}}
+    assert card["rows"] == {
+        "sft": {"train": 64, "validation": 32, "test": 32},
+        "comparisons": {"train": 64, "validation": 32},
+    }
     for what in ("post", "summary", "comparison_summary"):
         for unit in ("chars", "tokens"):
             stats = card["lengths"][what][unit]
@@ -160,11 +171,13 @@ def test_references_restate_facts_in_the_posts_words(small_posts):
     posts = [p for split in small_posts.values() for p in split]
     with_duration = [p for p in posts if p.facts["duration"] and f"for {p.facts['duration']}" in p.reference]
     assert with_duration and all(f"for {p.facts['duration']}" in p.text for p in with_duration)
-    assert all(f"{p.facts['duration']}" not in p.reference or f"for {p.facts['duration']}" in p.reference for p in posts)
+    assert all(
+        f"{p.facts['duration']}" not in p.reference or f"for {p.facts['duration']}" in p.reference for p in posts
+    )
     asking = [p for p in posts if "Should I" in p.reference]
     assert len(asking) > 20
     for p in asking:
-        question = p.reference[p.reference.index("Should I"):].split("?")[0] + "?"
+        question = p.reference[p.reference.index("Should I") :].split("?")[0] + "?"
         assert question in p.text, (question, p.text)
     assert all(q.startswith("Should I") for a in synth.ASKS for q in a.post)
 

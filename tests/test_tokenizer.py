@@ -16,10 +16,19 @@ def tokenizer():
     return train_tokenizer(TEXTS, vocab_size=400)
 
 
-@pytest.mark.parametrize("text", [
-    TEXTS[0], " leading space", "trailing space ", "tabs\tand\n\nnewlines", "ünïcödé ☕ and emoji 🙂",
-    "never seen: qzxv 12345 $%^&", "", "  two  spaces  ",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        TEXTS[0],
+        " leading space",
+        "trailing space ",
+        "tabs\tand\n\nnewlines",
+        "ünïcödé ☕ and emoji 🙂",
+        "never seen: qzxv 12345 $%^&",
+        "",
+        "  two  spaces  ",
+    ],
+)
 def test_round_trip(tokenizer, text):
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
@@ -54,16 +63,22 @@ def test_save_load_and_determinism(tokenizer, tmp_path):
 
 def test_facts_are_whole_tokens(tokenizer):
     """Ages and durations are one token each, in posts and in lower-case summaries alike (docs/tldr-synth.md)."""
-    for text, fact in (("My boyfriend (26M) and I", "26M"), (" i (24F) feel hurt", "24F"),
-                       ("together for 2 years.", " 2 years")):
+    for text, fact in (
+        ("My boyfriend (26M) and I", "26M"),
+        (" i (24F) feel hurt", "24F"),
+        ("together for 2 years.", " 2 years"),
+    ):
         tokens = [tokenizer.decode([i]) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
         assert fact in tokens, (text, tokens)
 
 
-@pytest.mark.parametrize("text", [
-    "SUBREDDIT: r/relationships\n\nTITLE: Me [24 F] with my bf [26 M]\n\nPOST: I'm 24, he's 26.  Don't  go\t\n",
-    "12345 apples, 7 days, 2 yearly and 30 F. ünïcödé 🙂 $%^&",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SUBREDDIT: r/relationships\n\nTITLE: Me [24 F] with my bf [26 M]\n\nPOST: I'm 24, he's 26.  Don't  go\t\n",
+        "12345 apples, 7 days, 2 yearly and 30 F. ünïcödé 🙂 $%^&",
+    ],
+)
 def test_other_text_splits_like_gpt2(text):
     """Outside facts the pre-tokenizer is GPT-2's (and so Pythia's): the same pieces, the same bytes."""
     from tokenizers import pre_tokenizers

@@ -26,10 +26,13 @@ class FakeRun:
 
 def test_each_stage_has_its_own_x_axis():
     run = FakeRun()
-    rows = [{"stage": "sft", "step": 1, "sft/loss": 2.0}, {"stage": "sft", "step": 2, "sft/loss": 1.5},
-            {"stage": "rm", "step": 1, "rm/loss": 0.7},
-            {"stage": "ppo", "step": 1, "episode": 64, "objective/kl": 0.1, "time_s": 3.0},
-            {"stage": "ppo", "step": 4, "episode": 256, "eval/gold_score": 0.3, "bad": float("nan")}]
+    rows = [
+        {"stage": "sft", "step": 1, "sft/loss": 2.0},
+        {"stage": "sft", "step": 2, "sft/loss": 1.5},
+        {"stage": "rm", "step": 1, "rm/loss": 0.7},
+        {"stage": "ppo", "step": 1, "episode": 64, "objective/kl": 0.1, "time_s": 3.0},
+        {"stage": "ppo", "step": 4, "episode": 256, "eval/gold_score": 0.3, "bad": float("nan")},
+    ]
     assert tracking.log_metrics(run, rows) == 5
     assert run.defined["sft/loss"] == "sft/step" and run.defined["rm/loss"] == "rm/step"
     assert run.defined["objective/kl"] == "ppo/episode" and run.defined["eval/gold_score"] == "ppo/episode"
@@ -46,13 +49,30 @@ def test_missing_wandb_names_the_install(monkeypatch):
 def _run_dir(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"preset": "smoke", "seed": 1, "hash": "abc", "task": {"name": "tldr-synth"}}))
+    (run / "config.json").write_text(
+        json.dumps({"preset": "smoke", "seed": 1, "hash": "abc", "task": {"name": "tldr-synth"}})
+    )
     rows = [{"stage": "sft", "step": s, "sft/loss": 1.0 / s} for s in range(1, 4)]
-    rows += [{"stage": "ppo", "step": u, "episode": 64 * u, "objective/kl": 0.2 * u, "objective/scores": 0.1 * u}
-             for u in range(1, 4)]
+    rows += [
+        {"stage": "ppo", "step": u, "episode": 64 * u, "objective/kl": 0.2 * u, "objective/scores": 0.1 * u}
+        for u in range(1, 4)
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn": ')
-    samples = [{"stage": "ppo", "id": "v1", "query": "q", "reference": "r", "response": "<b>x</b>", "finished": True,
-                "length": 3, "proxy_score": 0.5, "gold_score": 0.2, "reference_gold_score": 0.4, "win": 1}]
+    samples = [
+        {
+            "stage": "ppo",
+            "id": "v1",
+            "query": "q",
+            "reference": "r",
+            "response": "<b>x</b>",
+            "finished": True,
+            "length": 3,
+            "proxy_score": 0.5,
+            "gold_score": 0.2,
+            "reference_gold_score": 0.4,
+            "win": 1,
+        }
+    ]
     (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     (run / "summary.json").write_text(json.dumps({"ppo.win_rate": 0.6, "sanity.first_ratio_ok": True, "artifacts": {}}))
     return run

@@ -12,10 +12,10 @@ import tyro
 from nplus.ablate.runner import failure_summary, make_plan, plan_text, run_fn_ref, run_study, write_study_json
 from nplus.ablate.slurm import SlurmOptions, sbatch_scripts, slurm_executor_factory, stage_tasks, submit
 from nplus.ablate.study import expand, load_study
+from nplus.config import positive
 from nplus.data.sources import default_cache
 from nplus.rundir import command_line
 from nplus.stats import verdict_lines, write_stats
-from nplus.config import positive
 
 
 @dataclass(frozen=True)

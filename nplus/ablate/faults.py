@@ -97,13 +97,24 @@ class Tally:
 
 # ---- one invocation of the runner -------------------------------------------------------------------------------
 
+
 def runner_command(c: Campaign, out: Path) -> list[str]:
-    return [sys.executable, "-m", "nplus.cli", "ablate", str(c.study), "--out", str(out), "--cache",
-            str(out.with_name(out.name + "-cache")), "--workers", str(c.workers)]
+    return [
+        sys.executable,
+        "-m",
+        "nplus.cli",
+        "ablate",
+        str(c.study),
+        "--out",
+        str(out),
+        "--cache",
+        str(out.with_name(out.name + "-cache")),
+        "--workers",
+        str(c.workers),
+    ]
 
 
-def launch(c: Campaign, out: Path, log: Path, fault: str | None = None, barrier: str | None = None
-           ) -> subprocess.Popen:
+def launch(c: Campaign, out: Path, log: Path, fault: str | None = None, barrier: str | None = None) -> subprocess.Popen:
     """Start the runner in its own session, so that killing its process group spares this process."""
     env = {k: v for k, v in os.environ.items() if k not in (FAULT_ENV, FAULT_COUNTER_ENV, BARRIER_ENV)}
     if barrier:
@@ -116,8 +127,9 @@ def launch(c: Campaign, out: Path, log: Path, fault: str | None = None, barrier:
         env.update({FAULT_ENV: fault, FAULT_COUNTER_ENV: str(counter)})
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        return subprocess.Popen(runner_command(c, out), stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            runner_command(c, out), stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def wait_or_kill(proc: subprocess.Popen, delay: float | None) -> int:
@@ -149,6 +161,7 @@ def _alive_in_group(stat: Path, pgid: int) -> bool:
 
 
 # ---- checks ---------------------------------------------------------------------------------------------------
+
 
 def _content_problem(path: Path) -> str | None:
     """Read a file as its consumer would: JSON parses, safetensors opens and every tensor loads."""
@@ -227,6 +240,7 @@ def attempts(run_dir: Path) -> int:
 
 
 # ---- the campaign ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Draws:
@@ -324,14 +338,19 @@ def run(c: Campaign) -> int:
     ref_rc = wait_or_kill(launch(c, ref, logs / "reference.txt", fault="write:0"), None)
     ref_seconds = time.time() - t0
     ref_cache = ref.with_name(ref.name + "-cache")
-    ref_hits = {"write": int((logs / "reference.hits").read_text()),
-                "checkpoint": len([*ref_cache.glob("sft/*/DONE"), *ref_cache.glob("rm/*/DONE")])}
+    ref_hits = {
+        "write": int((logs / "reference.hits").read_text()),
+        "checkpoint": len([*ref_cache.glob("sft/*/DONE"), *ref_cache.glob("rm/*/DONE")]),
+    }
     draws = Draws(random.Random(c.seed), c.points, ref_seconds, ref_hits)
     specs = [s["run_dir"] for s in read_json(ref / "study.json")["specs"]] if (ref / "study.json").is_file() else []
     states = run_states(ref, specs)
     if not specs or ref_rc not in (0, 1) or "missing" in states.values():
-        print(f"error: the uninterrupted reference sweep did not finish (exit status {ref_rc}); see "
-              f"{logs / 'reference.txt'}", file=sys.stderr)
+        print(
+            f"error: the uninterrupted reference sweep did not finish (exit status {ref_rc}); see "
+            f"{logs / 'reference.txt'}",
+            file=sys.stderr,
+        )
         return 1
     # 2. sweeps, each killed and resumed
     while t.killed < c.kills:
@@ -345,19 +364,25 @@ def run(c: Campaign) -> int:
     by_kind = ", ".join(f"{k} {v}" for k, v in t.kills.items() if k in c.points)
     identical = all(t.stats_table)
     print(f"kill -9 campaign: {c.study}, {c.workers} workers, pipeline {c.run_fn or 'nplus.pipeline:run_pipeline'}")
-    print(f"reference sweep (uninterrupted): {len(specs)} runs ({n_ok} complete, {len(specs) - n_ok} failed), "
-          f"{ref_seconds:.1f} s, {ref_hits['write']} atomic writes, {ref_hits['checkpoint']} checkpoints")
+    print(
+        f"reference sweep (uninterrupted): {len(specs)} runs ({n_ok} complete, {len(specs) - n_ok} failed), "
+        f"{ref_seconds:.1f} s, {ref_hits['write']} atomic writes, {ref_hits['checkpoint']} checkpoints"
+    )
     print(f"points killed: {t.killed} ({by_kind}) over {t.sweeps} sweeps")
     print(f"resumes: {t.resumes}")
     print(f"runs lost: {t.lost}")
     print(f"duplicated: {t.duplicated}")
     print(f"half-written read as finished: {t.half_written}")
     print(f"markers not matching their files: {t.stale_markers}")
-    print(f"stats identical: {'yes' if identical else 'no'} ({sum(t.stats_table)}/{len(t.stats_table)} sweeps as a "
-          f"table without wall-time rows; {sum(t.stats_bytes)}/{len(t.stats_bytes)} byte-identical)")
+    print(
+        f"stats identical: {'yes' if identical else 'no'} ({sum(t.stats_table)}/{len(t.stats_table)} sweeps as a "
+        f"table without wall-time rows; {sum(t.stats_bytes)}/{len(t.stats_bytes)} byte-identical)"
+    )
     if pair:
-        print(f"two runners at once: {pair[0]} runs completed, trained twice: {pair[1]} (both started before "
-              f"any run was complete: {'yes' if pair[2] else 'no'})")
+        print(
+            f"two runners at once: {pair[0]} runs completed, trained twice: {pair[1]} (both started before "
+            f"any run was complete: {'yes' if pair[2] else 'no'})"
+        )
     print(f"wall time: {time.time() - t0:.0f} s")
     for p in t.problems:
         print(f"  problem: {p}")

@@ -32,10 +32,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nplus.ablate.study import RunSpec, Study, expand
-from nplus.rundir import (DONE, DiskFullError, atomic_write_json, atomic_write_text, done_problem, file_lock, is_done,
-                          read_json, start_barrier)
 from nplus.bases import read_manifest
 from nplus.data.sources import default_cache
+from nplus.rundir import (
+    DONE,
+    DiskFullError,
+    atomic_write_json,
+    atomic_write_text,
+    done_problem,
+    file_lock,
+    is_done,
+    read_json,
+    start_barrier,
+)
 
 # The function that executes one spec: run_fn(cfg, out_dir, cache, command=...) -> summary dict, writing DONE last.
 DEFAULT_RUN_FN = "nplus.pipeline:run_pipeline"
@@ -58,6 +67,7 @@ def load_callable(ref: str) -> Callable[..., Any]:
 
 # ---- state of a run directory --------------------------------------------------------------------------------
 
+
 def is_complete(spec: RunSpec) -> bool:
     """DONE was written for this spec's config (a DONE without a hash is trusted) and its files verify."""
     if done_problem(spec.run_dir) is not None:
@@ -74,6 +84,7 @@ def artifact_built(cache: Path, stage: str, key: str) -> bool:
 
 
 # ---- executing one spec (in a worker process, or a SLURM job) ------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -193,6 +204,7 @@ def _init_worker(threads: int, parent: int) -> None:
 
 # ---- scheduling ----------------------------------------------------------------------------------------------
 
+
 def _built_stages(spec: RunSpec) -> tuple[str, ...]:
     """The upstream stages of ``spec`` that no run builds: a committed base model made with its base-stage
     configuration (nplus/bases; checked by the run itself) is an input, like Pythia, so no run waits for it."""
@@ -254,10 +266,13 @@ class SweepResult:
 
 def write_study_json(study: Study, specs: list[RunSpec], out: Path) -> None:
     """The resolved study and its spec list: what `nplus stats` and the report read to find the runs."""
-    atomic_write_json(Path(out) / "study.json", {
-        "study": study.as_dict(),
-        "specs": [{**s.as_dict(), "run_dir": str(Path(s.run_dir).relative_to(out))} for s in specs],
-    })
+    atomic_write_json(
+        Path(out) / "study.json",
+        {
+            "study": study.as_dict(),
+            "specs": [{**s.as_dict(), "run_dir": str(Path(s.run_dir).relative_to(out))} for s in specs],
+        },
+    )
 
 
 def run_local(specs: list[RunSpec], cache: Path, workers: int, run_fn: str, command: str) -> list[Outcome]:
@@ -275,8 +290,12 @@ def run_local(specs: list[RunSpec], cache: Path, workers: int, run_fn: str, comm
 
     def new_pool() -> ProcessPoolExecutor:
         # spawn: no fork of a parent that may hold torch threads or locks.
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(threads, os.getpid()))
+        return ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads, os.getpid()),
+        )
 
     pool = new_pool()
     try:
@@ -323,15 +342,23 @@ def _worker_died(spec: RunSpec, e: BaseException | None) -> Outcome:
     return Outcome(spec.variant, spec.size, spec.seed, str(spec.run_dir), "failed", error=msg)
 
 
-def run_study(study: Study, out: Path, workers: int = 1, cache: Path | None = None, command: str = "",
-              echo: Callable[[str], None] = print) -> SweepResult:
+def run_study(
+    study: Study,
+    out: Path,
+    workers: int = 1,
+    cache: Path | None = None,
+    command: str = "",
+    echo: Callable[[str], None] = print,
+) -> SweepResult:
     """Expand, skip what is complete, run the rest locally, write study.json first."""
     out, cache = Path(out), Path(cache or default_cache())
     specs = expand(study, out)
     write_study_json(study, specs, out)
     todo = [s for s in specs if not is_complete(s)]
-    echo(f"{study.name}: {len(specs) - len(todo)} complete, {len(todo)} to run"
-         + (f" on {workers} workers × {threads_per_worker(workers)} threads" if todo else ""))
+    echo(
+        f"{study.name}: {len(specs) - len(todo)} complete, {len(todo)} to run"
+        + (f" on {workers} workers × {threads_per_worker(workers)} threads" if todo else "")
+    )
     start_barrier()
     if todo and run_fn_ref() == DEFAULT_RUN_FN:
         prepare_shared(todo, cache, echo)
@@ -446,7 +473,9 @@ def make_plan(study: Study, specs: list[RunSpec], cache: Path, out: Path) -> Pla
 
     def seconds(stage: str, spec: RunSpec) -> float:
         cfg = spec.config
-        key = f"{cfg.preset}|{cfg.model.name}" if stage == "ppo" else _artifact_key(cfg.model.name, cfg.to_dict()["task"])
+        key = (
+            f"{cfg.preset}|{cfg.model.name}" if stage == "ppo" else _artifact_key(cfg.model.name, cfg.to_dict()["task"])
+        )
         if measured.get(stage, {}).get(key):
             vals = measured[stage][key]
             sources.add(f"{stage}: measured ({len(vals)} past runs)")
@@ -463,7 +492,9 @@ def make_plan(study: Study, specs: list[RunSpec], cache: Path, out: Path) -> Pla
         needed = {s.config.stage_hash(stage) for s in todo} - built
         serial += sum(seconds(stage, keys[k]) for k in needed)
     serial += sum(seconds("ppo", s) for s in todo)
-    return Plan(specs, len(specs) - len(todo), artifacts, cached, _sharing(specs, study.baseline), serial, sorted(sources))
+    return Plan(
+        specs, len(specs) - len(todo), artifacts, cached, _sharing(specs, study.baseline), serial, sorted(sources)
+    )
 
 
 def _duration(s: float) -> str:
@@ -477,15 +508,19 @@ def plan_text(study: Study, plan: Plan, workers: int) -> str:
         f"study {study.name} ({study.path}): preset {study.preset}, seeds {study.seeds_name} {list(study.seeds)}"
         f"{sizes}, {len(study.variants)} variants, baseline {study.baseline!r}",
         f"PPO-level runs: {len(plan.specs)} ({plan.complete} complete, {todo} to run)",
-        "distinct upstream artifacts: " + ", ".join(
+        "distinct upstream artifacts: "
+        + ", ".join(
             f"{st} {plan.artifacts[st]} ({plan.cached[st]} {'committed or in cache' if st == 'base' else 'in cache'})"
-            for st in UPSTREAM),
+            for st in UPSTREAM
+        ),
     ]
     if plan.sharing:
         lines.append("sharing with the baseline:")
         w = max(len(v) for v in plan.sharing)
         lines += [f"  {v:<{w}}  {what}" for v, what in plan.sharing.items()]
-    lines.append(f"estimated time: {_duration(plan.serial_seconds)} of compute, about "
-                 f"{_duration(plan.wall_seconds(workers))} wall with {workers} worker(s)")
+    lines.append(
+        f"estimated time: {_duration(plan.serial_seconds)} of compute, about "
+        f"{_duration(plan.wall_seconds(workers))} wall with {workers} worker(s)"
+    )
     lines += [f"  {src}" for src in plan.sources]
     return "\n".join(lines)

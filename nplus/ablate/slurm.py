@@ -61,11 +61,18 @@ class SlurmOptions:
         gpus = processes if self.gpus_per_node is None else self.gpus_per_node
         if 0 < gpus < processes:
             # Two ranks on one GPU make NCCL fail at start-up ("duplicate GPU"); say so before submitting.
-            raise ValueError(f"--slurm.gpus-per-node={gpus} is fewer than the {processes} processes of a run "
-                             f"(one GPU per process, or 0 for CPU processes)")
-        params: dict[str, Any] = {"job_name": f"nplus-{study}-{stage}", "time": self.time_min, "nodes": 1,
-                                  "ntasks_per_node": processes, "cpus_per_task": self.cpus_per_task,
-                                  "array_parallelism": self.array_parallelism}
+            raise ValueError(
+                f"--slurm.gpus-per-node={gpus} is fewer than the {processes} processes of a run "
+                f"(one GPU per process, or 0 for CPU processes)"
+            )
+        params: dict[str, Any] = {
+            "job_name": f"nplus-{study}-{stage}",
+            "time": self.time_min,
+            "nodes": 1,
+            "ntasks_per_node": processes,
+            "cpus_per_task": self.cpus_per_task,
+            "array_parallelism": self.array_parallelism,
+        }
         if gpus:
             params["gpus_per_node"] = gpus
         if processes > 1:
@@ -84,6 +91,7 @@ def build_stage(spec: RunSpec, cache: Path, stage: str, run_fn: str, scratch: Pa
 
 
 # ---- one job = cfg.processes SLURM tasks -----------------------------------------------------------------------
+
 
 def export_torch_distributed() -> int:
     """In a submitit job of several tasks, export RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and
@@ -199,10 +207,18 @@ def stage_tasks(specs: list[RunSpec], out: Path, cache: Path, run_fn: str, comma
                 continue
             seen.add(key)
             scratch = Path(out) / ".stages" / stage / key
-            tasks[stage].append(Task(stage, f"{stage} {key} ({s.label})", build_stage_task,
-                                     (s, cache, stage, run_fn, scratch, command), s.config.processes))
-    tasks["ppo"] = [Task("ppo", s.label, execute_spec_task, (s, cache, run_fn, command), s.config.processes)
-                    for s in todo]
+            tasks[stage].append(
+                Task(
+                    stage,
+                    f"{stage} {key} ({s.label})",
+                    build_stage_task,
+                    (s, cache, stage, run_fn, scratch, command),
+                    s.config.processes,
+                )
+            )
+    tasks["ppo"] = [
+        Task("ppo", s.label, execute_spec_task, (s, cache, run_fn, command), s.config.processes) for s in todo
+    ]
     return tasks
 
 
@@ -219,7 +235,9 @@ def _array_name(stage: str, processes: int, groups: int) -> str:
     return f"{stage.upper()}_ARRAY_JOB_ID" if groups == 1 else f"{stage.upper()}_P{processes}_ARRAY_JOB_ID"
 
 
-def sbatch_scripts(tasks: dict[str, list[Task]], options: SlurmOptions, folder: Path, study: str) -> list[tuple[str, str]]:
+def sbatch_scripts(
+    tasks: dict[str, list[Task]], options: SlurmOptions, folder: Path, study: str
+) -> list[tuple[str, str]]:
     """(stage, sbatch script) for each non-empty array, with the #SBATCH lines submitit would submit."""
     from submitit.slurm.slurm import _make_sbatch_string  # submitit's own script writer (no cluster needed)
 
@@ -236,9 +254,15 @@ def sbatch_scripts(tasks: dict[str, list[Task]], options: SlurmOptions, folder: 
             params = options.parameters(stage, study, processes)
             if previous:
                 params["dependency"] = ":".join([DEPENDENCY, *previous])
-            command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(stage_folder))])
-            scripts.append((stage, _make_sbatch_string(command=command, folder=stage_folder,
-                                                       map_count=n if n > 1 else None, **params)))
+            command = " ".join(
+                [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(stage_folder))]
+            )
+            scripts.append(
+                (
+                    stage,
+                    _make_sbatch_string(command=command, folder=stage_folder, map_count=n if n > 1 else None, **params),
+                )
+            )
             names.append(_array_name(stage, processes, len(groups)))
         previous = names
     return scripts
@@ -252,7 +276,9 @@ def _make(make_executor: Callable[..., Any], stage: str, processes: int) -> Any:
     return make_executor(stage, processes)
 
 
-def submit(tasks: dict[str, list[Task]], make_executor: Callable[..., Any], chain: str = "dependency") -> dict[str, list[Any]]:
+def submit(
+    tasks: dict[str, list[Task]], make_executor: Callable[..., Any], chain: str = "dependency"
+) -> dict[str, list[Any]]:
     """Submit each stage as batches (SLURM arrays), one per processes-per-job value; ``make_executor(stage,
     processes)`` returns an executor for jobs of that many tasks. ``chain="dependency"``: later arrays wait
     through sbatch dependencies on every array of the stage before (SlurmExecutor); ``chain="wait"``: wait for

@@ -31,20 +31,33 @@ variant × size × seed, each with its resolved ``Config`` and run directory
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from nplus.config import Config, ConfigError, apply_overrides
-from nplus.presets import PRESETS, preset
 from nplus.details import REGISTRY, DetailError
 from nplus.frameworks import FRAMEWORKS, framework_details
-from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 from nplus.metrics_doc import SUMMARY_METRICS
+from nplus.presets import PRESETS, preset
 from nplus.rundir import dir_name_problem
+from nplus.stats import AA_SEED_OFFSET, AA_VARIANT
 
-STUDY_KEYS = ("name", "description", "preset", "seeds", "sizes", "baseline", "one_at_a_time", "aa", "knob", "hparams", "variants")
+STUDY_KEYS = (
+    "name",
+    "description",
+    "preset",
+    "seeds",
+    "sizes",
+    "baseline",
+    "one_at_a_time",
+    "aa",
+    "knob",
+    "hparams",
+    "variants",
+)
 KNOB_KEYS = ("name", "variants", "metric", "hypothesis")
 KNOB_HYPOTHESES = ("rises", "falls")
 VARIANT_KEYS = ("name", "details", "framework", "hparams")
@@ -92,10 +105,19 @@ class Study:
         return next(v for v in self.variants if v.name == name)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "name": self.name, "description": self.description, "preset": self.preset,
-                "seeds_name": self.seeds_name, "seeds": list(self.seeds), "sizes": list(self.sizes),
-                "baseline": self.baseline, "hparams": self.hparams, "variants": [v.as_dict() for v in self.variants],
-                **({"knob": self.knob} if self.knob else {})}
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "description": self.description,
+            "preset": self.preset,
+            "seeds_name": self.seeds_name,
+            "seeds": list(self.seeds),
+            "sizes": list(self.sizes),
+            "baseline": self.baseline,
+            "hparams": self.hparams,
+            "variants": [v.as_dict() for v in self.variants],
+            **({"knob": self.knob} if self.knob else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -117,11 +139,19 @@ class RunSpec:
         return {s: self.config.stage_hash(s) for s in ("base", "sft", "rm", "ppo")}
 
     def as_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, "size": self.size, "seed": self.seed, "run_dir": str(self.run_dir),
-                "hash": self.config.hash, "stage_hashes": self.stage_hashes(), "details": self.config.details.diff()}
+        return {
+            "variant": self.variant,
+            "size": self.size,
+            "seed": self.seed,
+            "run_dir": str(self.run_dir),
+            "hash": self.config.hash,
+            "stage_hashes": self.stage_hashes(),
+            "details": self.config.details.diff(),
+        }
 
 
 # ---- loading and validation ----------------------------------------------------------------------------------
+
 
 def _fail(path: Path, key: str, message: str) -> StudyError:
     return StudyError(f"{path}: {key}: {message}")
@@ -171,7 +201,9 @@ def _knob(path: Path, raw: Any, names: list[str], baseline: str) -> dict[str, An
     arms = [n for n in names if n != baseline]
     for v in settings:
         if v not in arms:
-            raise _fail(path, "knob.variants", f"{v!r} is not a variant other than the baseline; valid: {', '.join(arms)}")
+            raise _fail(
+                path, "knob.variants", f"{v!r} is not a variant other than the baseline; valid: {', '.join(arms)}"
+            )
     if len(settings) < 2 or len(set(settings)) != len(settings):
         raise _fail(path, "knob.variants", "needs two or more distinct variants (a trend needs two settings)")
     metric = _typed(path, "knob.metric", raw["metric"], str, "a summary metric name")
@@ -193,21 +225,30 @@ def _variant(path: Path, i: int, raw: Any) -> Variant:
     if "name" not in raw:
         raise _fail(path, f"{where}.name", "missing (every variant needs a name)")
     name = _typed(path, f"{where}.name", raw["name"], str, "a string")
-    problem = dir_name_problem(name) or ("it starts with size= or seed= (the runner's own directory levels)"
-                                         if name.startswith(("size=", "seed=")) else None)
+    problem = dir_name_problem(name) or (
+        "it starts with size= or seed= (the runner's own directory levels)"
+        if name.startswith(("size=", "seed="))
+        else None
+    )
     if problem:
         raise _fail(path, f"{where}.name", f"{_short(name)} cannot be a directory name: {problem}")
     if name == AA_VARIANT:
-        raise _fail(path, f"{where}.name", f"{name!r} is the A/A arm's name; set `aa = true` for it, or rename this variant")
+        raise _fail(
+            path, f"{where}.name", f"{name!r} is the A/A arm's name; set `aa = true` for it, or rename this variant"
+        )
     details = _typed(path, f"{where}.details", raw.get("details", {}), dict, "a table of detail = value")
     for k, v in details.items():
         if k not in REGISTRY:
             raise _fail(path, f"{where}.details.{k}", f"unknown detail; valid details: {', '.join(REGISTRY)}")
         if str(v) not in REGISTRY[k].choices:
-            raise _fail(path, f"{where}.details.{k}", f"invalid value {v!r}; valid choices: {', '.join(REGISTRY[k].choices)}")
+            raise _fail(
+                path, f"{where}.details.{k}", f"invalid value {v!r}; valid choices: {', '.join(REGISTRY[k].choices)}"
+            )
     framework = raw.get("framework")
     if framework is not None and framework not in FRAMEWORKS:
-        raise _fail(path, f"{where}.framework", f"unknown framework {framework!r}; valid frameworks: {', '.join(FRAMEWORKS)}")
+        raise _fail(
+            path, f"{where}.framework", f"unknown framework {framework!r}; valid frameworks: {', '.join(FRAMEWORKS)}"
+        )
     hparams = _typed(path, f"{where}.hparams", raw.get("hparams", {}), dict, "a table of dotted.path = value")
     return Variant(name, {k: str(v) for k, v in details.items()}, framework, dict(hparams))
 
@@ -222,7 +263,9 @@ def _one_at_a_time(base: Variant, algorithm: str, values: dict[str, str]) -> lis
             continue
         for choice in detail.choices:
             if choice != values[name]:
-                out.append(Variant(f"{name}={choice}", {**base.details, name: choice}, base.framework, dict(base.hparams)))
+                out.append(
+                    Variant(f"{name}={choice}", {**base.details, name: choice}, base.framework, dict(base.hparams))
+                )
     return out
 
 
@@ -244,11 +287,15 @@ def load_study(path: Path | str) -> Study:
         raise _fail(path, "name", f"{_short(name)} cannot be a directory name: {problem}")
     base_preset = _typed(path, "preset", raw["preset"], str, "a string")
     if base_preset not in PRESETS and base_preset != "paper":
-        raise _fail(path, "preset", f"unknown preset {base_preset!r}; valid presets: paper (with sizes), {', '.join(PRESETS)}")
-    seeds_name = _typed(path, "seeds", raw["seeds"], str, "the name of a seed list in seeds/ (e.g. \"default\")")
+        raise _fail(
+            path, "preset", f"unknown preset {base_preset!r}; valid presets: paper (with sizes), {', '.join(PRESETS)}"
+        )
+    seeds_name = _typed(path, "seeds", raw["seeds"], str, 'the name of a seed list in seeds/ (e.g. "default")')
     seed_path = seeds_file(path, seeds_name)
     if not seed_path.is_file():
-        raise _fail(path, "seeds", f"no seed list {seeds_name!r}; valid seed lists: {', '.join(_available_seed_lists(path))}")
+        raise _fail(
+            path, "seeds", f"no seed list {seeds_name!r}; valid seed lists: {', '.join(_available_seed_lists(path))}"
+        )
     try:
         seeds = read_seeds(seed_path)
     except ValueError as e:
@@ -256,7 +303,7 @@ def load_study(path: Path | str) -> Study:
     sizes = tuple(_typed(path, "sizes", raw.get("sizes", []), list, "a list of model sizes"))
     if base_preset == "paper":
         # the published grid: `preset = "paper"` with sizes from the paper presets (paper-1b, paper-2.8b, ...)
-        valid_sizes = tuple(k[len("paper-"):] for k in PRESETS if k.startswith("paper-"))
+        valid_sizes = tuple(k[len("paper-") :] for k in PRESETS if k.startswith("paper-"))
         if not sizes:
             raise _fail(path, "sizes", f"preset 'paper' needs sizes; valid sizes: {', '.join(valid_sizes)}")
     elif sizes:
@@ -272,7 +319,10 @@ def load_study(path: Path | str) -> Study:
     hparams = _typed(path, "hparams", raw.get("hparams", {}), dict, "a table of dotted.path = value")
     oaat = _typed(path, "one_at_a_time", raw.get("one_at_a_time", False), bool, "true or false")
     aa = _typed(path, "aa", raw.get("aa", False), bool, "true or false")
-    variants = [_variant(path, i, v) for i, v in enumerate(_typed(path, "variants", raw.get("variants", []), list, "an array of tables"))]
+    variants = [
+        _variant(path, i, v)
+        for i, v in enumerate(_typed(path, "variants", raw.get("variants", []), list, "an array of tables"))
+    ]
     names = [v.name for v in variants]
     if baseline not in names:
         if baseline != "baseline":
@@ -292,9 +342,19 @@ def load_study(path: Path | str) -> Study:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise _fail(path, "variants", f"duplicate variant names: {', '.join(dupes)}")
-    study = Study(path, name, base_preset, seeds_name, seeds, sizes, baseline, dict(hparams), tuple(variants),
-                  _typed(path, "description", raw.get("description", ""), str, "a string"),
-                  _knob(path, raw["knob"], names, baseline) if "knob" in raw else {})
+    study = Study(
+        path,
+        name,
+        base_preset,
+        seeds_name,
+        seeds,
+        sizes,
+        baseline,
+        dict(hparams),
+        tuple(variants),
+        _typed(path, "description", raw.get("description", ""), str, "a string"),
+        _knob(path, raw["knob"], names, baseline) if "knob" in raw else {},
+    )
     for v in study.variants:
         for size in sizes or (None,):
             try:
@@ -305,6 +365,7 @@ def load_study(path: Path | str) -> Study:
 
 
 # ---- expansion -----------------------------------------------------------------------------------------------
+
 
 def resolve(study: Study, variant: Variant, size: str | None, seed: int) -> Config:
     """preset(seed + the variant's seed offset) → framework details → variant details → size, study hparams and
@@ -330,5 +391,9 @@ def expand(study: Study, out: Path | str | None = None) -> list[RunSpec]:
     """Variant × size × seed, baseline first (the order the local runner prefers for building shared artifacts)."""
     out = Path(out) if out is not None else Path("runs") / study.name
     ordered = sorted(study.variants, key=lambda v: v.name != study.baseline)
-    return [RunSpec(v.name, size, seed, resolve(study, v, size, seed), run_dir(out, v.name, size, seed))
-            for v in ordered for size in (study.sizes or (None,)) for seed in study.seeds]
+    return [
+        RunSpec(v.name, size, seed, resolve(study, v, size, seed), run_dir(out, v.name, size, seed))
+        for v in ordered
+        for size in (study.sizes or (None,))
+        for seed in study.seeds
+    ]

@@ -16,7 +16,9 @@ import hashlib
 import json
 import time
 from pathlib import Path
+
 from nplus.config import BASE_RECIPE
+from nplus.rundir import share_file_modes
 
 BASES_DIR = Path(__file__).resolve().parent
 WEIGHTS = "model.safetensors"
@@ -61,23 +63,37 @@ def committed_base(cfg, tokenizer_file: Path | None, root: Path = BASES_DIR) -> 
     fix = f"rebuild it with `{rebuild_command(rung)}`"
     model_dir = root / rung / "model"
     if manifest.get("recipe") != BASE_RECIPE:
-        raise BaseModelError(f"committed base model {rung}: built with recipe {manifest.get('recipe')}, this code is "
-                             f"recipe {BASE_RECIPE}; {fix}")
+        raise BaseModelError(
+            f"committed base model {rung}: built with recipe {manifest.get('recipe')}, this code is "
+            f"recipe {BASE_RECIPE}; {fix}"
+        )
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise BaseModelError(f"committed base model {rung}: {weights} is missing; {fix} (or restore it from git)")
     actual = sha256_file(weights)
     if actual != manifest["weights_sha256"]:
-        raise BaseModelError(f"committed base model {rung}: sha256 of {weights} is {actual[:12]}…, its manifest says "
-                             f"{manifest['weights_sha256'][:12]}…; {fix} (or restore it from git)")
+        raise BaseModelError(
+            f"committed base model {rung}: sha256 of {weights} is {actual[:12]}…, its manifest says "
+            f"{manifest['weights_sha256'][:12]}…; {fix} (or restore it from git)"
+        )
     if tokenizer_file is not None and sha256_file(tokenizer_file) != manifest["tokenizer_sha256"]:
-        raise BaseModelError(f"committed base model {rung}: trained with another tokenizer than this corpus's "
-                             f"({tokenizer_file}; the generator changed?); {fix}")
+        raise BaseModelError(
+            f"committed base model {rung}: trained with another tokenizer than this corpus's "
+            f"({tokenizer_file}; the generator changed?); {fix}"
+        )
     return model_dir
 
 
-def build(cfg, data, out_dir: Path, command: str | None = None, preset: str | None = None,
-          checkpoint: Path | None = None, checkpoint_every: int = 250, copy_bar: float | None = None) -> dict:
+def build(
+    cfg,
+    data,
+    out_dir: Path,
+    command: str | None = None,
+    preset: str | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 250,
+    copy_bar: float | None = None,
+) -> dict:
     """Run the recipe for ``cfg`` into ``out_dir`` (model/ and manifest.json); returns the manifest. ``checkpoint``
     (a file under the cache) makes the build resumable; ``copy_bar`` stops it when the induction phase ends without
     the copying circuit (nplus/stages/base.py)."""
@@ -90,28 +106,49 @@ def build(cfg, data, out_dir: Path, command: str | None = None, preset: str | No
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = data.tokenizer
     t0 = time.time()
-    result = pretrain_base(cfg, data.sft["train"], tok, out_dir, probe=lambda model: base_probes(cfg, data, model),
-                           checkpoint=checkpoint, checkpoint_every=checkpoint_every, copy_bar=copy_bar)
+    result = pretrain_base(
+        cfg,
+        data.sft["train"],
+        tok,
+        out_dir,
+        probe=lambda model: base_probes(cfg, data, model),
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        copy_bar=copy_bar,
+    )
     wall = time.time() - t0  # a resumed build counts this invocation's time only (the manifest says so)
     m = cfg.model
-    held_out = pretraining_texts(data.sft["validation"].select(range(min(VALIDATION_DOCS, len(data.sft["validation"])))),
-                                 m.pretrain_corpus)
+    held_out = pretraining_texts(
+        data.sft["validation"].select(range(min(VALIDATION_DOCS, len(data.sft["validation"])))), m.pretrain_corpus
+    )
     tokenizer_file = data.data_dir / "tokenizer" / "tokenizer.json" if data.data_dir else None
     cost = build_cost(cfg, len(tok), result["resumed_at"], result["updates"])
     speed = cost["tokens"] / result["train_time_s"]
     manifest = {
-        "rung": cfg.model.name, "recipe": BASE_RECIPE, "preset": preset, "base_hash": cfg.stage_hash("base"),
+        "rung": cfg.model.name,
+        "recipe": BASE_RECIPE,
+        "preset": preset,
+        "base_hash": cfg.stage_hash("base"),
         "config": cfg.stage_dict("base"),
         "weights_sha256": sha256_file(out_dir / "model" / WEIGHTS),
         "tokenizer_sha256": sha256_file(tokenizer_file) if tokenizer_file else None,
         "corpus_sha256": sha256_tensor(result["stream"]),
-        "probes": {k: result[k] for k in ("copy_gain", "copy_nll_first", "copy_nll_repeat", "post_swap_gap", "reference_nll") if k in result},
+        "probes": {
+            k: result[k]
+            for k in ("copy_gain", "copy_nll_first", "copy_nll_repeat", "post_swap_gap", "reference_nll")
+            if k in result
+        },
         "validation_loss": validation_loss(result["model"], held_out, tok, m.pretrain_seq_len),
-        "loss": result["loss"], "first_losses": result["first_losses"], "params": result["params"],
+        "loss": result["loss"],
+        "first_losses": result["first_losses"],
+        "params": result["params"],
         "non_embedding_params": result["params"] - 2 * len(tok) * result["hidden"],
-        "tokens": result["tokens"], "documents": result["documents"],
-        "build_time_s": round(wall, 1), "resumed_at_update": result["resumed_at"],
-        "threads": torch.get_num_threads(), "device": device_name(),
+        "tokens": result["tokens"],
+        "documents": result["documents"],
+        "build_time_s": round(wall, 1),
+        "resumed_at_update": result["resumed_at"],
+        "threads": torch.get_num_threads(),
+        "device": device_name(),
         "tokens_per_s": round(speed, 1),
         "matmul_peak_fraction": round(cost["flops"] / result["train_time_s"] / matmul_peak(), 3),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -137,8 +174,10 @@ def build_cost(cfg, vocab: int, first: int, last: int) -> dict:
     hidden, layers, _ = LADDER[cfg.model.name]
     s, m = Shape(hidden, layers, vocab, 4 * hidden), cfg.model
     tokens = flops = 0.0
-    for window, n in ((m.pretrain_span_len, max(0, min(last, m.pretrain_induction_steps) - first)),
-                      (m.pretrain_seq_len, max(0, last - max(first, m.pretrain_induction_steps)))):
+    for window, n in (
+        (m.pretrain_span_len, max(0, min(last, m.pretrain_induction_steps) - first)),
+        (m.pretrain_seq_len, max(0, last - max(first, m.pretrain_induction_steps))),
+    ):
         tokens += n * m.pretrain_batch * window
         flops += n * 3 * (trunk_flops(s, m.pretrain_batch, 0, window) + head_flops(s, m.pretrain_batch, window))
     return {"tokens": tokens, "flops": flops}
@@ -175,7 +214,9 @@ def base_probes(cfg, data, model, n: int = 256) -> dict:
     rows = data.sft["validation"].select(range(min(n, len(data.sft["validation"]))))
     rows = [{k: r[k] for k in ("subreddit", "title", "post", "summary")} for r in rows]
     return post_swap_gap(
-        model, rows,
+        model,
+        rows,
         lambda sub, title, post: truncate_query(sub, title, post, tok, cfg.lengths.query, truncation),
         lambda summary: sft_response_ids(summary, tok, d.reference_leading_space, d.reference_eos),
-        tok.pad_token_id)
+        tok.pad_token_id,
+    )

@@ -25,14 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nplus.config import positive
-from nplus.data.builder import DataDetails, Lengths, applied_lengths
-from nplus.data.formatting import DataBuildError
-from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError
+from nplus.data.builder import DataDetails, Lengths, applied_lengths, build_preferences, build_sft
+from nplus.data.formatting import DataBuildError, prepare_tokenizer
+from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError, load_comparisons, load_sft
 from nplus.data.sources import HUB_NAME, hub_errors, hub_offline, hub_unreachable
 from nplus.details import REGISTRY, DetailError, Details
-from nplus.data.builder import build_preferences, build_sft
-from nplus.data.formatting import prepare_tokenizer
-from nplus.data.loader import load_comparisons, load_sft
 from nplus.rundir import atomic_write_json, save_dataset
 
 DEFAULT_TOKENIZER = "EleutherAI/pythia-1b-deduped"
@@ -42,8 +39,10 @@ DATA_DETAILS = tuple(f.name for f in dataclasses.fields(DataDetails))
 
 def tokenizer_download_hint(name: str) -> str:
     # Recent huggingface_hub releases ship only the `hf` command, older ones only `huggingface-cli`: name both.
-    return (f"`hf download {name} --local-dir DIR` (older huggingface_hub: "
-            f"`huggingface-cli download {name} --local-dir DIR`)")
+    return (
+        f"`hf download {name} --local-dir DIR` (older huggingface_hub: "
+        f"`huggingface-cli download {name} --local-dir DIR`)"
+    )
 
 
 def load_hub_tokenizer(name_or_path: str, flag: str = "--tokenizer"):
@@ -55,8 +54,10 @@ def load_hub_tokenizer(name_or_path: str, flag: str = "--tokenizer"):
     if Path(name_or_path).exists():
         return AutoTokenizer.from_pretrained(str(name_or_path))
     if not HUB_NAME.match(name_or_path):
-        raise DataSourceError(f"tokenizer {name_or_path!r} is neither an existing local directory nor a hub name "
-                              f"such as {DEFAULT_TOKENIZER!r}")
+        raise DataSourceError(
+            f"tokenizer {name_or_path!r} is neither an existing local directory nor a hub name "
+            f"such as {DEFAULT_TOKENIZER!r}"
+        )
     sep = "" if flag.endswith("=") else " "  # "--tokenizer DIR", "--set model.name=DIR"
     fix = f"download it where the hub is reachable with {tokenizer_download_hint(name_or_path)} and pass {flag}{sep}DIR"
     if not hub_offline():
@@ -99,8 +100,10 @@ class DataBuildCmd:
         ignored = {k: v for k, v in self.details.diff().items() if REGISTRY[k].stage != "data"}
         if ignored:
             name, value = next(iter(ignored.items()))
-            raise DetailError(f"details.{name}={value} does not affect the built datasets; data-stage details: "
-                              f"{', '.join(DATA_DETAILS)}")
+            raise DetailError(
+                f"details.{name}={value} does not affect the built datasets; data-stage details: "
+                f"{', '.join(DATA_DETAILS)}"
+            )
         return DataDetails(**{k: getattr(self.details, k) for k in DATA_DETAILS})
 
     def run(self) -> int:
@@ -108,13 +111,16 @@ class DataBuildCmd:
         out = Path(self.out)
         built = [p for p in (out / "sft", out / "preferences", out / "stats.json") if p.exists()]
         if built and not self.overwrite:
-            raise DataSourceError(f"{out} already holds a build ({', '.join(p.name for p in built)}); "
-                                  "pass --overwrite to replace it")
+            raise DataSourceError(
+                f"{out} already holds a build ({', '.join(p.name for p in built)}); pass --overwrite to replace it"
+            )
         # Cheap checks first: a missing tokenizer or dataset fails before any tokenization.
         raw_tokenizer = load_hub_tokenizer(self.tokenizer)
         if raw_tokenizer.eos_token_id is None:  # every data-stage detail that appends EOS or pads with it needs one
-            raise DataBuildError(f"--tokenizer {self.tokenizer}: the tokenizer has no eos_token; set one in its "
-                                 "tokenizer_config.json (Pythia's is '<|endoftext|>')")
+            raise DataBuildError(
+                f"--tokenizer {self.tokenizer}: the tokenizer has no eos_token; set one in its "
+                "tokenizer_config.json (Pythia's is '<|endoftext|>')"
+            )
         tokenizer = prepare_tokenizer(raw_tokenizer, dd.pad_token)
         raw_sft = load_sft(self.sft_source)
         raw_cmp = load_comparisons(self.comparisons_source)
@@ -137,9 +143,13 @@ class DataBuildCmd:
             "sft": sft_stats,
             "preferences": pref_stats,
             "sources": {"sft": self.sft_source, "comparisons": self.comparisons_source, "tokenizer": self.tokenizer},
-            "tokenizer": {"vocab_size": len(tokenizer), "pad_token": tokenizer.pad_token,
-                          "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
-                          "pad_added": len(tokenizer) > len(raw_tokenizer)},
+            "tokenizer": {
+                "vocab_size": len(tokenizer),
+                "pad_token": tokenizer.pad_token,
+                "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_added": len(tokenizer) > len(raw_tokenizer),
+            },
             "lengths": dataclasses.asdict(self.lengths),
             # the totals enforced: raised to query + response under query_truncation=hard (applied_lengths)
             "applied_lengths": dataclasses.asdict(applied_lengths(self.lengths, dd.query_truncation)),
@@ -148,8 +158,10 @@ class DataBuildCmd:
         atomic_write_json(out / "stats.json", stats)
         for kind, per_split in (("sft", sft_stats), ("preferences", pref_stats)):
             for split, s in per_split.items():
-                print(f"{kind}/{split}: {s['n_rows']} rows, {s['n_query_truncated']} queries truncated, "
-                      f"longest response {s['max_response_tokens']} tokens ({s['n_response_truncated']} cut)")
+                print(
+                    f"{kind}/{split}: {s['n_rows']} rows, {s['n_query_truncated']} queries truncated, "
+                    f"longest response {s['max_response_tokens']} tokens ({s['n_response_truncated']} cut)"
+                )
         print(f"wrote {out}/sft, {out}/preferences, {out}/tokenizer, {out}/stats.json")
         return 0
 

@@ -116,8 +116,11 @@ def applied_lengths(lengths: Lengths, query_truncation: str) -> Lengths:
     check_choice("query_truncation", query_truncation, TRUNCATION_MODES)
     if query_truncation != "hard":
         return lengths
-    return replace(lengths, sft_total=max(lengths.sft_total, lengths.query + lengths.sft_response),
-                   pref_total=max(lengths.pref_total, lengths.query + lengths.pref_response))
+    return replace(
+        lengths,
+        sft_total=max(lengths.sft_total, lengths.query + lengths.sft_response),
+        pref_total=max(lengths.pref_total, lengths.query + lengths.pref_response),
+    )
 
 
 @dataclass(frozen=True)
@@ -309,8 +312,10 @@ def _finish(d: Dataset, query_truncation: str, split: str) -> tuple[Dataset, dic
         d = d.select(np.flatnonzero(_column(d, _QUERY_TRUNCATED) == 0))
         stats["n_rows"] = len(d)
         if not len(d):
-            raise DataBuildError(f"split {split!r}: details.query_truncation=drop left none of its {n} rows (every "
-                                 "query is longer than Lengths.query); raise Lengths.query or use newline / hard")
+            raise DataBuildError(
+                f"split {split!r}: details.query_truncation=drop left none of its {n} rows (every "
+                "query is longer than Lengths.query); raise Lengths.query or use newline / hard"
+            )
     return d.remove_columns(list(_PRIVATE_COLUMNS)), stats
 
 

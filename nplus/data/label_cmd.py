@@ -18,10 +18,17 @@ from typing import Annotated, Literal
 
 import tyro
 
-from nplus.config import SYNTH_COMPARISONS, non_negative, positive, ranged
+from nplus.config import non_negative, positive, ranged
 from nplus.data.loader import load_comparisons
-from nplus.data.relabel import (LENGTH_PREFERENCE, POSITION_MARGIN, RELABELLED_SPLITS, LabelInputError, gold_of,
-                                relabel, synth_judge)
+from nplus.data.relabel import (
+    LENGTH_PREFERENCE,
+    POSITION_MARGIN,
+    RELABELLED_SPLITS,
+    LabelInputError,
+    gold_of,
+    relabel,
+    synth_judge,
+)
 from nplus.data.sources import default_cache, synth_dir
 from nplus.evaluation.evaluate_cmd import JudgeOptions, judge_from_options
 from nplus.presets import preset
@@ -73,8 +80,12 @@ def _load(cfg: LabelConfig):
 def _judge(cfg: LabelConfig, data_dir: Path | None):
     if cfg.judge in ("gold", "simulated-ai"):
         return synth_judge(cfg.judge, data_dir, cfg.length_preference, cfg.position_margin)
-    if cfg.judge == "hf" and (cfg.judge_options.judge_model is None or not Path(cfg.judge_options.judge_model).is_dir()):
-        raise LabelInputError(f"--judge hf needs --judge-model set to a local model directory, got {cfg.judge_options.judge_model!r}")
+    if cfg.judge == "hf" and (
+        cfg.judge_options.judge_model is None or not Path(cfg.judge_options.judge_model).is_dir()
+    ):
+        raise LabelInputError(
+            f"--judge hf needs --judge-model set to a local model directory, got {cfg.judge_options.judge_model!r}"
+        )
     return judge_from_options(cfg.judge, cfg.judge_options)
 
 
@@ -90,12 +101,17 @@ def run_label(cfg: LabelConfig) -> dict:
     if unknown:
         raise LabelInputError(f"--splits {' '.join(unknown)}: not in the input; its splits: {', '.join(ds)}")
     worker = f"judge:{getattr(judge, 'model', cfg.judge)}"
-    result, report = relabel(ds, judge, gold_of(judge, data_dir), cfg.splits, cfg.limit, worker,
-                             {"judge": cfg.judge, "worker": worker, "input": cfg.input})
+    result, report = relabel(
+        ds,
+        judge,
+        gold_of(judge, data_dir),
+        cfg.splits,
+        cfg.limit,
+        worker,
+        {"judge": cfg.judge, "worker": worker, "input": cfg.input},
+    )
     tmp = out.with_name(out.name + ".partial")
     save_dataset(result, tmp)
     atomic_write_json(tmp / "label.json", report)
     tmp.rename(out)  # nothing half written under --out
     return {**report, "out": str(out)}
-
-

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -87,19 +86,25 @@ def _typed_null_columns(d: Dataset) -> Dataset:
 def _load(source: str, data_dir: Path | None, kind: str, hub_config: str | None) -> DatasetDict:
     if source == SYNTH:
         if data_dir is None:
-            raise DataSourceError(f"source {SYNTH!r} needs data_dir: the directory written by "
-                                  "nplus.tasks.synth.generate(out_dir, seed, scale)")
+            raise DataSourceError(
+                f"source {SYNTH!r} needs data_dir: the directory written by "
+                "nplus.tasks.synth.generate(out_dir, seed, scale)"
+            )
         path = Path(data_dir) / kind
         if not path.is_dir():
-            raise DataSourceError(f"{path} not found: generate the corpus first with "
-                                  f"nplus.tasks.synth.generate({str(data_dir)!r}, seed, scale)")
+            raise DataSourceError(
+                f"{path} not found: generate the corpus first with "
+                f"nplus.tasks.synth.generate({str(data_dir)!r}, seed, scale)"
+            )
         return _as_dict(load_from_disk(str(path)))
     if Path(source).exists():
         return _load_local(Path(source), kind)
     if HUB_NAME.match(source):
         return _load_hub(source, hub_config)
-    raise DataSourceError(f"unknown data source {source!r}: expected {SYNTH!r}, an existing local path, "
-                          f"or a hub dataset name such as {SFT_HUB!r}")
+    raise DataSourceError(
+        f"unknown data source {source!r}: expected {SYNTH!r}, an existing local path, "
+        f"or a hub dataset name such as {SFT_HUB!r}"
+    )
 
 
 def _as_dict(ds: Dataset | DatasetDict, split: str = "train") -> DatasetDict:
@@ -128,25 +133,30 @@ def how_to_download(name: str, config: str | None) -> str:
     revision = " --revision refs/convert/parquet" if config else ""
     subdir = f"/{config}" if config else ""
     config_arg = f", {config!r}" if config else ""
-    return (f"Download it where the hub is reachable:\n"
-            f"  huggingface-cli download --repo-type dataset {name}{revision} --local-dir DIR\n"
-            f"or in Python: datasets.load_dataset({name!r}{config_arg}).save_to_disk('DIR')\n"
-            f"then pass the local copy as the source (DIR{subdir} for the download, DIR for save_to_disk), "
-            f"e.g. task.{'comparisons' if config else 'sft'}_source=DIR. "
-            "If the dataset is already in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use it.")
+    return (
+        f"Download it where the hub is reachable:\n"
+        f"  huggingface-cli download --repo-type dataset {name}{revision} --local-dir DIR\n"
+        f"or in Python: datasets.load_dataset({name!r}{config_arg}).save_to_disk('DIR')\n"
+        f"then pass the local copy as the source (DIR{subdir} for the download, DIR for save_to_disk), "
+        f"e.g. task.{'comparisons' if config else 'sft'}_source=DIR. "
+        "If the dataset is already in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use it."
+    )
 
 
 def _load_hub(name: str, config: str | None) -> DatasetDict:
     if not hub_offline():
         reason = hub_unreachable()
         if reason:
-            raise DataSourceError(f"cannot load {name!r} from the Hugging Face hub ({reason}).\n"
-                                  + how_to_download(name, config))
+            raise DataSourceError(
+                f"cannot load {name!r} from the Hugging Face hub ({reason}).\n" + how_to_download(name, config)
+            )
     try:
         return _as_dict(load_dataset(name, config) if config else load_dataset(name))
     except hub_errors() as e:
-        raise DataSourceError(f"cannot load {name!r} from the Hugging Face hub ({type(e).__name__}: {e}).\n"
-                              + how_to_download(name, config)) from e
+        raise DataSourceError(
+            f"cannot load {name!r} from the Hugging Face hub ({type(e).__name__}: {e}).\n"
+            + how_to_download(name, config)
+        ) from e
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -216,8 +226,12 @@ def validate_sft(ds: Dataset | DatasetDict) -> None:
         t = _table(d)
         for col in ("post", "summary"):
             values = t.column(col)
-            _first_bad(where, t.column("id"), _empty(values),
-                       lambda i, c=col, v=values: f"field {c!r} must be a non-empty string, got {v[i].as_py()!r}")
+            _first_bad(
+                where,
+                t.column("id"),
+                _empty(values),
+                lambda i, c=col, v=values: f"field {c!r} must be a non-empty string, got {v[i].as_py()!r}",
+            )
 
 
 def validate_comparisons(ds: Dataset | DatasetDict) -> None:
@@ -236,8 +250,9 @@ def validate_comparisons(ds: Dataset | DatasetDict) -> None:
             raise SchemaError(f"{where}: missing column 'summaries'")
         inner = getattr(summaries, "feature", None)
         if not isinstance(inner, dict):
-            raise SchemaError(f"{where}: column 'summaries' must be a list of structs "
-                              f"{{text, policy, note}}, got {summaries}")
+            raise SchemaError(
+                f"{where}: column 'summaries' must be a list of structs {{text, policy, note}}, got {summaries}"
+            )
         _require_struct(where, "summaries[]", inner, {k: string for k in SUMMARY_FIELDS})
         if "choice" not in f:
             raise SchemaError(f"{where}: missing column 'choice'")
@@ -254,20 +269,33 @@ def _check_comparison_rows(where: str, t: pa.Table) -> None:
     info = t.column("info")
     ids = pc.struct_field(info, "id")
     choice = t.column("choice")
-    _first_bad(where, ids, pc.invert(pc.is_in(choice, value_set=pa.array([0, 1], choice.type))),
-               lambda i: f"field 'choice' must be 0 or 1, got {choice[i].as_py()}")
+    _first_bad(
+        where,
+        ids,
+        pc.invert(pc.is_in(choice, value_set=pa.array([0, 1], choice.type))),
+        lambda i: f"field 'choice' must be 0 or 1, got {choice[i].as_py()}",
+    )
     n_summaries = pc.list_value_length(t.column("summaries"))
-    _first_bad(where, ids, pc.or_kleene(pc.is_null(n_summaries), pc.not_equal(n_summaries, 2)),
-               lambda i: f"field 'summaries' must hold 2 summaries, got {n_summaries[i].as_py() or 0}")
+    _first_bad(
+        where,
+        ids,
+        pc.or_kleene(pc.is_null(n_summaries), pc.not_equal(n_summaries, 2)),
+        lambda i: f"field 'summaries' must hold 2 summaries, got {n_summaries[i].as_py() or 0}",
+    )
     texts = pc.list_flatten(t.column("summaries"))
     text_null = pc.is_null(pc.struct_field(texts, "text")).to_numpy(zero_copy_only=False).reshape(-1, 2).any(axis=1)
     _first_bad(where, ids, pa.array(text_null), lambda i: "field 'summaries[].text' must be a string, got None")
     post_missing = _empty(pc.struct_field(info, "post"))
     if "article" in info.type.names:  # CNN/DM rows carry an article instead of a post
         post_missing = pc.and_kleene(post_missing, _empty(pc.struct_field(info, "article")))
-    _first_bad(where, ids, post_missing,
-               lambda i: f"field 'info.post' must be a non-empty string, got {info[i].as_py()['post']!r}")
+    _first_bad(
+        where,
+        ids,
+        post_missing,
+        lambda i: f"field 'info.post' must be a non-empty string, got {info[i].as_py()['post']!r}",
+    )
     confidence = pc.struct_field(t.column("extra"), "confidence")
     out_of_range = pc.or_kleene(pc.less(confidence, 1), pc.greater(confidence, 9))  # null confidence is allowed
-    _first_bad(where, ids, out_of_range,
-               lambda i: f"field 'extra.confidence' must be in 1..9, got {confidence[i].as_py()}")
+    _first_bad(
+        where, ids, out_of_range, lambda i: f"field 'extra.confidence' must be in 1..9, got {confidence[i].as_py()}"
+    )

@@ -29,12 +29,18 @@ class LabelInputError(ValueError):
     """The input or the judge settings are unusable; raised before any judging."""
 
 
-def synth_judge(name: str, data_dir: Path | None, length_preference: float = LENGTH_PREFERENCE,
-                position_margin: float = POSITION_MARGIN):
+def synth_judge(
+    name: str,
+    data_dir: Path | None,
+    length_preference: float = LENGTH_PREFERENCE,
+    position_margin: float = POSITION_MARGIN,
+):
     """tldr-synth's gold judge, or (``simulated-ai``) the gold score with an AI labeller's biases."""
     if data_dir is None or not (Path(data_dir) / "facts.jsonl").is_file():
-        raise LabelInputError(f"--judge {name} needs the tldr-synth corpus (--input tldr-synth, or "
-                              "--data-dir pointing at a tldr-synth data directory with facts.jsonl)")
+        raise LabelInputError(
+            f"--judge {name} needs the tldr-synth corpus (--input tldr-synth, or "
+            "--data-dir pointing at a tldr-synth data directory with facts.jsonl)"
+        )
     gold = make_judge("gold", data_dir=Path(data_dir))
     if name == "gold":
         return gold
@@ -57,7 +63,9 @@ def relabel(ds, judge, gold, splits: tuple[str, ...], limit: int | None, worker:
         if limit is not None:
             split = split.select(range(min(limit, len(split))))
         rows = split.to_list()
-        items = [Comparison(r["info"]["post"] or "", r["summaries"][0]["text"], r["summaries"][1]["text"]) for r in rows]
+        items = [
+            Comparison(r["info"]["post"] or "", r["summaries"][0]["text"], r["summaries"][1]["text"]) for r in rows
+        ]
         verdicts = judge.compare_many(items)
         kept, agree, gold_agree = [], 0, 0
         for r, item, v in zip(rows, items, verdicts):
@@ -70,7 +78,9 @@ def relabel(ds, judge, gold, splits: tuple[str, ...], limit: int | None, worker:
             kept.append({**r, "choice": choice, "worker": worker})
         statuses = [v.status for v in verdicts]
         report["splits"][name] = {
-            "pairs": len(rows), "labelled": len(kept), "unparseable": statuses.count("unparseable"),
+            "pairs": len(rows),
+            "labelled": len(kept),
+            "unparseable": statuses.count("unparseable"),
             "failed": statuses.count("failed"),
             "agreement_with_original": agree / len(kept) if kept else None,
             "agreement_with_gold": gold_agree / len(kept) if kept and gold is not None else None,
@@ -101,9 +111,15 @@ def synth_relabelled(data_dir: Path, judge_name: str, cache: Path) -> Path:
 
             judge = synth_judge(judge_name, data_dir)  # the defaults of `nplus label --judge judge_name`
             worker = f"judge:{getattr(judge, 'model', judge_name)}"
-            result, report = relabel(load_comparisons("tldr-synth", data_dir), judge, gold_of(judge, data_dir),
-                                     RELABELLED_SPLITS, None, worker,
-                                     {"judge": judge_name, "worker": worker, "input": "tldr-synth"})
+            result, report = relabel(
+                load_comparisons("tldr-synth", data_dir),
+                judge,
+                gold_of(judge, data_dir),
+                RELABELLED_SPLITS,
+                None,
+                worker,
+                {"judge": judge_name, "worker": worker, "input": "tldr-synth"},
+            )
             save_dataset(result, path / "comparisons")
             atomic_write_json(path / "label.json", report)
     return path

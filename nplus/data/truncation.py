@@ -32,9 +32,9 @@ from nplus.data.formatting import (
     QUERY_TEMPLATE,
     TRUNCATION_MODES,
     DataBuildError,
+    check_choice,
     encode_batch,
     encode_many,
-    check_choice,
     format_query,
 )
 
@@ -232,7 +232,8 @@ class QueryCache:
 # the normalized ones in each normalized remaining piece -- by leftmost-longest search, none with
 # lstrip/rstrip/single_word; (b) normalizer None or NFC; (c) the GPT-2 regex of the ByteLevel
 # pre-tokenizer (no prefix space) on each remaining piece, or tldr-synth's split (c'): the same regex behind
-# two fact alternatives, then the byte-level alphabet (nplus.tasks.tokenizer); (d) the model on each resulting split on its
+# two fact alternatives, then the byte-level alphabet (nplus.tasks.tokenizer); (d) the model on each resulting split
+# on its
 # own, deterministically (no BPE dropout). With NFC a row qualifies only if Q(len(post)) passes Unicode's
 # NFC quick check with YES: that check is per character plus an order test on neighbours, so every
 # substring of H + post[:c] + T (T starts with "\n") passes it too and NFC changes none of them.
@@ -285,14 +286,29 @@ def _regex_margin(pre) -> int | None:
     from nplus.tasks.tokenizer import FACT_PATTERN, GPT2_PATTERN  # here: tokenizers, only for the fast path
 
     def byte_level(d, use_regex: bool) -> bool:
-        return (isinstance(d, dict) and d.get("type") == "ByteLevel" and set(d) <= _BYTE_LEVEL_KEYS
-                and d.get("use_regex", True) is use_regex and d.get("add_prefix_space") is False)
+        return (
+            isinstance(d, dict)
+            and d.get("type") == "ByteLevel"
+            and set(d) <= _BYTE_LEVEL_KEYS
+            and d.get("use_regex", True) is use_regex
+            and d.get("add_prefix_space") is False
+        )
 
     if byte_level(pre, True):
         return REGEX_MARGIN["byte_level"]
-    split = {"type": "Split", "pattern": {"Regex": f"{FACT_PATTERN}|{GPT2_PATTERN}"}, "behavior": "Isolated", "invert": False}
-    if (isinstance(pre, dict) and pre.get("type") == "Sequence" and len(pre.get("pretokenizers", [])) == 2
-            and pre["pretokenizers"][0] == split and byte_level(pre["pretokenizers"][1], False)):
+    split = {
+        "type": "Split",
+        "pattern": {"Regex": f"{FACT_PATTERN}|{GPT2_PATTERN}"},
+        "behavior": "Isolated",
+        "invert": False,
+    }
+    if (
+        isinstance(pre, dict)
+        and pre.get("type") == "Sequence"
+        and len(pre.get("pretokenizers", [])) == 2
+        and pre["pretokenizers"][0] == split
+        and byte_level(pre["pretokenizers"][1], False)
+    ):
         return REGEX_MARGIN["fact_split"]
     return None
 
@@ -404,9 +420,7 @@ def _nfc_maybe() -> frozenset[int]:
 def _nfc_yes(ch: str) -> bool:
     """NFC quick check of one character is YES (conservatively: unassigned characters are not, as the
     tokenizer's Unicode version may be newer than Python's)."""
-    return (
-        unicodedata.category(ch) != "Cn" and ord(ch) not in _nfc_maybe() and unicodedata.normalize("NFC", ch) == ch
-    )
+    return unicodedata.category(ch) != "Cn" and ord(ch) not in _nfc_maybe() and unicodedata.normalize("NFC", ch) == ch
 
 
 def _nfc_quick_check_yes(text: str) -> bool:

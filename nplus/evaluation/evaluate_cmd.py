@@ -224,11 +224,11 @@ def check_config(cfg: EvalConfig) -> None:
         if not (Path(opts.data_dir) / "facts.jsonl").exists():
             raise EvalInputError(f"gold judge: {Path(opts.data_dir) / 'facts.jsonl'} does not exist")
     if cfg.judge == "hf" and (opts.judge_model is None or not Path(opts.judge_model).is_dir()):
-        raise EvalInputError("judge hf needs --judge-model set to a local model directory, "
-                             f"got {opts.judge_model!r}")
+        raise EvalInputError(f"judge hf needs --judge-model set to a local model directory, got {opts.judge_model!r}")
     if cfg.length_unit == "tokens" and (cfg.tokenizer is None or not Path(cfg.tokenizer).is_dir()):
-        raise EvalInputError("length_unit tokens needs --tokenizer set to a local tokenizer directory, "
-                             f"got {cfg.tokenizer!r}")
+        raise EvalInputError(
+            f"length_unit tokens needs --tokenizer set to a local tokenizer directory, got {cfg.tokenizer!r}"
+        )
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalInputError(f"--limit must be positive, got {cfg.limit}")
 
@@ -264,13 +264,22 @@ def default_out(cfg: EvalConfig) -> Path:
         return Path(cfg.out)
     path = Path(cfg.input)
     if path.is_dir():
-        raise EvalInputError(f"--input {path} is a run directory: pass --out DIR for the evaluation's eval.json and "
-                             "judgments.jsonl (the run's own eval.json is left as the pipeline wrote it)")
+        raise EvalInputError(
+            f"--input {path} is a run directory: pass --out DIR for the evaluation's eval.json and "
+            "judgments.jsonl (the run's own eval.json is left as the pipeline wrote it)"
+        )
     return path.with_name(f"{path.stem}_eval")
 
 
-def aggregate(records: list[dict[str, Any]], examples: list[Example], response_lengths: np.ndarray,
-              reference_lengths: np.ndarray, both_orders: bool, n_boot: int, seed: int) -> dict[str, Any]:
+def aggregate(
+    records: list[dict[str, Any]],
+    examples: list[Example],
+    response_lengths: np.ndarray,
+    reference_lengths: np.ndarray,
+    both_orders: bool,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
     """All eval.json metrics from the judgment records, the texts and their lengths."""
     outcomes = [r["outcome"] for r in records]
     x = metrics.log_length_ratio(response_lengths, reference_lengths)
@@ -289,8 +298,9 @@ def aggregate(records: list[dict[str, Any]], examples: list[Example], response_l
     bias = metrics.position_bias(choices)
     result["position_bias"], result["position_bias_ci"] = bias["position_bias"], bias["position_bias_ci"]
     if both_orders:
-        consistency = metrics.position_consistency([r["winner"] for r in records],
-                                                   [r["swapped"]["winner"] for r in records])
+        consistency = metrics.position_consistency(
+            [r["winner"] for r in records], [r["swapped"]["winner"] for r in records]
+        )
         result["position_consistency"] = consistency["position_consistency"]
         result["position_consistency_ci"] = consistency["position_consistency_ci"]
     return result
@@ -319,26 +329,41 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if isinstance(judge, GoldJudgeAdapter):
         unknown = judge.unknown_posts([e.post for e in examples])
         if unknown:
-            raise EvalInputError(f"{path}: the post of example id {examples[unknown[0]].id!r} (and "
-                                 f"{len(unknown) - 1} more) is not in {opts.data_dir}/facts.jsonl; the gold "
-                                 "judge needs the exact tldr-synth post text")
+            raise EvalInputError(
+                f"{path}: the post of example id {examples[unknown[0]].id!r} (and "
+                f"{len(unknown) - 1} more) is not in {opts.data_dir}/facts.jsonl; the gold "
+                "judge needs the exact tldr-synth post text"
+            )
     # 3. judge against the reference in a seeded random order
     records = judge_against_reference(
-        judge, [e.post for e in examples], [e.response for e in examples], [e.reference for e in examples],
-        finished=[e.finished for e in examples], seed=opts.judge_seed, both_orders=opts.both_orders,
+        judge,
+        [e.post for e in examples],
+        [e.response for e in examples],
+        [e.reference for e in examples],
+        finished=[e.finished for e in examples],
+        seed=opts.judge_seed,
+        both_orders=opts.both_orders,
     )
     if all(r["outcome"] == "failed" for r in records):  # a null win rate with exit 0 would pass for a result
         errors = sorted({side["error"] for r in records for side in [r, r.get("swapped") or {}] if side.get("error")})
-        raise JudgeFailedError(f"every judgment failed ({len(records)} example{'s' * (len(records) != 1)}; errors: "
-                               f"{'; '.join(errors[:3]) or 'none recorded'}); nothing written to {out}. Check the "
-                               "judge's endpoint, model and quota and rerun (replies already received are cached)")
+        raise JudgeFailedError(
+            f"every judgment failed ({len(records)} example{'s' * (len(records) != 1)}; errors: "
+            f"{'; '.join(errors[:3]) or 'none recorded'}); nothing written to {out}. Check the "
+            "judge's endpoint, model and quota and rerun (replies already received are cached)"
+        )
     # 4. metrics
     result = {
-        "judge": judge.name, "judge_model": judge.model, "judge_seed": opts.judge_seed,
-        "both_orders": opts.both_orders, "seed": cfg.seed, "stage": stage, "input": str(path),
+        "judge": judge.name,
+        "judge_model": judge.model,
+        "judge_seed": opts.judge_seed,
+        "both_orders": opts.both_orders,
+        "seed": cfg.seed,
+        "stage": stage,
+        "input": str(path),
         "length_unit": cfg.length_unit,
-        **aggregate(records, examples, response_lengths, reference_lengths, opts.both_orders, cfg.n_bootstrap,
-                    cfg.seed),
+        **aggregate(
+            records, examples, response_lengths, reference_lengths, opts.both_orders, cfg.n_bootstrap, cfg.seed
+        ),
         "judge_stats": judge.stats(),
         "config": _jsonable_config(cfg),
     }
@@ -346,8 +371,16 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     x = metrics.log_length_ratio(response_lengths, reference_lengths)
     lines = [
-        json.dumps({**asdict(e), "response_length": int(n_resp), "reference_length": int(n_ref),
-                    "log_length_ratio": float(x_i), **record}) + "\n"
+        json.dumps(
+            {
+                **asdict(e),
+                "response_length": int(n_resp),
+                "reference_length": int(n_ref),
+                "log_length_ratio": float(x_i),
+                **record,
+            }
+        )
+        + "\n"
         for e, record, n_resp, n_ref, x_i in zip(examples, records, response_lengths, reference_lengths, x)
     ]
     atomic_write_text(out / "judgments.jsonl", "".join(lines))

@@ -36,7 +36,7 @@ class Judgment:
 
     @property
     def status(self) -> Status:
-        """"ok" when a side was chosen, "failed" when no reply was obtained, else "unparseable"."""
+        """ "ok" when a side was chosen, "failed" when no reply was obtained, else "unparseable"."""
         if self.choice is not None:
             return "ok"
         return "failed" if self.error is not None else "unparseable"

@@ -18,31 +18,53 @@ from statsmodels.stats.proportion import proportion_confint
 Direction = Literal["higher", "lower", "neither"]
 
 METRICS: dict[str, tuple[Direction, str]] = {
-    "win_rate": ("higher", "fraction of decided examples where the judge prefers the policy summary over the "
-                 "reference; ties, unparseable and failed judgments are excluded from the denominator"),
-    "lc_win_rate": ("higher", "length-controlled win rate: a logistic fit of win on log(len(summary)/len(reference)) "
-                    "evaluated at equal length (x = 0)"),
-    "lc_slope": ("neither", "slope of that fit: how much the judge's preference moves with relative length "
-                 "(> 0 means longer summaries win more)"),
+    "win_rate": (
+        "higher",
+        "fraction of decided examples where the judge prefers the policy summary over the "
+        "reference; ties, unparseable and failed judgments are excluded from the denominator",
+    ),
+    "lc_win_rate": (
+        "higher",
+        "length-controlled win rate: a logistic fit of win on log(len(summary)/len(reference)) "
+        "evaluated at equal length (x = 0)",
+    ),
+    "lc_slope": (
+        "neither",
+        "slope of that fit: how much the judge's preference moves with relative length "
+        "(> 0 means longer summaries win more)",
+    ),
     "rouge1": ("higher", "mean ROUGE-1 F-measure against the reference (0-1, Porter stemmer)"),
     "rouge2": ("higher", "mean ROUGE-2 F-measure against the reference (0-1, Porter stemmer)"),
     "rougeL": ("higher", "mean ROUGE-L F-measure against the reference (0-1, Porter stemmer)"),
     "mean_length": ("neither", "mean policy summary length in the unit given by length_unit"),
     "position_bias": ("neither", "fraction of parseable judgments picking the first slot (A); 0.5 is unbiased"),
-    "position_consistency": ("higher", "with both orders judged: fraction of examples whose verdict survives "
-                             "swapping A and B"),
+    "position_consistency": (
+        "higher",
+        "with both orders judged: fraction of examples whose verdict survives swapping A and B",
+    ),
     "n_unparseable": ("lower", "judge replies that named no side (counted, never assigned)"),
     "n_failed": ("lower", "examples for which no reply was obtained after all retries"),
     "n_ties": ("neither", "examples whose two orders disagreed (both_orders only)"),
-    "rm_accuracy": ("higher", "fraction of comparisons where the reward model scores the chosen summary above "
-                    "the rejected one (equal scores count as wrong)"),
-    "rm_ece": ("lower", "expected calibration error of the reward model: count-weighted mean over |margin| bins "
-               "of |accuracy - mean sigmoid(|margin|)|"),
-    "rm_judge_agreement": ("higher", "fraction of policy-vs-reference pairs where sign(RM(policy) - RM(reference)) "
-                           "matches the judge's pick"),
+    "rm_accuracy": (
+        "higher",
+        "fraction of comparisons where the reward model scores the chosen summary above "
+        "the rejected one (equal scores count as wrong)",
+    ),
+    "rm_ece": (
+        "lower",
+        "expected calibration error of the reward model: count-weighted mean over |margin| bins "
+        "of |accuracy - mean sigmoid(|margin|)|",
+    ),
+    "rm_judge_agreement": (
+        "higher",
+        "fraction of policy-vs-reference pairs where sign(RM(policy) - RM(reference)) matches the judge's pick",
+    ),
     "judge_agreement": ("higher", "fraction of labelled comparisons where the judge picks the labelled summary"),
-    "repetition_rate": ("lower", "fraction of summaries with a word trigram that occurs twice in it (degenerate "
-                        "repetition, the classic reward hack)"),
+    "repetition_rate": (
+        "lower",
+        "fraction of summaries with a word trigram that occurs twice in it (degenerate "
+        "repetition, the classic reward hack)",
+    ),
     "distinct_1": ("higher", "distinct word unigrams over all unigrams of all summaries (Li et al. 2016)"),
     "distinct_2": ("higher", "distinct word bigrams over all bigrams of all summaries"),
 }
@@ -68,8 +90,9 @@ def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> list[float] 
     return [float(lo), float(hi)]
 
 
-def bootstrap_mean_interval(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
-                            alpha: float = 0.05) -> list[float] | None:
+def bootstrap_mean_interval(
+    values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> list[float] | None:
     """Percentile bootstrap interval of the mean, resampling items (prompts) with replacement; None if empty."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
@@ -80,8 +103,9 @@ def bootstrap_mean_interval(values: Sequence[float], n_boot: int = 1000, seed: i
     return [float(lo), float(hi)]
 
 
-def win_rate_summary(outcomes: Sequence[str | int], n_boot: int = 1000, seed: int = 0,
-                     alpha: float = 0.05) -> dict[str, Any]:
+def win_rate_summary(
+    outcomes: Sequence[str | int], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, Any]:
     """Win rate of the policy over the reference from per-example outcomes, with Wilson and bootstrap intervals.
 
     An outcome is "win", "loss", "tie", "unparseable" or "failed"; 1 and 0 are accepted for "win" and "loss"
@@ -177,8 +201,9 @@ def _sigmoid(z: float) -> float:
     return float(1.0 / (1.0 + math.exp(-z)))
 
 
-def length_bins(wins: Sequence[int], x: Sequence[float], edges: Sequence[float] = LENGTH_BIN_EDGES,
-                alpha: float = 0.05) -> list[dict[str, Any]]:
+def length_bins(
+    wins: Sequence[int], x: Sequence[float], edges: Sequence[float] = LENGTH_BIN_EDGES, alpha: float = 0.05
+) -> list[dict[str, Any]]:
     """Win rate per bin [lo, hi) of x with counts and Wilson intervals (open ends written as None)."""
     y = np.asarray(wins, dtype=float)
     x = np.asarray(x, dtype=float)
@@ -186,10 +211,16 @@ def length_bins(wins: Sequence[int], x: Sequence[float], edges: Sequence[float] 
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (x >= lo) & (x < hi)
         n, k = int(inside.sum()), int(y[inside].sum())
-        rows.append({
-            "lo": _finite(lo), "hi": _finite(hi), "n": n, "n_wins": k,
-            "win_rate": k / n if n else None, "win_rate_ci": wilson_interval(k, n, alpha),
-        })
+        rows.append(
+            {
+                "lo": _finite(lo),
+                "hi": _finite(hi),
+                "n": n,
+                "n_wins": k,
+                "win_rate": k / n if n else None,
+                "win_rate_ci": wilson_interval(k, n, alpha),
+            }
+        )
     return rows
 
 
@@ -204,8 +235,9 @@ def position_bias(choices: Sequence[str | None], alpha: float = 0.05) -> dict[st
     }
 
 
-def position_consistency(first: Sequence[str | None], second: Sequence[str | None],
-                         alpha: float = 0.05) -> dict[str, Any]:
+def position_consistency(
+    first: Sequence[str | None], second: Sequence[str | None], alpha: float = 0.05
+) -> dict[str, Any]:
     """Agreement of the winners (policy / reference) picked in the two A/B orders of the same examples;
     examples where either order has no winner are left out."""
     pairs = [(a, b) for a, b in zip(first, second, strict=True) if a is not None and b is not None]
@@ -217,8 +249,13 @@ def position_consistency(first: Sequence[str | None], second: Sequence[str | Non
     }
 
 
-def rm_accuracy_report(chosen: Sequence[float], rejected: Sequence[float], split: Sequence[str] | None = None,
-                       confidence: Sequence[int] | None = None, alpha: float = 0.05) -> dict[str, Any]:
+def rm_accuracy_report(
+    chosen: Sequence[float],
+    rejected: Sequence[float],
+    split: Sequence[str] | None = None,
+    confidence: Sequence[int] | None = None,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """Reward-model accuracy overall and, when given, by split (valid1 / valid2 / ...) and by labeller
     confidence. A tie in score counts as wrong, as in sfd's ``chosen > rejected``.
 
@@ -244,8 +281,9 @@ def rm_accuracy_report(chosen: Sequence[float], rejected: Sequence[float], split
     return result
 
 
-def rm_calibration(chosen: Sequence[float], rejected: Sequence[float], edges: Sequence[float] = MARGIN_BIN_EDGES,
-                   alpha: float = 0.05) -> dict[str, Any]:
+def rm_calibration(
+    chosen: Sequence[float], rejected: Sequence[float], edges: Sequence[float] = MARGIN_BIN_EDGES, alpha: float = 0.05
+) -> dict[str, Any]:
     """Accuracy per |margin| bin next to the Bradley–Terry ideal mean σ(|margin|), and the expected
     calibration error (bins weighted by their counts). A perfectly calibrated RM is right with probability
     σ(|margin|) on a pair it scores ``margin`` apart."""
@@ -256,19 +294,29 @@ def rm_calibration(chosen: Sequence[float], rejected: Sequence[float], edges: Se
         inside = (size >= lo) & (size < hi)
         n = int(inside.sum())
         if n == 0:
-            bins.append({"lo": _finite(lo), "hi": _finite(hi), "n": 0, "accuracy": None, "accuracy_ci": None,
-                         "ideal": None})
+            bins.append(
+                {"lo": _finite(lo), "hi": _finite(hi), "n": 0, "accuracy": None, "accuracy_ci": None, "ideal": None}
+            )
             continue
         k = int((margin[inside] > 0).sum())
         ideal = float(np.mean(1.0 / (1.0 + np.exp(-size[inside]))))
         ece += n / margin.size * abs(k / n - ideal)
-        bins.append({"lo": _finite(lo), "hi": _finite(hi), "n": n, "accuracy": k / n,
-                     "accuracy_ci": wilson_interval(k, n, alpha), "ideal": ideal})
+        bins.append(
+            {
+                "lo": _finite(lo),
+                "hi": _finite(hi),
+                "n": n,
+                "accuracy": k / n,
+                "accuracy_ci": wilson_interval(k, n, alpha),
+                "ideal": ideal,
+            }
+        )
     return {"bins": bins, "rm_ece": ece if margin.size else None, "n": int(margin.size)}
 
 
-def rm_judge_agreement(rm_policy: Sequence[float], rm_reference: Sequence[float],
-                       judge_winners: Sequence[str | None], alpha: float = 0.05) -> dict[str, Any]:
+def rm_judge_agreement(
+    rm_policy: Sequence[float], rm_reference: Sequence[float], judge_winners: Sequence[str | None], alpha: float = 0.05
+) -> dict[str, Any]:
     """Agreement of sign(RM(policy) − RM(reference)) with the judge's winner ("policy" / "reference") on the
     same pairs. Pairs with equal RM scores or no judge winner are left out and counted in ``n_excluded``."""
     diff = np.asarray(rm_policy, dtype=float) - np.asarray(rm_reference, dtype=float)

@@ -27,7 +27,6 @@ import openai
 from nplus.evaluation.judges import Comparison, Judge, Judgment, build_prompt
 from nplus.evaluation.parser import parse_choice
 
-
 # ----------------------------------------------------------------------------------------------------------
 # openai
 
@@ -183,8 +182,10 @@ class OpenAIJudge(Judge):
         if not api_key:
             raise JudgeConfigError(f"environment variable {api_key_env} (the judge's API key) is not set")
         if concurrency < 1 or max_retries < 0:
-            raise JudgeConfigError(f"openai judge: need concurrency >= 1 and max_retries >= 0, got concurrency="
-                                   f"{concurrency}, max_retries={max_retries}")
+            raise JudgeConfigError(
+                f"openai judge: need concurrency >= 1 and max_retries >= 0, got concurrency="
+                f"{concurrency}, max_retries={max_retries}"
+            )
         # The client's own retries are disabled: retries, back-off and their counting happen here.
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
         self.model = model
@@ -214,8 +215,9 @@ class OpenAIJudge(Judge):
             if cached is not None:
                 replies[key] = (cached["reply"], None)
         todo = {k: p for k, p in zip(keys, prompts) if k not in replies}
-        self._counters.add(cache_hits=sum(k in replies for k in keys),
-                           deduplicated=sum(k in todo for k in keys) - len(todo))
+        self._counters.add(
+            cache_hits=sum(k in replies for k in keys), deduplicated=sum(k in todo for k in keys) - len(todo)
+        )
         if len(todo) >= self.announce_cost_above:
             estimate = estimate_cost(list(todo.values()), self.model, self.max_tokens, self.price_per_1m)
             print(estimate.describe(self.model), file=sys.stderr, flush=True)
@@ -284,8 +286,10 @@ class OpenAIJudge(Judge):
         except (AttributeError, IndexError, TypeError) as exc:
             raise _MalformedResponse(f"no choices[0].message.content in {str(response)[:200]!r}") from exc
         counted = getattr(response, "usage", None)  # some compatible servers omit usage
-        usage = {"prompt_tokens": counted.prompt_tokens if counted else 0,
-                 "completion_tokens": counted.completion_tokens if counted else 0}
+        usage = {
+            "prompt_tokens": counted.prompt_tokens if counted else 0,
+            "completion_tokens": counted.completion_tokens if counted else 0,
+        }
         self._counters.add(**usage)
         return reply, usage
 

@@ -62,7 +62,7 @@ def _stands_alone(match: re.Match, text: str) -> bool:
     so that "Preferred: a summary that..." is not read as A."""
     if match.group(1).isupper():
         return True
-    rest = text[match.end():].split("\n", 1)[0]
+    rest = text[match.end() :].split("\n", 1)[0]
     return rest.strip(" .!)") == ""
 
 

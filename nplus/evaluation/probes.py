@@ -14,9 +14,9 @@ from typing import Sequence
 
 import torch
 
+from nplus.data.formatting import preference_response_ids_many
 from nplus.models import lm_logits
 from nplus.ops import logprobs_of
-from nplus.data.formatting import preference_response_ids_many
 from nplus.tasks.summaries import fact_check_pairs
 
 # Facts only the post body gives, restated token for token from it (the title carries relation and event).
@@ -32,25 +32,26 @@ def copy_probe(model, vocab_size: int, n: int = 16, length: int = 48, seed: int 
     ids = torch.cat([x, x], 1)  # (n, 2·length)
     logp = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), -1)
     nll = -logp.gather(2, ids[:, 1:, None]).squeeze(2)  # (n, 2·length − 1): position t predicts token t+1
-    first, second = float(nll[:, :length - 1].mean()), float(nll[:, length:].mean())
+    first, second = float(nll[:, : length - 1].mean()), float(nll[:, length:].mean())
     return {"copy_nll_first": first, "copy_nll_repeat": second, "copy_gain": first - second}
 
 
 @torch.no_grad()
-def response_nll(model, queries: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
-                 batch_size: int = 32) -> torch.Tensor:
+def response_nll(
+    model, queries: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32
+) -> torch.Tensor:
     """(N,) mean NLL per response token of ``responses[i]`` following ``queries[i]`` (un-padded id lists)."""
     out = []
     for start in range(0, len(queries), batch_size):
-        qs, rs = queries[start:start + batch_size], responses[start:start + batch_size]
+        qs, rs = queries[start : start + batch_size], responses[start : start + batch_size]
         L = max(len(q) + len(r) for q, r in zip(qs, rs))
         ids = torch.full((len(qs), L), pad_id, dtype=torch.long)  # right padded
         for i, (q, r) in enumerate(zip(qs, rs)):
-            ids[i, :len(q) + len(r)] = torch.tensor(list(q) + list(r))
+            ids[i, : len(q) + len(r)] = torch.tensor(list(q) + list(r))
         logp = torch.log_softmax(lm_logits(model, ids, pad_id)[:, :-1].float(), -1)  # (B, L-1, V)
         nll = -logp.gather(2, ids[:, 1:, None]).squeeze(2)  # (B, L-1): position t predicts token t+1
         for i, (q, r) in enumerate(zip(qs, rs)):
-            out.append(nll[i, len(q) - 1:len(q) + len(r) - 1].mean())
+            out.append(nll[i, len(q) - 1 : len(q) + len(r) - 1].mean())
     return torch.stack(out)
 
 
@@ -70,8 +71,9 @@ def post_swap_gap(model, rows: Sequence[dict], encode_query, encode_response, pa
     return {"post_swap_gap": float((nll_other - nll_own).mean()), "reference_nll": float(nll_own.mean())}
 
 
-def fact_accuracy(judge, posts: Sequence[str], queries: Sequence[str], summaries: Sequence[str],
-                  slots: Sequence[str] = BODY_FACTS) -> dict:
+def fact_accuracy(
+    judge, posts: Sequence[str], queries: Sequence[str], summaries: Sequence[str], slots: Sequence[str] = BODY_FACTS
+) -> dict:
     """Share of the post-body facts inside the (truncated) query that the summaries state with the post's value
     (the gold judge's reading), overall and per slot. Facts cut from the query by truncation are not counted."""
     hits = {s: [0, 0] for s in slots}
@@ -82,12 +84,15 @@ def fact_accuracy(judge, posts: Sequence[str], queries: Sequence[str], summaries
                 hits[s][1] += 1
                 hits[s][0] += s in stated
     total = sum(n for _, n in hits.values())
-    return {"fact_accuracy": sum(k for k, _ in hits.values()) / total if total else float("nan"),
-            **{f"fact_accuracy_{s}": (k / n if n else float("nan")) for s, (k, n) in hits.items()}}
+    return {
+        "fact_accuracy": sum(k for k, _ in hits.values()) / total if total else float("nan"),
+        **{f"fact_accuracy_{s}": (k / n if n else float("nan")) for s, (k, n) in hits.items()},
+    }
 
 
-def fact_check_sequences(posts: Sequence, query_ids: Sequence[Sequence[int]], tokenizer, preference_eos: str,
-                         pad_id: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def fact_check_sequences(
+    posts: Sequence, query_ids: Sequence[Sequence[int]], tokenizer, preference_eos: str, pad_id: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The reward model's fact-checking probe set: for each ``tldr-synth`` post (a generator ``Post``) and its
     un-padded query ids, the minimal pairs of ``nplus.tasks.summaries.fact_check_pairs`` encoded as the RM scores
     a comparison summary (leading space, EOS per details.preference_eos). → right (N, L), wrong (N, L) right-padded
@@ -100,7 +105,7 @@ def fact_check_sequences(posts: Sequence, query_ids: Sequence[Sequence[int]], to
     seqs = [r[0] + ids for r, ids in zip(rows, right)] + [r[0] + ids for r, ids in zip(rows, wrong)]
     width = max(map(len, seqs))
     ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
-    return ids[:len(rows)], ids[len(rows):], [r[1] for r in rows]
+    return ids[: len(rows)], ids[len(rows) :], [r[1] for r in rows]
 
 
 @torch.no_grad()
@@ -131,5 +136,7 @@ def fact_check_accuracy(score_right: Sequence[float], score_wrong: Sequence[floa
     for r, w, s in zip(score_right, score_wrong, slots):
         by.setdefault(s, []).append(r > w)
     hits = [h for v in by.values() for h in v]
-    return {"fact_check_accuracy": sum(hits) / len(hits) if hits else float("nan"),
-            **{f"fact_check_accuracy_{s}": sum(v) / len(v) for s, v in by.items()}}
+    return {
+        "fact_check_accuracy": sum(hits) / len(hits) if hits else float("nan"),
+        **{f"fact_check_accuracy_{s}": sum(v) / len(v) for s, v in by.items()},
+    }

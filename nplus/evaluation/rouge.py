@@ -17,8 +17,12 @@ from nplus.evaluation.metrics import bootstrap_mean_interval
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def rouge_per_example(predictions: Sequence[str], references: Sequence[str], use_stemmer: bool = True,
-                      rouge_types: Sequence[str] = ROUGE_TYPES) -> dict[str, np.ndarray]:
+def rouge_per_example(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    use_stemmer: bool = True,
+    rouge_types: Sequence[str] = ROUGE_TYPES,
+) -> dict[str, np.ndarray]:
     """F-measure of each prediction against its reference, per ROUGE type: {type: array of shape (n,)}."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
@@ -28,8 +32,14 @@ def rouge_per_example(predictions: Sequence[str], references: Sequence[str], use
     return {t: np.array([s[t].fmeasure for s in scores], dtype=float) for t in rouge_types}
 
 
-def rouge_scores(predictions: Sequence[str], references: Sequence[str], use_stemmer: bool = True,
-                  n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+def rouge_scores(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    use_stemmer: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """Mean ROUGE-1/2/L F-measures with bootstrap intervals: {"rouge1": m, "rouge1_ci": [lo, hi], ...}."""
     result: dict[str, Any] = {}
     for name, values in rouge_per_example(predictions, references, use_stemmer).items():

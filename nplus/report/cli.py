@@ -44,7 +44,16 @@ class ReportCmd:
         from nplus.report.build import Options, build_report
 
         out = self.out or Path("reports") / default_name(self.study)
-        index = build_report(self.study, out, Options(title=self.title, samples=self.samples, examples=self.examples,
-                                                      published=self.published, formats=self.formats))
+        index = build_report(
+            self.study,
+            out,
+            Options(
+                title=self.title,
+                samples=self.samples,
+                examples=self.examples,
+                published=self.published,
+                formats=self.formats,
+            ),
+        )
         print(index)
         return 0

@@ -16,9 +16,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit, same output on a laptop and a cluster node
 
-import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.collections  # noqa: E402
 import matplotlib.lines  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -36,9 +36,18 @@ DIRECTION_TEXT = {"up": "higher is better", "down": "lower is better", "none": "
 METADATA = {"png": {"Software": "nplus report"}, "pdf": {"Creator": "nplus report", "Producer": "nplus report"}}
 
 STYLE = {
-    "font.family": "sans-serif", "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#e5e5e5",
-    "grid.linewidth": 0.6, "legend.frameon": False, "legend.fontsize": 8, "figure.dpi": 100,
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e5e5e5",
+    "grid.linewidth": 0.6,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "figure.dpi": 100,
 }
 
 
@@ -108,8 +117,11 @@ def save(fig: plt.Figure, out_dir: Path, name: str, formats: tuple[str, ...]) ->
         fig.savefig(buf, format="png", dpi=150, bbox_inches=bbox, metadata=METADATA["png"])
         png = buf.getvalue()
     plt.close(fig)
-    return {"uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"), "files": files,
-            "legend": [{"label": k, "color": v} for k, v in legend.items()]}
+    return {
+        "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        "files": files,
+        "legend": [{"label": k, "color": v} for k, v in legend.items()],
+    }
 
 
 def _in_order(names, colors: dict[str, str], variant_of=None) -> list:
@@ -132,8 +144,9 @@ def _finite(*values: float) -> bool:
 SHOWN_COLORS = {**VERDICT_COLORS, "nc": "#b39ddb"}
 
 
-def forest_plot(effects: pd.DataFrame, metrics: tuple[tuple[str, str], ...],
-                seed_diffs: pd.DataFrame | None = None) -> plt.Figure | None:
+def forest_plot(
+    effects: pd.DataFrame, metrics: tuple[tuple[str, str], ...], seed_diffs: pd.DataFrame | None = None
+) -> plt.Figure | None:
     """One row per variant, one panel per metric: the paired difference from the baseline, the Holm-consistent
     interval the verdict was decided with (thick) and the unadjusted 95 % interval (thin), and each seed's own
     paired difference (small grey points). Colour = what the page shows (verdict; violet: not comparable); a
@@ -145,13 +158,15 @@ def forest_plot(effects: pd.DataFrame, metrics: tuple[tuple[str, str], ...],
     suspect = set(effects[effects.suspect.astype(bool)].label) if "suspect" in effects else set()
     y = {lab: len(labels) - 1 - i for i, lab in enumerate(labels)}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(present), figsize=(2.2 * len(present) + 1.8, 0.34 * len(labels) + 1.6),
-                                 sharey=True, squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(present), figsize=(2.2 * len(present) + 1.8, 0.34 * len(labels) + 1.6), sharey=True, squeeze=False
+        )
         for ax, (key, title) in zip(axes[0], present):
             if seed_diffs is not None and len(seed_diffs):
                 pts = seed_diffs[(seed_diffs.metric == key) & seed_diffs.label.isin(y)]
-                ax.scatter(pts["diff"], [y[lab] + 0.18 for lab in pts.label], s=7, color="#7a7a7a", alpha=0.7,
-                           lw=0, zorder=2)
+                ax.scatter(
+                    pts["diff"], [y[lab] + 0.18 for lab in pts.label], s=7, color="#7a7a7a", alpha=0.7, lw=0, zorder=2
+                )
             for row in effects[effects.metric == key].itertuples():
                 shown = getattr(row, "shown", verdict_class(row.verdict))
                 color = SHOWN_COLORS.get(shown, VERDICT_COLORS["na"])
@@ -161,17 +176,28 @@ def forest_plot(effects: pd.DataFrame, metrics: tuple[tuple[str, str], ...],
                 if _finite(lo, hi):
                     ax.plot([lo, hi], [y[row.label]] * 2, color=color, lw=3.0, solid_capstyle="round")
                 hollow = row.label in suspect
-                ax.plot(row.diff, y[row.label], "o", color=color, ms=5.5, mfc="white" if hollow else color,
-                        mec=color if hollow else "white", mew=1.2 if hollow else 0.6, zorder=3)
+                ax.plot(
+                    row.diff,
+                    y[row.label],
+                    "o",
+                    color=color,
+                    ms=5.5,
+                    mfc="white" if hollow else color,
+                    mec=color if hollow else "white",
+                    mew=1.2 if hollow else 0.6,
+                    zorder=3,
+                )
             ax.axvline(0.0, color="#555555", lw=0.8, ls="--", zorder=1)
             ax.set_title(_panel_title(title, key))
             ax.grid(axis="y", visible=False)
         axes[0][0].set_yticks(list(y.values()), [f"⚠ {lab}" if lab in suspect else lab for lab in y])
         axes[0][0].set_ylim(-0.7, len(labels) - 0.3)
-        fig.supxlabel("variant − baseline (paired by seed). Thick bar: Holm-consistent interval (the verdict's); "
-                      "thin: unadjusted 95 %; grey points: seeds.\nGreen helps, red hurts, blue changes, grey no "
-                      "detectable effect, violet not comparable; hollow dot and ⚠: a sanity check failed",
-                      fontsize=8.5)
+        fig.supxlabel(
+            "variant − baseline (paired by seed). Thick bar: Holm-consistent interval (the verdict's); "
+            "thin: unadjusted 95 %; grey points: seeds.\nGreen helps, red hurts, blue changes, grey no "
+            "detectable effect, violet not comparable; hollow dot and ⚠: a sanity check failed",
+            fontsize=8.5,
+        )
         fig.tight_layout()
     return fig
 
@@ -194,7 +220,13 @@ def knob_plot(points: pd.DataFrame, effects: pd.DataFrame, knob: dict, baseline:
                 row = e.iloc[0]
                 color = VERDICT_COLORS[verdict_class(row.verdict)]
                 if _finite(row.diff_ci_low, row.diff_ci_high):
-                    ax.plot([pos + 0.12] * 2, [row.diff_ci_low, row.diff_ci_high], color=color, lw=2.2, solid_capstyle="round")
+                    ax.plot(
+                        [pos + 0.12] * 2,
+                        [row.diff_ci_low, row.diff_ci_high],
+                        color=color,
+                        lw=2.2,
+                        solid_capstyle="round",
+                    )
                 ax.plot(pos + 0.12, row["diff"], "o", color=color, ms=6, mec="white", mew=0.6, zorder=3)
             ax.axhline(0.0, color="#555555", lw=0.8, ls="--", zorder=1)
             ax.set_xticks(range(len(knob["variants"])), knob["variants"], rotation=20, ha="right")
@@ -208,6 +240,7 @@ def knob_plot(points: pd.DataFrame, effects: pd.DataFrame, knob: dict, baseline:
 
 
 # ------------------------------------------------------------------------------------------------ scaling
+
 
 def _t_band(values: np.ndarray) -> tuple[float, float]:
     """The same 95 % t interval over seeds as the statistics (a single seed: no band)."""
@@ -235,8 +268,9 @@ def _published_overlay(ax: plt.Axes, published: dict, key: str) -> None:
             ax.scatter([ref["params"]], [ref["value"]], marker="*", s=90, color="#e7298a", zorder=4, label=ref["label"])
 
 
-def scaling_plot(results: pd.DataFrame, metrics: tuple[tuple[str, str], ...], colors: dict[str, str],
-                 published: dict | None) -> plt.Figure | None:
+def scaling_plot(
+    results: pd.DataFrame, metrics: tuple[tuple[str, str], ...], colors: dict[str, str], published: dict | None
+) -> plt.Figure | None:
     """Metric against parameter count (log x): per-seed points, the mean and its interval per variant."""
     data = results[results.metric.isin([k for k, _ in metrics])].dropna(subset=["params"])
     if data.empty or data.params.nunique() < 2:
@@ -253,10 +287,21 @@ def scaling_plot(results: pd.DataFrame, metrics: tuple[tuple[str, str], ...], co
                 # Variants are dodged sideways (a few percent in log space) so that equal sizes do not overlap.
                 dodge = 10 ** (0.025 * (i - (len(variants) - 1) / 2))
                 ax.scatter(g.params * dodge, g.value, s=16, alpha=0.45, color=colors.get(variant), lw=0)
-                stats = [(x * dodge, float(v.mean()), *_t_band(v.to_numpy(float))) for x, v in g.groupby("params").value]
+                stats = [
+                    (x * dodge, float(v.mean()), *_t_band(v.to_numpy(float))) for x, v in g.groupby("params").value
+                ]
                 x, m, lo, hi = map(np.array, zip(*stats))
-                ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="-o", ms=4, capsize=3, lw=1.4,
-                            color=colors.get(variant), label=legend_name(variant, colors))
+                ax.errorbar(
+                    x,
+                    m,
+                    yerr=[m - lo, hi - m],
+                    fmt="-o",
+                    ms=4,
+                    capsize=3,
+                    lw=1.4,
+                    color=colors.get(variant),
+                    label=legend_name(variant, colors),
+                )
             _size_ticks(ax, sorted(set(sub.params)))
             ax.set_xlabel("policy parameters")
             ax.set_title(_panel_title(title, key))
@@ -292,8 +337,12 @@ def _size_ticks(ax: plt.Axes, params: list[float]) -> None:
     ax.set_xscale("log")
     if not params:
         return
-    ax.set_xticks(params, [_fmt_params(p) for p in params], rotation=35 if len(params) > 4 else 0,
-                  ha="right" if len(params) > 4 else "center")
+    ax.set_xticks(
+        params,
+        [_fmt_params(p) for p in params],
+        rotation=35 if len(params) > 4 else 0,
+        ha="right" if len(params) > 4 else "center",
+    )
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     lo, hi = min(params), max(params)
     ax.set_xlim(lo / 1.6, hi * 1.6)
@@ -315,14 +364,21 @@ def _figure_legend(fig: plt.Figure, axes) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
     if seen:
-        fig.legend(list(seen.values()), list(seen.keys()), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=min(5, len(seen)))
+        fig.legend(
+            list(seen.values()),
+            list(seen.keys()),
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(5, len(seen)),
+        )
 
 
 # ---------------------------------------------------------------------------------------- training curves
 
-def curve_metrics(curves: pd.DataFrame, metrics: tuple[tuple[str, str], ...]
-                  ) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+
+def curve_metrics(
+    curves: pd.DataFrame, metrics: tuple[tuple[str, str], ...]
+) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     """(metrics with a curve to draw, labels of those left out): a metric whose runs each logged it at one
     episode only (an evaluation at the end) has no curve, and an empty panel says nothing."""
     drawn, left_out = [], []
@@ -337,8 +393,9 @@ def curve_metrics(curves: pd.DataFrame, metrics: tuple[tuple[str, str], ...]
     return tuple(drawn), left_out
 
 
-def training_curves(curves: pd.DataFrame, metrics: tuple[tuple[str, str], ...], colors: dict[str, str],
-                    sizes: list[str]) -> plt.Figure | None:
+def training_curves(
+    curves: pd.DataFrame, metrics: tuple[tuple[str, str], ...], colors: dict[str, str], sizes: list[str]
+) -> plt.Figure | None:
     """Mean over seeds against episode, with a ±1 standard deviation band, one line per variant (and size; line
     style per size). Variants outside the palette's top ones are thin grey lines under the coloured ones."""
     present, _ = curve_metrics(curves, metrics)
@@ -362,21 +419,29 @@ def training_curves(curves: pd.DataFrame, metrics: tuple[tuple[str, str], ...], 
                 grey = color == OTHER_COLOR
                 ls = SIZE_STYLES[sizes.index(size) % len(SIZE_STYLES)] if size in sizes else "-"
                 name = OTHER_LABEL if grey else label
-                ax.plot(agg.index, agg["mean"], color=color, ls=ls, lw=0.8 if grey else 1.4, label=name,
-                        zorder=1 if grey else 2)
+                ax.plot(
+                    agg.index,
+                    agg["mean"],
+                    color=color,
+                    ls=ls,
+                    lw=0.8 if grey else 1.4,
+                    label=name,
+                    zorder=1 if grey else 2,
+                )
                 if agg["count"].max() > 1 and not grey:
                     sd = agg["std"].fillna(0.0)
                     ax.fill_between(agg.index, agg["mean"] - sd, agg["mean"] + sd, color=color, alpha=0.14, lw=0)
             ax.set_title(title)
             ax.set_xlabel("episode")
-        for ax in flat[len(present):]:
+        for ax in flat[len(present) :]:
             ax.set_visible(False)
-        _figure_legend(fig, flat[:len(present)])
+        _figure_legend(fig, flat[: len(present)])
         fig.tight_layout()
     return fig
 
 
 # ------------------------------------------------------------------------------------- over-optimization
+
 
 def proxy_vs_gold(pg: pd.DataFrame, colors: dict[str, str]) -> plt.Figure | None:
     """Each run's path through (proxy reward, gold score) over its evaluations; the big dot is the final one."""
@@ -404,8 +469,9 @@ def proxy_vs_gold(pg: pd.DataFrame, colors: dict[str, str]) -> plt.Figure | None
     return fig
 
 
-def gold_proxy_vs_kl(points: pd.DataFrame, peaks: pd.DataFrame, colors: dict[str, str],
-                     sizes: list[str]) -> plt.Figure | None:
+def gold_proxy_vs_kl(
+    points: pd.DataFrame, peaks: pd.DataFrame, colors: dict[str, str], sizes: list[str]
+) -> plt.Figure | None:
     """Gold (left) and proxy (right) against KL at every checkpoint, one line per run, in the variant's colour
     (line style per size), a star at gold's peak. Over-optimization is a gold line that turns down while its
     proxy climbs."""
@@ -426,10 +492,16 @@ def gold_proxy_vs_kl(points: pd.DataFrame, peaks: pd.DataFrame, colors: dict[str
             axes[1].plot(p.kl, p.proxy, marker="o", ls=ls, ms=2.5, lw=1.0, alpha=0.75, color=color)
             peak = peaks[peaks.run == run]
             if len(peak):
-                axes[0].scatter(peak.kl_at_peak, peak.peak_gold, marker="*", s=80, color=color, edgecolor="white",
-                                lw=0.5, zorder=4)
-        for ax, (title, ylabel) in zip(axes, (("gold score against KL (star: the run's peak)", "gold score (gold judge)"),
-                                              ("proxy against KL", "proxy reward (what PPO maximized)"))):
+                axes[0].scatter(
+                    peak.kl_at_peak, peak.peak_gold, marker="*", s=80, color=color, edgecolor="white", lw=0.5, zorder=4
+                )
+        for ax, (title, ylabel) in zip(
+            axes,
+            (
+                ("gold score against KL (star: the run's peak)", "gold score (gold judge)"),
+                ("proxy against KL", "proxy reward (what PPO maximized)"),
+            ),
+        ):
             ax.set_xlabel("KL(π‖π_SFT) of the training rollouts (objective/kl, the run's estimator)")
             ax.set_ylabel(ylabel)
             ax.set_title(title)
@@ -450,14 +522,29 @@ def kl_frontier(results: pd.DataFrame, colors: dict[str, str], sizes: list[str])
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.4, 4.1))
         rank = {v: i for i, v in enumerate(colors)}
-        groups = sorted(wide.groupby(["variant", "size"], sort=False), key=lambda kv: (
-            rank.get(kv[0][0], len(rank)), kv[0][0], sizes.index(kv[0][1]) if kv[0][1] in sizes else -1))
+        groups = sorted(
+            wide.groupby(["variant", "size"], sort=False),
+            key=lambda kv: (
+                rank.get(kv[0][0], len(rank)),
+                kv[0][0],
+                sizes.index(kv[0][1]) if kv[0][1] in sizes else -1,
+            ),
+        )
         for (variant, size), g in groups:
             marker = SIZE_MARKERS[sizes.index(size) % len(SIZE_MARKERS)] if size in sizes else "o"
             name = legend_name(variant, colors)
             name += f" [{size}]" if size and name != OTHER_LABEL else ""
-            ax.scatter(g["ppo.kl"], g["ppo.win_rate"], s=34, marker=marker, color=colors.get(variant),
-                       edgecolor="white", lw=0.6, label=name, zorder=3)
+            ax.scatter(
+                g["ppo.kl"],
+                g["ppo.win_rate"],
+                s=34,
+                marker=marker,
+                color=colors.get(variant),
+                edgecolor="white",
+                lw=0.6,
+                label=name,
+                zorder=3,
+            )
         ax.axhline(0.5, color="#999999", lw=0.8, ls=":")
         ax.set_xlabel("KL(π‖π_ref) after training (ppo.kl: k1 estimate, summed per sample)")
         ax.set_ylabel("win rate vs reference (ppo.win_rate)")

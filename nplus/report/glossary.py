@@ -19,6 +19,12 @@ def glossary(stats: pd.DataFrame, *metric_lists: tuple[tuple[str, str], ...]) ->
     for table in (SUMMARY_METRICS, STEP_METRICS):
         for name, (direction, doc) in table.items():
             if name in present:
-                rows.append({"name": name, "direction": DIRECTION_WORDS[direction], "doc": doc,
-                             "bookkeeping": name in ("wall_time_s", "ppo_wall_time_s")})
+                rows.append(
+                    {
+                        "name": name,
+                        "direction": DIRECTION_WORDS[direction],
+                        "doc": doc,
+                        "bookkeeping": name in ("wall_time_s", "ppo_wall_time_s"),
+                    }
+                )
     return rows

@@ -28,16 +28,24 @@ def knob_points(study: Study, results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     m = results[results.metric == knob["metric"]]
     base = {(r.size, r.seed): r.value for r in m[m.variant == study.baseline].itertuples()}
-    rows = [{"size": r.size, "variant": v, "position": pos, "seed": r.seed, "diff": r.value - base[(r.size, r.seed)]}
-            for pos, v in enumerate(knob["variants"]) for r in m[m.variant == v].itertuples()
-            if (r.size, r.seed) in base]
+    rows = [
+        {"size": r.size, "variant": v, "position": pos, "seed": r.seed, "diff": r.value - base[(r.size, r.seed)]}
+        for pos, v in enumerate(knob["variants"])
+        for r in m[m.variant == v].itertuples()
+        if (r.size, r.seed) in base
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def seed_slopes(points: pd.DataFrame) -> np.ndarray:
     """Per seed with two or more settings: the least-squares slope of its paired differences on the knob position."""
-    return np.array([np.polyfit(g.position.to_numpy(float), g["diff"].to_numpy(float), 1)[0]
-                     for _, g in points.groupby("seed") if g.position.nunique() >= 2])
+    return np.array(
+        [
+            np.polyfit(g.position.to_numpy(float), g["diff"].to_numpy(float), 1)[0]
+            for _, g in points.groupby("seed")
+            if g.position.nunique() >= 2
+        ]
+    )
 
 
 def knob_summary(study: Study, points: pd.DataFrame, stats: pd.DataFrame) -> list[dict]:
@@ -46,9 +54,14 @@ def knob_summary(study: Study, points: pd.DataFrame, stats: pd.DataFrame) -> lis
     knob = study.spec.get("knob") or {}
     out = []
     for size, g in points.groupby("size", sort=False):
-        arms = [{"variant": v, "n": int((g.variant == v).sum()),
-                 **effect_cell(stat_row(stats, v, size, knob["metric"]), knob["metric"])}
-                for v in knob["variants"]]
+        arms = [
+            {
+                "variant": v,
+                "n": int((g.variant == v).sum()),
+                **effect_cell(stat_row(stats, v, size, knob["metric"]), knob["metric"]),
+            }
+            for v in knob["variants"]
+        ]
         slopes = seed_slopes(g)
         slope, _, lo, hi = t_interval(slopes)
         if lo is None:
@@ -57,8 +70,16 @@ def knob_summary(study: Study, points: pd.DataFrame, stats: pd.DataFrame) -> lis
             trend = "rises" if lo > 0 else "falls" if hi < 0 else "no detectable trend"
         holds = trend == knob["hypothesis"]
         against = trend in ("rises", "falls") and not holds
-        out.append({"size": size, "arms": arms, "slope": fmt(slope, True), "interval": fmt_interval(lo, hi, True),
-                    "trend": trend, "n": int(slopes.size),
-                    "verdict": "holds" if holds else "is contradicted" if against else "is not shown",
-                    "cls": "helps" if holds else "hurts" if against else "none"})
+        out.append(
+            {
+                "size": size,
+                "arms": arms,
+                "slope": fmt(slope, True),
+                "interval": fmt_interval(lo, hi, True),
+                "trend": trend,
+                "n": int(slopes.size),
+                "verdict": "holds" if holds else "is contradicted" if against else "is not shown",
+                "cls": "helps" if holds else "hurts" if against else "none",
+            }
+        )
     return out

@@ -29,6 +29,7 @@ class ReportError(ValueError):
 
 # ----------------------------------------------------------------------------------------------- reading files
 
+
 def read_json(path: Path) -> Any:
     """JSON file contents, or None when missing or unreadable (a run killed mid-write)."""
     try:
@@ -73,6 +74,7 @@ def as_number(value: Any) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------------- runs
+
 
 @dataclass
 class Run:
@@ -156,16 +158,27 @@ def load_run(path: Path, root: Path, default_variant: str, spec: dict | None = N
     if seed is None:
         seed = next((int(s) for s in (summary.get("seed"), config.get("seed")) if isinstance(s, int)), None)
     done = read_json(path / "DONE")
-    return Run(path=path, rel=rel, variant=variant or default_variant, size=size, seed=seed, status=status,
-               error=error,
-               config=config if isinstance(config, dict) else {}, details=read_json(path / "details.json") or {},
-               summary=summary if isinstance(summary, dict) else {}, env=read_json(path / "env.json") or {},
-               command=read_text(path / "command.txt").strip(), done=done if isinstance(done, dict) else {},
-               metrics=[] if damaged else read_jsonl(path / "metrics.jsonl"),
-               samples=[] if damaged else read_jsonl(path / "samples.jsonl"))
+    return Run(
+        path=path,
+        rel=rel,
+        variant=variant or default_variant,
+        size=size,
+        seed=seed,
+        status=status,
+        error=error,
+        config=config if isinstance(config, dict) else {},
+        details=read_json(path / "details.json") or {},
+        summary=summary if isinstance(summary, dict) else {},
+        env=read_json(path / "env.json") or {},
+        command=read_text(path / "command.txt").strip(),
+        done=done if isinstance(done, dict) else {},
+        metrics=[] if damaged else read_jsonl(path / "metrics.jsonl"),
+        samples=[] if damaged else read_jsonl(path / "samples.jsonl"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- study
+
 
 @dataclass
 class Study:
@@ -206,8 +219,11 @@ def _is_run_dir(path: Path) -> bool:
 
 def find_run_dirs(root: Path) -> tuple[list[Path], bool]:
     """Run directories below ``root`` (``seed=*``, hidden and wandb folders skipped), or [root] for one run."""
-    found = [p for p in root.rglob("seed=*") if p.is_dir()
-             and not any(part.startswith(".") or part == "wandb" for part in p.relative_to(root).parts)]
+    found = [
+        p
+        for p in root.rglob("seed=*")
+        if p.is_dir() and not any(part.startswith(".") or part == "wandb" for part in p.relative_to(root).parts)
+    ]
     if found:
         return sorted(found), False
     if _is_run_dir(root):
@@ -264,10 +280,12 @@ def _order_variants(runs: list[Run], spec_order: list[str]) -> list[str]:
 
 def _order_sizes(runs: list[Run]) -> list[str]:
     """Sizes by parameter count (from summary.json), falling back to a natural sort of the labels."""
+
     def key(size: str) -> tuple:
         params = [r.number("params") for r in runs if r.size == size and r.number("params")]
         num = re.findall(r"[\d.]+", size)
         return (float(np.median(params)) if params else math.inf, float(num[0]) if num else math.inf, size)
+
     return sorted({r.size for r in runs if r.size}, key=key)
 
 
@@ -306,17 +324,35 @@ def load_study(path: Path) -> Study:
     variants = [baseline] + [v for v in variants if v != baseline]
     sizes = _order_sizes(runs)
     # Runs in reading order everywhere (tables, sanity checks, provenance): baseline first, then by size and seed.
-    runs.sort(key=lambda r: (variants.index(r.variant), sizes.index(r.size) if r.size in sizes else -1,
-                             r.seed if r.seed is not None else math.inf, r.rel))
+    runs.sort(
+        key=lambda r: (
+            variants.index(r.variant),
+            sizes.index(r.size) if r.size in sizes else -1,
+            r.seed if r.seed is not None else math.inf,
+            r.rel,
+        )
+    )
     resolved = root.resolve()
     # A lone run directory is usually <study>/seed=<n>: "smoke/seed=1" says more than "seed=1".
-    name = str(meta.get("name") or (f"{resolved.parent.name}/{resolved.name}" if resolved.name.startswith("seed=")
-                                    else resolved.name))
-    return Study(root=root, name=name, spec=meta, runs=runs, baseline=baseline, single=single,
-                 variants=variants, sizes=sizes, overrides=overrides)
+    name = str(
+        meta.get("name")
+        or (f"{resolved.parent.name}/{resolved.name}" if resolved.name.startswith("seed=") else resolved.name)
+    )
+    return Study(
+        root=root,
+        name=name,
+        spec=meta,
+        runs=runs,
+        baseline=baseline,
+        single=single,
+        variants=variants,
+        sizes=sizes,
+        overrides=overrides,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- results
+
 
 def results_frame(study: Study) -> pd.DataFrame:
     """Long table of every finite summary number of every finished run: variant, size, seed, metric, value."""
@@ -326,8 +362,17 @@ def results_frame(study: Study) -> pd.DataFrame:
         for key, value in r.summary.items():
             v = as_number(value)
             if v is not None and not key.startswith("sanity."):
-                rows.append({"variant": r.variant, "size": r.size, "seed": r.seed, "label": r.label,
-                             "params": params, "metric": key, "value": v})
+                rows.append(
+                    {
+                        "variant": r.variant,
+                        "size": r.size,
+                        "seed": r.seed,
+                        "label": r.label,
+                        "params": params,
+                        "metric": key,
+                        "value": v,
+                    }
+                )
     return pd.DataFrame(rows, columns=["variant", "size", "seed", "label", "params", "metric", "value"])
 
 
@@ -335,17 +380,58 @@ def results_frame(study: Study) -> pd.DataFrame:
 
 # Column names the statistics module may use (the contract is still settling): alias → canonical.
 _STAT_ALIASES = {
-    "ci_lo": "ci_low", "ci_hi": "ci_high", "lo": "ci_low", "hi": "ci_high", "low": "ci_low", "high": "ci_high",
-    "diff_lo": "diff_ci_low", "diff_hi": "diff_ci_high", "diff_ci_lo": "diff_ci_low", "diff_ci_hi": "diff_ci_high",
-    "diff_low": "diff_ci_low", "diff_high": "diff_ci_high", "delta": "diff", "effect": "diff", "mean_diff": "diff",
-    "delta_ci_low": "diff_ci_low", "delta_ci_high": "diff_ci_high", "p": "p_ttest", "p_t": "p_ttest",
-    "p_value": "p_ttest", "p_adj": "p_holm", "p_adjusted": "p_holm", "p_corrected": "p_holm",
-    "n_seeds": "n", "count": "n", "sd": "std", "n_pairs": "n_pairs", "model_size": "size",
+    "ci_lo": "ci_low",
+    "ci_hi": "ci_high",
+    "lo": "ci_low",
+    "hi": "ci_high",
+    "low": "ci_low",
+    "high": "ci_high",
+    "diff_lo": "diff_ci_low",
+    "diff_hi": "diff_ci_high",
+    "diff_ci_lo": "diff_ci_low",
+    "diff_ci_hi": "diff_ci_high",
+    "diff_low": "diff_ci_low",
+    "diff_high": "diff_ci_high",
+    "delta": "diff",
+    "effect": "diff",
+    "mean_diff": "diff",
+    "delta_ci_low": "diff_ci_low",
+    "delta_ci_high": "diff_ci_high",
+    "p": "p_ttest",
+    "p_t": "p_ttest",
+    "p_value": "p_ttest",
+    "p_adj": "p_holm",
+    "p_adjusted": "p_holm",
+    "p_corrected": "p_holm",
+    "n_seeds": "n",
+    "count": "n",
+    "sd": "std",
+    "n_pairs": "n_pairs",
+    "model_size": "size",
 }
 # boot_*: the prompt-level (hierarchical bootstrap) intervals `nplus stats` adds for win rates.
-STAT_COLUMNS = ("variant", "size", "metric", "mean", "std", "n", "ci_low", "ci_high", "diff", "diff_ci_low",
-                "diff_ci_high", "n_pairs", "p_ttest", "p_wilcoxon", "p_holm", "boot_ci_low", "boot_ci_high",
-                "boot_diff_ci_low", "boot_diff_ci_high", "verdict")
+STAT_COLUMNS = (
+    "variant",
+    "size",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "ci_low",
+    "ci_high",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "n_pairs",
+    "p_ttest",
+    "p_wilcoxon",
+    "p_holm",
+    "boot_ci_low",
+    "boot_ci_high",
+    "boot_diff_ci_low",
+    "boot_diff_ci_high",
+    "verdict",
+)
 
 
 def _stat_records(data: Any) -> list[dict] | None:
@@ -413,19 +499,24 @@ def study_stats(study: Study, results: pd.DataFrame) -> tuple[pd.DataFrame, str]
         return stats, "stats.csv / stats.json written by `nplus stats`"
     if results.empty:
         return empty, "no finished runs"
-    why = ("stats.csv is older than the runs, so they were recomputed here; run `nplus stats` to refresh it"
-           if stats is not None and not current else "no stats file in the study directory")
+    why = (
+        "stats.csv is older than the runs, so they were recomputed here; run `nplus stats` to refresh it"
+        if stats is not None and not current
+        else "no stats file in the study directory"
+    )
     try:
         from nplus.stats import compare
 
         table = normalize_stats(compare(results, study.baseline, study.name))
     except Exception as e:  # noqa: BLE001 — the report must render even when the statistics cannot be computed
         return empty, f"not available ({type(e).__name__}: {first_line(str(e))})"
-    return (table if table is not None else empty), (f"computed by the report with nplus.stats ({why}): paired "
-                                                     "t-test by seed, Holm-adjusted, α = 0.05")
+    return (table if table is not None else empty), (
+        f"computed by the report with nplus.stats ({why}): paired t-test by seed, Holm-adjusted, α = 0.05"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ published
+
 
 def load_published() -> dict:
     return read_json(PUBLISHED_PATH) or {}

@@ -50,14 +50,30 @@ def checkpoints(study: Study) -> pd.DataFrame:
             ep = as_number(row.get("episode"))
             gold, proxy = as_number(row.get("eval/gold_score")), as_number(row.get("eval/proxy_reward"))
             if row.get("stage", "ppo") == "ppo" and gold is not None and ep in kl:
-                rows.append({**base, "step": as_number(row.get("step")) or ep, "kl": kl[ep],
-                             "proxy": math.nan if proxy is None else proxy, "gold": gold, "source": "eval"})
+                rows.append(
+                    {
+                        **base,
+                        "step": as_number(row.get("step")) or ep,
+                        "kl": kl[ep],
+                        "proxy": math.nan if proxy is None else proxy,
+                        "gold": gold,
+                        "source": "eval",
+                    }
+                )
         gold, proxy = r.number("ppo.gold_score"), r.number("ppo.proxy_reward")
         if gold is not None:
             last = max(kl)
             steps = [x["step"] for x in rows if x["run"] == r.rel]
-            rows.append({**base, "step": max(steps, default=0) + 1, "kl": kl[last],
-                         "proxy": math.nan if proxy is None else proxy, "gold": gold, "source": "final"})
+            rows.append(
+                {
+                    **base,
+                    "step": max(steps, default=0) + 1,
+                    "kl": kl[last],
+                    "proxy": math.nan if proxy is None else proxy,
+                    "gold": gold,
+                    "source": "final",
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -81,12 +97,33 @@ def peaks(study: Study, points: pd.DataFrame) -> pd.DataFrame:
         proxy_at_peak = peak.proxy if not math.isnan(peak.proxy) else (evals.iloc[0] if len(evals) else math.nan)
         proxy_held = not math.isnan(final.proxy) and not math.isnan(proxy_at_peak) and final.proxy >= proxy_at_peak
         # a peak at the SFT policy is not a peak PPO reached (its decline is a policy that only lost gold)
-        over = bool(0 < i < len(g) - 1 and peak.source != "sft" and not math.isnan(se) and decline > SE_MARGIN * se and proxy_held)
-        rows.append({"label": peak.label, "variant": peak.variant, "size": peak["size"], "seed": peak.seed, "run": run,
-                     "checkpoints": int((g.source != "sft").sum()), "peak_gold": float(peak.gold),
-                     "kl_at_peak": float(peak.kl), "peak_is_sft": peak.source == "sft", "final_gold": float(final.gold),
-                     "final_kl": float(final.kl), "proxy_at_peak": float(proxy_at_peak), "final_proxy": float(final.proxy),
-                     "gold_decline": decline, "final_se": se, "overoptimized": over})
+        over = bool(
+            0 < i < len(g) - 1
+            and peak.source != "sft"
+            and not math.isnan(se)
+            and decline > SE_MARGIN * se
+            and proxy_held
+        )
+        rows.append(
+            {
+                "label": peak.label,
+                "variant": peak.variant,
+                "size": peak["size"],
+                "seed": peak.seed,
+                "run": run,
+                "checkpoints": int((g.source != "sft").sum()),
+                "peak_gold": float(peak.gold),
+                "kl_at_peak": float(peak.kl),
+                "peak_is_sft": peak.source == "sft",
+                "final_gold": float(final.gold),
+                "final_kl": float(final.kl),
+                "proxy_at_peak": float(proxy_at_peak),
+                "final_proxy": float(final.proxy),
+                "gold_decline": decline,
+                "final_se": se,
+                "overoptimized": over,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -102,9 +139,19 @@ def peak_rows(table: pd.DataFrame) -> list[dict]:
             answer, cls = "no decline beyond noise", "none"
         else:
             answer, cls = "gold still at its peak at the end", "none"
-        out.append({**r, "peak_text": fmt(r["peak_gold"]), "kl_text": fmt(r["kl_at_peak"]), "final_text": fmt(r["final_gold"]),
-                    "final_kl_text": fmt(r["final_kl"]), "decline_text": f"{fmt(r['gold_decline'], True)} ± {fmt(r['final_se'])}",
-                    "proxy_text": f"{fmt(r['proxy_at_peak'])} → {fmt(r['final_proxy'])}", "answer": answer, "cls": cls})
+        out.append(
+            {
+                **r,
+                "peak_text": fmt(r["peak_gold"]),
+                "kl_text": fmt(r["kl_at_peak"]),
+                "final_text": fmt(r["final_gold"]),
+                "final_kl_text": fmt(r["final_kl"]),
+                "decline_text": f"{fmt(r['gold_decline'], True)} ± {fmt(r['final_se'])}",
+                "proxy_text": f"{fmt(r['proxy_at_peak'])} → {fmt(r['final_proxy'])}",
+                "answer": answer,
+                "cls": cls,
+            }
+        )
     return out
 
 
@@ -114,7 +161,14 @@ def peak_summary(table: pd.DataFrame) -> list[dict]:
         return []
     out = []
     for (variant, size), g in table.groupby(["variant", "size"], sort=False):
-        out.append({"variant": variant, "size": size, "n": len(g), "kl_median": fmt(float(g.kl_at_peak.median())),
-                    "kl_range": f"{fmt(float(g.kl_at_peak.min()))}–{fmt(float(g.kl_at_peak.max()))}",
-                    "overoptimized": int(g.overoptimized.sum())})
+        out.append(
+            {
+                "variant": variant,
+                "size": size,
+                "n": len(g),
+                "kl_median": fmt(float(g.kl_at_peak.median())),
+                "kl_range": f"{fmt(float(g.kl_at_peak.min()))}–{fmt(float(g.kl_at_peak.max()))}",
+                "overoptimized": int(g.overoptimized.sum()),
+            }
+        )
     return out

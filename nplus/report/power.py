@@ -50,17 +50,35 @@ def aa_check(study: Study, stats: pd.DataFrame) -> dict:
         for r in sorted(sel.to_dict("records"), key=lambda r: (r["size"], list(labels).index(r["metric"]))):
             verdict = r.get("verdict") or "not assessed"
             p = r.get("p_holm")
-            rows.append({"size": r["size"], "metric": r["metric"], "label": labels[r["metric"]],
-                         "diff": fmt(r.get("diff"), signed=True),
-                         "interval": fmt_interval(r.get("diff_ci_low"), r.get("diff_ci_high"), True),
-                         "p": "—" if p is None or pd.isna(p) else f"{float(p):.3g}", "verdict": verdict,
-                         "cls": verdict_class(verdict)})
+            rows.append(
+                {
+                    "size": r["size"],
+                    "metric": r["metric"],
+                    "label": labels[r["metric"]],
+                    "diff": fmt(r.get("diff"), signed=True),
+                    "interval": fmt_interval(r.get("diff_ci_low"), r.get("diff_ci_high"), True),
+                    "p": "—" if p is None or pd.isna(p) else f"{float(p):.3g}",
+                    "verdict": verdict,
+                    "cls": verdict_class(verdict),
+                }
+            )
     n_seeds, tests = len(study.seeds), family_size(study)
-    simulated = aa_false_positive_rate(n_sims=FP_SIMULATIONS, n_seeds=n_seeds, n_variants=tests) if n_seeds >= 2 else math.nan
+    simulated = (
+        aa_false_positive_rate(n_sims=FP_SIMULATIONS, n_seeds=n_seeds, n_variants=tests) if n_seeds >= 2 else math.nan
+    )
     false_positives = [r for r in rows if r["cls"] in ("helps", "hurts", "changes")]
-    return {"ran": ran, "rows": rows, "false_positives": len(false_positives), "seed_offset": AA_SEED_OFFSET,
-            "simulated_rate": simulated, "simulated_text": "—" if math.isnan(simulated) else f"{simulated:.3f}",
-            "simulations": FP_SIMULATIONS, "n_seeds": n_seeds, "tests": tests, "alpha": ALPHA}
+    return {
+        "ran": ran,
+        "rows": rows,
+        "false_positives": len(false_positives),
+        "seed_offset": AA_SEED_OFFSET,
+        "simulated_rate": simulated,
+        "simulated_text": "—" if math.isnan(simulated) else f"{simulated:.3f}",
+        "simulations": FP_SIMULATIONS,
+        "n_seeds": n_seeds,
+        "tests": tests,
+        "alpha": ALPHA,
+    }
 
 
 def power_rows(study: Study, results: pd.DataFrame) -> pd.DataFrame:
@@ -70,10 +88,25 @@ def power_rows(study: Study, results: pd.DataFrame) -> pd.DataFrame:
 
 def power_view(table: pd.DataFrame) -> dict:
     labels = dict(POWER_METRICS)
-    rows = [{"size": r["size"], "label": labels.get(r["metric"], r["metric"]), "mean": fmt(r["baseline_mean"]),
-             "sd": fmt(r["seed_sd"]), "aa_sd": fmt(r["aa_diff_sd"]), "n": int(r["n_baseline"]),
-             **{f"mde_{n}": fmt(r[f"mde_{n}_seeds"]) for n in SEED_COUNTS}}
-            for r in table.to_dict("records")]
+    rows = [
+        {
+            "size": r["size"],
+            "label": labels.get(r["metric"], r["metric"]),
+            "mean": fmt(r["baseline_mean"]),
+            "sd": fmt(r["seed_sd"]),
+            "aa_sd": fmt(r["aa_diff_sd"]),
+            "n": int(r["n_baseline"]),
+            **{f"mde_{n}": fmt(r[f"mde_{n}_seeds"]) for n in SEED_COUNTS},
+        }
+        for r in table.to_dict("records")
+    ]
     tests = int(table["tests"].iloc[0]) if len(table) else 1
-    return {"rows": rows, "seed_counts": SEED_COUNTS, "tests": tests, "power": round(100 * POWER),
-            "alpha": ALPHA, "alpha_first": ALPHA / tests, "has_sizes": any(r["size"] for r in rows)}
+    return {
+        "rows": rows,
+        "seed_counts": SEED_COUNTS,
+        "tests": tests,
+        "power": round(100 * POWER),
+        "alpha": ALPHA,
+        "alpha_first": ALPHA / tests,
+        "has_sizes": any(r["size"] for r in rows),
+    }

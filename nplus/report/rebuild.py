@@ -65,13 +65,15 @@ def _section(page: str, start: str, end: str) -> str:
     if i < 0:
         return ""
     j = page.find(end, i)
-    return page[i:j + len(end)] if j >= 0 else ""
+    return page[i : j + len(end)] if j >= 0 else ""
 
 
 def _facts(page: str) -> list[tuple[str, str]]:
     block = _section(page, '<dl class="facts">', "</dl>")
-    return [(html.unescape(k).strip(), html.unescape(re.sub(r"<[^>]+>", "", v)).strip())
-            for k, v in re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", block, flags=re.DOTALL)]
+    return [
+        (html.unescape(k).strip(), html.unescape(re.sub(r"<[^>]+>", "", v)).strip())
+        for k, v in re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", block, flags=re.DOTALL)
+    ]
 
 
 def _spec(page: str) -> dict:
@@ -84,18 +86,28 @@ def _rlhf(page: str) -> list[dict]:
     table = _section(_section(page, "<h3>What PPO adds over SFT</h3>", "</table>"), "<tbody>", "</tbody>")
     rows = []
     for tr in re.findall(r"<tr>(.*?)</tr>", table, flags=re.DOTALL):
-        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
-                 for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.DOTALL)]
+        cells = [
+            html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.DOTALL)
+        ]
         if len(cells) != 6:
             continue
         label, n, diff, interval, per_seed, gold = cells
         ci = [float(x) for x in re.findall(r"[-+]?\d*\.\d+|[-+]?\d+", interval.split("(")[0])][:2]
         variant, _, size = label.partition(" [")
-        rows.append({"variant": variant, "size": size.rstrip("]"), "label": label, "n": n, "win_rate_diff": float(diff),
-                     "win_rate_diff_ci": ci if len(ci) == 2 else None,
-                     "interval": interval.replace(" (excludes 0)", ""),
-                     "excludes_zero": "(excludes 0)" in interval, "per_seed": per_seed,
-                     "gold_score_diff": None if gold in ("—", "") else float(gold)})
+        rows.append(
+            {
+                "variant": variant,
+                "size": size.rstrip("]"),
+                "label": label,
+                "n": n,
+                "win_rate_diff": float(diff),
+                "win_rate_diff_ci": ci if len(ci) == 2 else None,
+                "interval": interval.replace(" (excludes 0)", ""),
+                "excludes_zero": "(excludes 0)" in interval,
+                "per_seed": per_seed,
+                "gold_score_diff": None if gold in ("—", "") else float(gold),
+            }
+        )
     return rows
 
 
@@ -104,11 +116,19 @@ def _runs(report: Path, runs: pd.DataFrame, task: str) -> list[Run]:
     for rec in runs.to_dict("records"):
         summary = {k: v for k, v in ((k, _value(v)) for k, v in rec.items() if k not in IDENTITY) if v is not None}
         seed = _value(rec.get("seed"))
-        out.append(Run(path=report / "runs-not-committed" / str(rec["path"]), rel=str(rec["path"]),
-                       variant=str(rec["variant"]), size=str(rec.get("size") or ""),
-                       seed=int(seed) if seed is not None else None, status=str(rec["status"]),
-                       error=str(_value(rec.get("error")) or ""), summary=summary,
-                       config={"task": {"name": task}, "preset": summary.get("preset")}))
+        out.append(
+            Run(
+                path=report / "runs-not-committed" / str(rec["path"]),
+                rel=str(rec["path"]),
+                variant=str(rec["variant"]),
+                size=str(rec.get("size") or ""),
+                seed=int(seed) if seed is not None else None,
+                status=str(rec["status"]),
+                error=str(_value(rec.get("error")) or ""),
+                summary=summary,
+                config={"task": {"name": task}, "preset": summary.get("preset")},
+            )
+        )
     return out
 
 
@@ -129,8 +149,17 @@ def load_report_study(report: Path) -> tuple[Study, dict, dict[str, str]]:
     sizes = _order_sizes(runs)
     m = re.search(r"<dt>study directory</dt><dd><code>(.*?)</code></dd>", page)
     root = Path(html.unescape(m.group(1))) if m else report
-    study = Study(root=root, name=str(spec.get("name") or report.name), spec=spec, runs=runs, baseline=baseline,
-                  single=False, variants=variants, sizes=sizes, overrides=overrides)
+    study = Study(
+        root=root,
+        name=str(spec.get("name") or report.name),
+        spec=spec,
+        runs=runs,
+        baseline=baseline,
+        single=False,
+        variants=variants,
+        sizes=sizes,
+        overrides=overrides,
+    )
     label_of = {r.label: (r.variant, r.size) for r in runs}
     curves = _csv(tables / "training_curves.csv")
     if len(curves):
@@ -144,13 +173,22 @@ def load_report_study(report: Path) -> tuple[Study, dict, dict[str, str]]:
 
     stats = normalize_stats(_csv(tables / "stats.csv"))
     inputs = {
-        "results": results_frame(study), "stats": stats if stats is not None else pd.DataFrame(),
+        "results": results_frame(study),
+        "stats": stats if stats is not None else pd.DataFrame(),
         "stats_source": "stats.csv written by `nplus stats` (this report's committed tables/stats.csv)",
         "curves": curves if len(curves) else pd.DataFrame(columns=["label", "variant", "size", "metric", "episode"]),
-        "pg": _csv(tables / "proxy_vs_gold.csv"), "points": _csv(tables / "overoptimization_checkpoints.csv"),
-        "peaks": peaks, "knob": _csv(tables / "knob.csv"), "grid": None, "examples": [], "examples_reason": "",
-        "rlhf": _rlhf(page), "aa": {}, "power": _csv(tables / "power.csv"),
-        "prov": {"runs": [], "packages": [], "python": "", "platforms": "", "spec": ""}, "labels": [],
+        "pg": _csv(tables / "proxy_vs_gold.csv"),
+        "points": _csv(tables / "overoptimization_checkpoints.csv"),
+        "peaks": peaks,
+        "knob": _csv(tables / "knob.csv"),
+        "grid": None,
+        "examples": [],
+        "examples_reason": "",
+        "rlhf": _rlhf(page),
+        "aa": {},
+        "power": _csv(tables / "power.csv"),
+        "prov": {"runs": [], "packages": [], "python": "", "platforms": "", "spec": ""},
+        "labels": [],
         "facts": facts,
     }
     overopt = _section(page, '<section id="overoptimization">', "</section>")
@@ -158,8 +196,9 @@ def load_report_study(report: Path) -> tuple[Study, dict, dict[str, str]]:
         "trust": _section(page, '<section id="trust">', "</section>"),
         "samples": _section(page, '<section id="samples">', "</section>"),
         "provenance": _section(page, '<section id="provenance">', "</section>"),
-        "examples": overopt[overopt.find("<h3>Where the reward model and the gold judge"):-len("</section>")]
-        if "<h3>Where the reward model and the gold judge" in overopt else "",
+        "examples": overopt[overopt.find("<h3>Where the reward model and the gold judge") : -len("</section>")]
+        if "<h3>Where the reward model and the gold judge" in overopt
+        else "",
         "labels": _section(page, "<h3>Labels: who labelled the training pairs</h3>", "</table></div>"),
     }
     return study, inputs, {k: v for k, v in carried.items() if v}
@@ -171,8 +210,13 @@ def rebuild(report: Path, options: Options | None = None) -> Path:
     for old in (Path(report) / "figures").glob("*.*"):  # every figure is drawn again; none left from the old page
         old.unlink()
     title = re.search(r"<title>(.*?)</title>", (Path(report) / "index.html").read_text(encoding="utf-8"), re.DOTALL)
-    opts = Options(title=html.unescape(title.group(1)) if title else None, samples=options.samples,
-                   examples=options.examples, published=options.published, formats=options.formats)
+    opts = Options(
+        title=html.unescape(title.group(1)) if title else None,
+        samples=options.samples,
+        examples=options.examples,
+        published=options.published,
+        formats=options.formats,
+    )
     return write_report(study, inputs, Path(report), opts, carried=carried, tables=REWRITTEN)
 
 

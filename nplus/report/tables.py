@@ -48,6 +48,7 @@ ALPHA = 0.05
 
 # -------------------------------------------------------------------------------------------- formatting
 
+
 def fmt(value: Any, signed: bool = False) -> str:
     """Numbers at a precision that fits their magnitude (win rates to 3 decimals, lengths to 1)."""
     v = as_number(value)
@@ -93,6 +94,7 @@ def fmt_params(params: float | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- headline
+
 
 def _parse_time(value: Any) -> float | None:
     """Epoch seconds of an ISO timestamp such as DONE's "2025-01-31T12:00:00+0000" (local wall clock)."""
@@ -152,8 +154,12 @@ def what_was_run(study: Study) -> list[tuple[str, str]]:
         ("variants", f"{len(study.variants)} (baseline: {study.baseline})"),
         ("runs", f"{len(study.ok_runs)} finished" + (f", {failed} failed or incomplete" if failed else "")),
         ("dates", _date_range(study)),
-        ("compute", f"{fmt_duration(sum(wall))} in total (sum of wall_time_s over {len(wall)} "
-                    f"run{'s' * (len(wall) != 1)})" if wall else "not available (no wall_time_s)"),
+        (
+            "compute",
+            f"{fmt_duration(sum(wall))} in total (sum of wall_time_s over {len(wall)} run{'s' * (len(wall) != 1)})"
+            if wall
+            else "not available (no wall_time_s)",
+        ),
     ]
     return rows
 
@@ -168,8 +174,15 @@ def effect_cell(row: dict | None, metric: str, judge: Judge | None = None) -> di
     statistics carry it), the verdict, and the marks of ``nplus.report.verdicts`` (bookkeeping, not comparable,
     identical on every seed, sanity checks failed)."""
     if row is None or as_number(row.get("diff")) is None:
-        return {"text": "—", "interval": "", "verdict": "not available", "cls": "na", "title": "not available",
-                "marks": [], "suspect": False}
+        return {
+            "text": "—",
+            "interval": "",
+            "verdict": "not available",
+            "cls": "na",
+            "title": "not available",
+            "marks": [],
+            "suspect": False,
+        }
     verdict = row.get("verdict") or "not assessed"
     p = as_number(row.get("p_holm"))
     raw = fmt_interval(row.get("diff_ci_low"), row.get("diff_ci_high"), True)
@@ -200,16 +213,27 @@ def effect_cell(row: dict | None, metric: str, judge: Judge | None = None) -> di
     if suspect:
         marks.append("⚠ sanity failed")
         title = f"⚠ {note}; {title}"
-    return {"text": fmt(row["diff"], signed=True), "interval": holm or raw, "raw_interval": raw,
-            "verdict": verdict, "cls": cls, "title": title, "marks": marks, "suspect": suspect}
+    return {
+        "text": fmt(row["diff"], signed=True),
+        "interval": holm or raw,
+        "raw_interval": raw,
+        "verdict": verdict,
+        "cls": cls,
+        "title": title,
+        "marks": marks,
+        "suspect": suspect,
+    }
 
 
 def _mean_cell(row: dict | None) -> dict:
     if row is None or as_number(row.get("mean")) is None:
         return {"text": "—", "interval": "", "n": ""}
     n = as_number(row.get("n"))
-    return {"text": fmt(row["mean"]), "interval": fmt_interval(row.get("ci_low"), row.get("ci_high")),
-            "n": f"n = {int(n)}" if n else ""}
+    return {
+        "text": fmt(row["mean"]),
+        "interval": fmt_interval(row.get("ci_low"), row.get("ci_high")),
+        "n": f"n = {int(n)}" if n else "",
+    }
 
 
 def _n_pairs(stats: pd.DataFrame, variant: str, size: str) -> str:
@@ -238,8 +262,9 @@ def headline_table(study: Study, stats: pd.DataFrame, judge: Judge | None = None
     """The answer in one table: each variant's paired effect on the key metrics, baseline values on top."""
     metrics = [{"key": k, "label": lab, "direction": direction(k)} for k, lab in KEY_METRICS]
     sizes = study.sizes or [""]
-    baseline = [{"size": s, "cells": [_mean_cell(stat_row(stats, study.baseline, s, m["key"])) for m in metrics]}
-                for s in sizes]
+    baseline = [
+        {"size": s, "cells": [_mean_cell(stat_row(stats, study.baseline, s, m["key"])) for m in metrics]} for s in sizes
+    ]
     rows = []
     for variant in study.variants:
         if variant in (study.baseline, AA_VARIANT):  # the A/A arm is a check, shown in its own section
@@ -249,11 +274,18 @@ def headline_table(study: Study, stats: pd.DataFrame, judge: Judge | None = None
             if not runs:
                 continue
             failed = sum(not r.ok for r in runs)
-            rows.append({"variant": variant, "size": size, "overrides": overrides_text(study.overrides.get(variant, {})),
-                         "n": _n_pairs(stats, variant, size), "failed": failed, "all_failed": failed == len(runs),
-                         "notes": row_notes(judge, variant, size),
-                         "cells": [effect_cell(stat_row(stats, variant, size, m["key"]), m["key"], judge)
-                                   for m in metrics]})
+            rows.append(
+                {
+                    "variant": variant,
+                    "size": size,
+                    "overrides": overrides_text(study.overrides.get(variant, {})),
+                    "n": _n_pairs(stats, variant, size),
+                    "failed": failed,
+                    "all_failed": failed == len(runs),
+                    "notes": row_notes(judge, variant, size),
+                    "cells": [effect_cell(stat_row(stats, variant, size, m["key"]), m["key"], judge) for m in metrics],
+                }
+            )
     return {"metrics": metrics, "baseline": baseline, "rows": rows, "has_sizes": bool(study.sizes)}
 
 
@@ -264,7 +296,12 @@ def rlhf_effect_rows(study: Study) -> list[dict]:
 
     refs = [RunRef(r.variant, r.size, r.seed, r.path) for r in study.ok_runs if r.seed is not None]
     rows = rlhf_effect(refs)
-    rows.sort(key=lambda e: (e["variant"] != study.baseline, study.variants.index(e["variant"]) if e["variant"] in study.variants else 0))
+    rows.sort(
+        key=lambda e: (
+            e["variant"] != study.baseline,
+            study.variants.index(e["variant"]) if e["variant"] in study.variants else 0,
+        )
+    )
     for e in rows:
         ci = e["win_rate_diff_ci"]
         e["label"] = e["variant"] + (f" [{e['size']}]" if e["size"] else "")
@@ -282,15 +319,31 @@ def findings(headline: dict, stats: pd.DataFrame | None = None, judge: Judge | N
     key_names = {m["key"] for m in headline["metrics"]}
     out, quiet = [], []
     for row in headline["rows"]:
-        moved = [(m["label"], c) for m, c in zip(headline["metrics"], row["cells"]) if c["cls"] in ("helps", "hurts", "changes")]
+        moved = [
+            (m["label"], c)
+            for m, c in zip(headline["metrics"], row["cells"])
+            if c["cls"] in ("helps", "hurts", "changes")
+        ]
         if stats is not None:
-            sel = stats[(stats.variant == row["variant"]) & (stats["size"] == row["size"]) & ~stats.metric.isin(key_names)]
-            moved += [(r["metric"], c) for r in sel.to_dict("records")
-                      if (c := effect_cell(r, r["metric"], judge))["cls"] in ("helps", "hurts")]
+            sel = stats[
+                (stats.variant == row["variant"]) & (stats["size"] == row["size"]) & ~stats.metric.isin(key_names)
+            ]
+            moved += [
+                (r["metric"], c)
+                for r in sel.to_dict("records")
+                if (c := effect_cell(r, r["metric"], judge))["cls"] in ("helps", "hurts")
+            ]
         name = row["variant"] + (f" [{row['size']}]" if row["size"] else "")
         if moved or row["notes"]:
-            parts = [{"verdict": c["verdict"], "cls": c["cls"], "metric": label,
-                      "value": f"{c['text']} {c['interval']}".strip()} for label, c in moved]
+            parts = [
+                {
+                    "verdict": c["verdict"],
+                    "cls": c["cls"],
+                    "metric": label,
+                    "value": f"{c['text']} {c['interval']}".strip(),
+                }
+                for label, c in moved
+            ]
             out.append({"variant": name, "overrides": row["overrides"], "parts": parts, "notes": row["notes"]})
         elif not row["all_failed"]:
             quiet.append(name)
@@ -300,9 +353,12 @@ def findings(headline: dict, stats: pd.DataFrame | None = None, judge: Judge | N
 def means_table(study: Study, stats: pd.DataFrame) -> dict:
     """Every variant's absolute values (mean over seeds and interval): the table for single-variant studies."""
     metrics = [{"key": k, "label": lab, "direction": direction(k)} for k, lab in KEY_METRICS]
-    rows = [{"variant": v, "size": s, "cells": [_mean_cell(stat_row(stats, v, s, m["key"])) for m in metrics]}
-            for v in study.variants for s in (study.sizes or [""])
-            if any(r.variant == v and r.size == s for r in study.runs)]
+    rows = [
+        {"variant": v, "size": s, "cells": [_mean_cell(stat_row(stats, v, s, m["key"])) for m in metrics]}
+        for v in study.variants
+        for s in (study.sizes or [""])
+        if any(r.variant == v and r.size == s for r in study.runs)
+    ]
     return {"metrics": metrics, "rows": rows, "has_sizes": bool(study.sizes)}
 
 
@@ -320,6 +376,7 @@ def effects_frame(study: Study, stats: pd.DataFrame, judge: Judge | None = None)
 
 # ------------------------------------------------------------------------------------------------- scaling
 
+
 def spearman_rows(results: pd.DataFrame) -> list[dict]:
     """Does each metric rise with model size? Per variant and metric: Spearman's ρ of the per-seed values against
     parameter count (descriptive), and the verdict from the least-squares slope of the value on log10(parameters)
@@ -335,10 +392,25 @@ def spearman_rows(results: pd.DataFrame) -> list[dict]:
             x, y = m["params"].to_numpy(float), m["value"].to_numpy(float)
             if np.unique(x).size < 2:
                 continue
-            base = {"variant": variant, "metric": metric, "label": label, "n": int(x.size), "sizes": int(np.unique(x).size)}
+            base = {
+                "variant": variant,
+                "metric": metric,
+                "label": label,
+                "n": int(x.size),
+                "sizes": int(np.unique(x).size),
+            }
             if np.ptp(y) == 0:  # say so rather than drop the row: "win rate 0 at every size" is a finding
-                rows.append({**base, "rho": math.nan, "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                             "trend": f"the same at every size ({fmt(y[0])}): no trend to test", "cls": "none"})
+                rows.append(
+                    {
+                        **base,
+                        "rho": math.nan,
+                        "slope": math.nan,
+                        "ci_low": math.nan,
+                        "ci_high": math.nan,
+                        "trend": f"the same at every size ({fmt(y[0])}): no trend to test",
+                        "cls": "none",
+                    }
+                )
                 continue
             rho = float(stats.spearmanr(x, y).statistic)
             fit = stats.linregress(np.log10(x), y)
@@ -349,32 +421,53 @@ def spearman_rows(results: pd.DataFrame) -> list[dict]:
                 lo = hi = math.nan
             trend = "rises with size" if lo > 0 else "falls with size" if hi < 0 else "no clear trend"
             # colour by direction: a longer response is a change, not an improvement
-            cls = ("changes" if trend != "no clear trend" else "none") if direction(metric) == "none" else \
-                {"rises with size": "helps", "falls with size": "hurts"}.get(trend, "none")
-            rows.append({**base, "rho": rho, "slope": float(fit.slope), "ci_low": lo, "ci_high": hi, "trend": trend, "cls": cls})
+            cls = (
+                ("changes" if trend != "no clear trend" else "none")
+                if direction(metric) == "none"
+                else {"rises with size": "helps", "falls with size": "hurts"}.get(trend, "none")
+            )
+            rows.append(
+                {**base, "rho": rho, "slope": float(fit.slope), "ci_low": lo, "ci_high": hi, "trend": trend, "cls": cls}
+            )
     return rows
 
 
 # ------------------------------------------------------------------------------------ sanity and provenance
+
 
 def _check_cell(run: Run, value_key: str, ok_key: str) -> dict:
     ok, value = run.summary.get(ok_key), run.summary.get(value_key)
     if not isinstance(ok, bool):
         return {"text": "—", "cls": "na", "value": fmt(value) if as_number(value) is not None else ""}
     v = as_number(value)
-    return {"text": "pass" if ok else "FAIL", "cls": "helps" if ok else "hurts",
-            "value": (f"{v:.3g}" if v is not None else "")}
+    return {
+        "text": "pass" if ok else "FAIL",
+        "cls": "helps" if ok else "hurts",
+        "value": (f"{v:.3g}" if v is not None else ""),
+    }
 
 
 def sanity_table(study: Study) -> dict:
     rows = []
     for r in study.runs:
         cells = [_check_cell(r, vk, ok) for _, vk, ok in SANITY_CHECKS] if r.ok else []
-        rows.append({"label": r.label, "seed": r.seed, "status": r.status, "error": r.error, "cells": cells,
-                     "all_pass": bool(cells) and all(c["cls"] == "helps" for c in cells)})
+        rows.append(
+            {
+                "label": r.label,
+                "seed": r.seed,
+                "status": r.status,
+                "error": r.error,
+                "cells": cells,
+                "all_pass": bool(cells) and all(c["cls"] == "helps" for c in cells),
+            }
+        )
     checked = [row for row in rows if row["cells"] and any(c["cls"] != "na" for c in row["cells"])]
-    return {"checks": [c[0] for c in SANITY_CHECKS], "rows": rows, "n_checked": len(checked),
-            "n_pass": sum(row["all_pass"] for row in checked)}
+    return {
+        "checks": [c[0] for c in SANITY_CHECKS],
+        "rows": rows,
+        "n_checked": len(checked),
+        "n_pass": sum(row["all_pass"] for row in checked),
+    }
 
 
 def _git(env: dict) -> str:
@@ -384,25 +477,40 @@ def _git(env: dict) -> str:
 
 
 def _cpu(env: dict) -> str:
-    """ (CPU model, cores, torch threads): bit-identical numbers need the same CPU type and thread count."""
+    """(CPU model, cores, torch threads): bit-identical numbers need the same CPU type and thread count."""
     return f" ({env['cpu']}, {env.get('torch_threads', '?')} threads)" if env.get("cpu") else ""
 
 
 def provenance(study: Study) -> dict:
-    runs = [{"label": r.label, "seed": r.seed, "status": r.status, "hash": str(r.config.get("hash") or "—"),
-             "git": _git(r.env),
-             "device": str(r.env.get("device") or "—") + _cpu(r.env), "command": r.command or "—", "path": r.rel}
-            for r in study.runs]
+    runs = [
+        {
+            "label": r.label,
+            "seed": r.seed,
+            "status": r.status,
+            "hash": str(r.config.get("hash") or "—"),
+            "git": _git(r.env),
+            "device": str(r.env.get("device") or "—") + _cpu(r.env),
+            "command": r.command or "—",
+            "path": r.rel,
+        }
+        for r in study.runs
+    ]
     versions: dict[str, set] = {}
     for r in study.runs:
         for pkg, ver in (r.env.get("packages") or {}).items():
             versions.setdefault(pkg, set()).add(str(ver))
-    packages = [{"name": k, "version": ", ".join(sorted(v)), "differs": len(v) > 1} for k, v in sorted(versions.items())]
+    packages = [
+        {"name": k, "version": ", ".join(sorted(v)), "differs": len(v) > 1} for k, v in sorted(versions.items())
+    ]
     pythons = sorted({str(r.env.get("python")) for r in study.runs if r.env.get("python")})
-    return {"runs": runs, "packages": packages, "python": ", ".join(pythons) or "unknown",
-            "platforms": ", ".join(sorted({str(r.env["platform"]) for r in study.runs if r.env.get("platform")}))
-            or "unknown",
-            "spec": json.dumps(study.spec, indent=2, sort_keys=True, default=str) if study.spec else ""}
+    return {
+        "runs": runs,
+        "packages": packages,
+        "python": ", ".join(pythons) or "unknown",
+        "platforms": ", ".join(sorted({str(r.env["platform"]) for r in study.runs if r.env.get("platform")}))
+        or "unknown",
+        "spec": json.dumps(study.spec, indent=2, sort_keys=True, default=str) if study.spec else "",
+    }
 
 
 def variants_table(study: Study) -> list[dict]:
@@ -412,8 +520,15 @@ def variants_table(study: Study) -> list[dict]:
         overrides = overrides_text(study.overrides.get(v, {}))
         if v == AA_VARIANT:
             overrides = f"A/A check: the baseline's configuration, training seed + {AA_SEED_OFFSET}"
-        out.append({"variant": v, "baseline": v == study.baseline, "overrides": overrides,
-                    "ok": sum(r.ok for r in runs), "failed": sum(not r.ok for r in runs)})
+        out.append(
+            {
+                "variant": v,
+                "baseline": v == study.baseline,
+                "overrides": overrides,
+                "ok": sum(r.ok for r in runs),
+                "failed": sum(not r.ok for r in runs),
+            }
+        )
     return out
 
 
@@ -434,12 +549,23 @@ def label_agreement(study: Study) -> list[dict]:
             continue
         for split, rec in sorted((meta.get("splits") or {}).items()):
             if rec.get("relabelled", True):
-                out.append({"variant": r.variant, "judge": str(meta.get("worker", meta.get("judge", ""))), "split": split,
-                            "labelled": rec.get("labelled"), "unparseable": rec.get("unparseable"), "failed": rec.get("failed"),
-                            "original": fmt(rec.get("agreement_with_original")), "gold": fmt(rec.get("agreement_with_gold"))})
+                out.append(
+                    {
+                        "variant": r.variant,
+                        "judge": str(meta.get("worker", meta.get("judge", ""))),
+                        "split": split,
+                        "labelled": rec.get("labelled"),
+                        "unparseable": rec.get("unparseable"),
+                        "failed": rec.get("failed"),
+                        "original": fmt(rec.get("agreement_with_original")),
+                        "gold": fmt(rec.get("agreement_with_gold")),
+                    }
+                )
     return out
 
 
 def failures(study: Study) -> list[dict]:
-    return [{"label": r.label, "seed": r.seed, "status": r.status, "error": r.error, "path": r.rel}
-            for r in study.failed_runs]
+    return [
+        {"label": r.label, "seed": r.seed, "status": r.status, "error": r.error, "path": r.rel}
+        for r in study.failed_runs
+    ]

@@ -34,8 +34,12 @@ BOOKKEEPING = frozenset({"wall_time_s", "ppo_wall_time_s", "params", "seed"})
 OWN_RM_METRICS = frozenset({"ppo.proxy_reward", "rm.reward_bias"})
 UPSTREAM_PREFIXES = ("sft.", "rm.")
 SANITY_OK_KEYS = ("sanity.first_ratio_ok", "sanity.initial_kl_ok", "sanity.rm_padding_ok", "sanity.score_position_ok")
-SANITY_NAMES = {"sanity.first_ratio_ok": "first PPO ratio = 1", "sanity.initial_kl_ok": "initial KL = 0",
-                "sanity.rm_padding_ok": "RM padding invariance", "sanity.score_position_ok": "score after EOS"}
+SANITY_NAMES = {
+    "sanity.first_ratio_ok": "first PPO ratio = 1",
+    "sanity.initial_kl_ok": "initial KL = 0",
+    "sanity.rm_padding_ok": "RM padding invariance",
+    "sanity.score_position_ok": "score after EOS",
+}
 JUDGED = ("helps", "hurts", "changes")
 
 
@@ -44,6 +48,7 @@ def is_bookkeeping(metric: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- the study
+
 
 def _preset_details(study: Study) -> dict[str, str]:
     """The details of the study's preset (the paper's values where the preset is unknown)."""
@@ -87,8 +92,9 @@ def baseline_text(study: Study) -> str:
         head += f", framework {framework}"
     if not off:
         return f"{head}: every detail at the paper's value"
-    return f"{head}: the paper's details except " + ", ".join(f"{k} = {v} (paper: {REGISTRY[k].paper})"
-                                                                for k, v in off.items())
+    return f"{head}: the paper's details except " + ", ".join(
+        f"{k} = {v} (paper: {REGISTRY[k].paper})" for k, v in off.items()
+    )
 
 
 def _changed(study: Study, variant: str) -> dict[str, str]:
@@ -97,16 +103,18 @@ def _changed(study: Study, variant: str) -> dict[str, str]:
     out = {k: v for k, v in mine.items() if base.get(k) != v}
     from nplus.details import REGISTRY
 
-    out.update({str(k): str(v) for k, v in study.overrides.get(variant, {}).items()
-                if k not in REGISTRY and k != "framework"})
+    out.update(
+        {str(k): str(v) for k, v in study.overrides.get(variant, {}).items() if k not in REGISTRY and k != "framework"}
+    )
     return out
 
 
 def _ppo_only(changed: dict[str, str]) -> bool:
     from nplus.details import REGISTRY
 
-    return bool(changed) and all((REGISTRY[k].stage == "ppo") if k in REGISTRY else k.startswith("ppo.")
-                                 for k in changed)
+    return bool(changed) and all(
+        (REGISTRY[k].stage == "ppo") if k in REGISTRY else k.startswith("ppo.") for k in changed
+    )
 
 
 def _other_prompts(study: Study, variant: str) -> str:
@@ -114,8 +122,10 @@ def _other_prompts(study: Study, variant: str) -> str:
     base = variant_details(study, study.baseline).get("query_truncation")
     if mine != base and "drop" in (mine, base):
         who = "this variant" if mine == "drop" else "the baseline"
-        return (f"evaluated on other prompts: {who} sets query_truncation = drop, which removes the posts too long "
-                "for the query from every split, so its scores are on the shorter posts only")
+        return (
+            f"evaluated on other prompts: {who} sets query_truncation = drop, which removes the posts too long "
+            "for the query from every split, so its scores are on the shorter posts only"
+        )
     return ""
 
 
@@ -150,8 +160,10 @@ class Judge:
         for who, v in (("", variant), ("the baseline's ", self.baseline if variant != self.baseline else None)):
             s = self.sanity.get((v, size))
             if s and s["failed"]:
-                notes.append(f"{who}sanity check failed on {s['failed']} of {s['runs']} seed(s) "
-                             f"({', '.join(sorted(s['checks']))})")
+                notes.append(
+                    f"{who}sanity check failed on {s['failed']} of {s['runs']} seed(s) "
+                    f"({', '.join(sorted(s['checks']))})"
+                )
         return "; ".join(notes) + (": the runs do not measure what they claim to" if notes else "")
 
     def not_comparable(self, variant: str, metric: str) -> str:
@@ -171,14 +183,19 @@ def make_judge(study: Study, stats: pd.DataFrame) -> Judge:
         judge.other_prompts[v] = _other_prompts(study, v)
         judge.ppo_only[v] = _ppo_only(changed)
         judge.upstream_changed[v] = bool(changed) and not judge.ppo_only[v]
-        sel = stats[(stats.variant == v) & stats.metric.str.startswith("ppo.") & ~stats.metric.map(is_bookkeeping)
-                    & stats["diff"].notna()]
+        sel = stats[
+            (stats.variant == v)
+            & stats.metric.str.startswith("ppo.")
+            & ~stats.metric.map(is_bookkeeping)
+            & stats["diff"].notna()
+        ]
         if len(sel) and all(identical(r) for r in sel.to_dict("records")):
             judge.noop.add(v)
     return judge
 
 
 # ------------------------------------------------------------------------------------------------ intervals
+
 
 def identical(row: dict) -> bool:
     """A paired difference of exactly 0 on every seed (zero mean, zero-width interval)."""
@@ -214,5 +231,6 @@ def with_holm_intervals(stats: pd.DataFrame, baseline: str, alpha: float = ALPHA
                 lo, hi = as_number(row["diff_ci_low"]), as_number(row["diff_ci_high"])
                 if level is not None and n and n >= 2 and lo is not None and hi is not None:
                     out.at[i, "holm_ci_low"], out.at[i, "holm_ci_high"] = interval_at(
-                        float(row["diff"]), lo, hi, int(n), level)
+                        float(row["diff"]), lo, hi, int(n), level
+                    )
     return out

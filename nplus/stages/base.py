@@ -29,8 +29,8 @@ from nplus.config import Config
 from nplus.data.formatting import format_query
 from nplus.evaluation.probes import copy_probe
 from nplus.models import BASE_DROPOUT, LADDER_DROPOUT_KEYS, count_parameters, ladder_config, set_dropout
-from nplus.stages.common import MetricsLog, check_finite, progress, seed_everything, set_lr
 from nplus.rundir import fault_point, share_file_modes
+from nplus.stages.common import MetricsLog, check_finite, progress, seed_everything, set_lr
 from nplus.tasks.synth import pretraining_posts
 
 # Spans of the induction phase: random tokens, each repeated once after a random gap. Offsets must vary: a
@@ -45,6 +45,7 @@ def pretraining_texts(sft_train, corpus: str, extra_posts: int = 0, synth_seed: 
     """The documents of base pretraining as (query, TL;DR line) pairs: every SFT training post formatted as a query
     (with ``posts_tldr`` followed by its TL;DR line; with ``posts`` the line is empty), then ``extra_posts`` fresh
     generated posts with their TL;DR lines."""
+
     def doc(subreddit: str, title: str, post: str, summary: str) -> tuple[str, str]:
         return format_query(subreddit, title, post), (" " + summary if corpus == "posts_tldr" else "")
 
@@ -85,11 +86,13 @@ def span_batch(batch: int, seq: int, vocab_size: int, gen: torch.Generator, bos:
             x = torch.randint(2, vocab_size, (k,), generator=gen)
             parts += [x, torch.randint(2, vocab_size, (gap,), generator=gen), x]
             n += 2 * k + gap
-        rows.append(torch.cat(parts)[:seq + 1])
+        rows.append(torch.cat(parts)[: seq + 1])
     return torch.stack(rows)
 
 
-def document_batch(stream: torch.Tensor, starts: torch.Tensor, batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:
+def document_batch(
+    stream: torch.Tensor, starts: torch.Tensor, batch: int, seq: int, gen: torch.Generator
+) -> torch.Tensor:
     """(batch, seq + 1) token positions of windows that each begin at a random document's first token (running
     into the next document when it is short), so a TL;DR line always has its post in context. Positions, so that
     the ids and the TL;DR mask are read from the same windows."""
@@ -113,7 +116,11 @@ def recipe_lr(base_lr: float, language_lr: float, step: int, induction_steps: in
     if step < induction_steps:
         return base_lr * min(1.0, (step + 1) / WARMUP)
     k = step - induction_steps
-    return language_lr * min(1.0, (k + 1) / WARMUP) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / max(1, language_steps))))
+    return (
+        language_lr
+        * min(1.0, (k + 1) / WARMUP)
+        * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / max(1, language_steps))))
+    )
 
 
 # ModelConfig.pretrain_lr_rule = inverse_width: the configured rates are a 64-wide rung's (the demo rung's width)
@@ -141,17 +148,17 @@ def validation_loss(model, docs: list[tuple[str, str]], tokenizer, seq_len: int,
     rows, start = [], 0
     for i, tok in enumerate(ids.tolist()):  # split the stream back into documents at their closing EOS
         if tok == eos:
-            rows.append(ids[start:i + 1][:seq_len + 1])
+            rows.append(ids[start : i + 1][: seq_len + 1])
             start = i + 1
     total, count = 0.0, 0
     for b in range(0, len(rows), batch):
-        chunk = rows[b:b + batch]
+        chunk = rows[b : b + batch]
         width = max(len(r) for r in chunk)
         x = torch.full((len(chunk), width), eos, dtype=torch.long)
         mask = torch.zeros(len(chunk), width - 1, dtype=torch.bool)
         for j, r in enumerate(chunk):
-            x[j, :len(r)] = r
-            mask[j, :len(r) - 1] = True  # right padding: the targets past a document's EOS are not counted
+            x[j, : len(r)] = r
+            mask[j, : len(r) - 1] = True  # right padding: the targets past a document's EOS are not counted
         logits = model(input_ids=x[:, :-1], use_cache=False).logits  # (b, W - 1, V)
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none")
         total += float(nll[mask.reshape(-1)].double().sum())
@@ -170,8 +177,9 @@ class CheckpointMismatch(RuntimeError):
     """A checkpoint made by another configuration or thread count: resuming from it would not be this build."""
 
 
-def save_checkpoint(path: Path, step: int, model, opt: torch.optim.Optimizer, gen: torch.Generator,
-                    losses: list[float], identity: str) -> None:
+def save_checkpoint(
+    path: Path, step: int, model, opt: torch.optim.Optimizer, gen: torch.Generator, losses: list[float], identity: str
+) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
@@ -189,8 +197,9 @@ def save_checkpoint(path: Path, step: int, model, opt: torch.optim.Optimizer, ge
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, model, opt: torch.optim.Optimizer, gen: torch.Generator,
-                    identity: str) -> tuple[int, list[float]] | None:
+def load_checkpoint(
+    path: Path, model, opt: torch.optim.Optimizer, gen: torch.Generator, identity: str
+) -> tuple[int, list[float]] | None:
     """Restore a checkpoint written for ``identity`` (the base-stage hash); returns (next step, losses) or None
     when there is none. One written for another configuration is an error, never silently reused."""
     from safetensors import safe_open
@@ -200,9 +209,11 @@ def load_checkpoint(path: Path, model, opt: torch.optim.Optimizer, gen: torch.Ge
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         if meta.get("identity") != identity:
-            raise CheckpointMismatch(f"{path}: a checkpoint of another base configuration or thread count "
-                                     f"({meta.get('identity')}; this build is {identity}): resume with the same "
-                                     "--threads, or pass --fresh to start over")
+            raise CheckpointMismatch(
+                f"{path}: a checkpoint of another base configuration or thread count "
+                f"({meta.get('identity')}; this build is {identity}): resume with the same "
+                "--threads, or pass --fresh to start over"
+            )
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state = {}
@@ -216,8 +227,9 @@ def load_checkpoint(path: Path, model, opt: torch.optim.Optimizer, gen: torch.Ge
     return int(meta["step"]), tensors["losses"].tolist()
 
 
-def language_batch(m, stream: torch.Tensor, starts: torch.Tensor, tldr: torch.Tensor, V: int, gen: torch.Generator,
-                   eos_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def language_batch(
+    m, stream: torch.Tensor, starts: torch.Tensor, tldr: torch.Tensor, V: int, gen: torch.Generator, eos_id: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A language-phase batch: (B, S + 1) document windows, the first rows replaced by span rows
     (model.pretrain_span_mix), and the (B, S) target weights (None when TL;DR targets weigh as the rest)."""
     n_span_rows = round(m.pretrain_batch * m.pretrain_span_mix)
@@ -243,27 +255,40 @@ def check_copy_bar(model, m, V: int, copy_bar: float, induction_lr: float, log: 
         raise InductionNotFormed(
             f"base {m.name}: copy_gain {gain:.2f} < {copy_bar} after the {m.pretrain_induction_steps} "
             f"induction updates (peak lr {induction_lr:.2e}): the induction circuit did not form; lower "
-            "model.pretrain_lr or raise model.pretrain_induction_steps (docs/tldr-synth.md, section The ladder)")
+            "model.pretrain_lr or raise model.pretrain_induction_steps (docs/tldr-synth.md, section The ladder)"
+        )
 
 
-def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: int | None = None,
-                  probe=None, checkpoint: Path | None = None, checkpoint_every: int = 250,
-                  copy_bar: float | None = None) -> dict:
+def pretrain_base(
+    cfg: Config,
+    sft_train,
+    tokenizer,
+    out_dir: Path,
+    stop_after: int | None = None,
+    probe=None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 250,
+    copy_bar: float | None = None,
+) -> dict:
     """Train a ladder model from scratch with the two-phase recipe; save it with safetensors into out_dir/model.
 
     ``stop_after`` ends after that many updates without saving (the schedule is the full run's): the test that
     the committed weights come from this recipe replays the first updates. ``probe(model) -> dict`` adds probe
     figures (post_swap_gap) to the result; ``stream`` is the pretraining token stream (hashed into the manifest).
     ``checkpoint``: a file written every ``checkpoint_every`` updates and at the end, resumed from when present
-    (``bases.build`` deletes it once the manifest is written). ``copy_bar``: the least ``copy_gain`` at the end of the induction phase, else
+    (``bases.build`` deletes it once the manifest is written). ``copy_bar``: the least ``copy_gain`` at the end of
+    the induction phase, else
     InductionNotFormed."""
     m = cfg.model
     gen = seed_everything(m.pretrain_seed)
     # Rotary positions have no learned table: the size only bounds generation, so it is fixed rather than taken
     # from the run's lengths (which are not part of the base model's identity).
     max_pos = MAX_POSITIONS
-    model = GPTNeoXForCausalLM(ladder_config(m.name, len(tokenizer), max_pos, tokenizer.eos_token_id,
-                                             tokenizer.pad_token_id, rotary_pct=m.rotary_pct))
+    model = GPTNeoXForCausalLM(
+        ladder_config(
+            m.name, len(tokenizer), max_pos, tokenizer.eos_token_id, tokenizer.pad_token_id, rotary_pct=m.rotary_pct
+        )
+    )
     # Pretrained without dropout, as Pythia was; the saved config keeps the ladder's 0.1, which is the "model
     # default" that details.dropout=model_default re-enables downstream.
     set_dropout(model, "disabled")
@@ -273,8 +298,9 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     # Only the language phase and the manifest read the token stream: a replay of the first updates, all of the
     # induction phase, skips building it (15-30 s for the demo corpus on 2 cores).
     if stop_after is None or steps > m.pretrain_induction_steps:
-        stream, starts, tldr = token_stream(pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts,
-                                                              cfg.task.synth_seed), tokenizer)
+        stream, starts, tldr = token_stream(
+            pretraining_texts(sft_train, m.pretrain_corpus, m.pretrain_extra_posts, cfg.task.synth_seed), tokenizer
+        )
     V = len(tokenizer)
     induction_lr, language_lr = peak_lrs(m, model.config.hidden_size)
     opt = torch.optim.AdamW(model.parameters(), lr=induction_lr, eps=1e-8)
@@ -307,13 +333,18 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
         if step % 10 == 0 or step == total - 1:
             log.log(step, **{"base/loss": losses[-1]})
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="induction" if step < m.pretrain_induction_steps else "language")
+        bar.set_postfix(
+            loss=f"{losses[-1]:.3f}", phase="induction" if step < m.pretrain_induction_steps else "language"
+        )
         done = step + 1
         if copy_bar is not None and done == m.pretrain_induction_steps:  # the circuit must be there by now
             check_copy_bar(model, m, V, copy_bar, induction_lr, log, step, bar)
         # the last one too: the caller deletes it once the manifest is written, so a crash after training costs nothing
-        if checkpoint is not None and stop_after is None and (done % checkpoint_every == 0
-                                                              or done in (m.pretrain_induction_steps, steps)):
+        if (
+            checkpoint is not None
+            and stop_after is None
+            and (done % checkpoint_every == 0 or done in (m.pretrain_induction_steps, steps))
+        ):
             save_checkpoint(checkpoint, done, model, opt, gen, losses, identity)
     bar.close()
     train_time = time.time() - t_train
@@ -323,9 +354,21 @@ def pretrain_base(cfg: Config, sft_train, tokenizer, out_dir: Path, stop_after: 
     model.save_pretrained(out_dir / "model", safe_serialization=True)
     tokenizer.save_pretrained(out_dir / "model")
     model.eval()
-    return {"loss": losses[-1], "first_losses": losses[:8], "params": count_parameters(model), "tokens": int(stream.numel()),
-            "model": model, "hidden": model.config.hidden_size, "resumed_at": first, "updates": steps,
-            "train_time_s": train_time, "documents": int(starts.numel()), "stream": stream, **copy_probe(model, V), **(probe(model) if probe else {})}
+    return {
+        "loss": losses[-1],
+        "first_losses": losses[:8],
+        "params": count_parameters(model),
+        "tokens": int(stream.numel()),
+        "model": model,
+        "hidden": model.config.hidden_size,
+        "resumed_at": first,
+        "updates": steps,
+        "train_time_s": train_time,
+        "documents": int(starts.numel()),
+        "stream": stream,
+        **copy_probe(model, V),
+        **(probe(model) if probe else {}),
+    }
 
 
 def _truncate_log(path: Path, first: int) -> None:

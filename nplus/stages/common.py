@@ -82,8 +82,11 @@ class Dist:
             return model, optimizer
         if self.deepspeed:
             ds = self.accelerator.state.deepspeed_plugin.deepspeed_config
-            ds.update(train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=accum,
-                      train_batch_size=micro_batch * accum * self.world)
+            ds.update(
+                train_micro_batch_size_per_gpu=micro_batch,
+                gradient_accumulation_steps=accum,
+                train_batch_size=micro_batch * accum * self.world,
+            )
             if ds.get("gradient_clipping", "auto") == "auto":
                 ds["gradient_clipping"] = 0.0
             self.accelerator.gradient_accumulation_steps = accum
@@ -160,12 +163,14 @@ def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
         raise NonFiniteLoss(f"{stage}: loss became {loss.item()} at step {step}")
 
 
-def minibatches(n: int, size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True) -> Iterator[torch.Tensor]:
+def minibatches(
+    n: int, size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True
+) -> Iterator[torch.Tensor]:
     """Index batches over ``n`` rows: a fresh seeded permutation each call."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = (n // size) * size if drop_last else n
     for start in range(0, stop, size):
-        yield order[start:start + size]
+        yield order[start : start + size]
 
 
 def progress(total: int, desc: str, disable: bool | None = None):
@@ -209,8 +214,16 @@ def _kv_cache(out):
 
 
 @torch.no_grad()
-def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, temperature: float,
-           response_sampling: str, generator: torch.Generator) -> Samples:
+def sample(
+    model,
+    queries: torch.Tensor,
+    pad_id: int,
+    eos_id: int,
+    length: int,
+    temperature: float,
+    response_sampling: str,
+    generator: torch.Generator,
+) -> Samples:
     """Sample ``length`` tokens per query with a KV cache. (B, Lq) left-padded queries → (B, T).
 
     details.response_sampling: ``fixed_length_then_truncate`` (paper) keeps sampling after EOS (the caller
@@ -244,8 +257,13 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
         if t == length - 1 or (response_sampling == "stop_at_eos" and bool(finished.all())):
             break
         mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=dev)], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                    use_cache=True, **{cache_kw: past})
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=next_pos[:, None],
+            use_cache=True,
+            **{cache_kw: past},
+        )
         past, logits = _kv_cache(out), out.logits[:, -1]
         next_pos = next_pos + 1
     responses = torch.stack(tokens, 1)
@@ -260,7 +278,10 @@ def sample(model, queries: torch.Tensor, pad_id: int, eos_id: int, length: int, 
 def decode_responses(tokenizer, responses: torch.Tensor) -> list[str]:
     """(B, T) responses truncated after EOS → their texts, pads and EOS left out (the text judges and rules read)."""
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    return [tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True) for row in responses.tolist()]
+    return [
+        tokenizer.decode([t for t in row if t not in (pad_id, eos_id)], skip_special_tokens=True)
+        for row in responses.tolist()
+    ]
 
 
 def as_tensor(column, dtype=torch.long) -> torch.Tensor:

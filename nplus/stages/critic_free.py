@@ -27,8 +27,18 @@ from nplus.config import Config
 from nplus.models import RewardNormalization, load_causal_lm, set_dropout
 from nplus.rewards import TrainingReward
 from nplus.stages.common import dist, lr_at, progress, set_lr
-from nplus.stages.online import (Actor, Rollout, end_update, finish_online, query_stream, rollout, rollout_logprobs_now,
-                                 rollout_metrics, start_online, train_epochs)
+from nplus.stages.online import (
+    Actor,
+    Rollout,
+    end_update,
+    finish_online,
+    query_stream,
+    rollout,
+    rollout_logprobs_now,
+    rollout_metrics,
+    start_online,
+    train_epochs,
+)
 
 
 def kl_details(cfg: Config) -> tuple[str, str]:
@@ -44,8 +54,9 @@ def group_size(cfg: Config) -> int:
     return 1 if cfg.algorithm == "reinforce" else cfg.ppo.group_size
 
 
-def advantages(cfg: Config, ro: Rollout, kl_coef: float,
-               baseline_state: tuple[float, int]) -> tuple[torch.Tensor, torch.Tensor, tuple[float, int]]:
+def advantages(
+    cfg: Config, ro: Rollout, kl_coef: float, baseline_state: tuple[float, int]
+) -> tuple[torch.Tensor, torch.Tensor, tuple[float, int]]:
     """Steps 5–6: (B,) sequence rewards, (B, T) advantages (one value per response over its real tokens) and the
     REINFORCE baseline's running (mean, count) after this batch."""
     d = cfg.details
@@ -65,8 +76,9 @@ def advantages(cfg: Config, ro: Rollout, kl_coef: float,
     return rewards, adv[:, None].expand_as(ro.padding_mask).masked_fill(ro.padding_mask, 0), tuple(baseline_state)
 
 
-def critic_free_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor, mb: torch.Tensor, pad_id: int,
-                       kl_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def critic_free_losses(
+    cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor, mb: torch.Tensor, pad_id: int, kl_coef: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Step 7 on one micro-batch: the algorithm's policy loss (+ β·KL when the KL is placed in the loss)."""
     d, p = cfg.details, cfg.ppo
     estimator, placement = kl_details(cfg)
@@ -81,21 +93,40 @@ def critic_free_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor
         pg_loss = objectives.aggregate_token_loss(token_losses, mask, d.grpo_loss_averaging)
         loss = pg_loss
     else:
-        pg_loss, stats = objectives.policy_gradient_loss(d.pg_update, new_logprobs, ro.logprobs[mb], adv[mb], mask, p.cliprange)
+        pg_loss, stats = objectives.policy_gradient_loss(
+            d.pg_update, new_logprobs, ro.logprobs[mb], adv[mb], mask, p.cliprange
+        )
         loss = pg_loss + ops.kl_loss_term(kl_now, mask, kl_coef, placement)
-    stats = {"pg_loss": pg_loss.detach(), **stats,
-             "entropy": ops.masked_mean(ops.entropy_from_logits(logits.detach()), mask)}
+    stats = {
+        "pg_loss": pg_loss.detach(),
+        **stats,
+        "entropy": ops.masked_mean(ops.entropy_from_logits(logits.detach()), mask),
+    }
     return loss, stats
 
 
-def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalization, train_queries: torch.Tensor,
-                      tokenizer, run_dir: Path, evaluate=None, reward: TrainingReward | None = None) -> dict:
+def train_critic_free(
+    cfg: Config,
+    sft_dir: Path,
+    rm_dir: Path,
+    norm: RewardNormalization,
+    train_queries: torch.Tensor,
+    tokenizer,
+    run_dir: Path,
+    evaluate=None,
+    reward: TrainingReward | None = None,
+) -> dict:
     """The loop of rloo / reinforce / grpo; arguments and result as ``train_ppo``'s (the actor is the policy alone)."""
     d, p = cfg.details, cfg.ppo
     D = dist()
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    policy_only = lambda: Actor(set_dropout(load_causal_lm(sft_dir), d.dropout), None, None, p.length_chunks,  # noqa: E731
-                                p.last_layer_suffix)
+    policy_only = lambda: Actor(
+        set_dropout(load_causal_lm(sft_dir), d.dropout),
+        None,
+        None,
+        p.length_chunks,  # noqa: E731
+        p.last_layer_suffix,
+    )
     o = start_online(cfg, policy_only, sft_dir, rm_dir, run_dir, norm, reward, pad_id)
     kl_coef, num_updates, k = p.kl_coef, p.num_updates, group_size(cfg)
     estimator, placement = kl_details(cfg)
@@ -113,20 +144,39 @@ def train_critic_free(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNorm
         queries = train_queries[rows].to(D.device)
         t_rollout = time.perf_counter()
         # 1–4. rollout, exactly as PPO's (online.rollout; the KL with the algorithm's estimator)
-        ro = rollout(cfg, o.actor, o.ref_policy, o.score, queries, o.posts_of(rows), pad_id, eos_id, o.sample_gen, estimator)
+        ro = rollout(
+            cfg, o.actor, o.ref_policy, o.score, queries, o.posts_of(rows), pad_id, eos_id, o.sample_gen, estimator
+        )
         t_train = time.perf_counter()
         if update == 1:
             sanity["initial_kl"] = float(ro.kl.sum(1).mean())
         # 5–6. sequence rewards and advantages
         rewards, adv, baseline_state = advantages(cfg, ro, kl_coef, baseline_state)
         # 7. policy updates over minibatches (micro-batches accumulated)
-        stats_acc = train_epochs(lambda micro: critic_free_losses(cfg, o.ddp_actor, ro, adv, micro, pad_id, kl_coef),
-                                 o.opt, epochs, o.local_batch_size, o.local_minibatch_size, o.accum, o.gen,
-                                 (cfg.algorithm, update), sanity)
+        stats_acc = train_epochs(
+            lambda micro: critic_free_losses(cfg, o.ddp_actor, ro, adv, micro, pad_id, kl_coef),
+            o.opt,
+            epochs,
+            o.local_batch_size,
+            o.local_minibatch_size,
+            o.accum,
+            o.gen,
+            (cfg.algorithm, update),
+            sanity,
+        )
         t_done = time.perf_counter()
         # 8. log (the same names as PPO's), adapt β, evaluate when due
-        row = rollout_metrics(ro, kl_coef, placement, adv, update * p.batch_size, o.opt.param_groups[0]["lr"],
-                              (t_rollout, t_train, t_done), epochs, stats_acc)
+        row = rollout_metrics(
+            ro,
+            kl_coef,
+            placement,
+            adv,
+            update * p.batch_size,
+            o.opt.param_groups[0]["lr"],
+            (t_rollout, t_train, t_done),
+            epochs,
+            stats_acc,
+        )
         row["val/rewards_std"] = float(rewards.std())
         kl_coef = end_update(o, update, row, kl_coef, bar, evaluate, evals)
     bar.close()

@@ -22,12 +22,24 @@ from nplus import objectives
 from nplus.config import Config
 from nplus.evaluation.metrics import rm_accuracy_report
 from nplus.models import count_parameters, load_causal_lm, set_dropout
-from nplus.stages.common import (MetricsLog, as_tensor, check_finite, dist, lr_at, make_optimizer, minibatches,
-                                 progress, seed_everything, set_lr)
+from nplus.stages.common import (
+    MetricsLog,
+    as_tensor,
+    check_finite,
+    dist,
+    lr_at,
+    make_optimizer,
+    minibatches,
+    progress,
+    seed_everything,
+    set_lr,
+)
 from nplus.stages.online import SANITY_TOL, Actor, response_logits, response_logprobs
 
 
-def pair_inputs(query_tokens: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_inputs(
+    query_tokens: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, Lq) padded queries, (B, R) right-padded chosen and rejected responses → (2B, Lq+R) query+response ids
     (chosen rows first) and (2B, R) the responses alone."""
     responses = torch.cat([chosen, rejected], 0)
@@ -68,17 +80,24 @@ def implicit_reward_accuracy(policy, ref, val, beta: float, pad_id: int, batch_s
     q, c, r = (as_tensor(val[col]) for col in ("query_token", "chosen_token", "rejected_token"))
     chosen_rewards, rejected_rewards = [], []
     for start in range(0, q.size(0), batch_size):
-        qr, resp = pair_inputs(*(t[start:start + batch_size].to(device) for t in (q, c, r)))
+        qr, resp = pair_inputs(*(t[start : start + batch_size].to(device) for t in (q, c, r)))
         pc, pr = pair_logprobs(response_logits(policy, qr, pad_id, resp.size(1)), resp, pad_id)
         rc, rr = pair_logprobs(response_logits(ref, qr, pad_id, resp.size(1)), resp, pad_id)
         chosen_rewards.append((beta * (pc - rc)).cpu())
         rejected_rewards.append((beta * (pr - rr)).cpu())
     if was_training:
         policy.train()
-    report = rm_accuracy_report(torch.cat(chosen_rewards).numpy(), torch.cat(rejected_rewards).numpy(),
-                                list(val["split"]), [e["confidence"] for e in val["extra"]])
-    return {"implicit_accuracy": report["accuracy"], "implicit_accuracy_valid1": report["by_split"].get("valid1"),
-            "implicit_accuracy_valid2": report["by_split"].get("valid2")}
+    report = rm_accuracy_report(
+        torch.cat(chosen_rewards).numpy(),
+        torch.cat(rejected_rewards).numpy(),
+        list(val["split"]),
+        [e["confidence"] for e in val["extra"]],
+    )
+    return {
+        "implicit_accuracy": report["accuracy"],
+        "implicit_accuracy_valid1": report["by_split"].get("valid1"),
+        "implicit_accuracy_valid2": report["by_split"].get("valid2"),
+    }
 
 
 def train_dpo(cfg: Config, sft_dir: Path, pref: dict, tokenizer, run_dir: Path) -> dict:
@@ -125,9 +144,13 @@ def train_dpo(cfg: Config, sft_dir: Path, pref: dict, tokenizer, run_dir: Path) 
                 D.backward(loss, accum, last=i == len(micros) - 1)
                 if step == 0 and i == 0:  # policy = reference before the first step: every implicit reward is 0
                     sanity["initial_kl"] = float((pc.detach() - rc).abs().mean() + (pr.detach() - rr).abs().mean())
-                for k, v in {"dpo/loss": loss.detach(), "dpo/accuracy": (chosen_rewards > rejected_rewards).float().mean(),
-                             "dpo/margin": (chosen_rewards - rejected_rewards).mean(), "dpo/chosen_reward": chosen_rewards.mean(),
-                             "dpo/rejected_reward": rejected_rewards.mean()}.items():
+                for k, v in {
+                    "dpo/loss": loss.detach(),
+                    "dpo/accuracy": (chosen_rewards > rejected_rewards).float().mean(),
+                    "dpo/margin": (chosen_rewards - rejected_rewards).mean(),
+                    "dpo/chosen_reward": chosen_rewards.mean(),
+                    "dpo/rejected_reward": rejected_rewards.mean(),
+                }.items():
                     acc[k] = acc.get(k, 0.0) + float(v) / accum
             opt.step()
             step += 1
@@ -148,5 +171,12 @@ def train_dpo(cfg: Config, sft_dir: Path, pref: dict, tokenizer, run_dir: Path) 
         val = pref["validation"].select(range(min(cfg.task.max_rm_eval, len(pref["validation"]))))
         sft_ref = load_causal_lm(sft_dir).to(D.device).eval()
         summary = {f"dpo.{k}": v for k, v in implicit_reward_accuracy(actor.lm(), sft_ref, val, p.beta, pad_id).items()}
-    return {"actor": actor, "ref_policy": sft_ref, "sanity": sanity, "evals": [],
-            "params": count_parameters(actor.lm()), "final_kl_coef": None, "summary": summary}
+    return {
+        "actor": actor,
+        "ref_policy": sft_ref,
+        "sanity": sanity,
+        "evals": [],
+        "params": count_parameters(actor.lm()),
+        "final_kl_coef": None,
+        "summary": summary,
+    }

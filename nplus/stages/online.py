@@ -19,11 +19,27 @@ import torch.nn as nn
 
 from nplus import ops
 from nplus.config import Config
-from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, by_length, count_parameters, lm_logits,
-                          load_causal_lm)
+from nplus.models import (
+    RewardNormalization,
+    ScalarModel,
+    SharedTrunkPolicy,
+    by_length,
+    count_parameters,
+    lm_logits,
+    load_causal_lm,
+)
 from nplus.rewards import ScoreFn, TrainingReward, rm_score_fn
-from nplus.stages.common import (MetricsLog, check_finite, dist, make_optimizer, minibatches, rank_generator, sample,
-                                 seed_everything, zero3_offload)
+from nplus.stages.common import (
+    MetricsLog,
+    check_finite,
+    dist,
+    make_optimizer,
+    minibatches,
+    rank_generator,
+    sample,
+    seed_everything,
+    zero3_offload,
+)
 
 # A sanity check passes when the quantity is within this of its ideal value (fp32 on CPU reaches ~1e-6).
 SANITY_TOL = 1e-4
@@ -52,8 +68,14 @@ class Actor(nn.Module):
     """Policy (+ critic) behind one interface: details.value_network picks separate or shared trunk. With neither a
     critic nor a shared trunk it is the policy alone (the critic-free algorithms and DPO): values are zeros."""
 
-    def __init__(self, policy, critic: ScalarModel | None, shared: SharedTrunkPolicy | None, chunks: int = 1,
-                 suffix: bool = False):
+    def __init__(
+        self,
+        policy,
+        critic: ScalarModel | None,
+        shared: SharedTrunkPolicy | None,
+        chunks: int = 1,
+        suffix: bool = False,
+    ):
         super().__init__()
         self.policy, self.critic, self.shared = policy, critic, shared
         self.chunks = chunks  # ppo.length_chunks: forward passes over rows grouped by length (models.by_length)
@@ -62,11 +84,15 @@ class Actor(nn.Module):
     def lm(self):
         return self.shared.lm if self.shared is not None else self.policy
 
-    def forward(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, query_responses: torch.Tensor, pad_id: int, response_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, Lq+T) → (B, T, V) logits predicting the response tokens and (B, T) values of the states before them."""
         return by_length(lambda ids: self._forward(ids, pad_id, response_length), query_responses, pad_id, self.chunks)
 
-    def _forward(self, query_responses: torch.Tensor, pad_id: int, response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, query_responses: torch.Tensor, pad_id: int, response_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keep = response_length + 1
         if self.shared is not None:
             logits, values = self.shared(query_responses, pad_id, keep, self.suffix)
@@ -95,23 +121,33 @@ class Actor(nn.Module):
             else:
                 out = self.critic(ids, pad_id, keep, self.suffix)
             return out[:, -keep:-1]
+
         return by_length(values_of, query_responses, pad_id, self.chunks)
 
 
-def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float, temperature_in_training: str) -> torch.Tensor:
+def response_logprobs(
+    logits: torch.Tensor, responses: torch.Tensor, temperature: float, temperature_in_training: str
+) -> torch.Tensor:
     """(B, T, V) logits predicting the response tokens → (B, T) log-probs of those tokens."""
     return ops.logprobs_of(ops.training_logits(logits, temperature, temperature_in_training), responses)
 
 
-def response_logits(ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int,
-                    chunks: int = 1, suffix: bool = False) -> torch.Tensor:
+def response_logits(
+    ref_policy, query_responses: torch.Tensor, pad_id: int, response_length: int, chunks: int = 1, suffix: bool = False
+) -> torch.Tensor:
     """(B, Lq+T) → (B, T, V) logits of a plain causal LM for the response positions (``chunks``: models.by_length;
     ``suffix``: ppo.last_layer = response, models.suffix_hidden)."""
-    return by_length(lambda ids: lm_logits(ref_policy, ids, pad_id, response_length + 1, suffix)[:, :-1],
-                     query_responses, pad_id, chunks)
+    return by_length(
+        lambda ids: lm_logits(ref_policy, ids, pad_id, response_length + 1, suffix)[:, :-1],
+        query_responses,
+        pad_id,
+        chunks,
+    )
 
 
-def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def masks_for(
+    responses: torch.Tensor, pad_id: int, score_position: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, T) postprocessed responses → seq_last (B,), padding_mask (B, T), value_mask (B, T).
 
     sfd: sequence_lengths = first pad − 1; log-probs are masked after it; values are kept one step further
@@ -126,8 +162,18 @@ def masks_for(responses: torch.Tensor, pad_id: int, score_position: str) -> tupl
 
 
 @torch.no_grad()
-def rollout(cfg: Config, actor: Actor, ref_policy, score_fn: ScoreFn, queries: torch.Tensor, posts: Sequence[str],
-            pad_id: int, eos_id: int, gen: torch.Generator, kl_estimator: str | None = None) -> Rollout:
+def rollout(
+    cfg: Config,
+    actor: Actor,
+    ref_policy,
+    score_fn: ScoreFn,
+    queries: torch.Tensor,
+    posts: Sequence[str],
+    pad_id: int,
+    eos_id: int,
+    gen: torch.Generator,
+    kl_estimator: str | None = None,
+) -> Rollout:
     """The rollout of an update, up to sfd's step 4: sample, old and reference log-probs, response processing 1–3
     (truncate, score with ``score_fn``: reward.source, given the queries' posts as text; EOS penalty), masks and
     per-token KL (``kl_estimator``: the algorithm's estimator, details.kl_estimator unless given)."""
@@ -157,14 +203,29 @@ def rollout(cfg: Config, actor: Actor, ref_policy, score_fn: ScoreFn, queries: t
     # Response Processing 2. score the truncated text
     raw = score_fn(queries, post, posts)
     # Response Processing 3. a response without EOS gets the penalty (details.missing_eos_penalty); clipping
-    scores = ops.clip_score(ops.apply_missing_eos_penalty(raw, has_eos, p.missing_eos_score, d.missing_eos_penalty), d.reward_clipping)
+    scores = ops.clip_score(
+        ops.apply_missing_eos_penalty(raw, has_eos, p.missing_eos_score, d.missing_eos_penalty), d.reward_clipping
+    )
     # mask log-probs and values at pads; the per-token KL (sfd computes it at the start of step 4)
     logprobs = logprobs.masked_fill(padding_mask, ops.INVALID_LOGPROB)
     ref_logprobs = ref_logprobs.masked_fill(padding_mask, ops.INVALID_LOGPROB)
     values = values.masked_fill(~value_mask, 0)
     kl = ops.kl_per_token(logprobs, ref_logprobs, kl_estimator or d.kl_estimator).masked_fill(padding_mask, 0)
-    return Rollout(query_responses, post, logprobs, ref_logprobs, values, scores, raw, padding_mask, value_mask, kl, seq_last, has_eos,
-                   generation_s)
+    return Rollout(
+        query_responses,
+        post,
+        logprobs,
+        ref_logprobs,
+        values,
+        scores,
+        raw,
+        padding_mask,
+        value_mask,
+        kl,
+        seq_last,
+        has_eos,
+        generation_s,
+    )
 
 
 def rollout_logprobs_now(cfg: Config, logits: torch.Tensor, ro: Rollout, mb: torch.Tensor) -> torch.Tensor:
@@ -215,8 +276,16 @@ class Online:
         return [self.posts[i] for i in rows.tolist()] if self.posts else [""] * rows.numel()
 
 
-def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: Path, norm: RewardNormalization,
-                 reward: TrainingReward | None, pad_id: int) -> Online:
+def start_online(
+    cfg: Config,
+    make_actor,
+    sft_dir: Path,
+    rm_dir: Path,
+    run_dir: Path,
+    norm: RewardNormalization,
+    reward: TrainingReward | None,
+    pad_id: int,
+) -> Online:
     """Seeds, then the actor (``make_actor()``: fresh heads draw from the seeded global RNG), the frozen models,
     the score function (the frozen RM with ``norm`` unless ``reward`` gives a text score), the optimizer over the
     actor's trainable parameters and the data-parallel wrap."""
@@ -227,8 +296,15 @@ def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: 
     actor.train()
     reward = reward or TrainingReward()  # the learned RM, which reads no posts
     ref_policy, reward_model = load_frozen(cfg, sft_dir, rm_dir, D.device, with_rm=reward.score is None)
-    score = reward.score or rm_score_fn(reward_model, norm.bias, norm.gain, pad_id, cfg.details.reward_token,
-                                        cfg.ppo.length_chunks, cfg.ppo.last_layer_suffix)
+    score = reward.score or rm_score_fn(
+        reward_model,
+        norm.bias,
+        norm.gain,
+        pad_id,
+        cfg.details.reward_token,
+        cfg.ppo.length_chunks,
+        cfg.ppo.last_layer_suffix,
+    )
     base_lr = cfg.stage_lr("ppo")
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, cfg.details.adam_eps)
     # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
@@ -239,11 +315,27 @@ def start_online(cfg: Config, make_actor, sft_dir: Path, rm_dir: Path, run_dir: 
     ddp_actor, opt = D.prepare_training(actor, opt, p.micro_batch, accum)
     # the policy-optimization stage's namespace, whatever the algorithm
     log = MetricsLog(run_dir / "metrics.jsonl", "ppo")
-    return Online(cfg, actor, ddp_actor, ref_policy, score, reward.posts, opt, base_lr, gen, sample_gen, log,
-                  local_batch_size, local_minibatch_size, accum)
+    return Online(
+        cfg,
+        actor,
+        ddp_actor,
+        ref_policy,
+        score,
+        reward.posts,
+        opt,
+        base_lr,
+        gen,
+        sample_gen,
+        log,
+        local_batch_size,
+        local_minibatch_size,
+        accum,
+    )
 
 
-def end_update(o: Online, update: int, row: dict[str, float], kl_coef: float, bar, evaluate, evals: list[dict]) -> float:
+def end_update(
+    o: Online, update: int, row: dict[str, float], kl_coef: float, bar, evaluate, evals: list[dict]
+) -> float:
     """Log the update's row (means over ranks), adapt β (details.kl_controller), evaluate when due; returns β."""
     d, p = o.cfg.details, o.cfg.ppo
     mean_kl = log_update(o.log, update, row)
@@ -258,12 +350,27 @@ def finish_online(o: Online, sanity: dict, evals: list[dict], kl_coef: float) ->
     """The sanity verdicts (ratio 1 and KL 0 at the first update) and what the pipeline reads from a loop."""
     sanity["first_ratio_ok"] = abs(sanity["first_ratio"] - 1.0) < SANITY_TOL
     sanity["initial_kl_ok"] = abs(sanity["initial_kl"]) < SANITY_TOL
-    return {"actor": o.actor, "ref_policy": o.ref_policy, "sanity": sanity,
-            "evals": evals, "params": count_parameters(o.actor.lm()), "final_kl_coef": kl_coef}
+    return {
+        "actor": o.actor,
+        "ref_policy": o.ref_policy,
+        "sanity": sanity,
+        "evals": evals,
+        "params": count_parameters(o.actor.lm()),
+        "final_kl_coef": kl_coef,
+    }
 
 
-def train_epochs(loss_fn, opt: torch.optim.Optimizer, epochs: int, local_batch_size: int, local_minibatch_size: int,
-                 accum: int, gen: torch.Generator, where: tuple[str, int], sanity: dict) -> dict[str, list[float]]:
+def train_epochs(
+    loss_fn,
+    opt: torch.optim.Optimizer,
+    epochs: int,
+    local_batch_size: int,
+    local_minibatch_size: int,
+    accum: int,
+    gen: torch.Generator,
+    where: tuple[str, int],
+    sanity: dict,
+) -> dict[str, list[float]]:
     """``epochs`` passes over a fresh permutation of the local rollout batch: one optimizer step per minibatch,
     accumulated over ``accum`` micro-batches. ``loss_fn(indices) -> (loss, stats)``; returns every micro-batch's
     stats. The first micro-batch's policy ratio of the first update goes to ``sanity["first_ratio"]``."""
@@ -287,26 +394,49 @@ def train_epochs(loss_fn, opt: torch.optim.Optimizer, epochs: int, local_batch_s
 
 
 # loss statistics → metric names (nplus/metrics_doc.py)
-STAT_NAMES = {"pg_loss": "loss/policy", "vf_loss": "loss/value", "vf_clipfrac": "value/clipfrac", "clipfrac": "policy/clipfrac",
-              "approxkl": "policy/approxkl", "ratio": "val/ratio", "entropy": "policy/entropy"}
+STAT_NAMES = {
+    "pg_loss": "loss/policy",
+    "vf_loss": "loss/value",
+    "vf_clipfrac": "value/clipfrac",
+    "clipfrac": "policy/clipfrac",
+    "approxkl": "policy/approxkl",
+    "ratio": "val/ratio",
+    "entropy": "policy/entropy",
+}
 
 
-def rollout_metrics(ro: Rollout, kl_coef: float, kl_placement: str, adv: torch.Tensor, episode: int, lr: float,
-                    times: tuple[float, float, float], epochs: int, stats_acc: dict[str, list[float]]) -> dict[str, float]:
+def rollout_metrics(
+    ro: Rollout,
+    kl_coef: float,
+    kl_placement: str,
+    adv: torch.Tensor,
+    episode: int,
+    lr: float,
+    times: tuple[float, float, float],
+    epochs: int,
+    stats_acc: dict[str, list[float]],
+) -> dict[str, float]:
     """One update's metrics row shared by every online algorithm (rollout statistics, losses, throughput)."""
     t_rollout, t_train, t_done = times
     nonscore = -kl_coef * ro.kl.sum(1) if kl_placement == "reward" else torch.zeros_like(ro.scores)
     row = {
-        "episode": episode, "objective/kl": float(ro.kl.sum(1).mean()),
+        "episode": episode,
+        "objective/kl": float(ro.kl.sum(1).mean()),
         "objective/entropy": float((-ro.logprobs.masked_fill(ro.padding_mask, 0)).sum(1).mean()),
-        "objective/non_score_reward": float(nonscore.mean()), "objective/scores": float(ro.scores.mean()),
-        "objective/raw_scores": float(ro.raw_scores.mean()), "objective/rlhf_reward": float((ro.scores + nonscore).mean()),
-        "objective/kl_coef": kl_coef, "val/num_eos": float(ro.has_eos.sum()), "val/eos_rate": float(ro.has_eos.float().mean()),
+        "objective/non_score_reward": float(nonscore.mean()),
+        "objective/scores": float(ro.scores.mean()),
+        "objective/raw_scores": float(ro.raw_scores.mean()),
+        "objective/rlhf_reward": float((ro.scores + nonscore).mean()),
+        "objective/kl_coef": kl_coef,
+        "val/num_eos": float(ro.has_eos.sum()),
+        "val/eos_rate": float(ro.has_eos.float().mean()),
         "val/mean_length": float((ro.seq_last + 1).float().mean()),
         "val/advantage_mean": float(ops.masked_mean(adv, ~ro.padding_mask)),
         "lr": lr,
         # throughput (make bench): rollout = sampling + scoring passes, train = the optimization epochs
-        "time/rollout_s": t_train - t_rollout, "time/generation_s": ro.generation_s, "time/train_s": t_done - t_train,
+        "time/rollout_s": t_train - t_rollout,
+        "time/generation_s": ro.generation_s,
+        "time/train_s": t_done - t_train,
         "time/sampled_tokens": float(ro.responses.numel()),
         "time/train_tokens": float(ro.query_responses.numel() * epochs),
     }
@@ -332,7 +462,9 @@ def periodic_eval(evaluate, policy, update: int, num_updates: int, p, log: Metri
     if evaluate is not None and p.eval_every and update % p.eval_every == 0 and update != num_updates:
         if D.is_main:
             e = evaluate(policy, update)
-            log.log(update, episode=update * p.batch_size, **{f"eval/{k}": v for k, v in e.items() if isinstance(v, float)})
+            log.log(
+                update, episode=update * p.batch_size, **{f"eval/{k}": v for k, v in e.items() if isinstance(v, float)}
+            )
             evals.append({"update": update, **e})
         D.barrier()
 

@@ -38,9 +38,21 @@ def eval_set_from(ds, n: int) -> EvalSet:
 
 
 @torch.no_grad()
-def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, length: int, temperature: float,
-                    judge, reward_fn=None, batch_size: int = 64, generator: torch.Generator | None = None,
-                    response_sampling: str = "fixed_length_then_truncate", judge_seed: int = 0) -> tuple[dict, list[dict]]:
+def evaluate_policy(
+    policy,
+    es: EvalSet,
+    tokenizer,
+    pad_id: int,
+    eos_id: int,
+    length: int,
+    temperature: float,
+    judge,
+    reward_fn=None,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    response_sampling: str = "fixed_length_then_truncate",
+    judge_seed: int = 0,
+) -> tuple[dict, list[dict]]:
     """Returns (aggregates, per-sample rows). ``reward_fn(query_tokens, responses, posts) -> (B,)``: the score of
     reward.source (nplus.rewards.ScoreFn), reported as ``proxy_reward``."""
     was_training = policy.training
@@ -48,7 +60,7 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
     texts, finished, lengths, scores = [], [], [], []
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     for start in range(0, len(es.ids), batch_size):
-        q = es.query_tokens[start:start + batch_size].to(next(policy.parameters()).device)
+        q = es.query_tokens[start : start + batch_size].to(next(policy.parameters()).device)
         out = sample(policy, q, pad_id, eos_id, length, temperature, response_sampling, gen)
         responses = ops.truncate_after_eos(out.responses, eos_id, pad_id)
         has_eos = (responses == eos_id).any(1)
@@ -56,7 +68,7 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
         lengths += ops.response_lengths(responses, eos_id).tolist()
         texts += decode_responses(tokenizer, responses)
         if reward_fn is not None:
-            scores += reward_fn(q, responses, es.posts[start:start + batch_size]).float().cpu().tolist()
+            scores += reward_fn(q, responses, es.posts[start : start + batch_size]).float().cpu().tolist()
     # The judge sees the policy summary and the reference in a seeded random A/B order; an unparseable or
     # failed verdict is an outcome of its own, never a side (see nplus/evaluation/judges.py).
     refs = [" " + r.lstrip() for r in es.references]
@@ -64,26 +76,40 @@ def evaluate_policy(policy, es: EvalSet, tokenizer, pad_id: int, eos_id: int, le
     gold = getattr(judge, "gold", None)
     rows: list[dict] = []
     for k, rec in enumerate(records):
-        rows.append({
-            "id": es.ids[k], "post": es.posts[k], "query": es.queries[k], "reference": es.references[k],
-            "response": texts[k], "finished": bool(finished[k]), "length": int(lengths[k]),
-            "proxy_score": float(scores[k]) if scores else None,
-            "gold_score": float(gold.score(es.posts[k], texts[k], finished[k])) if gold is not None else None,
-            "reference_gold_score": float(gold.score(es.posts[k], refs[k], True)) if gold is not None else None,
-            "outcome": rec["outcome"], "win": {"win": 1, "loss": 0}.get(rec["outcome"]),
-            "judge_order": rec["order"], "judge_raw": rec["raw"],
-        })
+        rows.append(
+            {
+                "id": es.ids[k],
+                "post": es.posts[k],
+                "query": es.queries[k],
+                "reference": es.references[k],
+                "response": texts[k],
+                "finished": bool(finished[k]),
+                "length": int(lengths[k]),
+                "proxy_score": float(scores[k]) if scores else None,
+                "gold_score": float(gold.score(es.posts[k], texts[k], finished[k])) if gold is not None else None,
+                "reference_gold_score": float(gold.score(es.posts[k], refs[k], True)) if gold is not None else None,
+                "outcome": rec["outcome"],
+                "win": {"win": 1, "loss": 0}.get(rec["outcome"]),
+                "judge_order": rec["order"],
+                "judge_raw": rec["raw"],
+            }
+        )
     if was_training:
         policy.train()
     wr = win_rate_summary([r["outcome"] for r in rows], seed=0)
     rouge = rouge_scores([r["response"] for r in rows], [r["reference"] for r in rows])
     agg = {
-        "win_rate": wr["win_rate"], "win_rate_ci": wr["win_rate_ci_bootstrap"], "win_rate_ci_wilson": wr["win_rate_ci_wilson"],
-        "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rouge_l": rouge["rougeL"],
+        "win_rate": wr["win_rate"],
+        "win_rate_ci": wr["win_rate_ci_bootstrap"],
+        "win_rate_ci_wilson": wr["win_rate_ci_wilson"],
+        "rouge1": rouge["rouge1"],
+        "rouge2": rouge["rouge2"],
+        "rouge_l": rouge["rougeL"],
         "mean_length": sum(r["length"] for r in rows) / len(rows),
         "eos_rate": sum(r["finished"] for r in rows) / len(rows),
         "gold_score": sum(r["gold_score"] for r in rows) / len(rows) if gold is not None else None,
-        "n_unparseable": wr["n_unparseable"], "n_failed": wr["n_failed"],
+        "n_unparseable": wr["n_unparseable"],
+        "n_failed": wr["n_failed"],
         **text_diversity(texts),
     }
     if gold is not None:

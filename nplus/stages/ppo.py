@@ -19,12 +19,29 @@ import torch.nn as nn
 
 from nplus import ops
 from nplus.config import Config
-from nplus.models import (RewardNormalization, ScalarModel, SharedTrunkPolicy, init_critic, init_reward_head, load_causal_lm,
-                          set_dropout)
+from nplus.models import (
+    RewardNormalization,
+    ScalarModel,
+    SharedTrunkPolicy,
+    init_critic,
+    init_reward_head,
+    load_causal_lm,
+    set_dropout,
+)
 from nplus.rewards import TrainingReward
 from nplus.stages.common import dist, lr_at, progress, set_lr
-from nplus.stages.online import (Actor, Rollout, end_update, finish_online, query_stream, rollout, rollout_logprobs_now,
-                                 rollout_metrics, start_online, train_epochs)
+from nplus.stages.online import (
+    Actor,
+    Rollout,
+    end_update,
+    finish_online,
+    query_stream,
+    rollout,
+    rollout_logprobs_now,
+    rollout_metrics,
+    start_online,
+    train_epochs,
+)
 
 
 def build_actor(cfg: Config, sft_dir: Path, rm_dir: Path) -> Actor:
@@ -56,7 +73,9 @@ def advantages_and_returns(cfg: Config, ro: Rollout, kl_coef: float) -> tuple[to
     d, p = cfg.details, cfg.ppo
     T = ro.responses.size(1)
     # 4. compute rewards: −β·KL per token plus the score at details.score_position
-    rewards = ops.per_token_rewards(ro.kl, ro.scores, ops.score_index(ro.seq_last, T, d.score_position), kl_coef, d.kl_placement)
+    rewards = ops.per_token_rewards(
+        ro.kl, ro.scores, ops.score_index(ro.seq_last, T, d.score_position), kl_coef, d.kl_placement
+    )
     # 5. whiten rewards (details.reward_whitening), over the positions that carry values
     rewards = ops.whiten_rewards(rewards, ro.value_mask, d.reward_whitening)
     # 6. compute advantages (GAE) and returns (before whitening); whiten advantages over real tokens
@@ -66,24 +85,48 @@ def advantages_and_returns(cfg: Config, ro: Rollout, kl_coef: float) -> tuple[to
     return rewards, advantages, returns
 
 
-def ppo_losses(cfg: Config, actor: Actor, ro: Rollout, adv: torch.Tensor, returns: torch.Tensor, mb: torch.Tensor,
-               pad_id: int, kl_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ppo_losses(
+    cfg: Config,
+    actor: Actor,
+    ro: Rollout,
+    adv: torch.Tensor,
+    returns: torch.Tensor,
+    mb: torch.Tensor,
+    pad_id: int,
+    kl_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO loss on one micro-batch: pg_loss + vf_coef · vf_loss (+ β·KL when details.kl_placement = loss)."""
     d, p = cfg.details, cfg.ppo
     logits, vpred = actor(ro.query_responses[mb], pad_id, ro.responses.size(1))
     new_logprobs = rollout_logprobs_now(cfg, logits, ro, mb)
     vpred = vpred.masked_fill(~ro.value_mask[mb], 0)
     pg_loss, pg_stats = ops.policy_loss(new_logprobs, ro.logprobs[mb], adv[mb], ~ro.padding_mask[mb], p.cliprange)
-    vf_loss, vf_stats = ops.value_loss(vpred, ro.values[mb], returns[mb], ro.value_mask[mb], p.cliprange_value, d.value_clipping)
+    vf_loss, vf_stats = ops.value_loss(
+        vpred, ro.values[mb], returns[mb], ro.value_mask[mb], p.cliprange_value, d.value_clipping
+    )
     kl_now = ops.kl_per_token(new_logprobs, ro.ref_logprobs[mb], d.kl_estimator)
     loss = pg_loss + p.vf_coef * vf_loss + ops.kl_loss_term(kl_now, ~ro.padding_mask[mb], kl_coef, d.kl_placement)
-    stats = {"pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(), "vf_clipfrac": vf_stats["clipfrac"], **pg_stats,
-             "entropy": ops.masked_mean(ops.entropy_from_logits(logits.detach()), ~ro.padding_mask[mb])}
+    stats = {
+        "pg_loss": pg_loss.detach(),
+        "vf_loss": vf_loss.detach(),
+        "vf_clipfrac": vf_stats["clipfrac"],
+        **pg_stats,
+        "entropy": ops.masked_mean(ops.entropy_from_logits(logits.detach()), ~ro.padding_mask[mb]),
+    }
     return loss, stats
 
 
-def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalization, train_queries: torch.Tensor,
-              tokenizer, run_dir: Path, evaluate=None, reward: TrainingReward | None = None) -> dict:
+def train_ppo(
+    cfg: Config,
+    sft_dir: Path,
+    rm_dir: Path,
+    norm: RewardNormalization,
+    train_queries: torch.Tensor,
+    tokenizer,
+    run_dir: Path,
+    evaluate=None,
+    reward: TrainingReward | None = None,
+) -> dict:
     """The PPO loop. ``evaluate(actor_lm, update) -> dict`` is called every ``eval_every`` updates and at the end;
     ``reward``: the training posts and reward.source's text score (default: the learned RM, posts unread)."""
     d, p = cfg.details, cfg.ppo
@@ -111,12 +154,30 @@ def train_ppo(cfg: Config, sft_dir: Path, rm_dir: Path, norm: RewardNormalizatio
         # 4–6. compute rewards, whiten them, compute advantages and returns
         rewards, adv, returns = advantages_and_returns(cfg, ro, kl_coef)
         # PPO epochs, each over a fresh shuffle of minibatches (micro-batches accumulated)
-        stats_acc = train_epochs(lambda micro: ppo_losses(cfg, ddp_actor, ro, adv, returns, micro, pad_id, kl_coef),
-                                 opt, p.ppo_epochs, o.local_batch_size, o.local_minibatch_size, o.accum, gen, ("ppo", update), sanity)
+        stats_acc = train_epochs(
+            lambda micro: ppo_losses(cfg, ddp_actor, ro, adv, returns, micro, pad_id, kl_coef),
+            opt,
+            p.ppo_epochs,
+            o.local_batch_size,
+            o.local_minibatch_size,
+            o.accum,
+            gen,
+            ("ppo", update),
+            sanity,
+        )
         t_done = time.perf_counter()
         # log (names documented in nplus/metrics_doc.py; means over ranks), adapt β, evaluate when due
-        row = rollout_metrics(ro, kl_coef, d.kl_placement, adv, update * p.batch_size, opt.param_groups[0]["lr"],
-                              (t_rollout, t_train, t_done), p.ppo_epochs, stats_acc)
+        row = rollout_metrics(
+            ro,
+            kl_coef,
+            d.kl_placement,
+            adv,
+            update * p.batch_size,
+            opt.param_groups[0]["lr"],
+            (t_rollout, t_train, t_done),
+            p.ppo_epochs,
+            stats_acc,
+        )
         row["val/rewards_std"] = float(rewards.std())
         kl_coef = end_update(o, update, row, kl_coef, bar, evaluate, evals)
     bar.close()
@@ -130,12 +191,16 @@ def _check_score_position(ro: Rollout, mode: str, eos_id: int) -> dict:
     (which shifts the last-real-token index) shows up here.
     """
     T = ro.responses.size(1)
-    placed = ops.per_token_rewards(torch.zeros_like(ro.kl), ro.scores, ops.score_index(ro.seq_last, T, mode), 0.0, "reward")
+    placed = ops.per_token_rewards(
+        torch.zeros_like(ro.kl), ro.scores, ops.score_index(ro.seq_last, T, mode), 0.0, "reward"
+    )
     landed = placed.abs().argmax(1)
     eos_at = ops.first_true_indices(ro.responses == eos_id)
     want = 1 if mode == "eos_plus_one" else 0
     rows = ro.has_eos & (ro.scores != 0) & (eos_at + want < T)
     offset = (landed - eos_at)[rows]
-    return {"score_position_ok": bool((offset == want).all()) and bool(rows.any()),
-            "score_position_offset": float(offset.float().mean()) if bool(rows.any()) else math.nan,
-            "score_position_expected_offset": float(want)}
+    return {
+        "score_position_ok": bool((offset == want).all()) and bool(rows.any()),
+        "score_position_offset": float(offset.float().mean()) if bool(rows.any()) else math.nan,
+        "score_position_expected_offset": float(want),
+    }

@@ -19,24 +19,41 @@ from nplus.config import Config
 from nplus.evaluation.metrics import rm_accuracy_report, rm_calibration
 from nplus.evaluation.probes import fact_check_accuracy, likelihood_fact_check
 from nplus.models import RewardNormalization, ScalarModel, init_reward_head, load_causal_lm, load_trunk, set_dropout
-from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
-                                 trim_right,
-                                 seed_everything, set_lr)
+from nplus.stages.common import (
+    MetricsLog,
+    as_tensor,
+    check_finite,
+    dist,
+    lr_at,
+    make_optimizer,
+    minibatches,
+    progress,
+    seed_everything,
+    set_lr,
+    trim_right,
+)
 
 
-def pair_rewards(rm: ScalarModel, chosen: torch.Tensor, rejected: torch.Tensor, pad_id: int, reward_token: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_rewards(
+    rm: ScalarModel, chosen: torch.Tensor, rejected: torch.Tensor, pad_id: int, reward_token: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L) chosen and rejected ids → (B,), (B,) rewards from one forward over the concatenated batch."""
     ids = trim_right(torch.cat([chosen, rejected], 0), pad_id)
     r = ops.pool_reward(rm(ids, pad_id), ids, pad_id, reward_token)
-    return r[: chosen.size(0)], r[chosen.size(0):]
+    return r[: chosen.size(0)], r[chosen.size(0) :]
 
 
 @torch.no_grad()
-def score_sequences(rm: ScalarModel, ids: torch.Tensor, pad_id: int, reward_token: str, batch_size: int = 128) -> torch.Tensor:
+def score_sequences(
+    rm: ScalarModel, ids: torch.Tensor, pad_id: int, reward_token: str, batch_size: int = 128
+) -> torch.Tensor:
     """(N, L) ids (any padding) → (N,) raw rewards."""
     rm.eval()
     device = next(rm.parameters()).device
-    out = [ops.pool_reward(rm(b.to(device), pad_id), b.to(device), pad_id, reward_token).float().cpu() for b in ids.split(batch_size)]
+    out = [
+        ops.pool_reward(rm(b.to(device), pad_id), b.to(device), pad_id, reward_token).float().cpu()
+        for b in ids.split(batch_size)
+    ]
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -46,7 +63,7 @@ def left_pad(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     out = torch.full_like(ids, pad_id)
     for i in range(ids.size(0)):
         k = int(n_real[i])
-        out[i, ids.size(1) - k:] = ids[i, :k]
+        out[i, ids.size(1) - k :] = ids[i, :k]
     return out
 
 
@@ -69,15 +86,29 @@ def fact_checks(rm, sft_dir: Path, device: torch.device, fact_check, pad_id: int
     """The share of tldr-synth's minimal pairs (right (N, L), wrong (N, L) ids, N slots) the RM ranks right, and the
     same pairs by the SFT model's likelihood: what the RM's initial weights know, to read the former against."""
     right, wrong, slots = fact_check
-    checks = fact_check_accuracy(score_sequences(rm, right, pad_id, reward_token).tolist(),
-                                 score_sequences(rm, wrong, pad_id, reward_token).tolist(), slots)
-    checks["fact_check_sft_likelihood"] = likelihood_fact_check(load_causal_lm(sft_dir).to(device), right.to(device),
-                                                                wrong.to(device), pad_id)
+    checks = fact_check_accuracy(
+        score_sequences(rm, right, pad_id, reward_token).tolist(),
+        score_sequences(rm, wrong, pad_id, reward_token).tolist(),
+        slots,
+    )
+    checks["fact_check_sft_likelihood"] = likelihood_fact_check(
+        load_causal_lm(sft_dir).to(device), right.to(device), wrong.to(device), pad_id
+    )
     return checks
 
 
-def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_dir: Path, log_path: Path,
-             policy_sample_fn=None, gold=None, fact_check=None) -> dict:
+def train_rm(
+    cfg: Config,
+    sft_dir: Path,
+    pref: dict,
+    sft_train,
+    tokenizer,
+    out_dir: Path,
+    log_path: Path,
+    policy_sample_fn=None,
+    gold=None,
+    fact_check=None,
+) -> dict:
     """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset; ``gold``
     (tldr-synth's gold judge) adds the accuracy against its verdicts on the validation pairs; ``fact_check``
     (tldr-synth: right (N, L), wrong (N, L) ids and N slots of nplus.evaluation.probes.fact_check_sequences) adds
@@ -109,7 +140,9 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
             loss_sum, acc_sum = 0.0, 0.0
             micros = D.rank_slice(idx).chunk(accum)
             for i, micro in enumerate(micros):
-                rc, rr = pair_rewards(rm, chosen_all[micro].to(D.device), rejected_all[micro].to(D.device), pad_id, d.reward_token)
+                rc, rr = pair_rewards(
+                    rm, chosen_all[micro].to(D.device), rejected_all[micro].to(D.device), pad_id, d.reward_token
+                )
                 loss, acc = ops.bradley_terry_loss(rc, rr)
                 check_finite(loss, "rm", step)
                 D.backward(loss, accum, last=i == len(micros) - 1)
@@ -128,8 +161,9 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
         D.barrier()
         return {}
     # 3. validation accuracy (and against the gold judge, the fact checks)
-    sc, sr, acc, accuracy_gold = validation_accuracy(rm, pref["validation"], cfg.task.max_rm_eval, pad_id,
-                                                     d.reward_token, gold)
+    sc, sr, acc, accuracy_gold = validation_accuracy(
+        rm, pref["validation"], cfg.task.max_rm_eval, pad_id, d.reward_token, gold
+    )
     checks = {}
     if fact_check is not None:
         checks = fact_checks(rm, sft_dir, D.device, fact_check, pad_id, d.reward_token)
@@ -141,16 +175,25 @@ def train_rm(cfg: Config, sft_dir: Path, pref: dict, sft_train, tokenizer, out_d
     norm = RewardNormalization(bias=bias, gain=gain)
     # 5. padding invariance on reference summaries
     sample = refs[:64]
-    diff = (score_sequences(rm, sample, pad_id, d.reward_token) - score_sequences(rm, left_pad(sample, pad_id), pad_id, d.reward_token)).abs()
+    diff = (
+        score_sequences(rm, sample, pad_id, d.reward_token)
+        - score_sequences(rm, left_pad(sample, pad_id), pad_id, d.reward_token)
+    ).abs()
     rm.save(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     D.barrier()
     return {
-        "accuracy": acc["accuracy"], "accuracy_gold": accuracy_gold, "accuracy_valid1": acc["by_split"].get("valid1"),
-        "accuracy_valid2": acc["by_split"].get("valid2"), "accuracy_report": acc,
+        "accuracy": acc["accuracy"],
+        "accuracy_gold": accuracy_gold,
+        "accuracy_valid1": acc["by_split"].get("valid1"),
+        "accuracy_valid2": acc["by_split"].get("valid2"),
+        "accuracy_report": acc,
         "calibration": rm_calibration(sc.numpy(), sr.numpy()),
-        "reward_bias": bias, "reward_gain": gain, "reference_score_mean": float(ref_scores.mean()),
+        "reward_bias": bias,
+        "reward_gain": gain,
+        "reference_score_mean": float(ref_scores.mean()),
         "reference_score_mean_normalized": float(norm.apply(ref_scores).mean()),
-        "padding_invariance_max_diff": float(diff.max()), "updates": step, **checks,
+        "padding_invariance_max_diff": float(diff.max()),
+        "updates": step,
+        **checks,
     }
-

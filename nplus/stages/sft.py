@@ -17,9 +17,19 @@ from nplus import ops
 from nplus.config import Config
 from nplus.models import count_parameters, lm_logits, load_causal_lm, resize_for_tokenizer, set_dropout
 from nplus.rundir import fault_point
-from nplus.stages.common import (MetricsLog, dist, as_tensor, check_finite, lr_at, make_optimizer, minibatches, progress,
-                                 trim_right,
-                                 seed_everything, set_lr)
+from nplus.stages.common import (
+    MetricsLog,
+    as_tensor,
+    check_finite,
+    dist,
+    lr_at,
+    make_optimizer,
+    minibatches,
+    progress,
+    seed_everything,
+    set_lr,
+    trim_right,
+)
 
 
 def sft_step_loss(model, ids: torch.Tensor, query_lengths: torch.Tensor, pad_id: int, loss_tokens: str) -> torch.Tensor:
@@ -84,6 +94,5 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
         fault_point("checkpoint")  # the kill -9 campaign dies here: weights written, tokenizer and DONE not
         tokenizer.save_pretrained(out_dir / "model")
     D.barrier()
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     return {"train_loss": sum(tail) / len(tail), "updates": step, "params": count_parameters(model)}
-

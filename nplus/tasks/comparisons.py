@@ -27,11 +27,15 @@ class Worker:
 def make_workers(rng: random.Random) -> list[Worker]:
     """Annotators with their own taste for length and their own noise level."""
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    return [Worker(id="".join(alphabet[rng.randrange(62)] for _ in range(30)),
-                   length_bias=LENGTH_BIAS * math.exp(rng.gauss(0.0, 0.3)),
-                   tau=TAU * math.exp(rng.gauss(0.0, 0.15)),
-                   weight=rng.uniform(0.5, 2.0))
-            for _ in range(N_WORKERS)]
+    return [
+        Worker(
+            id="".join(alphabet[rng.randrange(62)] for _ in range(30)),
+            length_bias=LENGTH_BIAS * math.exp(rng.gauss(0.0, 0.3)),
+            tau=TAU * math.exp(rng.gauss(0.0, 0.15)),
+            weight=rng.uniform(0.5, 2.0),
+        )
+        for _ in range(N_WORKERS)
+    ]
 
 
 def utility(gold_score: float, text: str, worker: Worker) -> float:
@@ -47,8 +51,9 @@ def label(u_a: float, u_b: float, worker: Worker, rng: random.Random) -> tuple[i
     return choice, min(9, max(1, confidence))
 
 
-def make_comparisons(posts: list[Post], n: int, split: str, batches: tuple[int, ...], judge,
-                     workers: list[Worker], rng: random.Random) -> list[dict]:
+def make_comparisons(
+    posts: list[Post], n: int, split: str, batches: tuple[int, ...], judge, workers: list[Worker], rng: random.Random
+) -> list[dict]:
     """n comparison rows on posts drawn with replacement; ``batches`` are spread evenly over the rows."""
     rows = []
     worker_weights = [w.weight for w in workers]
@@ -61,22 +66,30 @@ def make_comparisons(posts: list[Post], n: int, split: str, batches: tuple[int, 
         worker = rng.choices(workers, weights=worker_weights)[0]
         gold = [judge.score(post.text, t) for t in texts]
         choice, confidence = label(*(utility(g, t, worker) for g, t in zip(gold, texts)), worker, rng)
-        rows.append({
-            # site/article are CNN/DM fields of the public schema, null for Reddit posts as there
-            "info": {"id": post.id, "post": post.text, "title": post.title, "subreddit": post.subreddit,
-                     "site": None, "article": None},
-            "summaries": [{"text": t, "policy": p, "note": ""} for t, p in zip(texts, (first, second))],
-            "choice": choice,
-            "worker": worker.id,
-            "batch": f"batch{batches[i * len(batches) // n]}",
-            "split": split,
-            "extra": {"confidence": confidence},
-            "_gold": gold,  # for the card; dropped before saving
-        })
+        rows.append(
+            {
+                # site/article are CNN/DM fields of the public schema, null for Reddit posts as there
+                "info": {
+                    "id": post.id,
+                    "post": post.text,
+                    "title": post.title,
+                    "subreddit": post.subreddit,
+                    "site": None,
+                    "article": None,
+                },
+                "summaries": [{"text": t, "policy": p, "note": ""} for t, p in zip(texts, (first, second))],
+                "choice": choice,
+                "worker": worker.id,
+                "batch": f"batch{batches[i * len(batches) // n]}",
+                "split": split,
+                "extra": {"confidence": confidence},
+                "_gold": gold,  # for the card; dropped before saving
+            }
+        )
     return rows
+
 
 def label_gold_agreement(rows: list[dict]) -> float:
     """Fraction of labels that pick the summary the gold judge strictly prefers (ties excluded)."""
     decided = [(r["choice"], r["_gold"]) for r in rows if r["_gold"][0] != r["_gold"][1]]
     return sum(c == (0 if g[0] > g[1] else 1) for c, g in decided) / max(1, len(decided))
-

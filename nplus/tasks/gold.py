@@ -40,7 +40,13 @@ from typing import Iterable, Literal, Sequence
 from nplus.tasks.world import DISTRACTOR_MARKERS, FILLER_PHRASES, SLOT_KEYS
 
 WEIGHTS: dict[str, float] = {
-    "event": 3.0, "relation": 2.0, "ask": 2.0, "duration": 1.0, "feeling": 1.0, "narrator": 0.5, "counterpart": 0.5,
+    "event": 3.0,
+    "relation": 2.0,
+    "ask": 2.0,
+    "duration": 1.0,
+    "feeling": 1.0,
+    "narrator": 0.5,
+    "counterpart": 0.5,
 }
 COVERAGE_POINTS = 10.0
 WRONG_PENALTY = 3.0
@@ -72,8 +78,9 @@ def words(text: str) -> list[str]:
 
 def _phrase_index() -> dict[str, list[tuple[tuple[str, ...], str, str]]]:
     """first word → [(words of the phrase, slot, value)], longest phrase first."""
-    entries = [(slot, value, key)
-               for slot, values in SLOT_KEYS.items() for value, keys in values.items() for key in keys]
+    entries = [
+        (slot, value, key) for slot, values in SLOT_KEYS.items() for value, keys in values.items() for key in keys
+    ]
     entries += [("distractor", m, m) for m in DISTRACTOR_MARKERS] + [("filler", f, f) for f in FILLER_PHRASES]
     index: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
     for slot, value, key in entries:
@@ -113,7 +120,7 @@ def mentions(tokens: Sequence[str]) -> dict[str, set[str]]:
             i += 1
             continue
         for phrase, slot, value in _INDEX.get(tok, ()):
-            if tuple(tokens[i:i + len(phrase)]) == phrase:
+            if tuple(tokens[i : i + len(phrase)]) == phrase:
                 found[slot].add(value)
                 i += len(phrase) - 1
                 break
@@ -212,8 +219,10 @@ class GoldJudge:
         """Read ``DATA_DIR/facts.jsonl`` (one ``{"id", "post", "facts"}`` object per line)."""
         path = Path(data_dir) / "facts.jsonl"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the gold judge needs a tldr-synth data directory "
-                                    "(nplus.tasks.synth.generate writes facts.jsonl there)")
+            raise FileNotFoundError(
+                f"{path} not found: the gold judge needs a tldr-synth data directory "
+                "(nplus.tasks.synth.generate writes facts.jsonl there)"
+            )
         with path.open(encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
         return cls({r["post"]: r["facts"] for r in records}, source=str(path))
@@ -222,10 +231,12 @@ class GoldJudge:
         try:
             return self._expected[post]
         except KeyError:
-            raise KeyError(f"post not found among the {len(self._expected)} posts of {self._source} "
-                           f"(looked up by exact text; starts {post[:60]!r}). The gold judge only scores "
-                           "tldr-synth posts: pass the dataset's `post` column unchanged, "
-                           "not the formatted query.") from None
+            raise KeyError(
+                f"post not found among the {len(self._expected)} posts of {self._source} "
+                f"(looked up by exact text; starts {post[:60]!r}). The gold judge only scores "
+                "tldr-synth posts: pass the dataset's `post` column unchanged, "
+                "not the formatted query."
+            ) from None
 
     def facts_for(self, post: str) -> dict:
         """The latent facts of a post (slot → value or None)."""
@@ -239,8 +250,9 @@ class GoldJudge:
     def score(self, post: str, summary: str, finished: bool = True) -> float:
         return analyze(self._lookup(post), summary, finished).total
 
-    def score_batch(self, posts: Iterable[str], summaries: Iterable[str],
-                    finished: Iterable[bool] | None = None) -> list[float]:
+    def score_batch(
+        self, posts: Iterable[str], summaries: Iterable[str], finished: Iterable[bool] | None = None
+    ) -> list[float]:
         """Scores of aligned (post, summary, finished) triples; ``finished`` defaults to all True."""
         posts, summaries = list(posts), list(summaries)
         flags = [True] * len(posts) if finished is None else list(finished)
@@ -262,6 +274,8 @@ class GoldJudge:
             choice, why = tie_break(a, b), "equal scores, tie broken by a stable hash"
         else:
             choice, why = ("A" if sa > sb else "B"), "higher score preferred"
-        raw = (f"Comparison: A covers {len(ra.covered)}/{len(ra.present)} key facts (score {sa:.2f}), "
-               f"B covers {len(rb.covered)}/{len(rb.present)} (score {sb:.2f}); {why}.\nPreferred: {choice}")
+        raw = (
+            f"Comparison: A covers {len(ra.covered)}/{len(ra.present)} key facts (score {sa:.2f}), "
+            f"B covers {len(rb.covered)}/{len(rb.present)} (score {sb:.2f}); {why}.\nPreferred: {choice}"
+        )
         return Judgment(choice=choice, raw=raw, score_a=sa, score_b=sb)

@@ -5,9 +5,29 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from nplus.tasks.world import (ASK, ASKS, COUNTRIES, DISTRACTORS, EDITS, EVENT, FEELINGS, FILLER_SENTENCES, HOBBIES,
-                               JOBS, MONEY_EVENTS, NEUTRAL, OPENERS, PET_NAMES, PETS, PLACES, RELATION, STATES,
-                               SUBREDDITS, TIFU_FEELINGS, Relation)
+from nplus.tasks.world import (
+    ASK,
+    ASKS,
+    COUNTRIES,
+    DISTRACTORS,
+    EDITS,
+    EVENT,
+    FEELINGS,
+    FILLER_SENTENCES,
+    HOBBIES,
+    JOBS,
+    MONEY_EVENTS,
+    NEUTRAL,
+    OPENERS,
+    PET_NAMES,
+    PETS,
+    PLACES,
+    RELATION,
+    STATES,
+    SUBREDDITS,
+    TIFU_FEELINGS,
+    Relation,
+)
 
 
 @dataclass(frozen=True)
@@ -85,18 +105,30 @@ def draw_facts(rng: random.Random) -> tuple[str, dict, str]:
 
 # How each relation kind says "for how long" in a post's intro: (with a duration, without one).
 BONDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "romantic": (("have been together for {dur}", "have been dating for {dur}"),
-                 ("have been together for a while", "have been dating for some time")),
-    "family": (("haven't been getting along for {dur}", "have been arguing a lot for {dur}"),
-               ("have always been close", "usually get along fine")),
-    "friend": (("have been friends for {dur}", "have been close friends for {dur}"),
-               ("have been friends for a long time", "have always been close")),
-    "roommate": (("have lived together for {dur}", "have shared a place for {dur}"),
-                 ("live together", "share a place downtown")),
-    "work": (("have worked together for {dur}", "have been on the same team for {dur}"),
-             ("work together", "are on the same team")),
-    "legal": (("have known each other for {dur}", "have dealt with each other for {dur}"),
-              ("don't really know each other", "barely talk")),
+    "romantic": (
+        ("have been together for {dur}", "have been dating for {dur}"),
+        ("have been together for a while", "have been dating for some time"),
+    ),
+    "family": (
+        ("haven't been getting along for {dur}", "have been arguing a lot for {dur}"),
+        ("have always been close", "usually get along fine"),
+    ),
+    "friend": (
+        ("have been friends for {dur}", "have been close friends for {dur}"),
+        ("have been friends for a long time", "have always been close"),
+    ),
+    "roommate": (
+        ("have lived together for {dur}", "have shared a place for {dur}"),
+        ("live together", "share a place downtown"),
+    ),
+    "work": (
+        ("have worked together for {dur}", "have been on the same team for {dur}"),
+        ("work together", "are on the same team"),
+    ),
+    "legal": (
+        ("have known each other for {dur}", "have dealt with each other for {dur}"),
+        ("don't really know each other", "barely talk"),
+    ),
 }
 INTROS: tuple[str, ...] = (
     "My {rel} ({ca}) and I ({na}) {bond}.",
@@ -213,4 +245,3 @@ def render_post(facts: dict, gender: str, rng: random.Random) -> tuple[str, str,
     # A few long posts come as one wall of text: newline truncation cannot help there.
     sep = " " if long and rng.random() < 0.2 else "\n"
     return sep.join(blocks), _title(facts, fields, rng), tuple(used)
-

@@ -7,8 +7,19 @@ import random
 import re
 
 from nplus.tasks.posts import Post, age_token, fill, pick, pronouns
-from nplus.tasks.world import (ASK, ASKS, EVENT, EVENTS, FEELINGS, RELATION, RELATIONS, SLOTS, SUMMARY_FILLERS_PREFIX,
-                               SUMMARY_FILLERS_SUFFIX, Event)
+from nplus.tasks.world import (
+    ASK,
+    ASKS,
+    EVENT,
+    EVENTS,
+    FEELINGS,
+    RELATION,
+    RELATIONS,
+    SLOTS,
+    SUMMARY_FILLERS_PREFIX,
+    SUMMARY_FILLERS_SUFFIX,
+    Event,
+)
 
 FEELING_CLAUSES = ("I feel {feeling}", "feeling {feeling}", "I'm {feeling}", "now I'm {feeling}", "I'm so {feeling}")
 GENERIC_VPS = ("did something that upset me", "messed up badly", "crossed a line")
@@ -16,16 +27,19 @@ GENERIC_VPS = ("did something that upset me", "messed up badly", "crossed a line
 # Always "for {dur}", the words every post uses ("have been dating for 2 years"): a TL;DR restates the duration in
 # the post's own surface form, so restating it is one in-context copy after "for".
 DURATION_PHRASES: dict[str, tuple[str, ...]] = {
-    "romantic": ("(together for {dur})", "(dating for {dur})"), "friend": ("(friends for {dur})",),
-    "roommate": ("(living together for {dur})",), "family": ("(not getting along for {dur})", "(arguing for {dur})"),
-    "work": ("(working together for {dur})",), "legal": ("(for {dur})",),
+    "romantic": ("(together for {dur})", "(dating for {dur})"),
+    "friend": ("(friends for {dur})",),
+    "roommate": ("(living together for {dur})",),
+    "family": ("(not getting along for {dur})", "(arguing for {dur})"),
+    "work": ("(working together for {dur})",),
+    "legal": ("(for {dur})",),
 }
 # A word for the counterpart that names no relation (used when the relation is left out).
 VAGUE_COUNTERPART = "partner"
 
 
 def _counterpart_phrase(facts: dict, fields: dict[str, str], rng: random.Random) -> str:
-    """"my bf (26M) of 2 years": relation, counterpart age and duration, whichever facts are present."""
+    """ "my bf (26M) of 2 years": relation, counterpart age and duration, whichever facts are present."""
     rel = RELATION[facts["relation"]] if facts["relation"] else None
     if rel is None:
         head = fields["he"]
@@ -39,7 +53,7 @@ def _counterpart_phrase(facts: dict, fields: dict[str, str], rng: random.Random)
 
 
 def _narrator_event_clauses(facts: dict, event: Event, fields: dict[str, str], rng: random.Random) -> list[str]:
-    """"I (24F) locked my bf out of the house. He is 26M, 2 years together." (tifu-style posts)."""
+    """ "I (24F) locked my bf out of the house. He is 26M, 2 years together." (tifu-style posts)."""
     rel = RELATION[facts["relation"]] if facts["relation"] else None
     word = (rel.short if rng.random() < 0.3 else rel.name) if rel else VAGUE_COUNTERPART
     subject = f"I ({facts['narrator'].upper()})" if facts["narrator"] else "I"
@@ -49,15 +63,18 @@ def _narrator_event_clauses(facts: dict, event: Event, fields: dict[str, str], r
         context.append(f"{fields['he']} ({facts['counterpart'].upper()})")
     if facts["duration"]:
         romantic = rel is not None and rel.kind == "romantic"
-        context.append(f"together for {facts['duration']}" if romantic else f"known {fields['him']} for {facts['duration']}")
+        context.append(
+            f"together for {facts['duration']}" if romantic else f"known {fields['him']} for {facts['duration']}"
+        )
     if context:
         clauses.append(", ".join(context) + ".")
     return clauses
 
 
-def _counterpart_event_clauses(facts: dict, event: Event | None, fields: dict[str, str],
-                               rng: random.Random) -> list[str]:
-    """"I (24F) found out my bf (26M) of 2 years cheated on me." and variants."""
+def _counterpart_event_clauses(
+    facts: dict, event: Event | None, fields: dict[str, str], rng: random.Random
+) -> list[str]:
+    """ "I (24F) found out my bf (26M) of 2 years cheated on me." and variants."""
     who = _counterpart_phrase(facts, fields, rng)
     vp = fill(pick(rng, event.vp), fields) if event else pick(rng, GENERIC_VPS)
     narrator = facts["narrator"].upper() if facts["narrator"] else None
@@ -175,8 +192,15 @@ OMITTABLE = ("event", "relation", "ask", "duration", "feeling")
 # with the gold score 0.00 within a post; docs/tldr-synth.md, "Capability"). So `wrong` is the commonest policy
 # and its slot is drawn in proportion to the judge's weight of the fact (WRONG_SLOT_WEIGHTS).
 POLICY_WEIGHTS = (0.15, 0.15, 0.1, 0.28, 0.08, 0.07, 0.06, 0.06, 0.05)
-WRONG_SLOT_WEIGHTS = {"event": 3.0, "relation": 2.0, "ask": 2.0, "duration": 1.0, "feeling": 1.0, "narrator": 0.5,
-                      "counterpart": 0.5}
+WRONG_SLOT_WEIGHTS = {
+    "event": 3.0,
+    "relation": 2.0,
+    "ask": 2.0,
+    "duration": 1.0,
+    "feeling": 1.0,
+    "narrator": 0.5,
+    "counterpart": 0.5,
+}
 
 
 def fact_check_pairs(post: Post, seed: int) -> list[tuple[str, str, str]]:
@@ -227,7 +251,7 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
     if policy == "repeat":
         clauses = compose_summary(facts, gender, rng, text)
         i = rng.randrange(len(clauses))
-        clauses[i + 1:i + 1] = [clauses[i]] * rng.randint(1, 2)
+        clauses[i + 1 : i + 1] = [clauses[i]] * rng.randint(1, 2)
         return " ".join(clauses)
     if policy == "truncated":
         words = " ".join(compose_summary(facts, gender, rng, text)).split()
@@ -241,4 +265,3 @@ def policy_summary(post: Post, policy: str, rng: random.Random) -> str:
         options = (vp, f"{rel.short} drama") + ((f"{rel.short} {vp}",) if event.actor == "them" else ())
         return pick(rng, options)
     raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
-

@@ -29,19 +29,71 @@ from typing import Literal
 
 import numpy as np
 
-from nplus.tasks.world import (ASK, ASKS, Ask, COUNTRIES, DISTRACTORS, DISTRACTOR_MARKERS, EDITS, EVENT, EVENTS, Event,
-                               FAMILY, FEELINGS, FILLER_PHRASES, FILLER_SENTENCES, HOBBIES, JOBS, MONEY_EVENTS, NEUTRAL,
-                               OPENERS, PERSONAL, PETS, PET_NAMES, PLACES, RELATION, RELATIONS, ROMANTIC, Relation,
-                               SLOTS, SLOT_KEYS, STATES, SUBREDDITS, SUMMARY_FILLERS_PREFIX, SUMMARY_FILLERS_SUFFIX,
-                               Subreddit, TIFU_FEELINGS)
-from nplus.tasks.posts import BONDS, FEELING_SENTENCES, INTROS, Post, draw_facts, pronouns, render_post
-from nplus.tasks.summaries import (DURATION_PHRASES, FEELING_CLAUSES, GENERIC_VPS, OMITTABLE, POLICIES, POLICY_WEIGHTS,
-                                   REFERENCE_ASK_OMIT, VAGUE_COUNTERPART, WRONG_SLOT_WEIGHTS, compose_summary,
-                                   policy_summary, reference_summary)
-from nplus.tasks.comparisons import (LENGTH_BIAS, N_WORKERS, TAU, Worker, label, label_gold_agreement, make_comparisons,
-                                     make_workers, utility)
-from nplus.tasks.gold import GoldJudge
 from nplus.rundir import save_dataset
+from nplus.tasks.comparisons import (
+    LENGTH_BIAS,
+    N_WORKERS,
+    TAU,
+    Worker,
+    label,
+    label_gold_agreement,
+    make_comparisons,
+    make_workers,
+    utility,
+)
+from nplus.tasks.gold import GoldJudge
+from nplus.tasks.posts import BONDS, FEELING_SENTENCES, INTROS, Post, draw_facts, pronouns, render_post
+from nplus.tasks.summaries import (
+    DURATION_PHRASES,
+    FEELING_CLAUSES,
+    GENERIC_VPS,
+    OMITTABLE,
+    POLICIES,
+    POLICY_WEIGHTS,
+    REFERENCE_ASK_OMIT,
+    VAGUE_COUNTERPART,
+    WRONG_SLOT_WEIGHTS,
+    compose_summary,
+    policy_summary,
+    reference_summary,
+)
+from nplus.tasks.world import (
+    ASK,
+    ASKS,
+    COUNTRIES,
+    DISTRACTOR_MARKERS,
+    DISTRACTORS,
+    EDITS,
+    EVENT,
+    EVENTS,
+    FAMILY,
+    FEELINGS,
+    FILLER_PHRASES,
+    FILLER_SENTENCES,
+    HOBBIES,
+    JOBS,
+    MONEY_EVENTS,
+    NEUTRAL,
+    OPENERS,
+    PERSONAL,
+    PET_NAMES,
+    PETS,
+    PLACES,
+    RELATION,
+    RELATIONS,
+    ROMANTIC,
+    SLOT_KEYS,
+    SLOTS,
+    STATES,
+    SUBREDDITS,
+    SUMMARY_FILLERS_PREFIX,
+    SUMMARY_FILLERS_SUFFIX,
+    TIFU_FEELINGS,
+    Ask,
+    Event,
+    Relation,
+    Subreddit,
+)
 
 # Bump whenever the generated files change for a given (seed, scale). POSTS_VERSION is the part a base model
 # depends on (posts, titles, references, tokenizer: its pretraining corpus); VERSION also covers the comparisons,
@@ -120,16 +172,20 @@ def pretraining_posts(seed: int, n: int) -> list[Post]:
     taken = {p.text for split in build_posts(seed, "default").values() for p in split}
     return make_posts(n, random.Random(f"tldr-synth/pretrain/{seed}"), set(), taken)
 
+
 def comparisons_count(scale: Scale, n_train: int | None) -> int:
     """The training comparisons to generate: ``n_train`` (None: the scale's), at least the scale's count."""
     floor = SIZES[scale].comparisons_train
     if n_train is not None and n_train < floor:
-        raise ValueError(f"at least the {scale!r} scale's {floor} pairs (train on fewer with task.max_comparisons_train)")
+        raise ValueError(
+            f"at least the {scale!r} scale's {floor} pairs (train on fewer with task.max_comparisons_train)"
+        )
     return floor if n_train is None else n_train
 
 
-def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, judge,
-                      n_train: int | None = None) -> dict[str, list[dict]]:
+def build_comparisons(
+    posts: dict[str, list[Post]], seed: int, scale: Scale, judge, n_train: int | None = None
+) -> dict[str, list[dict]]:
     """Comparisons on SFT train posts (split ``train``) and on SFT validation posts (split ``validation``:
     ``valid1`` on the first half of the posts, ``valid2`` on the second). ``n_train`` (at least the scale's
     count) adds training pairs drawn after the validation ones, so the scale's pairs and the validation pairs
@@ -142,8 +198,9 @@ def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, jud
     half, n_val = len(val) // 2, sizes.comparisons_validation
     batches = tuple(range(3, 11))
     train = make_comparisons(posts["train"], sizes.comparisons_train, "train", batches, judge, workers, rng)
-    validation = (make_comparisons(val[:half], n_val // 2, "valid1", (11, 12), judge, workers, rng)
-                  + make_comparisons(val[half:], n_val - n_val // 2, "valid2", (13, 14), judge, workers, rng))
+    validation = make_comparisons(val[:half], n_val // 2, "valid1", (11, 12), judge, workers, rng) + make_comparisons(
+        val[half:], n_val - n_val // 2, "valid2", (13, 14), judge, workers, rng
+    )
     if n_train > len(train):
         train += make_comparisons(posts["train"], n_train - len(train), "train", batches, judge, workers, rng)
     return {"train": train, "validation": validation}
@@ -151,6 +208,7 @@ def build_comparisons(posts: dict[str, list[Post]], seed: int, scale: Scale, jud
 
 # ----------------------------------------------------------------------------------------------------------
 # Files: datasets in the public schemas, facts, tokenizer, card.
+
 
 def sft_features():
     """``vwxyzjn/summarize_from_feedback_tldr_3_filtered``."""
@@ -164,23 +222,29 @@ def comparison_features():
     from datasets import Features, List, Value
 
     text = Value("string")
-    return Features({
-        "info": {"id": text, "post": text, "title": text, "subreddit": text, "site": text, "article": text},
-        "summaries": List({"text": text, "policy": text, "note": text}),
-        "choice": Value("int32"),
-        "worker": text,
-        "batch": text,
-        "split": text,
-        "extra": {"confidence": Value("int32")},
-    })
+    return Features(
+        {
+            "info": {"id": text, "post": text, "title": text, "subreddit": text, "site": text, "article": text},
+            "summaries": List({"text": text, "policy": text, "note": text}),
+            "choice": Value("int32"),
+            "worker": text,
+            "batch": text,
+            "split": text,
+            "extra": {"confidence": Value("int32")},
+        }
+    )
 
 
 def _sft_dataset(posts: list[Post]):
     from datasets import Dataset
 
-    columns = {"id": [p.id for p in posts], "subreddit": [p.subreddit for p in posts],
-               "title": [p.title for p in posts], "post": [p.text for p in posts],
-               "summary": [p.reference for p in posts]}
+    columns = {
+        "id": [p.id for p in posts],
+        "subreddit": [p.subreddit for p in posts],
+        "title": [p.title for p in posts],
+        "post": [p.text for p in posts],
+        "summary": [p.reference for p in posts],
+    }
     return Dataset.from_dict(columns, features=sft_features())
 
 
@@ -196,8 +260,13 @@ def length_stats(values) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return {k: 0.0 for k in ("mean", "p50", "p90", "p99", "max")}
-    stats = {"mean": a.mean(), "p50": np.percentile(a, 50), "p90": np.percentile(a, 90),
-             "p99": np.percentile(a, 99), "max": a.max()}
+    stats = {
+        "mean": a.mean(),
+        "p50": np.percentile(a, 50),
+        "p90": np.percentile(a, 90),
+        "p99": np.percentile(a, 99),
+        "max": a.max(),
+    }
     return {k: round(float(v), 2) for k, v in stats.items()}
 
 
@@ -224,10 +293,14 @@ def _card(seed: int, scale: str, posts: dict[str, list[Post]], comparisons: dict
         "version": VERSION,
         "seed": seed,
         "scale": scale,
-        "rows": {"sft": {k: len(v) for k, v in posts.items()},
-                 "comparisons": {k: len(v) for k, v in comparisons.items()}},
-        "lengths": {name: {"chars": length_stats([len(x) for x in t]), "tokens": length_stats(tokens[name])}
-                    for name, t in texts.items()},
+        "rows": {
+            "sft": {k: len(v) for k, v in posts.items()},
+            "comparisons": {k: len(v) for k, v in comparisons.items()},
+        },
+        "lengths": {
+            name: {"chars": length_stats([len(x) for x in t]), "tokens": length_stats(tokens[name])}
+            for name, t in texts.items()
+        },
         "posts_longer_than_tokens": {str(n): round(float((post_tokens > n).mean()), 4) for n in (128, 192, 512)},
         "label_gold_agreement": round(label_gold_agreement(rows), 4),
         "label_gold_agreement_by_split": {k: round(label_gold_agreement(v), 4) for k, v in comparisons.items()},

@@ -30,10 +30,12 @@ GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 
 def pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     """GPT-2's split with whole facts, then the byte-level alphabet (its own regex off: the split is done)."""
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(f"{FACT_PATTERN}|{GPT2_PATTERN}"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(f"{FACT_PATTERN}|{GPT2_PATTERN}"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:

@@ -21,9 +21,9 @@ from dataclasses import replace
 import torch
 from transformers import GPTNeoXConfig
 
-from nplus.tooling import perf
 from nplus.models import ladder_config
 from nplus.presets import preset
+from nplus.tooling import perf
 
 
 def _sig(x: float) -> float:
@@ -35,10 +35,20 @@ def pythia_1b_config(vocab: int = 50304, max_positions: int = 2048) -> GPTNeoXCo
     """EleutherAI/pythia-1b-deduped's shape: hidden 2048, 16 layers, 8 heads, FFN 8192, rotary on 25 % of head
     dims, parallel residual, untied embeddings; no dropout."""
     return GPTNeoXConfig(
-        vocab_size=vocab, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8, intermediate_size=8192,
-        max_position_embeddings=max_positions, attention_dropout=0.0, hidden_dropout=0.0,
-        bos_token_id=perf.EOS_ID, eos_token_id=perf.EOS_ID, pad_token_id=perf.PAD_ID, tie_word_embeddings=False,
-        use_parallel_residual=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+        vocab_size=vocab,
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=8,
+        intermediate_size=8192,
+        max_position_embeddings=max_positions,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+        bos_token_id=perf.EOS_ID,
+        eos_token_id=perf.EOS_ID,
+        pad_token_id=perf.PAD_ID,
+        tie_word_embeddings=False,
+        use_parallel_residual=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
     )
 
 
@@ -60,8 +70,10 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
     on_cuda = device.type == "cuda"
     if not args.tiny and not on_cuda and args.device is None:
-        raise SystemExit("bench_gpu: no CUDA device (the .venv's torch is CPU-only). Run it with a CUDA build of torch "
-                         "(make bench-gpu GPU_PY=/path/to/python), or --tiny, or force the 1B shape with --device cpu.")
+        raise SystemExit(
+            "bench_gpu: no CUDA device (the .venv's torch is CPU-only). Run it with a CUDA build of torch "
+            "(make bench-gpu GPU_PY=/path/to/python), or --tiny, or force the 1B shape with --device cpu."
+        )
     if args.tiny:
         vocab, defaults = 64, dict(batch=4, micro_batch=2, query=16, response=8)
         config = ladder_config("nano", vocab, 64, perf.EOS_ID, perf.PAD_ID)
@@ -72,8 +84,17 @@ def run(args: argparse.Namespace) -> dict:
     micro = args.micro_batch or defaults["micro_batch"]
     query, response = args.query or defaults["query"], args.response or defaults["response"]
     base = preset("demo", 1)
-    cfg = replace(base, ppo=replace(base.ppo, batch_size=batch, micro_batch=micro, num_minibatches=1,
-                                    ppo_epochs=args.epochs, response_length=response))
+    cfg = replace(
+        base,
+        ppo=replace(
+            base.ppo,
+            batch_size=batch,
+            micro_batch=micro,
+            num_minibatches=1,
+            ppo_epochs=args.epochs,
+            response_length=response,
+        ),
+    )
     autocast = torch.bfloat16 if on_cuda else None
     frozen_dtype = torch.bfloat16 if on_cuda else torch.float32
     queries = perf.random_queries(batch, query, vocab).to(device)
@@ -92,25 +113,42 @@ def run(args: argparse.Namespace) -> dict:
     else:
         peak, peak_source = perf.matmul_peak_flops(1024, 3), "measured fp32 1024^3 matmul"
     flops = perf.phase_flops(perf.Shape.of(config), batch, query, response, args.epochs)
-    tokens = {"generation": batch * response, "scoring": batch * (query + response),
-              "training": batch * (query + response) * args.epochs}
+    tokens = {
+        "generation": batch * response,
+        "scoring": batch * (query + response),
+        "training": batch * (query + response) * args.epochs,
+    }
     phases = {}
     for name in ("generation", "scoring", "training"):
         sec = statistics.median(t[name] for t in times)
-        phases[name] = {"seconds": round(sec, 4), "tokens_per_s": round(tokens[name] / sec, 1),
-                        "tflop_per_s": _sig(flops[name] / sec / 1e12), "mfu": _sig(flops[name] / sec / peak)}
+        phases[name] = {
+            "seconds": round(sec, 4),
+            "tokens_per_s": round(tokens[name] / sec, 1),
+            "tflop_per_s": _sig(flops[name] / sec / 1e12),
+            "mfu": _sig(flops[name] / sec / peak),
+        }
     total = sum(statistics.median(t[n] for t in times) for n in phases)
     return {
         "model": "nano (tiny test config)" if args.tiny else "pythia-1b shape, random weights",
-        "params_per_model": sum(q.numel() for q in policy.parameters()), "device": str(device),
+        "params_per_model": sum(q.numel() for q in policy.parameters()),
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu",
         "precision": "bf16 autocast (trained), bf16 (frozen)" if on_cuda else "fp32",
-        "batch": batch, "micro_batch": micro, "query": query, "response": response, "ppo_epochs": args.epochs,
-        "updates_timed": args.updates, "phases": phases,
-        "update_s": round(total, 4), "episodes_per_s": round(batch / total, 2),
+        "batch": batch,
+        "micro_batch": micro,
+        "query": query,
+        "response": response,
+        "ppo_epochs": args.epochs,
+        "updates_timed": args.updates,
+        "phases": phases,
+        "update_s": round(total, 4),
+        "episodes_per_s": round(batch / total, 2),
         "mfu_update": _sig(sum(flops.values()) / total / peak),
-        "peak_tflops": round(peak / 1e12, 3), "peak_source": peak_source,
-        "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if on_cuda else round(perf.peak_rss_mib(), 1),
+        "peak_tflops": round(peak / 1e12, 3),
+        "peak_source": peak_source,
+        "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        if on_cuda
+        else round(perf.peak_rss_mib(), 1),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if on_cuda else "peak RSS",
     }
 

@@ -1,6 +1,7 @@
 """`make bench-peers`: TRL's PPO trainer and nplus's PPO, one after the other, on the same models and prompts.
 
-Runs in the bench-only environment .venv-bench (nplus/tooling/bench_peers_requirements.txt: trl 1.12.0, the last release with
+Runs in the bench-only environment .venv-bench (nplus/tooling/bench_peers_requirements.txt: trl 1.12.0, the last
+release with
 a PPO trainer); trl is never a dependency of nplus. Offline: the models are random-weight GPT-NeoX ladder models
 written with save_pretrained into a temporary directory (a policy / SFT ``GPTNeoXForCausalLM`` and a reward model
 ``GPTNeoXForSequenceClassification`` with one label), and both trainers load those files:
@@ -49,8 +50,9 @@ def make_tokenizer(vocab: int):
     from transformers import PreTrainedTokenizerFast
 
     words = {f"t{i}": i for i in range(vocab)}
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(words, unk_token="t2")),
-                                  eos_token="t0", pad_token="t1", unk_token="t2")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(WordLevel(words, unk_token="t2")), eos_token="t0", pad_token="t1", unk_token="t2"
+    )
     tok.padding_side = "left"
     return tok
 
@@ -88,29 +90,48 @@ def queries(n: int, length: int, vocab: int, seed: int):
 
 
 def run_nplus(paths: dict, a: dict) -> dict:
-    import torch
     from dataclasses import replace
+
+    import torch
 
     torch.set_num_threads(a["threads"])
     from transformers import AutoTokenizer
 
-    from nplus.presets import preset  # here: a worker loads only its framework
     from nplus.models import RewardNormalization  # here: a worker loads only its framework
+    from nplus.presets import preset  # here: a worker loads only its framework
     from nplus.rundir import read_jsonl  # here: a worker loads only its framework
     from nplus.stages.ppo import train_ppo  # here: a worker loads only its framework
 
     base = preset("demo", a["seed"])
-    cfg = replace(base, ppo=replace(base.ppo, batch_size=a["batch"], micro_batch=a["batch"], num_minibatches=1,
-                                    ppo_epochs=a["epochs"], response_length=a["response"], temperature=a["temperature"],
-                                    total_episodes=a["batch"] * a["updates"], eval_every=0, lr=a["lr"]),
-                  details=replace(base.details, adam_eps="1e-5"))
+    cfg = replace(
+        base,
+        ppo=replace(
+            base.ppo,
+            batch_size=a["batch"],
+            micro_batch=a["batch"],
+            num_minibatches=1,
+            ppo_epochs=a["epochs"],
+            response_length=a["response"],
+            temperature=a["temperature"],
+            total_episodes=a["batch"] * a["updates"],
+            eval_every=0,
+            lr=a["lr"],
+        ),
+        details=replace(base.details, adam_eps="1e-5"),
+    )
     tok = AutoTokenizer.from_pretrained(paths["tokenizer"])
     q = queries(a["batch"] * a["updates"], a["query"], a["vocab"], a["seed"])
     with tempfile.TemporaryDirectory() as run_dir:
         train_ppo(cfg, Path(paths["sft"]), Path(paths["rm_nplus"]), RewardNormalization(), q, tok, Path(run_dir))
         rows = [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if "time/rollout_s" in r][1:]
-    phases = [{"generation": r["time/generation_s"], "scoring": r["time/rollout_s"] - r["time/generation_s"],
-               "training": r["time/train_s"]} for r in rows]
+    phases = [
+        {
+            "generation": r["time/generation_s"],
+            "scoring": r["time/rollout_s"] - r["time/generation_s"],
+            "training": r["time/train_s"],
+        }
+        for r in rows
+    ]
     return _summary(phases, a, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -119,8 +140,7 @@ def run_trl(paths: dict, a: dict) -> dict:
 
     torch.set_num_threads(a["threads"])
     from datasets import Dataset
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                              TrainerCallback)
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     from trl.experimental.ppo import ppo_trainer as mod
 
@@ -138,6 +158,7 @@ def run_trl(paths: dict, a: dict) -> dict:
                 return fn(*args, **kwargs)
             finally:
                 clock[key] += time.perf_counter() - t0
+
         return wrapper
 
     mod.batch_generation = timed(mod.batch_generation, "generation")
@@ -156,29 +177,61 @@ def run_trl(paths: dict, a: dict) -> dict:
         def on_step_end(self, *_, **__):
             now = time.perf_counter()
             wall = now - self.t
-            updates.append({"generation": clock["generation"], "scoring": clock["scoring"],
-                            "training": wall - clock["generation"] - clock["scoring"], "gc_in_training": clock["gc"]})
+            updates.append(
+                {
+                    "generation": clock["generation"],
+                    "scoring": clock["scoring"],
+                    "training": wall - clock["generation"] - clock["scoring"],
+                    "gc_in_training": clock["gc"],
+                }
+            )
             clock.update(generation=0.0, scoring=0.0, gc=0.0)
             self.t = now
 
     with tempfile.TemporaryDirectory() as out:
         args = PPOConfig(
-            output_dir=out, report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True,
-            use_cpu=True, bf16=False, fp16=False, seed=a["seed"], dataloader_num_workers=0,
-            per_device_train_batch_size=a["batch"], gradient_accumulation_steps=1, local_rollout_forward_batch_size=a["batch"],
-            num_mini_batches=1, num_ppo_epochs=a["epochs"], total_episodes=a["batch"] * a["updates"],
-            response_length=a["response"], temperature=a["temperature"], learning_rate=a["lr"], adam_epsilon=1e-5,
-            lr_scheduler_type="linear", kl_coef=0.05, kl_estimator="k1", whiten_rewards=False, gamma=1.0, lam=0.95,
-            cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, stop_token="eos", missing_eos_penalty=1.0,
+            output_dir=out,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=10**6,
+            disable_tqdm=True,
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            seed=a["seed"],
+            dataloader_num_workers=0,
+            per_device_train_batch_size=a["batch"],
+            gradient_accumulation_steps=1,
+            local_rollout_forward_batch_size=a["batch"],
+            num_mini_batches=1,
+            num_ppo_epochs=a["epochs"],
+            total_episodes=a["batch"] * a["updates"],
+            response_length=a["response"],
+            temperature=a["temperature"],
+            learning_rate=a["lr"],
+            adam_epsilon=1e-5,
+            lr_scheduler_type="linear",
+            kl_coef=0.05,
+            kl_estimator="k1",
+            whiten_rewards=False,
+            gamma=1.0,
+            lam=0.95,
+            cliprange=0.2,
+            cliprange_value=0.2,
+            vf_coef=0.1,
+            stop_token="eos",
+            missing_eos_penalty=1.0,
             num_sample_generations=0,
         )
         trainer = PPOTrainer(
-            args=args, processing_class=tok,
+            args=args,
+            processing_class=tok,
             model=AutoModelForCausalLM.from_pretrained(paths["sft"]),
             ref_model=AutoModelForCausalLM.from_pretrained(paths["sft"]),
             reward_model=AutoModelForSequenceClassification.from_pretrained(paths["rm_hf"], num_labels=1),
             value_model=AutoModelForSequenceClassification.from_pretrained(paths["rm_hf"], num_labels=1),
-            train_dataset=dataset, callbacks=[Clock()],
+            train_dataset=dataset,
+            callbacks=[Clock()],
         )
         trainer.train()
     return _summary(updates[1:], a, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -187,10 +240,20 @@ def run_trl(paths: dict, a: dict) -> dict:
 def _summary(phases: list[dict], a: dict, rss_mib: float) -> dict:
     seconds = {k: statistics.median(p[k] for p in phases) for k in ("generation", "scoring", "training")}
     update = statistics.median(p["generation"] + p["scoring"] + p["training"] for p in phases)
-    extra = {"gc_in_training_s": statistics.median(p["gc_in_training"] for p in phases)} if "gc_in_training" in phases[0] else {}
-    return {**extra, "episodes_per_s": a["batch"] / update, "sampled_tokens_per_s": a["batch"] * a["response"] / seconds["generation"],
-            **{f"{k}_s": v for k, v in seconds.items()}, "update_s": update, "peak_rss_mib": rss_mib,
-            "updates_timed": len(phases)}
+    extra = (
+        {"gc_in_training_s": statistics.median(p["gc_in_training"] for p in phases)}
+        if "gc_in_training" in phases[0]
+        else {}
+    )
+    return {
+        **extra,
+        "episodes_per_s": a["batch"] / update,
+        "sampled_tokens_per_s": a["batch"] * a["response"] / seconds["generation"],
+        **{f"{k}_s": v for k, v in seconds.items()},
+        "update_s": update,
+        "peak_rss_mib": rss_mib,
+        "updates_timed": len(phases),
+    }
 
 
 def _spawned(fn, *args):
@@ -207,8 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--response", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--updates", type=int, default=3, help="updates per run, the first untimed")
-    ap.add_argument("--runs", type=int, default=8, help="interleaved nplus/TRL pairs (the order alternates per pair); "
-                    "3 pairs understated the run-to-run spread: two idle invocations gave ratios 1.61 and 1.96")
+    ap.add_argument(
+        "--runs",
+        type=int,
+        default=8,
+        help="interleaved nplus/TRL pairs (the order alternates per pair); "
+        "3 pairs understated the run-to-run spread: two idle invocations gave ratios 1.61 and 1.96",
+    )
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=1)
@@ -220,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         import trl
+
         trl_version = trl.__version__
     except ImportError:
         trl_version = None
@@ -227,20 +296,50 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = f"{cpu_model()}; torch threads {a['threads']} per run"
     print(f"machine: {machine}")
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version}, threads {a['threads']}")
-    print("settings: " + json.dumps({k: a[k] for k in ("rung", "vocab", "batch", "query", "response", "epochs", "updates", "runs", "temperature", "lr")}))
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version}, threads {a['threads']}"
+    )
+    print(
+        "settings: "
+        + json.dumps(
+            {
+                k: a[k]
+                for k in (
+                    "rung",
+                    "vocab",
+                    "batch",
+                    "query",
+                    "response",
+                    "epochs",
+                    "updates",
+                    "runs",
+                    "temperature",
+                    "lr",
+                )
+            }
+        )
+    )
     results: dict[str, list[dict]] = {"nplus": [], "trl": []}
     names = [a["only"]] if a["only"] else ["nplus", "trl"]
     with tempfile.TemporaryDirectory() as tmp:
         paths = _spawned(write_models, Path(tmp), a["rung"], a["vocab"], a["query"] + a["response"] + 8, a["seed"])
         for run in range(a["runs"]):
-            # interleaved, and the order alternates per pair (ABBA...), so that drifting load and warm-up affect both alike
-            for name in (names if run % 2 == 0 else names[::-1]):
+            # interleaved, and the order alternates per pair (ABBA...), so that drifting load and warm-up affect both
+            # alike
+            for name in names if run % 2 == 0 else names[::-1]:
                 r = _spawned(run_nplus if name == "nplus" else run_trl, paths, a)
                 results[name].append(r)
                 print(f"run {run + 1} {name}: " + json.dumps({k: round(v, 3) for k, v in r.items()}), flush=True)
     print(f"figures below: median [min, max] over {a['runs']} run(s) per system on {machine}")
-    keys = ("episodes_per_s", "sampled_tokens_per_s", "generation_s", "scoring_s", "training_s", "update_s", "peak_rss_mib")
+    keys = (
+        "episodes_per_s",
+        "sampled_tokens_per_s",
+        "generation_s",
+        "scoring_s",
+        "training_s",
+        "update_s",
+        "peak_rss_mib",
+    )
     for name in names:
         print(f"{name:5s} " + "  ".join(f"{k} {_med_range([r[k] for r in results[name]])}" for k in keys))
     if len(names) == 2:

@@ -1,6 +1,7 @@
 """Throughput of one PPO update on random-weight models: FLOP formulas, phase timing, cost tables.
 
-Used by `make bench` (nplus/tooling/bench.py) and `make bench-gpu` (nplus/tooling/bench_gpu.py); no figure here is asserted by
+Used by `make bench` (nplus/tooling/bench.py) and `make bench-gpu` (nplus/tooling/bench_gpu.py); no figure here is
+asserted by
 a test. Shapes: B = rollouts, Lq = query tokens (left-padded), T = response tokens, L = Lq + T, h = hidden size,
 n = layers, V = vocabulary, f = FFN width.
 
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from nplus.models import LADDER, ScalarModel, ladder_config, set_dropout
+from nplus.presets import preset
 from nplus.rewards import rm_score_fn
 from nplus.stages.common import make_optimizer, minibatches
 from nplus.stages.online import Actor, rollout
 from nplus.stages.ppo import advantages_and_returns, ppo_losses
-from nplus.presets import preset
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,16 @@ def training_flops(s: Shape, batch: int, query: int, response: int, epochs: int)
 
 
 def phase_flops(s: Shape, batch: int, query: int, response: int, epochs: int) -> dict[str, float]:
-    return {"generation": generation_flops(s, batch, query, response),
-            "scoring": scoring_flops(s, batch, query, response),
-            "training": training_flops(s, batch, query, response, epochs)}
+    return {
+        "generation": generation_flops(s, batch, query, response),
+        "scoring": scoring_flops(s, batch, query, response),
+        "training": training_flops(s, batch, query, response, epochs),
+    }
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 3, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+def matmul_peak_flops(
+    n: int = 2048, repeats: int = 3, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
     """Measured peak of this machine: the best FLOP/s of an n × n × n torch.matmul over ``repeats`` runs."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -148,6 +153,7 @@ def random_queries(batch: int, query: int, vocab: int, seed: int = 0) -> torch.T
 
 # ---- one PPO update, timed per phase --------------------------------------------------------------------------
 
+
 def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
     """Run one PPO update (rollout, advantages, cfg.ppo.ppo_epochs × minibatches) → seconds per phase.
 
@@ -159,12 +165,17 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     actor = Actor(policy, critic, None, p.length_chunks, p.last_layer_suffix).train()
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], cfg.stage_lr("ppo"), cfg.details.adam_eps)
     gen, sample_gen = torch.Generator().manual_seed(cfg.seed + 2), torch.Generator().manual_seed(cfg.seed + 3)
-    autocast = (torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None
-                else torch.autocast(dev.type, enabled=False))
+    autocast = (
+        torch.autocast(dev.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else torch.autocast(dev.type, enabled=False)
+    )
     _sync(dev)
     t0 = time.perf_counter()
     with autocast:
-        score = rm_score_fn(reward_model, 0.0, 1.0, PAD_ID, cfg.details.reward_token, p.length_chunks, p.last_layer_suffix)
+        score = rm_score_fn(
+            reward_model, 0.0, 1.0, PAD_ID, cfg.details.reward_token, p.length_chunks, p.last_layer_suffix
+        )
         ro = rollout(cfg, actor, ref_policy, score, queries, [""] * queries.size(0), PAD_ID, EOS_ID, sample_gen)
     _sync(dev)
     t1 = time.perf_counter()
@@ -193,13 +204,24 @@ def peak_rss_mib() -> float:
     return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, current_rss_mib())
 
 
-def cost_row(rung: str, batch: int, query: int, response: int, epochs: int, vocab: int = 1750, repeats: int = 1) -> dict:
+def cost_row(
+    rung: str, batch: int, query: int, response: int, epochs: int, vocab: int = 1750, repeats: int = 1
+) -> dict:
     """Episodes/s and memory of one PPO update at (rung, batch) with random weights (median over ``repeats``)."""
     from dataclasses import replace
 
     base = preset("demo", 1)
-    cfg = replace(base, ppo=replace(base.ppo, batch_size=batch, micro_batch=batch, num_minibatches=1,
-                                    ppo_epochs=epochs, response_length=response))
+    cfg = replace(
+        base,
+        ppo=replace(
+            base.ppo,
+            batch_size=batch,
+            micro_batch=batch,
+            num_minibatches=1,
+            ppo_epochs=epochs,
+            response_length=response,
+        ),
+    )
     queries = random_queries(batch, query, vocab)
     rss0, times = current_rss_mib(), []
     for r in range(repeats):
@@ -209,8 +231,14 @@ def cost_row(rung: str, batch: int, query: int, response: int, epochs: int, voca
         del models
         gc.collect()
     seconds = statistics.median(times)
-    return {"rung": rung, "batch": batch, "update_s": round(seconds, 3), "episodes_per_s": round(batch / seconds, 1),
-            "peak_rss_mib": round(peak_rss_mib(), 1), "rss_before_mib": round(rss0, 1)}
+    return {
+        "rung": rung,
+        "batch": batch,
+        "update_s": round(seconds, 3),
+        "episodes_per_s": round(batch / seconds, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_before_mib": round(rss0, 1),
+    }
 
 
 def _cost_row_star(args: tuple) -> dict:
@@ -220,11 +248,21 @@ def _cost_row_star(args: tuple) -> dict:
     return cost_row(*args[:-1])
 
 
-def cost_table(rungs=("nano", "tiny", "xs"), batches=(16, 32, 64), query: int = 160, response: int = 40,
-               epochs: int = 4, vocab: int = 1750, repeats: int = 1, isolate: bool = True) -> list[dict]:
+def cost_table(
+    rungs=("nano", "tiny", "xs"),
+    batches=(16, 32, 64),
+    query: int = 160,
+    response: int = 40,
+    epochs: int = 4,
+    vocab: int = 1750,
+    repeats: int = 1,
+    isolate: bool = True,
+) -> list[dict]:
     """One row per (rung, batch). ``isolate`` runs each in a fresh spawned process so that its peak RSS is its
     own (ru_maxrss never decreases within a process)."""
-    jobs = [(rung, b, query, response, epochs, vocab, repeats, torch.get_num_threads()) for rung in rungs for b in batches]
+    jobs = [
+        (rung, b, query, response, epochs, vocab, repeats, torch.get_num_threads()) for rung in rungs for b in batches
+    ]
     if not isolate:
         return [_cost_row_star(j) for j in jobs]
     import multiprocessing

@@ -59,16 +59,16 @@ class RougeModule(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
                 datasets.Features(
-                    {"predictions": datasets.Value("string"),
-                     "references": datasets.Sequence(datasets.Value("string"))}
+                    {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
                 ),
                 datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
             ],
             reference_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
         )
 
-    def _compute(self, predictions, references, rouge_types=None, use_aggregator=True, use_stemmer=False,
-                 tokenizer=None):
+    def _compute(
+        self, predictions, references, rouge_types=None, use_aggregator=True, use_stemmer=False, tokenizer=None
+    ):
         rouge_types = list(rouge_types or ["rouge1", "rouge2", "rougeL", "rougeLsum"])
         if tokenizer is not None and not hasattr(tokenizer, "tokenize"):
             tokenizer = _CallableTokenizer(tokenizer)
