@@ -80,3 +80,17 @@ def test_every_slow_test_listed_in_conftest_exists():
         assert (root / path).is_file(), entry
         if name:
             assert name in {key.split(":")[0] for key in function_lengths(root / path)}, entry
+
+
+def test_the_tree_is_ruff_formatted_and_lint_clean():
+    """ruff (in the test extra; configured in pyproject.toml) on the whole tree: `make lint` fixes what it can."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    root = PKG.parent
+    check = subprocess.run([ruff, "check", "--output-format", "concise", "."], cwd=root, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-1000:]
+    fmt = subprocess.run([ruff, "format", "--check", "."], cwd=root, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout[-3000:] + fmt.stderr[-1000:]
