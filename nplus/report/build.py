@@ -64,7 +64,7 @@ from nplus.report.tables import (
     verdict_class,  # noqa: F401
     what_was_run,
 )
-from nplus.report.verdicts import baseline_text, make_judge, with_holm_intervals
+from nplus.report.verdicts import Judge, baseline_text, make_judge, with_holm_intervals
 
 # ----------------------------------------------------------------------------------------------- assembly
 
@@ -470,13 +470,12 @@ def write_report(
     committed report whose runs are gone, ``nplus.report.rebuild`` from its tables). ``carried``: sections whose
     inputs only the runs held, as the earlier page rendered them (already escaped HTML); ``tables``: the CSV files
     to write (None: all)."""
-    from nplus.report.figures import DIRECTION_TEXT
     from nplus.rundir import atomic_write_text
 
     results, curves, pg, points, peaks = (inputs[k] for k in ("results", "curves", "pg", "points", "peaks"))
     stats = with_holm_intervals(inputs["stats"], study.baseline)
     judge = make_judge(study, stats)
-    knob_spec, knob_pts = study.spec.get("knob"), inputs["knob"]
+    knob_pts = inputs["knob"]
     effects = effects_frame(study, stats, judge)
     # 2. figures (PNG + PDF files; PNG embedded)
     shown = _show_published(study, options.published)
@@ -495,11 +494,26 @@ def write_report(
     )
     colors = figs.pop("_colors")
     # 3. sections
-    headline, grid, examples = headline_table(study, stats, judge), inputs["grid"], inputs["examples"]
-    spearman, prov, fails = spearman_rows(results), inputs["prov"], failures(study)
-    aa, power, rlhf = inputs["aa"], inputs["power"], inputs["rlhf"]
+    headline = headline_table(study, stats, judge)
+    spearman, fails = spearman_rows(results), failures(study)
     # 4. every table as CSV, then the page
-    all_tables = {
+    all_tables = _table_makers(study, inputs, stats, headline, spearman, fails)
+    write_tables(out / "tables", {k: make() for k, make in all_tables.items() if tables is None or k in tables})
+    context = _page_context(
+        study, inputs, options, carried, stats, judge, figs, colors, shown, headline, spearman, fails
+    )
+    index = out / "index.html"
+    atomic_write_text(index, render(context))
+    return index
+
+
+def _table_makers(
+    study: Study, inputs: dict, stats: pd.DataFrame, headline: dict, spearman: list[dict], fails: list[dict]
+) -> dict:
+    """Each CSV table's builder by name, called only for the tables asked for (a rebuilt report writes a few)."""
+    curves, pg, points, peaks, knob_pts = (inputs[k] for k in ("curves", "pg", "points", "peaks", "knob"))
+    grid, examples, prov, aa, power = (inputs[k] for k in ("grid", "examples", "prov", "aa", "power"))
+    return {
         "headline": lambda: _headline_csv(headline, study.baseline),
         "stats": lambda: stats,
         "runs": lambda: _runs_table(study),
@@ -522,8 +536,29 @@ def write_report(
         "packages": lambda: pd.DataFrame(prov["packages"]),
         "failures": lambda: pd.DataFrame(fails, columns=["label", "seed", "status", "error", "path"]),
     }
-    write_tables(out / "tables", {k: make() for k, make in all_tables.items() if tables is None or k in tables})
-    context = {
+
+
+def _page_context(
+    study: Study,
+    inputs: dict,
+    options: Options,
+    carried: dict[str, str] | None,
+    stats: pd.DataFrame,
+    judge: Judge,
+    figs: dict,
+    colors: dict,
+    shown: bool,
+    headline: dict,
+    spearman: list[dict],
+    fails: list[dict],
+) -> dict:
+    """What the page template renders, each section from the study, its inputs and the sections built from them."""
+    from nplus.report.figures import DIRECTION_TEXT
+
+    knob_spec, knob_pts, peaks = study.spec.get("knob"), inputs["knob"], inputs["peaks"]
+    grid, examples, prov = inputs["grid"], inputs["examples"], inputs["prov"]
+    aa, power, rlhf = inputs["aa"], inputs["power"], inputs["rlhf"]
+    return {
         "title": options.title or f"{study.name}: RLHF implementation details",
         "kind": "single run"
         if study.single
@@ -573,6 +608,3 @@ def write_report(
         "prov": prov,
         "study_dir": str(study.root),
     }
-    index = out / "index.html"
-    atomic_write_text(index, render(context))
-    return index

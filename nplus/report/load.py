@@ -240,7 +240,7 @@ def _study_meta(raw: Any) -> tuple[dict, list[dict]]:
     return meta, specs
 
 
-def _spec_overrides(meta: dict) -> dict[str, dict]:
+def spec_overrides(meta: dict) -> dict[str, dict]:
     """Variant name → what it changes (details, framework preset, hyperparameters), whatever shape it has."""
     variants = meta.get("variants")
     items: list[tuple[Any, Any]] = []
@@ -261,7 +261,7 @@ def _spec_overrides(meta: dict) -> dict[str, dict]:
     return out
 
 
-def _choose_baseline(spec: dict, variants: list[str], overrides: dict[str, dict]) -> str:
+def choose_baseline(spec: dict, variants: list[str], overrides: dict[str, dict]) -> str:
     named = spec.get("baseline")
     if isinstance(named, dict):
         named = named.get("name")
@@ -273,12 +273,12 @@ def _choose_baseline(spec: dict, variants: list[str], overrides: dict[str, dict]
     return no_flips[0] if no_flips else (variants[0] if variants else "baseline")
 
 
-def _order_variants(runs: list[Run], spec_order: list[str]) -> list[str]:
+def order_variants(runs: list[Run], spec_order: list[str]) -> list[str]:
     present = {r.variant for r in runs}
     return [v for v in spec_order if v in present] + sorted(present - set(spec_order))
 
 
-def _order_sizes(runs: list[Run]) -> list[str]:
+def order_sizes(runs: list[Run]) -> list[str]:
     """Sizes by parameter count (from summary.json), falling back to a natural sort of the labels."""
 
     def key(size: str) -> tuple:
@@ -315,14 +315,14 @@ def load_study(path: Path) -> Study:
     dirs, single = _run_dirs(root, specs)
     if not dirs:
         raise ReportError(f"{root}: no run directories (expected <variant>/seed=<n>/ folders or a run's summary.json)")
-    spec_over = _spec_overrides(meta)
+    spec_over = spec_overrides(meta)
     default_variant = "run" if single else str(meta.get("baseline") or "baseline")
     runs = [load_run(d, root, default_variant, spec) for d, spec in dirs]
-    variants = _order_variants(runs, list(spec_over))
-    baseline = _choose_baseline(meta, variants, spec_over)
+    variants = order_variants(runs, list(spec_over))
+    baseline = choose_baseline(meta, variants, spec_over)
     overrides = {**_derive_overrides(runs, baseline), **spec_over}
     variants = [baseline] + [v for v in variants if v != baseline]
-    sizes = _order_sizes(runs)
+    sizes = order_sizes(runs)
     # Runs in reading order everywhere (tables, sanity checks, provenance): baseline first, then by size and seed.
     runs.sort(
         key=lambda r: (

@@ -29,11 +29,11 @@ from nplus.report.load import (
     ReportError,
     Run,
     Study,
-    _choose_baseline,
-    _order_sizes,
-    _order_variants,
-    _spec_overrides,
+    choose_baseline,
     normalize_stats,
+    order_sizes,
+    order_variants,
+    spec_overrides,
 )
 
 REWRITTEN = ("headline", "stats", "spearman")
@@ -142,11 +142,11 @@ def load_report_study(report: Path) -> tuple[Study, dict, dict[str, str]]:
     facts, spec = _facts(page), _spec(page)
     task = dict(facts).get("task", "unknown")
     runs = _runs(report, _csv(tables / "runs.csv"), task)
-    overrides = _spec_overrides(spec)
-    variants = _order_variants(runs, list(overrides))
-    baseline = _choose_baseline(spec, variants, overrides)
+    overrides = spec_overrides(spec)
+    variants = order_variants(runs, list(overrides))
+    baseline = choose_baseline(spec, variants, overrides)
     variants = [baseline] + [v for v in variants if v != baseline]
-    sizes = _order_sizes(runs)
+    sizes = order_sizes(runs)
     m = re.search(r"<dt>study directory</dt><dd><code>(.*?)</code></dd>", page)
     root = Path(html.unescape(m.group(1))) if m else report
     study = Study(

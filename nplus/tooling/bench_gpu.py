@@ -66,14 +66,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict:
+def _device(args: argparse.Namespace) -> torch.device:
+    """The device to time on; the 1B shape without CUDA stops here unless asked for (it would take hours on CPU)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
-    on_cuda = device.type == "cuda"
-    if not args.tiny and not on_cuda and args.device is None:
+    if not args.tiny and device.type != "cuda" and args.device is None:
         raise SystemExit(
             "bench_gpu: no CUDA device (the .venv's torch is CPU-only). Run it with a CUDA build of torch "
             "(make bench-gpu GPU_PY=/path/to/python), or --tiny, or force the 1B shape with --device cpu."
         )
+    return device
+
+
+def _shapes(args: argparse.Namespace) -> tuple[GPTNeoXConfig, int, int, int, int, int]:
+    """Model config, vocab, batch, micro-batch, query and response lengths: the tiny or the paper's 1B defaults,
+    each replaced by its flag when given."""
     if args.tiny:
         vocab, defaults = 64, dict(batch=4, micro_batch=2, query=16, response=8)
         config = ladder_config("nano", vocab, 64, perf.EOS_ID, perf.PAD_ID)
@@ -83,6 +89,36 @@ def run(args: argparse.Namespace) -> dict:
     batch = args.batch or defaults["batch"]
     micro = args.micro_batch or defaults["micro_batch"]
     query, response = args.query or defaults["query"], args.response or defaults["response"]
+    return config, vocab, batch, micro, query, response
+
+
+def _peak(args: argparse.Namespace, on_cuda: bool) -> tuple[float, str]:
+    """The FLOP/s that MFU divides by and where it came from: the nominal flag, else a matmul measured here."""
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12, "nominal (--peak-tflops)"
+    if on_cuda:
+        return perf.matmul_peak_flops(8192, 5, "cuda", torch.bfloat16), "measured bf16 8192^3 matmul"
+    return perf.matmul_peak_flops(1024, 3), "measured fp32 1024^3 matmul"
+
+
+def _phase_rates(times: list[dict], tokens: dict, flops: dict, peak: float) -> dict:
+    """Per phase the median seconds over the timed updates, and the tokens/s, TFLOP/s and MFU they give."""
+    phases = {}
+    for name in ("generation", "scoring", "training"):
+        sec = statistics.median(t[name] for t in times)
+        phases[name] = {
+            "seconds": round(sec, 4),
+            "tokens_per_s": round(tokens[name] / sec, 1),
+            "tflop_per_s": _sig(flops[name] / sec / 1e12),
+            "mfu": _sig(flops[name] / sec / peak),
+        }
+    return phases
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = _device(args)
+    on_cuda = device.type == "cuda"
+    config, vocab, batch, micro, query, response = _shapes(args)
     base = preset("demo", 1)
     cfg = replace(
         base,
@@ -106,27 +142,14 @@ def run(args: argparse.Namespace) -> dict:
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     times = [perf.time_update(cfg, models, queries, autocast) for _ in range(args.updates + 1)][1:]
-    if args.peak_tflops:
-        peak, peak_source = args.peak_tflops * 1e12, "nominal (--peak-tflops)"
-    elif on_cuda:
-        peak, peak_source = perf.matmul_peak_flops(8192, 5, "cuda", torch.bfloat16), "measured bf16 8192^3 matmul"
-    else:
-        peak, peak_source = perf.matmul_peak_flops(1024, 3), "measured fp32 1024^3 matmul"
+    peak, peak_source = _peak(args, on_cuda)
     flops = perf.phase_flops(perf.Shape.of(config), batch, query, response, args.epochs)
     tokens = {
         "generation": batch * response,
         "scoring": batch * (query + response),
         "training": batch * (query + response) * args.epochs,
     }
-    phases = {}
-    for name in ("generation", "scoring", "training"):
-        sec = statistics.median(t[name] for t in times)
-        phases[name] = {
-            "seconds": round(sec, 4),
-            "tokens_per_s": round(tokens[name] / sec, 1),
-            "tflop_per_s": _sig(flops[name] / sec / 1e12),
-            "mfu": _sig(flops[name] / sec / peak),
-        }
+    phases = _phase_rates(times, tokens, flops, peak)
     total = sum(statistics.median(t[n] for t in times) for n in phases)
     return {
         "model": "nano (tiny test config)" if args.tiny else "pythia-1b shape, random weights",

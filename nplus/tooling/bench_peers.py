@@ -140,14 +140,39 @@ def run_trl(paths: dict, a: dict) -> dict:
 
     torch.set_num_threads(a["threads"])
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from trl.experimental.ppo import PPOTrainer
     from trl.experimental.ppo import ppo_trainer as mod
 
     tok = AutoTokenizer.from_pretrained(paths["tokenizer"])
     q = queries(a["batch"] * a["updates"], a["query"], a["vocab"], a["seed"])
     dataset = Dataset.from_dict({"input_ids": q.tolist()})
     clock = {"generation": 0.0, "scoring": 0.0, "gc": 0.0}
+    _time_trl_phases(mod, clock)
+    updates: list[dict] = []
+    with tempfile.TemporaryDirectory() as out:
+        args = _trl_config(out, a)
+        trainer = PPOTrainer(
+            args=args,
+            processing_class=tok,
+            model=AutoModelForCausalLM.from_pretrained(paths["sft"]),
+            ref_model=AutoModelForCausalLM.from_pretrained(paths["sft"]),
+            reward_model=AutoModelForSequenceClassification.from_pretrained(paths["rm_hf"], num_labels=1),
+            value_model=AutoModelForSequenceClassification.from_pretrained(paths["rm_hf"], num_labels=1),
+            train_dataset=dataset,
+            callbacks=[_update_clock(clock, updates)],
+        )
+        trainer.train()
+    return _summary(updates[1:], a, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _time_trl_phases(mod, clock: dict) -> None:
+    """Wrap TRL's module-level generation, no-grad scoring passes and gc.collect so that each adds its seconds to
+    ``clock``: TRL has no phase timers of its own."""
+    import gc
+    import types
+
+    import torch
 
     def timed(fn, key, only_no_grad=False):
         def wrapper(*args, **kwargs):
@@ -164,11 +189,13 @@ def run_trl(paths: dict, a: dict) -> dict:
     mod.batch_generation = timed(mod.batch_generation, "generation")
     mod.forward = timed(mod.forward, "scoring", only_no_grad=True)
     mod.get_reward = timed(mod.get_reward, "scoring", only_no_grad=True)
-    import gc
-    import types
-
     mod.gc = types.SimpleNamespace(collect=timed(gc.collect, "gc"))  # TRL collects garbage once per update
-    updates: list[dict] = []
+
+
+def _update_clock(clock: dict, updates: list[dict]):
+    """A trainer callback that appends each update's phase seconds to ``updates`` (training = wall time − the
+    timed phases) and restarts ``clock`` for the next update."""
+    from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
         def on_train_begin(self, *_, **__):
@@ -188,53 +215,47 @@ def run_trl(paths: dict, a: dict) -> dict:
             clock.update(generation=0.0, scoring=0.0, gc=0.0)
             self.t = now
 
-    with tempfile.TemporaryDirectory() as out:
-        args = PPOConfig(
-            output_dir=out,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=10**6,
-            disable_tqdm=True,
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            seed=a["seed"],
-            dataloader_num_workers=0,
-            per_device_train_batch_size=a["batch"],
-            gradient_accumulation_steps=1,
-            local_rollout_forward_batch_size=a["batch"],
-            num_mini_batches=1,
-            num_ppo_epochs=a["epochs"],
-            total_episodes=a["batch"] * a["updates"],
-            response_length=a["response"],
-            temperature=a["temperature"],
-            learning_rate=a["lr"],
-            adam_epsilon=1e-5,
-            lr_scheduler_type="linear",
-            kl_coef=0.05,
-            kl_estimator="k1",
-            whiten_rewards=False,
-            gamma=1.0,
-            lam=0.95,
-            cliprange=0.2,
-            cliprange_value=0.2,
-            vf_coef=0.1,
-            stop_token="eos",
-            missing_eos_penalty=1.0,
-            num_sample_generations=0,
-        )
-        trainer = PPOTrainer(
-            args=args,
-            processing_class=tok,
-            model=AutoModelForCausalLM.from_pretrained(paths["sft"]),
-            ref_model=AutoModelForCausalLM.from_pretrained(paths["sft"]),
-            reward_model=AutoModelForSequenceClassification.from_pretrained(paths["rm_hf"], num_labels=1),
-            value_model=AutoModelForSequenceClassification.from_pretrained(paths["rm_hf"], num_labels=1),
-            train_dataset=dataset,
-            callbacks=[Clock()],
-        )
-        trainer.train()
-    return _summary(updates[1:], a, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return Clock()
+
+
+def _trl_config(out: str, a: dict):
+    """TRL's PPOConfig matched to nplus's settings as far as they can be (the module docstring lists what cannot)."""
+    from trl.experimental.ppo import PPOConfig
+
+    return PPOConfig(
+        output_dir=out,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        disable_tqdm=True,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        seed=a["seed"],
+        dataloader_num_workers=0,
+        per_device_train_batch_size=a["batch"],
+        gradient_accumulation_steps=1,
+        local_rollout_forward_batch_size=a["batch"],
+        num_mini_batches=1,
+        num_ppo_epochs=a["epochs"],
+        total_episodes=a["batch"] * a["updates"],
+        response_length=a["response"],
+        temperature=a["temperature"],
+        learning_rate=a["lr"],
+        adam_epsilon=1e-5,
+        lr_scheduler_type="linear",
+        kl_coef=0.05,
+        kl_estimator="k1",
+        whiten_rewards=False,
+        gamma=1.0,
+        lam=0.95,
+        cliprange=0.2,
+        cliprange_value=0.2,
+        vf_coef=0.1,
+        stop_token="eos",
+        missing_eos_penalty=1.0,
+        num_sample_generations=0,
+    )
 
 
 def _summary(phases: list[dict], a: dict, rss_mib: float) -> dict:
@@ -261,7 +282,8 @@ def _spawned(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> dict:
+    """The command line as a plain dict: it is pickled into every spawned run."""
     ap = argparse.ArgumentParser(prog="python -m nplus.tooling.bench_peers", description=__doc__.splitlines()[0])
     ap.add_argument("--rung", default="tiny")
     ap.add_argument("--vocab", type=int, default=1750)
@@ -282,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", choices=["nplus", "trl"], default=None)
-    a = vars(ap.parse_args(argv))
+    return vars(ap.parse_args(argv))
+
+
+def _print_setup(a: dict) -> str:
+    """Print the machine, the library versions and the settings (figures mean nothing without them); return the
+    machine line the summary repeats."""
     import torch
     import transformers
 
@@ -319,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
+    return machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parse(argv)
+    machine = _print_setup(a)
     results: dict[str, list[dict]] = {"nplus": [], "trl": []}
     names = [a["only"]] if a["only"] else ["nplus", "trl"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -330,7 +363,14 @@ def main(argv: list[str] | None = None) -> int:
                 r = _spawned(run_nplus if name == "nplus" else run_trl, paths, a)
                 results[name].append(r)
                 print(f"run {run + 1} {name}: " + json.dumps({k: round(v, 3) for k, v in r.items()}), flush=True)
-    print(f"figures below: median [min, max] over {a['runs']} run(s) per system on {machine}")
+    _print_summary(results, names, a["runs"], machine)
+    return 0
+
+
+def _print_summary(results: dict[str, list[dict]], names: list[str], runs: int, machine: str) -> None:
+    """Per system the median [min, max] of each figure over its runs, and with both systems the per-pair nplus/TRL
+    ratios (paired by run, so that drifting load cancels)."""
+    print(f"figures below: median [min, max] over {runs} run(s) per system on {machine}")
     keys = (
         "episodes_per_s",
         "sampled_tokens_per_s",
@@ -345,7 +385,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) == 2:
         ratios = {k: [n[k] / t[k] for n, t in zip(results["nplus"], results["trl"])] for k in keys}
         print("nplus/TRL (paired by run) " + "  ".join(f"{k} {_med_range(v, 2)}" for k, v in ratios.items()))
-    return 0
 
 
 def _med_range(values: list[float], digits: int = 3) -> str:
