@@ -71,7 +71,7 @@ def test_value_only_pass_equals_the_full_forward():
 
 
 def test_bench_gpu_runs_on_cpu_with_the_tiny_config(capsys):
-    from nplus import bench_gpu
+    from nplus.tooling import bench_gpu
 
     assert bench_gpu.main(["--tiny", "--updates", "1", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
