@@ -503,9 +503,8 @@ def ineffective(cfg: Config) -> dict[str, str]:
     return out
 
 
-def validate(cfg: Config) -> None:
-    """Check types, choices, ranges and exact divisions up front, naming the field."""
-    _check_fields(cfg)
+def _check_algorithm(cfg: Config) -> None:
+    """The algorithm is known and no detail is set that only another algorithm reads."""
     if cfg.algorithm not in ALGORITHMS:
         raise ConfigError(f"algorithm={cfg.algorithm!r}: unknown algorithm; valid choices: {', '.join(ALGORITHMS)}")
     for name in misplaced(cfg.details, cfg.algorithm):
@@ -514,6 +513,10 @@ def validate(cfg: Config) -> None:
             f"(it applies to: {', '.join(REGISTRY[name].algorithms)}); leave it at "
             f"{REGISTRY[name].paper!r} or pick one of those algorithms"
         )
+
+
+def _check_reward(cfg: Config) -> None:
+    """The reward source, rule and reward model fit the task and the algorithm."""
     from nplus.rewards import RULES, SOURCES  # here, not at the top: nplus.rewards imports torch, config stays light
 
     if cfg.reward.source not in SOURCES:
@@ -544,6 +547,10 @@ def validate(cfg: Config) -> None:
             f"reward.source={cfg.reward.source} means nothing under algorithm=dpo (offline, no reward); "
             "leave it at rm or pick ppo, rloo, reinforce or grpo"
         )
+
+
+def _check_batch_divisions(cfg: Config) -> None:
+    """Batches split exactly over processes, micro-batches, groups and minibatches."""
     if cfg.algorithm in ("rloo", "grpo"):
         local = cfg.ppo.batch_size // cfg.processes
         if cfg.ppo.group_size < 2 or local % cfg.ppo.group_size:
@@ -567,6 +574,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"ppo.total_episodes={cfg.ppo.total_episodes} must be at least ppo.batch_size={cfg.ppo.batch_size}"
         )
+
+
+def _check_lengths_and_task(cfg: Config) -> None:
+    """Length limits nest, and the task settings match the task (tldr-synth or public)."""
     if cfg.lengths.sft_total < cfg.lengths.sft_response or cfg.lengths.pref_total < cfg.lengths.pref_response:
         raise ConfigError("lengths: totals must be at least the response limits")
     if cfg.ppo.response_length > cfg.lengths.sft_response:
@@ -595,6 +606,15 @@ def validate(cfg: Config) -> None:
             f"{', '.join(SYNTH_COMPARISONS)} (the corpus's pairs, their training split relabelled by "
             "that judge) or a local comparisons directory in the public schema (e.g. written by nplus label)"
         )
+
+
+def validate(cfg: Config) -> None:
+    """Check types, choices, ranges and exact divisions up front, naming the field."""
+    _check_fields(cfg)
+    _check_algorithm(cfg)
+    _check_reward(cfg)
+    _check_batch_divisions(cfg)
+    _check_lengths_and_task(cfg)
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:

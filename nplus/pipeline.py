@@ -517,6 +517,50 @@ def run_pipeline(
         return _run_locked(cfg, rm_cfg, out_dir, cache, command, stop_after, track, sources)
 
 
+def _start_provenance(cfg: Config, out_dir: Path, command: str | None) -> None:
+    """Clear a previous attempt's outputs and write provenance, so a run directory never mixes two runs' files."""
+    for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
+        (out_dir / stale).unlink(missing_ok=True)
+    write_provenance(
+        out_dir,
+        {
+            **cfg.to_dict(),
+            "hash": cfg.hash,
+            "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")},
+        },
+        cfg.details.as_dict(),
+        command,
+    )
+
+
+def _run_data(cfg: Config, out_dir: Path, cache: Path, sources: Sources | None, is_main: bool) -> tuple[Data, EvalSet]:
+    """The run's data and evaluation set, loaded once and shared by every stage of this run."""
+    data = load_data(cfg, cache, sources)
+    if is_main and cfg.task.comparisons_source.startswith("tldr-synth:"):  # the labeller's agreement, for the report
+        labels = synth_relabelled(data.data_dir, cfg.task.comparisons_source.split(":", 1)[1], cache)
+        atomic_write_json(out_dir / "label.json", read_json(labels / "label.json"))
+    es = eval_set_from(data.sft["validation"], cfg.task.max_eval)
+    return data, es
+
+
+def _reward_model(cfg: Config, rm_cfg: Config, data: Data, sft_path: Path, cache: Path, es: EvalSet) -> Path:
+    """The reward model, trained from this run's SFT model or, with reward.model, from that model's own SFT."""
+    if rm_cfg is not cfg:  # reward.model: the RM gets its own base and SFT (shared with runs of that model)
+        rm_sft_path = sft_stage(rm_cfg, data, base_model(rm_cfg, data, cache), cache, es)
+        return rm_stage(rm_cfg, data, rm_sft_path, cache)
+    return rm_stage(cfg, data, sft_path, cache)
+
+
+def _evaluate_final_policy(cfg: Config, data: Data, es: EvalSet, res: dict, evaluate, out_dir: Path) -> tuple:
+    """Score the trained policy on the evaluation set (its samples logged) and measure its KL to the reference."""
+    policy = res["actor"].lm()
+    agg, rows = evaluate(policy)
+    for r in rows:
+        append_jsonl(out_dir / "samples.jsonl", {"stage": "ppo", **r})
+    kl = policy_kl(cfg, policy, res["ref_policy"], es, data.tokenizer)
+    return agg, kl
+
+
 def _run_locked(
     cfg: Config, rm_cfg: Config, out_dir: Path, cache: Path, command: str | None, stop_after: str, track: bool, sources
 ) -> dict:
@@ -524,25 +568,10 @@ def _run_locked(
     # 1. provenance before any compute
     D = dist()
     if D.is_main:
-        for stale in ("metrics.jsonl", "samples.jsonl", "DONE", "error.txt"):
-            (out_dir / stale).unlink(missing_ok=True)
-        write_provenance(
-            out_dir,
-            {
-                **cfg.to_dict(),
-                "hash": cfg.hash,
-                "stage_hashes": {s: cfg.stage_hash(s) for s in ("base", "sft", "rm", "ppo")},
-            },
-            cfg.details.as_dict(),
-            command,
-        )
+        _start_provenance(cfg, out_dir, command)
     seed_everything(cfg.seed, D.rank)
     # 2. data
-    data = load_data(cfg, cache, sources)
-    if D.is_main and cfg.task.comparisons_source.startswith("tldr-synth:"):  # the labeller's agreement, for the report
-        labels = synth_relabelled(data.data_dir, cfg.task.comparisons_source.split(":", 1)[1], cache)
-        atomic_write_json(out_dir / "label.json", read_json(labels / "label.json"))
-    es = eval_set_from(data.sft["validation"], cfg.task.max_eval)
+    data, es = _run_data(cfg, out_dir, cache, sources, D.is_main)
     # 3.–5. upstream stages (reused across variants that share them)
     base = base_model(cfg, data, cache)
     sft_path = sft_stage(cfg, data, base, cache, es)
@@ -550,11 +579,7 @@ def _run_locked(
         if not D.is_main:
             return {}
         return _partial(out_dir, "sft", read_json(sft_path / "eval.json"), {"sft": sft_path})
-    if rm_cfg is not cfg:  # reward.model: the RM gets its own base and SFT (shared with runs of that model)
-        rm_sft_path = sft_stage(rm_cfg, data, base_model(rm_cfg, data, cache), cache, es)
-        rm_path = rm_stage(rm_cfg, data, rm_sft_path, cache)
-    else:
-        rm_path = rm_stage(cfg, data, sft_path, cache)
+    rm_path = _reward_model(cfg, rm_cfg, data, sft_path, cache, es)
     if stop_after == "rm":
         if not D.is_main:
             return {}
@@ -570,11 +595,7 @@ def _run_locked(
     res = _optimize_policy(cfg, data, sft_path, rm_path, norm, train_reward, out_dir, evaluate)
     if not D.is_main:  # evaluation and the summary are written once
         return {}
-    policy = res["actor"].lm()
-    agg, rows = evaluate(policy)
-    for r in rows:
-        append_jsonl(out_dir / "samples.jsonl", {"stage": "ppo", **r})
-    kl = policy_kl(cfg, policy, res["ref_policy"], es, data.tokenizer)
+    agg, kl = _evaluate_final_policy(cfg, data, es, res, evaluate, out_dir)
     ppo_wall = time.time() - t_ppo
     sanity = {
         **res["sanity"],

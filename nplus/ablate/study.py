@@ -269,9 +269,8 @@ def _one_at_a_time(base: Variant, algorithm: str, values: dict[str, str]) -> lis
     return out
 
 
-def load_study(path: Path | str) -> Study:
-    """Read and validate a study file; every variant's config is resolved once so bad overrides fail here."""
-    path = Path(path)
+def _read_study_toml(path: Path) -> dict:
+    """The study file's top-level table, with unknown and missing required keys refused before any value is read."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -282,14 +281,11 @@ def load_study(path: Path | str) -> Study:
     for key in ("name", "preset", "seeds"):
         if key not in raw:
             raise _fail(path, key, "missing (required keys: name, preset, seeds)")
-    name = _typed(path, "name", raw["name"], str, "a string")
-    if problem := dir_name_problem(name):  # the default output runs/<name> and the report's reports/<name>
-        raise _fail(path, "name", f"{_short(name)} cannot be a directory name: {problem}")
-    base_preset = _typed(path, "preset", raw["preset"], str, "a string")
-    if base_preset not in PRESETS and base_preset != "paper":
-        raise _fail(
-            path, "preset", f"unknown preset {base_preset!r}; valid presets: paper (with sizes), {', '.join(PRESETS)}"
-        )
+    return raw
+
+
+def _study_seeds(path: Path, raw: dict) -> tuple[str, tuple[int, ...]]:
+    """The seed list the study names (seeds/<name>.txt, found by seeds_file) and its seeds, read and checked."""
     seeds_name = _typed(path, "seeds", raw["seeds"], str, 'the name of a seed list in seeds/ (e.g. "default")')
     seed_path = seeds_file(path, seeds_name)
     if not seed_path.is_file():
@@ -300,6 +296,11 @@ def load_study(path: Path | str) -> Study:
         seeds = read_seeds(seed_path)
     except ValueError as e:
         raise _fail(path, "seeds", str(e)) from None
+    return seeds_name, seeds
+
+
+def _study_sizes(path: Path, raw: dict, base_preset: str) -> tuple:
+    """The study's model sizes, checked against the paper presets (preset "paper") or the model ladder."""
     sizes = tuple(_typed(path, "sizes", raw.get("sizes", []), list, "a list of model sizes"))
     if base_preset == "paper":
         # the published grid: `preset = "paper"` with sizes from the paper presets (paper-1b, paper-2.8b, ...)
@@ -315,6 +316,33 @@ def load_study(path: Path | str) -> Study:
             raise _fail(path, "sizes", f"unknown size {s!r}; valid sizes: {', '.join(valid_sizes)}")
     if len(set(sizes)) != len(sizes):
         raise _fail(path, "sizes", "duplicate sizes")
+    return sizes
+
+
+def _check_variants_resolve(path: Path, study: Study, sizes: tuple, seeds: tuple[int, ...]) -> None:
+    """Resolve every variant at every size once, so a bad override fails at load time rather than mid-study."""
+    for v in study.variants:
+        for size in sizes or (None,):
+            try:
+                resolve(study, v, size, seeds[0])
+            except (ConfigError, DetailError, ValueError) as e:
+                raise _fail(path, f"variant {v.name!r}" + (f" size={size}" if size else ""), str(e)) from None
+
+
+def load_study(path: Path | str) -> Study:
+    """Read and validate a study file; every variant's config is resolved once so bad overrides fail here."""
+    path = Path(path)
+    raw = _read_study_toml(path)
+    name = _typed(path, "name", raw["name"], str, "a string")
+    if problem := dir_name_problem(name):  # the default output runs/<name> and the report's reports/<name>
+        raise _fail(path, "name", f"{_short(name)} cannot be a directory name: {problem}")
+    base_preset = _typed(path, "preset", raw["preset"], str, "a string")
+    if base_preset not in PRESETS and base_preset != "paper":
+        raise _fail(
+            path, "preset", f"unknown preset {base_preset!r}; valid presets: paper (with sizes), {', '.join(PRESETS)}"
+        )
+    seeds_name, seeds = _study_seeds(path, raw)
+    sizes = _study_sizes(path, raw, base_preset)
     baseline = _typed(path, "baseline", raw.get("baseline", "baseline"), str, "a variant name")
     hparams = _typed(path, "hparams", raw.get("hparams", {}), dict, "a table of dotted.path = value")
     oaat = _typed(path, "one_at_a_time", raw.get("one_at_a_time", False), bool, "true or false")
@@ -355,12 +383,7 @@ def load_study(path: Path | str) -> Study:
         _typed(path, "description", raw.get("description", ""), str, "a string"),
         _knob(path, raw["knob"], names, baseline) if "knob" in raw else {},
     )
-    for v in study.variants:
-        for size in sizes or (None,):
-            try:
-                resolve(study, v, size, seeds[0])
-            except (ConfigError, DetailError, ValueError) as e:
-                raise _fail(path, f"variant {v.name!r}" + (f" size={size}" if size else ""), str(e)) from None
+    _check_variants_resolve(path, study, sizes, seeds)
     return study
 
 

@@ -259,6 +259,74 @@ def check_copy_bar(model, m, V: int, copy_bar: float, induction_lr: float, log: 
         )
 
 
+def _fresh_model(m, tokenizer) -> GPTNeoXForCausalLM:
+    """The untrained ladder model (its weights drawn from the seeded global RNG), in training mode without dropout."""
+    # Rotary positions have no learned table: the size only bounds generation, so it is fixed rather than taken
+    # from the run's lengths (which are not part of the base model's identity).
+    max_pos = MAX_POSITIONS
+    model = GPTNeoXForCausalLM(
+        ladder_config(
+            m.name, len(tokenizer), max_pos, tokenizer.eos_token_id, tokenizer.pad_token_id, rotary_pct=m.rotary_pct
+        )
+    )
+    # Pretrained without dropout, as Pythia was; the saved config keeps the ladder's 0.1, which is the "model
+    # default" that details.dropout=model_default re-enables downstream.
+    set_dropout(model, "disabled")
+    model.train()
+    return model
+
+
+def _resume(
+    checkpoint: Path | None, model, opt, gen: torch.Generator, identity: str, out_dir: Path
+) -> tuple[int, list[float], MetricsLog]:
+    """(first update, losses so far, log): from the checkpoint when there is a matching one, the log cut to match."""
+    first, losses = 0, []
+    if checkpoint is not None and (resumed := load_checkpoint(checkpoint, model, opt, gen, identity)):
+        first, losses = resumed
+    log = MetricsLog(out_dir / "metrics.jsonl", "base")
+    if first:
+        _truncate_log(out_dir / "metrics.jsonl", first)
+    return first, losses, log
+
+
+def _update(model, opt, window: torch.Tensor, weights: torch.Tensor | None, grad_clip, step: int) -> float:
+    """One next-token update on a (B, S + 1) window; → its loss (checked finite before the step)."""
+    logits = model(input_ids=window[:, :-1], use_cache=False).logits  # (B, S, V)
+    loss = weighted_lm_loss(logits, window[:, 1:], weights)
+    check_finite(loss, "base", step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.item()
+
+
+def _save_base(
+    model, tokenizer, out_dir: Path, losses, first: int, steps: int, train_time: float, stream, starts, V: int, probe
+) -> dict:
+    """Save the trained base model (safetensors) and → pretrain_base's result, with the copy probe and ``probe``."""
+    model.config.update(dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT))  # set_dropout zeroed the config too
+    model.save_pretrained(out_dir / "model", safe_serialization=True)
+    tokenizer.save_pretrained(out_dir / "model")
+    model.eval()
+    return {
+        "loss": losses[-1],
+        "first_losses": losses[:8],
+        "params": count_parameters(model),
+        "tokens": int(stream.numel()),
+        "model": model,
+        "hidden": model.config.hidden_size,
+        "resumed_at": first,
+        "updates": steps,
+        "train_time_s": train_time,
+        "documents": int(starts.numel()),
+        "stream": stream,
+        **copy_probe(model, V),
+        **(probe(model) if probe else {}),
+    }
+
+
 def pretrain_base(
     cfg: Config,
     sft_train,
@@ -277,22 +345,10 @@ def pretrain_base(
     figures (post_swap_gap) to the result; ``stream`` is the pretraining token stream (hashed into the manifest).
     ``checkpoint``: a file written every ``checkpoint_every`` updates and at the end, resumed from when present
     (``bases.build`` deletes it once the manifest is written). ``copy_bar``: the least ``copy_gain`` at the end of
-    the induction phase, else
-    InductionNotFormed."""
+    the induction phase, else InductionNotFormed."""
     m = cfg.model
     gen = seed_everything(m.pretrain_seed)
-    # Rotary positions have no learned table: the size only bounds generation, so it is fixed rather than taken
-    # from the run's lengths (which are not part of the base model's identity).
-    max_pos = MAX_POSITIONS
-    model = GPTNeoXForCausalLM(
-        ladder_config(
-            m.name, len(tokenizer), max_pos, tokenizer.eos_token_id, tokenizer.pad_token_id, rotary_pct=m.rotary_pct
-        )
-    )
-    # Pretrained without dropout, as Pythia was; the saved config keeps the ladder's 0.1, which is the "model
-    # default" that details.dropout=model_default re-enables downstream.
-    set_dropout(model, "disabled")
-    model.train()
+    model = _fresh_model(m, tokenizer)
     total = m.pretrain_induction_steps + m.pretrain_steps
     steps = total if stop_after is None else min(total, stop_after)
     # Only the language phase and the manifest read the token stream: a replay of the first updates, all of the
@@ -306,12 +362,7 @@ def pretrain_base(
     opt = torch.optim.AdamW(model.parameters(), lr=induction_lr, eps=1e-8)
     # CPU results depend on the thread count in the last bits: a checkpoint resumes under the count it was made with
     identity = f"{cfg.stage_hash('base')}/threads={torch.get_num_threads()}"
-    first, losses = 0, []
-    if checkpoint is not None and (resumed := load_checkpoint(checkpoint, model, opt, gen, identity)):
-        first, losses = resumed
-    log = MetricsLog(out_dir / "metrics.jsonl", "base")
-    if first:
-        _truncate_log(out_dir / "metrics.jsonl", first)
+    first, losses, log = _resume(checkpoint, model, opt, gen, identity, out_dir)
     bar = progress(steps, f"base {m.name}")
     bar.update(first)
     t_train = time.time()
@@ -321,15 +372,7 @@ def pretrain_base(
             window, weights = span_batch(m.pretrain_batch, m.pretrain_span_len, V, gen, tokenizer.eos_token_id), None
         else:  # 2. language phase
             window, weights = language_batch(m, stream, starts, tldr, V, gen, tokenizer.eos_token_id)
-        logits = model(input_ids=window[:, :-1], use_cache=False).logits  # (B, S, V)
-        loss = weighted_lm_loss(logits, window[:, 1:], weights)
-        check_finite(loss, "base", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if m.pretrain_grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), m.pretrain_grad_clip)
-        opt.step()
-        losses.append(loss.item())
+        losses.append(_update(model, opt, window, weights, m.pretrain_grad_clip, step))
         if step % 10 == 0 or step == total - 1:
             log.log(step, **{"base/loss": losses[-1]})
         bar.update(1)
@@ -350,25 +393,7 @@ def pretrain_base(
     train_time = time.time() - t_train
     if stop_after is not None:
         return {"losses": losses}
-    model.config.update(dict.fromkeys(LADDER_DROPOUT_KEYS, BASE_DROPOUT))  # set_dropout zeroed the config too
-    model.save_pretrained(out_dir / "model", safe_serialization=True)
-    tokenizer.save_pretrained(out_dir / "model")
-    model.eval()
-    return {
-        "loss": losses[-1],
-        "first_losses": losses[:8],
-        "params": count_parameters(model),
-        "tokens": int(stream.numel()),
-        "model": model,
-        "hidden": model.config.hidden_size,
-        "resumed_at": first,
-        "updates": steps,
-        "train_time_s": train_time,
-        "documents": int(starts.numel()),
-        "stream": stream,
-        **copy_probe(model, V),
-        **(probe(model) if probe else {}),
-    }
+    return _save_base(model, tokenizer, out_dir, losses, first, steps, train_time, stream, starts, V, probe)
 
 
 def _truncate_log(path: Path, first: int) -> None:

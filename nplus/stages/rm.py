@@ -97,69 +97,48 @@ def fact_checks(rm, sft_dir: Path, device: torch.device, fact_check, pad_id: int
     return checks
 
 
-def train_rm(
+def _untrained_rm(sft_dir: Path, dropout: str, head_init: str, gen: torch.Generator) -> ScalarModel:
+    """The untrained RM: the SFT trunk (dropout per the detail) and a fresh scalar head drawn from gen."""
+    backbone = load_trunk(sft_dir)
+    set_dropout(backbone, dropout)
+    return ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, head_init, gen))
+
+
+def _accumulate_pairs(
+    rm, D, idx: torch.Tensor, chosen_all, rejected_all, accum: int, pad_id: int, reward_token: str, step: int
+) -> tuple[float, float]:
+    """Backpropagate one update's Bradley–Terry loss over this process's micro-batches; → (loss, accuracy) means."""
+    loss_sum, acc_sum = 0.0, 0.0
+    micros = D.rank_slice(idx).chunk(accum)
+    for i, micro in enumerate(micros):
+        rc, rr = pair_rewards(
+            rm, chosen_all[micro].to(D.device), rejected_all[micro].to(D.device), pad_id, reward_token
+        )
+        loss, acc = ops.bradley_terry_loss(rc, rr)
+        check_finite(loss, "rm", step)
+        D.backward(loss, accum, last=i == len(micros) - 1)
+        loss_sum += loss.item() / accum
+        acc_sum += acc.mean().item() / accum
+    return loss_sum, acc_sum
+
+
+def _evaluate_and_save(
     cfg: Config,
-    sft_dir: Path,
+    rm,
     pref: dict,
     sft_train,
+    sft_dir: Path,
     tokenizer,
     out_dir: Path,
-    log_path: Path,
-    policy_sample_fn=None,
-    gold=None,
-    fact_check=None,
+    pad_id: int,
+    step: int,
+    policy_sample_fn,
+    gold,
+    fact_check,
 ) -> dict:
-    """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset; ``gold``
-    (tldr-synth's gold judge) adds the accuracy against its verdicts on the validation pairs; ``fact_check``
-    (tldr-synth: right (N, L), wrong (N, L) ids and N slots of nplus.evaluation.probes.fact_check_sequences) adds
-    the share of minimal pairs it ranks right, i.e. whether it checks a summary's facts against the post."""
+    """The trained RM's evaluation, normalization and saving, done once on the main process; → train_rm's result."""
     d = cfg.details
     D = dist()
-    gen = seed_everything(cfg.seed + 1, D.rank)
-    pad_id = tokenizer.pad_token_id
-    # 1. trunk + head
-    backbone = load_trunk(sft_dir)
-    set_dropout(backbone, d.dropout)
-    rm = ScalarModel(backbone, init_reward_head(backbone.config.hidden_size, d.reward_head_init, gen))
-    rm.to(D.device).train()
-    train = pref["train"]
-    chosen_all, rejected_all = as_tensor(train["query_chosen_token"]), as_tensor(train["query_rejected_token"])
-    total = (chosen_all.size(0) // cfg.rm.batch_size) * cfg.rm.epochs
-    base_lr = cfg.stage_lr("rm")
-    opt = make_optimizer(rm.parameters(), base_lr, d.adam_eps)
-    accum = cfg.grad_accum("rm")
-    rm, opt = D.prepare_training(rm, opt, cfg.rm.micro_batch, accum)
-    log = MetricsLog(log_path, "rm")
-    bar = progress(total, "rm", disable=None if D.is_main else True)
-    step = 0
-    # 2. Bradley–Terry training
-    for _ in range(cfg.rm.epochs):
-        for idx in minibatches(chosen_all.size(0), cfg.rm.batch_size, gen):
-            set_lr(opt, lr_at(base_lr, step, total, "cosine"))
-            opt.zero_grad(set_to_none=True)
-            loss_sum, acc_sum = 0.0, 0.0
-            micros = D.rank_slice(idx).chunk(accum)
-            for i, micro in enumerate(micros):
-                rc, rr = pair_rewards(
-                    rm, chosen_all[micro].to(D.device), rejected_all[micro].to(D.device), pad_id, d.reward_token
-                )
-                loss, acc = ops.bradley_terry_loss(rc, rr)
-                check_finite(loss, "rm", step)
-                D.backward(loss, accum, last=i == len(micros) - 1)
-                loss_sum += loss.item() / accum
-                acc_sum += acc.mean().item() / accum
-            opt.step()
-            step += 1
-            loss_sum, acc_sum = D.mean(loss_sum), D.mean(acc_sum)
-            if D.is_main:
-                log.log(step, **{"rm/loss": loss_sum, "rm/accuracy": acc_sum, "rm/lr": opt.param_groups[0]["lr"]})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{acc_sum:.2f}")
-    bar.close()
-    rm = D.unwrap(rm)
-    if not D.is_main:  # evaluation, normalization and saving happen once, on the main process
-        D.barrier()
-        return {}
     # 3. validation accuracy (and against the gold judge, the fact checks)
     sc, sr, acc, accuracy_gold = validation_accuracy(
         rm, pref["validation"], cfg.task.max_rm_eval, pad_id, d.reward_token, gold
@@ -197,3 +176,61 @@ def train_rm(
         "updates": step,
         **checks,
     }
+
+
+def train_rm(
+    cfg: Config,
+    sft_dir: Path,
+    pref: dict,
+    sft_train,
+    tokenizer,
+    out_dir: Path,
+    log_path: Path,
+    policy_sample_fn=None,
+    gold=None,
+    fact_check=None,
+) -> dict:
+    """Train, evaluate, normalize and save the reward model. ``pref`` maps split name → built dataset; ``gold``
+    (tldr-synth's gold judge) adds the accuracy against its verdicts on the validation pairs; ``fact_check``
+    (tldr-synth: right (N, L), wrong (N, L) ids and N slots of nplus.evaluation.probes.fact_check_sequences) adds
+    the share of minimal pairs it ranks right, i.e. whether it checks a summary's facts against the post."""
+    d = cfg.details
+    D = dist()
+    gen = seed_everything(cfg.seed + 1, D.rank)
+    pad_id = tokenizer.pad_token_id
+    # 1. trunk + head
+    rm = _untrained_rm(sft_dir, d.dropout, d.reward_head_init, gen)
+    rm.to(D.device).train()
+    train = pref["train"]
+    chosen_all, rejected_all = as_tensor(train["query_chosen_token"]), as_tensor(train["query_rejected_token"])
+    total = (chosen_all.size(0) // cfg.rm.batch_size) * cfg.rm.epochs
+    base_lr = cfg.stage_lr("rm")
+    opt = make_optimizer(rm.parameters(), base_lr, d.adam_eps)
+    accum = cfg.grad_accum("rm")
+    rm, opt = D.prepare_training(rm, opt, cfg.rm.micro_batch, accum)
+    log = MetricsLog(log_path, "rm")
+    bar = progress(total, "rm", disable=None if D.is_main else True)
+    step = 0
+    # 2. Bradley–Terry training
+    for _ in range(cfg.rm.epochs):
+        for idx in minibatches(chosen_all.size(0), cfg.rm.batch_size, gen):
+            set_lr(opt, lr_at(base_lr, step, total, "cosine"))
+            opt.zero_grad(set_to_none=True)
+            loss_sum, acc_sum = _accumulate_pairs(
+                rm, D, idx, chosen_all, rejected_all, accum, pad_id, d.reward_token, step
+            )
+            opt.step()
+            step += 1
+            loss_sum, acc_sum = D.mean(loss_sum), D.mean(acc_sum)
+            if D.is_main:
+                log.log(step, **{"rm/loss": loss_sum, "rm/accuracy": acc_sum, "rm/lr": opt.param_groups[0]["lr"]})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{acc_sum:.2f}")
+    bar.close()
+    rm = D.unwrap(rm)
+    if not D.is_main:  # evaluation, normalization and saving happen once, on the main process
+        D.barrier()
+        return {}
+    return _evaluate_and_save(
+        cfg, rm, pref, sft_train, sft_dir, tokenizer, out_dir, pad_id, step, policy_sample_fn, gold, fact_check
+    )
