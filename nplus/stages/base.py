@@ -17,6 +17,7 @@ ladder's dropout in its saved config and is not affected by any detail. Built on
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from nplus.config import Config
 from nplus.data.formatting import format_query
 from nplus.evaluation.probes import copy_probe
 from nplus.models import BASE_DROPOUT, LADDER_DROPOUT_KEYS, count_parameters, ladder_config, set_dropout
-from nplus.rundir import fault_point, share_file_modes
+from nplus.rundir import atomic_write_text, fault_point, share_file_modes
 from nplus.stages.common import MetricsLog, check_finite, progress, seed_everything, set_lr
 from nplus.tasks.synth import pretraining_posts
 
@@ -143,13 +144,10 @@ def validation_loss(model, docs: list[tuple[str, str]], tokenizer, seq_len: int,
     """Mean next-token NLL over held-out documents (query + TL;DR line + EOS, as pretraining sees them), each row
     one document from its first token, cut at ``seq_len + 1`` tokens: the rung's language-model quality on posts
     it never trained on (manifest key ``validation_loss``)."""
-    ids, _, _ = token_stream(docs, tokenizer)
+    ids, starts, _ = token_stream(docs, tokenizer)
     eos = tokenizer.eos_token_id
-    rows, start = [], 0
-    for i, tok in enumerate(ids.tolist()):  # split the stream back into documents at their closing EOS
-        if tok == eos:
-            rows.append(ids[start : i + 1][: seq_len + 1])
-            start = i + 1
+    bounds = starts.tolist() + [ids.numel()]  # each document runs from its start to the next one's
+    rows = [ids[a:b][: seq_len + 1] for a, b in zip(bounds, bounds[1:])]
     total, count = 0.0, 0
     for b in range(0, len(rows), batch):
         chunk = rows[b : b + batch]
@@ -398,8 +396,6 @@ def pretrain_base(
 
 def _truncate_log(path: Path, first: int) -> None:
     """A resumed build logs its updates from ``first`` again: drop the rows a killed run wrote past its checkpoint."""
-    import json
-
     if path.is_file():
         rows = [line for line in path.read_text().splitlines() if line.strip()]
         keep = []
@@ -409,4 +405,4 @@ def _truncate_log(path: Path, first: int) -> None:
                     keep.append(r)
             except json.JSONDecodeError:  # the line a kill cut short
                 continue
-        path.write_text("".join(r + "\n" for r in keep))
+        atomic_write_text(path, "".join(r + "\n" for r in keep))  # a kill mid-rewrite keeps the old log whole
