@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from nplus.config import BASE_RECIPE
-from nplus.rundir import share_file_modes
+from nplus.rundir import cpu_model, share_file_modes
 
 BASES_DIR = Path(__file__).resolve().parent
 WEIGHTS = "model.safetensors"
@@ -148,7 +148,7 @@ def build(
         "build_time_s": round(wall, 1),
         "resumed_at_update": result["resumed_at"],
         "threads": torch.get_num_threads(),
-        "device": device_name(),
+        "device": cpu_model(),
         "tokens_per_s": round(speed, 1),
         "matmul_peak_fraction": round(cost["flops"] / result["train_time_s"] / matmul_peak(), 3),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -187,19 +187,6 @@ def matmul_peak() -> float:
     from nplus.tooling.perf import matmul_peak_flops  # here: torch; manifests read torch-free
 
     return matmul_peak_flops(n=1024, repeats=3)
-
-
-def device_name() -> str:
-    """Where a build ran: the CPU model (or the GPU's name), for the manifest."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def base_probes(cfg, data, model, n: int = 256) -> dict:
