@@ -259,6 +259,11 @@ class Config:
     run layout and ppo.* summary fields."""
     lr: float = non_negative(3e-6)
     """The single learning rate of every stage (details.learning_rate = single)."""
+    lr_rule: Literal["fixed", "inverse_width"] = "fixed"
+    """How the SFT, RM and policy rates (or the single `lr`) depend on the model trained: `fixed` (the paper's one
+    set for every size) or `inverse_width` (the configured rates are a 64-wide model's, scaled by 64 / width: Adam
+    moves every weight by about the rate whatever its gradient, so a unit's input moves in proportion to its
+    fan-in; the scaling ladder's pretraining rule, ModelConfig.pretrain_lr_rule, carried downstream)."""
     eval_temperature: float = positive(0.01)
     """Near-greedy evaluation temperature (details.eval_temperature = near_greedy)."""
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -277,11 +282,11 @@ class Config:
         validate(self)
 
     # ---- derived values (one place) ----
-    def stage_lr(self, stage: Literal["sft", "rm", "ppo", "dpo"]) -> float:
-        """details.learning_rate: one rate for every stage (paper) or the preset's per-stage rate."""
-        if self.details.learning_rate == "single":
-            return self.lr
-        return getattr(self, stage).lr
+    def stage_lr(self, stage: Literal["sft", "rm", "ppo", "dpo"], width: int) -> float:
+        """details.learning_rate: one rate for every stage (paper) or the preset's per-stage rate; then lr_rule for a
+        model ``width`` (hidden size) wide."""
+        rate = self.lr if self.details.learning_rate == "single" else getattr(self, stage).lr
+        return rate * width_scale(self.lr_rule, width)
 
     def grad_accum(self, stage: Literal["sft", "rm", "ppo", "dpo"]) -> int:
         cfg = getattr(self, stage)
@@ -305,6 +310,8 @@ class Config:
         for key, default in (("pretrain_lr_rule", "fixed"), ("pretrain_grad_clip", None)):
             if d["model"][key] == default:
                 del d["model"][key]
+        if d["lr_rule"] == "fixed":  # likewise for every stage's hash (the base never reads it)
+            del d["lr_rule"]
         base = {"task": d["task"], "model": d["model"], "base_recipe": BASE_RECIPE}
         if stage == "base":
             # Only what the base model depends on: the corpus it is pretrained on (generator version included) and
@@ -337,6 +344,7 @@ class Config:
             "seed": d["seed"],
             "lengths": d["lengths"],
             "lr": d["lr"],
+            **({"lr_rule": d["lr_rule"]} if "lr_rule" in d else {}),
             "sft": d["sft"],
             "processes": d["processes"],
             "eval_temperature": d["eval_temperature"],
@@ -403,6 +411,15 @@ SYNTH_COMPARISONS = ("tldr-synth", "tldr-synth:gold", "tldr-synth:simulated-ai")
 # 3 (2026-12-01): an induction phase on repeated random spans, then document-aligned posts+TL;DR windows from a
 # corpus with fresh generated posts, mixed with span batches; the base-stage hash covers the corpus only.
 BASE_RECIPE = 3
+
+
+# The width whose rates a preset configures under pretrain_lr_rule / lr_rule = inverse_width (the demo rung's)
+REFERENCE_WIDTH = 64
+
+
+def width_scale(rule: str, width: int) -> float:
+    """The factor a learning-rate rule applies to a model ``width`` wide: 1 (fixed) or REFERENCE_WIDTH / width."""
+    return REFERENCE_WIDTH / width if rule == "inverse_width" else 1.0
 
 
 def config_hash(obj: Any) -> str:

@@ -120,12 +120,15 @@ def _scaling(seed: int) -> Config:
     # The scaling study's ladder (rungs r32x2 … r128x4, ablations/scaling.toml): one pretraining recipe for every
     # rung, as Pythia's suite: the same tokens in the same order (4,000 induction then 2,500 language updates of
     # 32 windows), peak rates 1e-3 at width 64 falling as 1 / width (ModelConfig.pretrain_lr_rule), gradients clipped
-    # at norm 1 (Pythia's). Downstream, the
-    # demo's hyperparameters for every rung, as the paper uses one set for every size.
+    # at norm 1 (Pythia's). Downstream, the demo's hyperparameters for every rung, as the paper uses one set for
+    # every size, with the same width rule for the rates (lr_rule = inverse_width: the demo's rates at width 64, so
+    # r64x4 fine-tunes exactly as the demo and every rung at 4x its own pretraining peak). The rule was fixed before
+    # any downstream run on the ladder, for the reason the pretraining rule has (Adam steps ~ the rate per weight).
     demo = _demo(seed)
     return dataclasses.replace(
         demo,
         preset="scaling",
+        lr_rule="inverse_width",
         model=dataclasses.replace(
             demo.model,
             name="r64x4",

@@ -207,3 +207,20 @@ def test_the_ladder_rule_scales_the_rate_with_width():
     rates = {r: peak_lrs(m, LADDER[r][0]) for r in ("r32x2", "r48x3", "r64x4", "r96x4", "r128x4")}
     assert rates["r64x4"] == (1e-3, 1e-3) and rates["r32x2"] == (2e-3, 2e-3) and rates["r128x4"] == (5e-4, 5e-4)
     assert peak_lrs(preset("demo").model, 128) == (2e-3, 2e-3)  # recipe 3: one rate for every width
+
+
+def test_the_downstream_rule_scales_every_stage_rate_and_enters_only_downstream_hashes():
+    from nplus.config import apply_overrides
+
+    demo = preset("demo")
+    wide = apply_overrides(demo, hparams={"lr_rule": "inverse_width"})
+    for stage in ("sft", "rm", "ppo", "dpo"):
+        configured = getattr(demo, stage).lr
+        assert demo.stage_lr(stage, 128) == configured  # fixed: the paper's one set for every size
+        assert wide.stage_lr(stage, 64) == configured
+        assert wide.stage_lr(stage, 128) == configured / 2 and wide.stage_lr(stage, 32) == configured * 2
+    single = apply_overrides(wide, details={"learning_rate": "single"})
+    assert single.stage_lr("rm", 128) == single.lr / 2
+    # the base never reads it (committed bases keep their hash); every trained stage and the run do
+    assert wide.stage_hash("base") == demo.stage_hash("base")
+    assert all(wide.stage_hash(s) != demo.stage_hash(s) for s in ("sft", "rm")) and wide.hash != demo.hash

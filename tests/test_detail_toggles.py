@@ -107,7 +107,7 @@ def owners(tok, models):
             for mod in set_dropout(GPTNeoXForCausalLM(ladder_config("nano", 50, 16, 0, 1)), v).modules()
             if isinstance(mod, torch.nn.Dropout)
         ),
-        "learning_rate": lambda v: apply_overrides(preset("demo"), details={"learning_rate": v}).stage_lr("sft"),
+        "learning_rate": lambda v: apply_overrides(preset("demo"), details={"learning_rate": v}).stage_lr("sft", 64),
         "adam_eps": ops.adam_eps,
         "sft_loss_tokens": lambda v: ops.sft_loss_mask(m, T([1]), v).tolist(),
         "reward_head_init": lambda v: init_reward_head(8, v, torch.Generator().manual_seed(0)).bias.item(),

@@ -95,7 +95,7 @@ def test_learning_rate_and_optimizer(size):
     assert cfg.details.learning_rate == "single"
     assert cfg.lr == LR
     for stage in ("sft", "rm", "ppo"):
-        assert cfg.stage_lr(stage) == LR, stage
+        assert cfg.stage_lr(stage, 2048) == LR, stage
         # the per-stage rates are unused under `single`, but must not disagree with the paper either
         assert getattr(cfg, stage).lr == LR, stage
     assert cfg.details.adam_eps == ADAM_EPS

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPTNeoXForCausalLM
 
-from nplus.config import Config
+from nplus.config import Config, width_scale
 from nplus.data.formatting import format_query
 from nplus.evaluation.probes import copy_probe
 from nplus.models import BASE_DROPOUT, LADDER_DROPOUT_KEYS, count_parameters, ladder_config, set_dropout
@@ -124,13 +124,9 @@ def recipe_lr(base_lr: float, language_lr: float, step: int, induction_steps: in
     )
 
 
-# ModelConfig.pretrain_lr_rule = inverse_width: the configured rates are a 64-wide rung's (the demo rung's width)
-REFERENCE_WIDTH = 64
-
-
 def peak_lrs(m, hidden: int) -> tuple[float, float]:
     """(induction, language) peak learning rates of a rung ``hidden`` wide under ``m.pretrain_lr_rule``."""
-    scale = REFERENCE_WIDTH / hidden if m.pretrain_lr_rule == "inverse_width" else 1.0
+    scale = width_scale(m.pretrain_lr_rule, hidden)
     return m.pretrain_lr * scale, (m.pretrain_language_lr or m.pretrain_lr) * scale
 
 

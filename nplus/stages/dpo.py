@@ -117,7 +117,7 @@ def train_dpo(cfg: Config, sft_dir: Path, pref: dict, tokenizer, run_dir: Path) 
     train = pref["train"]
     q_all, c_all, r_all = (as_tensor(train[col]) for col in ("query_token", "chosen_token", "rejected_token"))
     total = (q_all.size(0) // p.batch_size) * p.epochs
-    base_lr = cfg.stage_lr("dpo")
+    base_lr = cfg.stage_lr("dpo", ref.config.hidden_size)
     opt = make_optimizer(actor.parameters(), base_lr, d.adam_eps)
     accum = cfg.grad_accum("dpo")
     ddp_actor, opt = D.prepare_training(actor, opt, p.micro_batch, accum)

@@ -305,7 +305,7 @@ def start_online(
         cfg.ppo.length_chunks,
         cfg.ppo.last_layer_suffix,
     )
-    base_lr = cfg.stage_lr("ppo")
+    base_lr = cfg.stage_lr("ppo", ref_policy.config.hidden_size)
     opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], base_lr, cfg.details.adam_eps)
     # local_ = per rank (sfd's vocabulary): each rank rolls out and trains on its share of the global batch
     local_batch_size = p.batch_size // D.world

@@ -204,7 +204,7 @@ def train_rm(
     train = pref["train"]
     chosen_all, rejected_all = as_tensor(train["query_chosen_token"]), as_tensor(train["query_rejected_token"])
     total = (chosen_all.size(0) // cfg.rm.batch_size) * cfg.rm.epochs
-    base_lr = cfg.stage_lr("rm")
+    base_lr = cfg.stage_lr("rm", rm.backbone.config.hidden_size)
     opt = make_optimizer(rm.parameters(), base_lr, d.adam_eps)
     accum = cfg.grad_accum("rm")
     rm, opt = D.prepare_training(rm, opt, cfg.rm.micro_batch, accum)

@@ -57,7 +57,7 @@ def train_sft(cfg: Config, base_dir: Path, train_ds, tokenizer, out_dir: Path, l
     qlen_all = as_tensor(train_ds["query_token_len"])
     steps_per_epoch = ids_all.size(0) // cfg.sft.batch_size
     total = steps_per_epoch * cfg.sft.epochs
-    base_lr = cfg.stage_lr("sft")
+    base_lr = cfg.stage_lr("sft", model.config.hidden_size)
     opt = make_optimizer(model.parameters(), base_lr, d.adam_eps)
     accum = cfg.grad_accum("sft")
     model, opt = D.prepare_training(model, opt, cfg.sft.micro_batch, accum)

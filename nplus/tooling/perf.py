@@ -163,7 +163,11 @@ def time_update(cfg, models, queries: torch.Tensor, autocast_dtype: torch.dtype 
     p, dev = cfg.ppo, queries.device
     policy, ref_policy, reward_model, critic = models
     actor = Actor(policy, critic, None, p.length_chunks, p.last_layer_suffix).train()
-    opt = make_optimizer([q for q in actor.parameters() if q.requires_grad], cfg.stage_lr("ppo"), cfg.details.adam_eps)
+    opt = make_optimizer(
+        [q for q in actor.parameters() if q.requires_grad],
+        cfg.stage_lr("ppo", policy.config.hidden_size),
+        cfg.details.adam_eps,
+    )
     gen, sample_gen = torch.Generator().manual_seed(cfg.seed + 2), torch.Generator().manual_seed(cfg.seed + 3)
     autocast = (
         torch.autocast(dev.type, dtype=autocast_dtype)
