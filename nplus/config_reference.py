@@ -4,7 +4,8 @@ One row per hyperparameter: its dotted path (as ``--set`` and a study's ``[hpara
 dataclass default (a preset changes many of them: ``nplus config --preset NAME`` prints the resolved values),
 the valid values where the code declares them (``Literal`` choices, the reward sources and rules, the
 algorithms), the stage artifacts whose hash includes it (so a change rebuilds them), and the field's own
-docstring. Numeric ranges and divisibility are checked by ``nplus.config.validate`` before any compute.
+docstring. The ranges shown are the ones ``nplus.config.validate`` checks before any compute (with divisibility
+and cross-field rules it states in its errors).
 
     python -m nplus.config_reference > docs/set-reference.md
 
@@ -17,6 +18,7 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import types
 import typing
 from typing import Any, Literal
 
@@ -70,9 +72,36 @@ def _flat(d: dict, prefix: str = "") -> set[str]:
     return out
 
 
+def _range(f: dataclasses.Field, hint: Any) -> str:
+    """The numeric range ``validate`` checks: the field's declared one, else its type's (ints are ≥ 0)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the range of X
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint not in (int, float):
+        return ""
+    low, high, open_low = f.metadata.get("range", (0 if hint is int else None, None, False))
+    if hint is int:
+        low = int(low) + open_low if low is not None else None
+        return f"integer ≥ {low}" if high is None else f"integer {low} … {int(high)}"
+    lo = "" if low is None else f"{'>' if open_low else '≥'} {low:g}"
+    hi = "" if high is None else f"≤ {high:g}"
+    return " and ".join(b for b in (lo, hi) if b) or "finite"
+
+
+def _stage_keys(stage: str) -> set[str]:
+    """The fields in ``stage``'s hash: those of the default config, and the ones it leaves out only at their
+    defaults (added with the scaling ladder, so that earlier hashes stay as they were)."""
+    cfg = C.Config()
+    ladder = dataclasses.replace(
+        cfg,
+        lr_rule="inverse_width",
+        model=dataclasses.replace(cfg.model, pretrain_lr_rule="inverse_width", pretrain_grad_clip=1.0),
+    )
+    return _flat(cfg.stage_dict(stage)) | _flat(ladder.stage_dict(stage))
+
+
 def rows() -> list[dict]:
     cfg = C.Config()
-    in_stage = {s: _flat(cfg.stage_dict(s)) for s in STAGES}
+    in_stage = {s: _stage_keys(s) for s in STAGES}
     out = []
 
     def walk(obj: Any, prefix: str) -> None:
@@ -90,7 +119,7 @@ def rows() -> list[dict]:
                     "path": path,
                     "type": _type(hints[f.name]),
                     "default": repr(value),
-                    "choices": _choices(path, hints[f.name]),
+                    "choices": _choices(path, hints[f.name]) or _range(f, hints[f.name]),
                     "stages": ", ".join(stages) or "—",
                     "doc": docs.get(f.name, ""),
                 }
@@ -112,10 +141,10 @@ def markdown() -> str:
         (
             "Every hyperparameter `nplus pipeline --set KEY=VALUE` and a study's `[hparams]` accept. *Default* is the "
             "dataclass default; the presets (`nplus/presets.py`) set many fields, so a run's value is its preset's "
-            "unless overridden. *Valid values*: the choices the code declares; numeric ranges and divisibility "
-            "(batch sizes, lengths, temperatures) are checked by `nplus.config.validate` before any compute, naming "
-            "the "
-            "field (docs/bad-inputs.md). *Stages*: the artifacts whose hash includes the field — changing it rebuilds "
+            "unless overridden. *Valid values*: the choices or the numeric range the code declares, checked by "
+            "`nplus.config.validate` before any compute with the divisibility and cross-field rules (batch sizes, "
+            "lengths), naming the field (docs/bad-inputs.md). *Stages*: the artifacts whose hash includes the field — "
+            "changing it rebuilds "
             "those and reuses the others. Details are not set here but with `--details.NAME VALUE` (docs/ablations.md)."
         ),
         "",

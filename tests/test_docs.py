@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +68,22 @@ def test_set_reference_is_current():
     assert (ROOT / "docs/set-reference.md").read_text() == markdown(), (
         "docs/set-reference.md is stale: python -m nplus.config_reference > docs/set-reference.md"
     )
+
+
+def test_set_reference_states_each_fields_range_and_stages_as_validate_and_the_hashes_do():
+    from nplus.config import ConfigError, apply_overrides
+    from nplus.config_reference import rows
+    from nplus.presets import preset
+
+    by_path = {r["path"]: r for r in rows()}
+    assert by_path["ppo.cliprange"]["choices"] == "≥ 0" and by_path["seed"]["choices"] == "integer ≥ 0"
+    assert by_path["ppo.temperature"]["choices"] == "> 0" and by_path["task.max_sft_train"]["choices"] == "integer ≥ 1"
+    # a field left out of hashes at its default still names the stages it rebuilds
+    assert by_path["lr_rule"]["stages"] == "sft, rm, ppo"
+    assert by_path["model.pretrain_grad_clip"]["stages"] == "base, sft, rm, ppo"
+    # what the table says is what validate refuses
+    with pytest.raises(ConfigError, match="ppo.cliprange"):
+        apply_overrides(preset("smoke"), hparams={"ppo.cliprange": "-0.1"})
 
 
 def test_contracts_lists_every_summary_key():
