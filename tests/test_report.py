@@ -197,6 +197,7 @@ def _write_run(
             "details": details,
             "task": {"name": task, "max_eval": 10},
             "model": {"name": size or "tiny"},
+            "stage_hashes": {"base": f"base-of-{size or 'tiny'}"},
         },
     )
     _write_json(run / "details.json", details)
@@ -554,6 +555,41 @@ def test_real_task_draws_published_values(tmp_path):
         and "published values are not drawn" not in html
     )
     assert "not comparable with the paper&#39;s" not in html
+
+
+def test_the_ladder_table_shows_a_rungs_base_probes_only_when_its_runs_used_that_base(tmp_path, monkeypatch):
+    from nplus import bases
+    from nplus.report.ladder import ladder_rows
+
+    root = make_study(tmp_path / "ladder", seeds=(1, 2), sizes=("nano", "tiny", "xs"), variants=("baseline",))
+    study = load_study(root)
+    for size, layers, width in (("nano", 1, 32), ("tiny", 2, 64), ("xs", 3, 128)):
+        (tmp_path / "bases" / size / "model").mkdir(parents=True)
+        manifest = {
+            "base_hash": f"base-of-{size}" if size != "xs" else "another-base",  # xs: a base the runs did not use
+            "validation_loss": {"nano": 0.6, "tiny": 0.5, "xs": 0.4}[size],
+            "non_embedding_params": 1000 * width,
+            "probes": {"copy_gain": 4.0, "post_swap_gap": 1.5, "reference_nll": 0.45},
+        }
+        (tmp_path / "bases" / size / "manifest.json").write_text(json.dumps(manifest))
+        (tmp_path / "bases" / size / "model" / "config.json").write_text(
+            json.dumps({"num_hidden_layers": layers, "hidden_size": width})
+        )
+    monkeypatch.setattr(bases, "BASES_DIR", tmp_path / "bases")
+    monkeypatch.setattr(
+        bases, "read_manifest", lambda rung: json.loads((tmp_path / "bases" / rung / "manifest.json").read_text())
+    )
+    rows = {r["size"]: r for r in ladder_rows(study)}
+    assert list(rows) == ["nano", "tiny", "xs"]
+    assert rows["tiny"]["shape"] == "2 × 64" and rows["tiny"]["validation_loss"] == 0.5
+    assert rows["tiny"]["copy_gain"] == 4.0 and rows["tiny"]["non_embedding_params"] == 64_000
+    assert rows["xs"]["shape"] == "" and rows["xs"]["validation_loss"] is None  # never another model's probes
+    assert rows["tiny"]["seeds"] == 2 and rows["tiny"]["params"] == SIZE_PARAMS["tiny"]
+    runs = [r for r in study.ok_runs if r.size == "tiny"]
+    assert rows["tiny"]["rm.accuracy"] == pytest.approx(sum(r.number("rm.accuracy") for r in runs) / len(runs))
+    html = build_report(root, tmp_path / "out", Options(formats=("png",))).read_text()
+    assert 'id="ladder-table"' in html and "RM fact check" in html
+    assert list(csv.DictReader(open(tmp_path / "out" / "tables" / "ladder.csv")))[1]["size"] == "tiny"
 
 
 def test_single_size_study_has_no_scaling_section(tmp_path):

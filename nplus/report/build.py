@@ -19,6 +19,7 @@ import pandas as pd
 from nplus.report.answer import answer
 from nplus.report.glossary import glossary
 from nplus.report.knob import knob_points, knob_summary
+from nplus.report.ladder import ladder_rows, ladder_view
 
 # Not used here: callers and tests have always imported these from this module.
 from nplus.report.load import (  # noqa: F401
@@ -520,6 +521,7 @@ def _table_makers(
         "spearman": lambda: pd.DataFrame(
             spearman, columns=["variant", "metric", "rho", "slope", "ci_low", "ci_high", "n", "sizes", "trend"]
         ),
+        "ladder": lambda: pd.DataFrame(ladder_rows(study)),
         "training_curves": lambda: _curves_table(curves),
         "proxy_vs_gold": lambda: pg,
         "overoptimization_checkpoints": lambda: points,
@@ -593,6 +595,7 @@ def _page_context(
         "figs": figs,
         "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",
         "has_scaling": len(study.sizes) >= 2,
+        "ladder": ladder_view(ladder_rows(study)),
         "spearman": [
             {**s, "slope_text": fmt(s["slope"], True), "interval": fmt_interval(s["ci_low"], s["ci_high"], True)}
             for s in spearman

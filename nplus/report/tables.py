@@ -32,6 +32,7 @@ KEY_METRICS: tuple[tuple[str, str], ...] = (
 SCALING_METRICS: tuple[tuple[str, str], ...] = (
     ("sft.rouge_l", "SFT ROUGE-L"),
     ("rm.accuracy", "RM accuracy"),
+    ("rm.fact_check_accuracy", "RM fact check"),
     ("sft.win_rate", "SFT win rate"),
     ("ppo.win_rate", "PPO win rate"),
     ("ppo.mean_length", "PPO response length"),
