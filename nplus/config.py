@@ -138,13 +138,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Lengths:
-    """Token limits (paper: query 512, SFT response 53 / total 562, preference response 169 / total 638)."""
+    """Token limits (paper: query 512, SFT response 53 / total 562, preference response 169 / total 638).
+
+    Unlike the other sections it checks itself when built (with validate's checks and messages): the dataset
+    builder and ``nplus data-build`` take it without a ``Config`` around it."""
 
     query: int = positive(512)
     sft_response: int = positive(53)
-    sft_total: int = positive(562)
-    pref_response: int = positive(169)
-    pref_total: int = positive(638)
+    sft_total: int = positive(562)  # query + SFT response
+    pref_response: int = positive(169)  # preference summaries come from many policies and run longer
+    pref_total: int = positive(638)  # query + preference response
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "lengths.")
+        if self.sft_total < self.sft_response or self.pref_total < self.pref_response:
+            raise ConfigError("lengths: totals must be at least the response limits")
 
 
 @dataclass(frozen=True)
@@ -594,9 +602,8 @@ def _check_batch_divisions(cfg: Config) -> None:
 
 
 def _check_lengths_and_task(cfg: Config) -> None:
-    """Length limits nest, and the task settings match the task (tldr-synth or public)."""
-    if cfg.lengths.sft_total < cfg.lengths.sft_response or cfg.lengths.pref_total < cfg.lengths.pref_response:
-        raise ConfigError("lengths: totals must be at least the response limits")
+    """Responses fit their length limit (Lengths checks its own nesting), and the task settings match the task
+    (tldr-synth or public)."""
     if cfg.ppo.response_length > cfg.lengths.sft_response:
         raise ConfigError(
             f"ppo.response_length={cfg.ppo.response_length} exceeds lengths.sft_response={cfg.lengths.sft_response}"

@@ -28,15 +28,8 @@ from functools import lru_cache
 from itertools import dropwhile, islice
 from typing import NamedTuple
 
-from nplus.data.formatting import (
-    QUERY_TEMPLATE,
-    TRUNCATION_MODES,
-    DataBuildError,
-    check_choice,
-    encode_batch,
-    encode_many,
-    format_query,
-)
+from nplus.data.formatting import QUERY_TEMPLATE, DataBuildError, encode_batch, encode_many, format_query
+from nplus.details import check_value
 
 # Candidate prefixes of the post are encoded in growing batches: most queries fit at once (batch of 1),
 # and a long newline-free post needing thousands of one-character cuts is scanned 64 candidates a time.
@@ -132,7 +125,7 @@ def encode_queries(
     newline-truncated rows across calls: comparisons repeat their posts. Every returned row owns its
     ``ids``.
     """
-    check_choice("query_truncation", mode, TRUNCATION_MODES)
+    check_value("query_truncation", mode)
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     if mode != "newline":
