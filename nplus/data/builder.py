@@ -29,7 +29,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets
 
 from nplus.config import Lengths
-from nplus.data import formatting, truncation
+from nplus.data import formatting, truncation, truncation_fast
 from nplus.data.formatting import (
     DataBuildError,
     pad,
@@ -250,10 +250,11 @@ def _code_version() -> str:
     """A hash of the code that computes the columns.
 
     ``datasets`` fingerprints a map function without the functions it calls, so a dataset loaded from
-    disk would otherwise get its cached columns back after :mod:`nplus.data.formatting` or
-    :mod:`nplus.data.truncation` changed.
+    disk would otherwise get its cached columns back after :mod:`nplus.data.formatting`,
+    :mod:`nplus.data.truncation` or :mod:`nplus.data.truncation_fast` changed.
     """
-    source = "".join(inspect.getsource(m) for m in (formatting, truncation, sys.modules[__name__]))
+    modules = (formatting, truncation, truncation_fast, sys.modules[__name__])
+    source = "".join(inspect.getsource(m) for m in modules)
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
