@@ -198,7 +198,7 @@ class PPOConfig:
     length_chunks: int = positive(4)
     """Rollout scoring and training forward passes run over rows grouped by query length in this many groups,
     each without the leading padding all its rows share (nplus.models.by_length). The same function of the
-    weights: only float rounding differs from one padded pass (1 = that pass, the code before 2026-12-05). At the
+    weights: only float rounding differs from one padded pass (1 = that pass, as before this option existed). At the
     demo's shapes, 4 took 16 % off a PPO update (9 % in `make bench-peers`; docs/performance.md)."""
     last_layer: Literal["response", "all"] = "response"
     """`response`: forward passes that read the response's positions only (the policy and critic of every PPO,
