@@ -138,13 +138,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Lengths:
-    """Token limits (paper: query 512, SFT response 53 / total 562, preference response 169 / total 638)."""
+    """Token limits (paper: query 512, SFT response 53 / total 562, preference response 169 / total 638).
+
+    Unlike the other sections it checks itself when built (with validate's checks and messages): the dataset
+    builder and ``nplus data-build`` take it without a ``Config`` around it."""
 
     query: int = positive(512)
     sft_response: int = positive(53)
-    sft_total: int = positive(562)
-    pref_response: int = positive(169)
-    pref_total: int = positive(638)
+    sft_total: int = positive(562)  # query + SFT response
+    pref_response: int = positive(169)  # preference summaries come from many policies and run longer
+    pref_total: int = positive(638)  # query + preference response
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "lengths.")
+        if self.sft_total < self.sft_response or self.pref_total < self.pref_response:
+            raise ConfigError("lengths: totals must be at least the response limits")
 
 
 @dataclass(frozen=True)
@@ -190,7 +198,7 @@ class PPOConfig:
     length_chunks: int = positive(4)
     """Rollout scoring and training forward passes run over rows grouped by query length in this many groups,
     each without the leading padding all its rows share (nplus.models.by_length). The same function of the
-    weights: only float rounding differs from one padded pass (1 = that pass, the code before 2026-12-05). At the
+    weights: only float rounding differs from one padded pass (1 = that pass, as before this option existed). At the
     demo's shapes, 4 took 16 % off a PPO update (9 % in `make bench-peers`; docs/performance.md)."""
     last_layer: Literal["response", "all"] = "response"
     """`response`: forward passes that read the response's positions only (the policy and critic of every PPO,
@@ -594,9 +602,8 @@ def _check_batch_divisions(cfg: Config) -> None:
 
 
 def _check_lengths_and_task(cfg: Config) -> None:
-    """Length limits nest, and the task settings match the task (tldr-synth or public)."""
-    if cfg.lengths.sft_total < cfg.lengths.sft_response or cfg.lengths.pref_total < cfg.lengths.pref_response:
-        raise ConfigError("lengths: totals must be at least the response limits")
+    """Responses fit their length limit (Lengths checks its own nesting), and the task settings match the task
+    (tldr-synth or public)."""
     if cfg.ppo.response_length > cfg.lengths.sft_response:
         raise ConfigError(
             f"ppo.response_length={cfg.ppo.response_length} exceeds lengths.sft_response={cfg.lengths.sft_response}"

@@ -170,10 +170,7 @@ class Details:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            choices = _CHOICES[f.name]
-            if value not in choices:
-                raise DetailError(f"details.{f.name}: invalid value {value!r}; valid choices: {', '.join(choices)}")
+            check_value(f.name, getattr(self, f.name))
 
     def diff(self, other: Details | None = None) -> dict[str, str]:
         """Details whose value differs from ``other`` (default: the paper's)."""
@@ -315,9 +312,22 @@ def _build_registry() -> dict[str, Detail]:
 
 
 REGISTRY: dict[str, Detail] = _build_registry()
-_CHOICES = {name: d.choices for name, d in REGISTRY.items()}
 assert len(REGISTRY) == 37, len(REGISTRY)
 assert set(_META) == set(REGISTRY) and set(_APPLIES) <= set(REGISTRY)
+
+
+def stage_details(stage: str) -> tuple[str, ...]:
+    """The names of the details of ``stage``, in registry order (``"data"``: what a built dataset depends on)."""
+    return tuple(name for name, d in REGISTRY.items() if d.stage == stage)
+
+
+def check_value(name: str, value: str) -> str:
+    """``value`` if it is one of the detail's choices, else a DetailError listing them: the one check of a detail's
+    value, for ``Details`` and for the functions that implement a detail when called with a raw value."""
+    choices = REGISTRY[name].choices
+    if value not in choices:
+        raise DetailError(f"details.{name}: invalid value {value!r}; valid choices: {', '.join(choices)}")
+    return value
 
 
 def with_overrides(base: Details, overrides: dict[str, str]) -> Details:
@@ -325,10 +335,8 @@ def with_overrides(base: Details, overrides: dict[str, str]) -> Details:
     for name, value in overrides.items():
         if name not in REGISTRY:
             raise DetailError(f"unknown detail {name!r}; valid details: {', '.join(REGISTRY)}")
-        if str(value) not in REGISTRY[name].choices:
-            raise DetailError(
-                f"details.{name}: invalid value {value!r}; valid choices: {', '.join(REGISTRY[name].choices)}"
-            )
+        if str(value) not in REGISTRY[name].choices:  # a study's TOML may give a number: "5" is reward_clipping's
+            check_value(name, value)
     return dataclasses.replace(base, **{k: str(v) for k, v in overrides.items()})
 
 

@@ -25,8 +25,7 @@ from datasets import load_from_disk
 from nplus import bases, ops
 from nplus.config import Config, ConfigError, config_hash
 from nplus.data.build_cmd import load_hub_tokenizer
-from nplus.data.builder import DataDetails, build_preferences, build_sft
-from nplus.data.builder import Lengths as DataLengths
+from nplus.data.builder import build_preferences, build_sft, data_details
 from nplus.data.formatting import prepare_tokenizer
 from nplus.data.loader import load_comparisons, load_sft
 from nplus.data.relabel import synth_relabelled
@@ -167,22 +166,12 @@ def load_data(cfg: Config, cache: Path, sources: Sources | None = None) -> Data:
 def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source_id: str):
     """The pre-tokenized datasets, built once per (data source, tokenizer, lengths, data-stage details) and cached:
     newline truncation re-encodes long posts many times, so building is the slowest part of a small run."""
-    d = cfg.details
-    dd = DataDetails(
-        d.query_truncation,
-        d.query_padding_side,
-        d.pad_token,
-        d.reference_leading_space,
-        d.reference_eos,
-        d.preference_eos,
-    )
-    lengths = DataLengths(**dataclasses.asdict(cfg.lengths))
     key = config_hash(
         {
             "task": dataclasses.asdict(cfg.task),
             "source": source_id,
-            "lengths": dataclasses.asdict(lengths),
-            "details": dataclasses.asdict(dd),
+            "lengths": dataclasses.asdict(cfg.lengths),
+            "details": data_details(cfg.details),
             "version": 1,
         }
     )
@@ -194,8 +183,8 @@ def built_datasets(cfg: Config, raw_sft, raw_cmp, tokenizer, cache: Path, source
                 raw_cmp["train"] = raw_cmp["train"].select(
                     range(min(cfg.task.max_comparisons_train, len(raw_cmp["train"])))
                 )
-            sft, sft_stats = build_sft(raw_sft, tokenizer, lengths, dd)
-            pref, pref_stats = build_preferences(raw_cmp, tokenizer, lengths, dd)
+            sft, sft_stats = build_sft(raw_sft, tokenizer, cfg.lengths, cfg.details)
+            pref, pref_stats = build_preferences(raw_cmp, tokenizer, cfg.lengths, cfg.details)
             save_dataset(sft, path / "sft")
             save_dataset(pref, path / "preferences")
             atomic_write_json(path / "stats.json", {"sft": sft_stats, "preferences": pref_stats})

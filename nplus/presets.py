@@ -24,6 +24,7 @@ from nplus.config import (
 def _smoke(seed: int) -> Config:
     # Whole pipeline in well under a minute on 2 CPU cores: the smallest rung, a small corpus, short windows.
     # It exercises every code path (and reads every detail); its numbers are not meant to be meaningful.
+    # The measurements behind its values: docs/tldr-synth.md, "The presets: what their values rest on".
     return Config(
         preset="smoke",
         seed=seed,
@@ -40,12 +41,11 @@ def _smoke(seed: int) -> Config:
             pretrain_seq_len=64,
             pretrain_span_len=64,
         ),
-        # tldr-synth-5's references copy the post's question: with the small corpus's tokenizer they are 25 tokens at
-        # the
-        # median (41 at most), so 24-token responses never reached EOS and the score-position check had nothing to read
+        # 32-token responses: the small corpus's references run to 41 tokens, and rollouts that never reach EOS
+        # leave the score-position check nothing to read
         lengths=Lengths(query=96, sft_response=32, sft_total=128, pref_response=40, pref_total=136),
-        # 3 SFT epochs: with tldr-synth-2's references one epoch of 30 updates does not teach EOS, and the
-        # score-position sanity check needs rollouts that end
+        # 3 SFT epochs: the score-position sanity check needs rollouts that end, and one epoch (30 updates) did not
+        # teach EOS when measured
         sft=OptimConfig(lr=1e-3, epochs=3, batch_size=16, micro_batch=16),
         rm=OptimConfig(lr=1e-3, epochs=1, batch_size=16, micro_batch=16),
         ppo=PPOConfig(
@@ -58,23 +58,16 @@ def _smoke(seed: int) -> Config:
 
 
 def _demo(seed: int) -> Config:
-    # The embedded task (tldr-synth-5) at a size where one seed's SFT -> RM -> PPO takes about 5.5 minutes on one
-    # CPU core (measured 2026-12-04, two seeds side by side: SFT ~120 s, RM ~45 s, PPO ~130 s for 24 updates of 64
-    # episodes plus two evaluations of 500 posts). The demo study (3 SFT, 3 RM, 6 PPO runs) takes ~11.5 minutes on
-    # 2 cores, which with ~1.5 minutes of setup is the 15-minute main job. Since ppo.last_layer = response
-    # (2026-12-05) a PPO run takes ~80 s and the study 8 min 38 s from an empty cache.
+    # The embedded task at the size where the demo study (3 SFT, 3 RM, 6 PPO runs) fits the 15-minute main job on
+    # 2 cores. The measurements behind each value: docs/tldr-synth.md, "The presets: what their values rest on".
     # Lengths cover the corpus: references are <= 45 tokens; 160 query tokens keep the whole post for ~80 % of posts.
-    # The base model is the committed nplus/bases/tiny (recipe 3: an induction phase of 4,000 updates on repeated
-    # random spans, then document-aligned posts+TL;DR windows with 40,000 fresh posts, 30 % span rows and TL;DR
-    # targets weighted 4x). It copies (copy_gain 4.39) and reads the post (post_swap_gap 1.67).
-    # SFT: 3 epochs of batch 8 at 4e-3 (1,500 updates). The event is learned in SFT, and by the number of updates
-    # (docs/tldr-synth.md, "Capability"); on tldr-synth-5, seed 1: 3 epochs SFT win 0.219 -> PPO 0.449, 4 epochs
-    # 0.246 -> 0.480 (256 posts), so the fourth epoch's 40 s per seed went to the time budget.
-    # PPO: lr 3e-4 for 24 updates: seed 1 win 0.246 -> 0.480 at KL 2.3; 32 updates add ~0.01; lr 1e-3 (48
-    # updates, previous base) reached the same win rate at a larger KL (0.50 at KL 4.5, against 0.51 at 2.6).
+    # The base is the committed nplus/bases/tiny (recipe 3), which copies and reads the post.
+    # SFT: 3 epochs of batch 8 at 4e-3 (1,500 updates): the event is learned in SFT, by the number of updates; a
+    # fourth epoch gained a little and did not fit the time budget.
+    # PPO: lr 3e-4 for 24 updates: more updates or a higher rate bought little win rate at a larger KL.
     # One deviation from the paper's details, measured: at 0.3M parameters no single learning rate serves every
-    # stage (SFT needs 2e-3 to 4e-3 to learn the summary form and the event), so the demo uses per-stage rates; flipping
-    # details.learning_rate to `single` (one rate, cfg.lr) is itself an ablation.
+    # stage (SFT needs 2e-3 to 4e-3), so the demo uses per-stage rates; flipping details.learning_rate to `single`
+    # (one rate, cfg.lr) is itself an ablation.
     return Config(
         preset="demo",
         seed=seed,
@@ -110,8 +103,7 @@ def _demo(seed: int) -> Config:
             eval_every=12,
         ),
         # DPO (algorithm = dpo): one pass over the 4,000 training comparisons in batches of 64 (sfd's), β 0.05; lr
-        # measured on seed 1 (2026-12-02): 1e-4 → win 0.156, gold 5.27, KL 0.44, implicit accuracy 0.606;
-        # 3e-4 → win 0.074, KL 2.84; sfd's 3e-6 is the rate of a 1B model
+        # 1e-4, the better of 1e-4 and 3e-4 on seed 1 (sfd's 3e-6 is the rate of a 1B model)
         dpo=DPOConfig(lr=1e-4),
     )
 

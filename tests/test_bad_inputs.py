@@ -266,7 +266,7 @@ CASES = [
     Case(
         "bad-lengths",
         (*BUILD, "--sft-source", "{synth}", "--comparisons-source", "{synth}", "--lengths.query", "0"),
-        ("Lengths.query must be a positive int, got 0",),
+        ("lengths.query=0", "must be an integer in 1.."),
         tyro=True,
     ),
     Case(

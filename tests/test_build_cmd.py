@@ -22,8 +22,8 @@ from datasets import load_from_disk
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from nplus.config import Lengths
 from nplus.data.build_cmd import DataBuildCmd, load_hub_tokenizer
-from nplus.data.builder import Lengths
 from nplus.data.loader import DataSourceError, load_comparisons, load_sft
 from nplus.details import DetailError, Details
 from nplus.tasks.synth import generate

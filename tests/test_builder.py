@@ -9,9 +9,11 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from nplus.config import Lengths
 from nplus.data import builder
-from nplus.data.builder import CNNDM_SPLIT, DataDetails, Lengths, build_preferences, build_sft
+from nplus.data.builder import CNNDM_SPLIT, DATA_DETAILS, build_preferences, build_sft, data_details
 from nplus.data.formatting import encode, format_query, prepare_tokenizer
+from nplus.details import REGISTRY, Details
 
 EOS = "<|endoftext|>"
 # small limits so that a few short rows exercise truncation
@@ -101,7 +103,7 @@ def pref_ds() -> DatasetDict:
 
 
 def test_build_sft_columns_shapes_and_contents(tok, sft_ds):
-    out, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    out, stats = build_sft(sft_ds, tok, LENGTHS, Details())
     prepared = prepare_tokenizer(tok, "distinct")
     pad_id = prepared.pad_token_id
     assert set(out) == {"train", "validation"}
@@ -129,7 +131,7 @@ def test_build_sft_columns_shapes_and_contents(tok, sft_ds):
 
 
 def test_build_sft_truncation_stats(tok, sft_ds):
-    out, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    out, stats = build_sft(sft_ds, tok, LENGTHS, Details())
     # t2 has a long post: truncated at a newline, keeps the TL;DR: cue
     assert stats["train"]["n_query_truncated"] == 1
     assert out["train"][1]["query"].endswith("\n\nTL;DR:")
@@ -146,11 +148,11 @@ def test_build_sft_truncation_stats(tok, sft_ds):
 def test_build_sft_rejects_totals_over_the_limit(tok, sft_ds):
     tight = Lengths(query=48, sft_response=8, sft_total=20, pref_response=10, pref_total=58)
     with pytest.raises(ValueError, match="sft_total=20"):
-        build_sft(sft_ds, tok, tight, DataDetails())
+        build_sft(sft_ds, tok, tight, Details())
 
 
 def test_build_sft_right_padding_and_eos_pad(tok, sft_ds):
-    out, _ = build_sft(sft_ds, tok, LENGTHS, DataDetails(query_padding_side="right", pad_token="eos"))
+    out, _ = build_sft(sft_ds, tok, LENGTHS, Details(query_padding_side="right", pad_token="eos"))
     r = out["train"][0]
     n = r["query_token_len"]
     assert r["query_token"][:n] == encode(tok, r["query"])
@@ -158,24 +160,24 @@ def test_build_sft_right_padding_and_eos_pad(tok, sft_ds):
 
 
 def test_build_sft_details_reach_the_columns(tok, sft_ds):
-    out, _ = build_sft(sft_ds, tok, LENGTHS, DataDetails(reference_leading_space="off", reference_eos="off"))
+    out, _ = build_sft(sft_ds, tok, LENGTHS, Details(reference_leading_space="off", reference_eos="off"))
     r = out["train"][0]
     assert r["reference_response"] == "my cat is sad"
     assert r["reference_response_token"][: r["response_token_len"]] == encode(tok, "my cat is sad")
-    hard, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails(query_truncation="hard"))
+    hard, stats = build_sft(sft_ds, tok, LENGTHS, Details(query_truncation="hard"))
     assert stats["train"]["n_query_truncated"] == 1
     assert hard["train"][1]["query_token_len"] == LENGTHS.query
     assert not hard["train"][1]["query"].endswith("TL;DR:")
 
 
 def test_query_truncation_drop_removes_exactly_the_over_long_rows(tok, sft_ds, pref_ds):
-    paper, _ = build_sft(sft_ds, tok, LENGTHS, DataDetails())
-    dropped, stats = build_sft(sft_ds, tok, LENGTHS, DataDetails(query_truncation="drop"))
+    paper, _ = build_sft(sft_ds, tok, LENGTHS, Details())
+    dropped, stats = build_sft(sft_ds, tok, LENGTHS, Details(query_truncation="drop"))
     # t2's post does not fit in 48 tokens: its row is gone; the rows that fit are the paper build's, unchanged
     assert dropped["train"]["id"][:] == ["t1"] and dropped["validation"]["id"][:] == ["t3"]
     assert dropped["train"][0] == paper["train"][0] and dropped["validation"][0] == paper["validation"][0]
     assert stats["train"]["n_rows"] == 1 and stats["train"]["n_query_truncated"] == 1
-    prefs, pstats = build_preferences(pref_ds, tok, LENGTHS, DataDetails(query_truncation="drop"))
+    prefs, pstats = build_preferences(pref_ds, tok, LENGTHS, Details(query_truncation="drop"))
     assert prefs["train"]["info"][:][0]["id"] == "c1" and len(prefs["train"]) == 1
     assert pstats["train"]["n_rows"] == 1 and len(prefs["validation"]) == len(prefs[CNNDM_SPLIT]) == 1
 
@@ -185,25 +187,25 @@ def test_query_truncation_drop_that_leaves_a_split_empty_is_a_clear_error(tok, s
     with pytest.raises(
         builder.DataBuildError, match=r"split 'train': details.query_truncation=drop left none.*Lengths.query"
     ):
-        build_sft(sft_ds, tok, tight, DataDetails(query_truncation="drop"))
+        build_sft(sft_ds, tok, tight, Details(query_truncation="drop"))
 
 
 def test_build_sft_does_not_mutate_the_tokenizer(tok, sft_ds):
     n = len(tok)
-    build_sft(sft_ds, tok, LENGTHS, DataDetails())
+    build_sft(sft_ds, tok, LENGTHS, Details())
     assert tok.pad_token is None and len(tok) == n
 
 
 def test_build_sft_empty_split_has_the_same_columns(tok, sft_ds):
     ds = DatasetDict(train=sft_ds["train"], test=sft_ds["train"].select([]))
-    out, stats = build_sft(ds, tok, LENGTHS, DataDetails())
+    out, stats = build_sft(ds, tok, LENGTHS, Details())
     assert out["test"].column_names == out["train"].column_names
     assert stats["test"] == {"n_rows": 0, "n_query_truncated": 0, "max_response_tokens": 0, "n_response_truncated": 0}
 
 
 def test_build_sft_num_proc_gives_the_same_result(tok, sft_ds):
-    one, stats_one = build_sft(sft_ds, tok, LENGTHS, DataDetails())
-    two, stats_two = build_sft(DatasetDict(train=sft_ds["train"]), tok, LENGTHS, DataDetails(), num_proc=2)
+    one, stats_one = build_sft(sft_ds, tok, LENGTHS, Details())
+    two, stats_two = build_sft(DatasetDict(train=sft_ds["train"]), tok, LENGTHS, Details(), num_proc=2)
     assert two["train"].to_dict() == one["train"].to_dict()
     assert stats_two["train"] == stats_one["train"]
 
@@ -213,18 +215,18 @@ def test_build_sft_cache_files_follow_the_code(tok, sft_ds, tmp_path, monkeypatc
     (``datasets`` fingerprints the map function without the functions it calls)."""
     sft_ds.save_to_disk(str(tmp_path / "sft"))
     ds = load_from_disk(str(tmp_path / "sft"))
-    first, _ = build_sft(ds, tok, LENGTHS, DataDetails())
-    again, _ = build_sft(ds, tok, LENGTHS, DataDetails())
+    first, _ = build_sft(ds, tok, LENGTHS, Details())
+    again, _ = build_sft(ds, tok, LENGTHS, Details())
     assert again["train"].cache_files == first["train"].cache_files  # unchanged code: a cache hit
     monkeypatch.setattr(builder, "_code_version", lambda: "changed")
-    changed, _ = build_sft(ds, tok, LENGTHS, DataDetails())
+    changed, _ = build_sft(ds, tok, LENGTHS, Details())
     assert changed["train"].cache_files != first["train"].cache_files
     assert changed["train"].to_dict() == first["train"].to_dict()
 
 
 def test_build_sft_requires_the_public_columns(tok):
     with pytest.raises(ValueError, match="summary"):
-        build_sft(DatasetDict(train=Dataset.from_dict({"post": ["x"]})), tok, LENGTHS, DataDetails())
+        build_sft(DatasetDict(train=Dataset.from_dict({"post": ["x"]})), tok, LENGTHS, Details())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ def test_build_sft_requires_the_public_columns(tok):
 
 
 def test_build_preferences_columns_shapes_and_contents(tok, pref_ds):
-    out, stats = build_preferences(pref_ds, tok, LENGTHS, DataDetails())
+    out, stats = build_preferences(pref_ds, tok, LENGTHS, Details())
     pad_id = prepare_tokenizer(tok, "distinct").pad_token_id
     for column in ("info", "split", "batch", "extra", "worker", "summaries", "choice"):
         assert column in out["train"].column_names
@@ -258,7 +260,7 @@ def test_build_preferences_columns_shapes_and_contents(tok, pref_ds):
 
 
 def test_build_preferences_moves_cnndm_rows_to_their_own_split(tok, pref_ds):
-    out, stats = build_preferences(pref_ds, tok, LENGTHS, DataDetails())
+    out, stats = build_preferences(pref_ds, tok, LENGTHS, Details())
     assert list(out) == ["train", "validation", CNNDM_SPLIT]
     assert out["validation"]["batch"][:] == ["batch10"]
     assert out[CNNDM_SPLIT]["batch"][:] == ["cnndm0"]
@@ -268,12 +270,12 @@ def test_build_preferences_moves_cnndm_rows_to_their_own_split(tok, pref_ds):
 
 
 def test_build_preferences_without_cnndm_rows_adds_no_split(tok, pref_ds):
-    out, _ = build_preferences(DatasetDict(train=pref_ds["train"]), tok, LENGTHS, DataDetails())
+    out, _ = build_preferences(DatasetDict(train=pref_ds["train"]), tok, LENGTHS, Details())
     assert list(out) == ["train"]
 
 
 def test_build_preferences_preference_eos_off(tok, pref_ds):
-    out, _ = build_preferences(pref_ds, tok, LENGTHS, DataDetails(preference_eos="off"))
+    out, _ = build_preferences(pref_ds, tok, LENGTHS, Details(preference_eos="off"))
     r = out["train"][0]
     assert r["chosen"] == " my cat ignores me"
     assert r["chosen_token"][: r["chosen_token_len"]] == encode(tok, " my cat ignores me")
@@ -281,7 +283,7 @@ def test_build_preferences_preference_eos_off(tok, pref_ds):
 
 def test_build_preferences_truncates_long_responses(tok, pref_ds):
     short = Lengths(query=48, sft_response=8, sft_total=56, pref_response=3, pref_total=58)
-    out, stats = build_preferences(pref_ds, tok, short, DataDetails())
+    out, stats = build_preferences(pref_ds, tok, short, Details())
     assert stats["train"]["n_response_truncated"] >= 1
     assert stats["train"]["max_response_tokens"] > 3
     assert all(len(t) == 3 for t in out["train"]["chosen_token"][:])
@@ -290,7 +292,7 @@ def test_build_preferences_truncates_long_responses(tok, pref_ds):
 def test_build_preferences_rejects_totals_over_the_limit(tok, pref_ds):
     tight = Lengths(query=48, sft_response=8, sft_total=56, pref_response=10, pref_total=20)
     with pytest.raises(ValueError, match="pref_total=20"):
-        build_preferences(pref_ds, tok, tight, DataDetails())
+        build_preferences(pref_ds, tok, tight, Details())
 
 
 def paper_query(subreddit, title, post, tokenizer, max_tokens):
@@ -309,7 +311,7 @@ def test_build_preferences_repeated_posts_match_the_paper_loop(tok):
     train = [comparison(f"t{i}", p, [" a", " b"], i % 2, "batch3", "train") for i, p in enumerate(posts * 2)]
     valid = [comparison(f"v{i}", p, [" c", " d"], 0, "batch10", "valid1") for i, p in enumerate(posts[::-1])]
     ds = DatasetDict(train=Dataset.from_list(train), validation=Dataset.from_list(valid))
-    one, stats = build_preferences(ds, tok, LENGTHS, DataDetails())
+    one, stats = build_preferences(ds, tok, LENGTHS, Details())
     prepared = prepare_tokenizer(tok, "distinct")
     for split, rows in (("train", posts * 2), ("validation", posts[::-1])):
         for r, post in zip(one[split], rows):
@@ -317,7 +319,7 @@ def test_build_preferences_repeated_posts_match_the_paper_loop(tok):
             assert r["query_token"][LENGTHS.query - r["query_token_len"] :] == encode(prepared, r["query"])
     assert stats["train"]["n_query_truncated"] == 8 and stats["validation"]["n_query_truncated"] == 4
     # worker processes start with empty caches and give the same rows
-    two, stats_two = build_preferences(ds, tok, LENGTHS, DataDetails(), num_proc=2)
+    two, stats_two = build_preferences(ds, tok, LENGTHS, Details(), num_proc=2)
     for split in one:
         assert two[split].to_dict() == one[split].to_dict()
         assert stats_two[split] == stats[split]
@@ -335,6 +337,20 @@ def test_options_are_frozen_and_validated():
     with pytest.raises(ValueError):
         Lengths(sft_response=600, sft_total=562)
     with pytest.raises(ValueError, match="query_padding_side"):
-        DataDetails(query_padding_side="middle")
+        Details(query_padding_side="middle")
     with pytest.raises(AttributeError):
-        DataDetails().pad_token = "eos"
+        Details().pad_token = "eos"
+
+
+def test_data_details_are_the_registry_data_stage():
+    assert DATA_DETAILS == tuple(name for name, d in REGISTRY.items() if d.stage == "data")
+    assert DATA_DETAILS == (
+        "query_truncation",
+        "query_padding_side",
+        "pad_token",
+        "reference_leading_space",
+        "reference_eos",
+        "preference_eos",
+    )
+    flipped = Details(query_truncation="hard", kl_estimator="k3")
+    assert data_details(flipped) == {**data_details(Details()), "query_truncation": "hard"}

@@ -24,17 +24,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nplus.config import positive
-from nplus.data.builder import DataDetails, Lengths, applied_lengths, build_preferences, build_sft
+from nplus.config import Lengths, positive
+from nplus.data.builder import DATA_DETAILS, applied_lengths, build_preferences, build_sft, data_details
 from nplus.data.formatting import DataBuildError, prepare_tokenizer
 from nplus.data.loader import COMPARISONS_HUB, SFT_HUB, DataSourceError, load_comparisons, load_sft
 from nplus.data.sources import HUB_NAME, hub_errors, hub_offline, hub_unreachable
-from nplus.details import REGISTRY, DetailError, Details
+from nplus.details import DetailError, Details
 from nplus.rundir import atomic_write_json, save_dataset
 
 DEFAULT_TOKENIZER = "EleutherAI/pythia-1b-deduped"
 """Pythia's GPT-NeoX tokenizer; the 1B, 2.8B and 6.9B deduped models share it."""
-DATA_DETAILS = tuple(f.name for f in dataclasses.fields(DataDetails))
 
 
 def tokenizer_download_hint(name: str) -> str:
@@ -96,18 +95,18 @@ class DataBuildCmd:
     overwrite: bool = False
     """Replace the datasets already in --out (otherwise an existing build is an error)."""
 
-    def data_details(self) -> DataDetails:
-        ignored = {k: v for k, v in self.details.diff().items() if REGISTRY[k].stage != "data"}
+    def check_data_details_only(self) -> None:
+        """Only data-stage details may leave their paper value: any other could not change the datasets."""
+        ignored = {k: v for k, v in self.details.diff().items() if k not in DATA_DETAILS}
         if ignored:
             name, value = next(iter(ignored.items()))
             raise DetailError(
                 f"details.{name}={value} does not affect the built datasets; data-stage details: "
                 f"{', '.join(DATA_DETAILS)}"
             )
-        return DataDetails(**{k: getattr(self.details, k) for k in DATA_DETAILS})
 
     def run(self) -> int:
-        dd = self.data_details()
+        self.check_data_details_only()
         out = Path(self.out)
         built = [p for p in (out / "sft", out / "preferences", out / "stats.json") if p.exists()]
         if built and not self.overwrite:
@@ -121,11 +120,11 @@ class DataBuildCmd:
                 f"--tokenizer {self.tokenizer}: the tokenizer has no eos_token; set one in its "
                 "tokenizer_config.json (Pythia's is '<|endoftext|>')"
             )
-        tokenizer = prepare_tokenizer(raw_tokenizer, dd.pad_token)
+        tokenizer = prepare_tokenizer(raw_tokenizer, self.details.pad_token)
         raw_sft = load_sft(self.sft_source)
         raw_cmp = load_comparisons(self.comparisons_source)
-        sft, sft_stats = build_sft(raw_sft, tokenizer, self.lengths, dd, num_proc=self.num_proc)
-        pref, pref_stats = build_preferences(raw_cmp, tokenizer, self.lengths, dd, num_proc=self.num_proc)
+        sft, sft_stats = build_sft(raw_sft, tokenizer, self.lengths, self.details, num_proc=self.num_proc)
+        pref, pref_stats = build_preferences(raw_cmp, tokenizer, self.lengths, self.details, num_proc=self.num_proc)
         # Written into a scratch directory and moved into place, stats.json last: a killed build never leaves
         # datasets that look complete.
         out.mkdir(parents=True, exist_ok=True)
@@ -152,8 +151,8 @@ class DataBuildCmd:
             },
             "lengths": dataclasses.asdict(self.lengths),
             # the totals enforced: raised to query + response under query_truncation=hard (applied_lengths)
-            "applied_lengths": dataclasses.asdict(applied_lengths(self.lengths, dd.query_truncation)),
-            "details": dataclasses.asdict(dd),
+            "applied_lengths": dataclasses.asdict(applied_lengths(self.lengths, self.details.query_truncation)),
+            "details": data_details(self.details),
         }
         atomic_write_json(out / "stats.json", stats)
         for kind, per_split in (("sft", sft_stats), ("preferences", pref_stats)):

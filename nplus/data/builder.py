@@ -23,19 +23,15 @@ import functools
 import hashlib
 import inspect
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets
 
-from nplus.data import formatting, truncation
+from nplus.config import Lengths
+from nplus.data import formatting, truncation, truncation_fast
 from nplus.data.formatting import (
-    ON_OFF,
-    PAD_TOKEN_MODES,
-    PADDING_SIDES,
-    TRUNCATION_MODES,
     DataBuildError,
-    check_choice,
     pad,
     preference_response_ids_many,
     preference_text,
@@ -44,6 +40,7 @@ from nplus.data.formatting import (
     sft_response_ids_many,
 )
 from nplus.data.truncation import QueryCache, encode_queries
+from nplus.details import Details, stage_details
 
 CNNDM_BATCHES = ("batch0_cnndm", "cnndm0", "cnndm2")
 """Comparison batches on CNN/DM articles: the out-of-distribution split of the RM evaluation."""
@@ -85,22 +82,14 @@ PREFERENCE_FEATURES = {
 }
 
 
-@dataclass(frozen=True)
-class Lengths:
-    """Token length limits; defaults are the paper's (sfd's ``tldr_params``)."""
+DATA_DETAILS = stage_details("data")
+"""The data-stage details, in registry order: the only details a built dataset depends on."""
 
-    query: int = 512
-    sft_response: int = 53
-    sft_total: int = 562  # query + SFT response
-    pref_response: int = 169  # preference summaries come from many policies and run longer
-    pref_total: int = 638  # query + preference response
 
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if not isinstance(value, int) or value < 1:
-                raise DataBuildError(f"Lengths.{name} must be a positive int, got {value!r}")
-        if self.sft_response > self.sft_total or self.pref_response > self.pref_total:
-            raise DataBuildError(f"a response limit exceeds its total limit: {self}")
+def data_details(details: Details) -> dict[str, str]:
+    """The data-stage details' values (``{name: value}``, registry order): a built dataset's cache key and the
+    ``details`` of ``nplus data-build``'s stats.json."""
+    return {name: getattr(details, name) for name in DATA_DETAILS}
 
 
 def applied_lengths(lengths: Lengths, query_truncation: str) -> Lengths:
@@ -113,7 +102,6 @@ def applied_lengths(lengths: Lengths, query_truncation: str) -> Lengths:
     (565 / 681), the rule CNN/DM comparisons already follow. Queries keep their ``lengths.query`` width, so the
     ablation changes only how queries are cut, not how long they may be.
     """
-    check_choice("query_truncation", query_truncation, TRUNCATION_MODES)
     if query_truncation != "hard":
         return lengths
     return replace(
@@ -121,26 +109,6 @@ def applied_lengths(lengths: Lengths, query_truncation: str) -> Lengths:
         sft_total=max(lengths.sft_total, lengths.query + lengths.sft_response),
         pref_total=max(lengths.pref_total, lengths.query + lengths.pref_response),
     )
-
-
-@dataclass(frozen=True)
-class DataDetails:
-    """Values of the data-stage details (paper defaults); the registry documents each one."""
-
-    query_truncation: str = "newline"
-    query_padding_side: str = "left"
-    pad_token: str = "distinct"
-    reference_leading_space: str = "on"
-    reference_eos: str = "on"
-    preference_eos: str = "on"
-
-    def __post_init__(self) -> None:
-        check_choice("query_truncation", self.query_truncation, TRUNCATION_MODES)
-        check_choice("query_padding_side", self.query_padding_side, PADDING_SIDES)
-        check_choice("pad_token", self.pad_token, PAD_TOKEN_MODES)
-        check_choice("reference_leading_space", self.reference_leading_space, ON_OFF)
-        check_choice("reference_eos", self.reference_eos, ON_OFF)
-        check_choice("preference_eos", self.preference_eos, ON_OFF)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,7 +152,7 @@ def _sft_batch(
     *,
     tokenizer,
     lengths: Lengths,
-    details: DataDetails,
+    details: Details,
     pad_id: int,
     cache: QueryCache | None = None,
     code_version: str = "",
@@ -222,7 +190,7 @@ def _preference_batch(
     *,
     tokenizer,
     lengths: Lengths,
-    details: DataDetails,
+    details: Details,
     pad_id: int,
     cache: QueryCache | None = None,
     code_version: str = "",
@@ -282,10 +250,11 @@ def _code_version() -> str:
     """A hash of the code that computes the columns.
 
     ``datasets`` fingerprints a map function without the functions it calls, so a dataset loaded from
-    disk would otherwise get its cached columns back after :mod:`nplus.data.formatting` or
-    :mod:`nplus.data.truncation` changed.
+    disk would otherwise get its cached columns back after :mod:`nplus.data.formatting`,
+    :mod:`nplus.data.truncation` or :mod:`nplus.data.truncation_fast` changed.
     """
-    source = "".join(inspect.getsource(m) for m in (formatting, truncation, sys.modules[__name__]))
+    modules = (formatting, truncation, truncation_fast, sys.modules[__name__])
+    source = "".join(inspect.getsource(m) for m in modules)
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
@@ -345,7 +314,7 @@ def build_sft(
     ds: DatasetDict,
     tokenizer,
     lengths: Lengths = Lengths(),
-    details: DataDetails = DataDetails(),
+    details: Details = Details(),
     num_proc: int | None = None,
 ) -> tuple[DatasetDict, dict[str, dict[str, int]]]:
     """Pre-tokenize TL;DR SFT data (columns ``id, subreddit, title, post, summary``).
@@ -375,7 +344,7 @@ def build_preferences(
     ds: DatasetDict,
     tokenizer,
     lengths: Lengths = Lengths(),
-    details: DataDetails = DataDetails(),
+    details: Details = Details(),
     num_proc: int | None = None,
     cnndm_lengths: Lengths | None = None,
 ) -> tuple[DatasetDict, dict[str, dict[str, int]]]:

@@ -4,20 +4,23 @@ The paper pre-tokenizes TL;DR once (sfd's ``tldr_dataset.py``, itself following 
 ``summarize_from_feedback/tasks.py``) so that every stage sees identical token ids. Each data-stage
 detail is decided in exactly one small function below -- or, for query truncation, in
 :mod:`nplus.data.truncation` -- which receives the detail's value as a plain string (the registry in
-``nplus/details.py`` owns names, docs and defaults):
+``nplus/details.py`` owns names, docs, values and their validation):
 
-==========================  ==========================  =================================================
-detail                      values (paper first)        function
-==========================  ==========================  =================================================
-``query_truncation``        ``newline`` | ``hard`` |    :func:`~nplus.data.truncation.encode_query` /
-                            ``drop``                    :func:`~nplus.data.truncation.truncate_query`
-                                                        (``drop``: the builder removes the rows)
-``query_padding_side``      ``left`` | ``right``        :func:`pad` (called with the side by the builder)
-``pad_token``               ``distinct`` | ``eos``      :func:`prepare_tokenizer`
-``reference_leading_space`` ``on`` | ``off``            :func:`sft_reference_text` / :func:`sft_response_ids`
-``reference_eos``           ``on`` | ``off``            :func:`sft_reference_text` / :func:`sft_response_ids`
-``preference_eos``          ``on`` | ``off``            :func:`preference_text` / :func:`preference_response_ids`
-==========================  ==========================  =================================================
+==========================  =================================================
+detail                      function
+==========================  =================================================
+``query_truncation``        :func:`~nplus.data.truncation.encode_query` /
+                            :func:`~nplus.data.truncation.truncate_query`
+                            (``drop``: the builder removes the rows)
+``query_padding_side``      :func:`pad` (called with the side by the builder)
+``pad_token``               :func:`prepare_tokenizer`
+``reference_leading_space`` :func:`sft_reference_text` / :func:`sft_response_ids`
+``reference_eos``           :func:`sft_reference_text` / :func:`sft_response_ids`
+``preference_eos``          :func:`preference_text` / :func:`preference_response_ids`
+==========================  =================================================
+
+The values arrive checked by ``Details``; :func:`prepare_tokenizer` and the truncation entry points, which other
+modules also call, check theirs again with the registry's :func:`nplus.details.check_value`.
 
 Every function encodes with ``add_special_tokens=False``: GPT-NeoX/Pythia adds no BOS, and a
 tokenizer that did would otherwise insert one in the middle of ``query + response``.
@@ -28,13 +31,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+from nplus.details import check_value
+
 QUERY_TEMPLATE = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
 """The paper's query template: no space after ``TL;DR:`` -- the response brings its own leading space."""
-
-TRUNCATION_MODES = ("newline", "hard", "drop")
-PADDING_SIDES = ("left", "right")
-PAD_TOKEN_MODES = ("distinct", "eos")
-ON_OFF = ("on", "off")
 
 DISTINCT_PAD_TOKEN = "[PAD]"
 """The pad token sfd adds to Pythia's tokenizer (which has none)."""
@@ -44,13 +44,6 @@ class DataBuildError(ValueError):
     """A dataset cannot be built as asked (a query that cannot fit, query + response over a total limit, a
     missing column, a tokenizer without EOS): the user fixes the lengths, the data or the tokenizer.
     ``nplus`` prints it in one line and exits 2."""
-
-
-def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``allowed``; fail fast with the detail's name otherwise."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
-    return value
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -95,7 +88,7 @@ def prepare_tokenizer(tokenizer, pad_token: str):
     The input tokenizer is never mutated (tokenizers are often shared between stages); the function is
     idempotent, so ``prepare_tokenizer(prepare_tokenizer(t, m), m)`` has the same ids as one call.
     """
-    check_choice("pad_token", pad_token, PAD_TOKEN_MODES)
+    check_value("pad_token", pad_token)
     eos_id = _require_eos_id(tokenizer)
     tok = copy.deepcopy(tokenizer)
     if pad_token == "eos":
@@ -126,11 +119,14 @@ def pad(ids: Sequence[int], length: int, pad_id: int, side: str) -> list[int]:
     Queries are left-padded in the paper so that generation continues right after ``TL;DR:`` for every
     row of a batch; ``query + response`` training sequences are always right-padded.
     """
-    check_choice("padding side", side, PADDING_SIDES)
     if len(ids) > length:
         raise ValueError(f"cannot pad {len(ids)} tokens to length {length}")
     fill = [pad_id] * (length - len(ids))
-    return fill + list(ids) if side == "left" else list(ids) + fill
+    if side == "left":
+        return fill + list(ids)
+    if side == "right":
+        return list(ids) + fill
+    raise ValueError(f"padding side must be left or right, got {side!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,8 +140,6 @@ def sft_reference_text(summary: str, tokenizer, leading_space: str, eos: str) ->
     The dataset's ``summary`` has no leading space; without one the token boundary after ``TL;DR:``
     differs from what generation sees. Without EOS the SFT model never learns to stop.
     """
-    check_choice("reference_leading_space", leading_space, ON_OFF)
-    check_choice("reference_eos", eos, ON_OFF)
     text = (" " if leading_space == "on" else "") + summary
     if eos == "on":
         _require_eos_id(tokenizer)
@@ -160,8 +154,6 @@ def sft_response_ids(summary: str, tokenizer, leading_space: str, eos: str) -> l
 
 def sft_response_ids_many(summaries: Sequence[str], tokenizer, leading_space: str, eos: str) -> list[list[int]]:
     """:func:`sft_response_ids` of many summaries, in one tokenizer call."""
-    check_choice("reference_leading_space", leading_space, ON_OFF)
-    check_choice("reference_eos", eos, ON_OFF)
     space = " " if leading_space == "on" else ""
     # the EOS id is appended rather than its text encoded, so any tokenizer gives exactly one EOS token
     tail = [_require_eos_id(tokenizer)] if eos == "on" else []
@@ -170,7 +162,6 @@ def sft_response_ids_many(summaries: Sequence[str], tokenizer, leading_space: st
 
 def preference_text(text: str, tokenizer, eos: str) -> str:
     """A comparison summary as scored by the RM: the text (already space-led) + EOS in the paper."""
-    check_choice("preference_eos", eos, ON_OFF)
     if eos == "on":
         _require_eos_id(tokenizer)
         return text + tokenizer.eos_token
@@ -184,6 +175,5 @@ def preference_response_ids(text: str, tokenizer, eos: str) -> list[int]:
 
 def preference_response_ids_many(texts: Sequence[str], tokenizer, eos: str) -> list[list[int]]:
     """:func:`preference_response_ids` of many texts, in one tokenizer call."""
-    check_choice("preference_eos", eos, ON_OFF)
     tail = [_require_eos_id(tokenizer)] if eos == "on" else []
     return [ids + tail for ids in encode_many(tokenizer, list(texts))]
