@@ -41,6 +41,22 @@ def test_the_presets_rungs_are_committed():
     assert preset("demo").model.name in RUNGS
 
 
+def test_the_scaling_studys_ladder_spans_8x_grows_deeper_and_improves_strictly_with_size():
+    """Issue 32's bar: the sizes of ablations/scaling.toml are committed rungs of one recipe, ≥ 5 of them over ≥ 8× in
+    parameters, ≥ 4 layers at the top, and both language-model losses fall strictly as parameters grow."""
+    import tomllib
+
+    study = tomllib.loads((Path(__file__).resolve().parents[1] / "ablations" / "scaling.toml").read_text())
+    manifests = sorted((bases.read_manifest(r) for r in study["sizes"]), key=lambda m: m["params"])
+    assert len(manifests) >= 5 and {m["preset"] for m in manifests} == {study["preset"]}
+    assert manifests[-1]["params"] >= 8 * manifests[0]["params"]
+    layers = json.loads((bases.BASES_DIR / manifests[-1]["rung"] / "model" / "config.json").read_text())
+    assert layers["num_hidden_layers"] >= 4
+    for key in ("validation_loss", "reference_nll"):
+        values = [m.get(key, m["probes"].get(key)) for m in manifests]
+        assert all(a > b for a, b in zip(values, values[1:])), (key, values)
+
+
 @pytest.mark.parametrize("rung", RUNGS)
 def test_committed_base_meets_the_copy_bar(rung):
     assert bases.read_manifest(rung)["probes"]["copy_gain"] >= 2.0  # induction: a random sequence's repeat is predicted
