@@ -18,18 +18,18 @@ from nplus.report.load import Study
 
 # (key in the base manifest, column): what the base model brings before any fine-tuning (docs/tldr-synth.md)
 BASE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("validation_loss", "base validation loss"),
-    ("reference_nll", "base reference NLL"),
-    ("copy_gain", "base copy_gain"),
-    ("post_swap_gap", "base post_swap_gap"),
+    ("validation_loss", "base val. loss"),
+    ("reference_nll", "base ref. NLL"),
+    ("copy_gain", "copy_gain"),
+    ("post_swap_gap", "post_swap_gap"),
 )
 # (summary key, column): the study's metrics per rung, means over its seeds
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sft.rouge_l", "SFT ROUGE-L"),
-    ("sft.win_rate", "SFT win rate"),
-    ("rm.accuracy", "RM accuracy"),
+    ("sft.win_rate", "SFT win"),
+    ("rm.accuracy", "RM acc."),
     ("rm.fact_check_accuracy", "RM fact check"),
-    ("ppo.win_rate", "PPO win rate"),
+    ("ppo.win_rate", "PPO win"),
 )
 
 
@@ -89,8 +89,8 @@ def _cell(value, digits: int = 3) -> str:
 
 def ladder_view(rows: list[dict]) -> dict:
     """The page's ladder table: a header and one row of formatted cells per size."""
-    columns = [("params", "parameters"), ("non_embedding_params", "non-embedding"), *BASE_COLUMNS, *RUN_COLUMNS]
+    columns = [("params", "parameters"), ("non_embedding_params", "non-emb."), *BASE_COLUMNS, *RUN_COLUMNS]
     return {
-        "header": ["size", "layers × width", *(label for _, label in columns), "seeds"],
+        "header": ["size", "shape", *(label for _, label in columns), "seeds"],
         "rows": [[r["size"], r["shape"] or "—", *(_cell(r[key]) for key, _ in columns), str(r["seeds"])] for r in rows],
     }
