@@ -797,14 +797,23 @@ def test_a_real_sigint_stops_the_pipeline_with_one_line(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # as a terminal starts it: SIGINT at its default, unblocked, whatever this test process inherited
+        preexec_fn=lambda: (
+            signal.signal(signal.SIGINT, signal.SIG_DFL),
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [2]),
+        ),
     )
     deadline = time.monotonic() + 300
     while not (out / "config.json").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    status = Path(f"/proc/{proc.pid}/status")
+    masks = [ln for ln in status.read_text().splitlines() if ln.startswith("Sig")] if status.exists() else []
+    still_running = proc.poll() is None
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     messages = [line for line in err.splitlines() if line.startswith("error:") or "Traceback" in line]
-    assert proc.returncode == 130 and messages == [messages[0]] and "rerun the same command" in messages[0], err
+    ok = proc.returncode == 130 and messages == [messages[0]] and "rerun the same command" in messages[0]
+    assert ok, (still_running, masks, err[-2000:])
     assert not (out / "DONE").exists()
     from nplus.rundir import run_dir_lock
 
