@@ -800,7 +800,7 @@ def test_a_real_sigint_stops_the_pipeline_with_one_line(tmp_path):
         # as a terminal starts it: SIGINT at its default, unblocked, whatever this test process inherited
         preexec_fn=lambda: (
             signal.signal(signal.SIGINT, signal.SIG_DFL),
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [2]),
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]),
         ),
     )
     deadline = time.monotonic() + 300

@@ -496,12 +496,12 @@ def write_report(
     colors = figs.pop("_colors")
     # 3. sections
     headline = headline_table(study, stats, judge)
-    spearman, fails = spearman_rows(results), failures(study)
+    spearman, fails, ladder = spearman_rows(results), failures(study), ladder_rows(study)
     # 4. every table as CSV, then the page
-    all_tables = _table_makers(study, inputs, stats, headline, spearman, fails)
+    all_tables = _table_makers(study, inputs, stats, headline, spearman, fails, ladder)
     write_tables(out / "tables", {k: make() for k, make in all_tables.items() if tables is None or k in tables})
     context = _page_context(
-        study, inputs, options, carried, stats, judge, figs, colors, shown, headline, spearman, fails
+        study, inputs, options, carried, stats, judge, figs, colors, shown, headline, spearman, fails, ladder
     )
     index = out / "index.html"
     atomic_write_text(index, render(context))
@@ -509,7 +509,13 @@ def write_report(
 
 
 def _table_makers(
-    study: Study, inputs: dict, stats: pd.DataFrame, headline: dict, spearman: list[dict], fails: list[dict]
+    study: Study,
+    inputs: dict,
+    stats: pd.DataFrame,
+    headline: dict,
+    spearman: list[dict],
+    fails: list[dict],
+    ladder: list[dict],
 ) -> dict:
     """Each CSV table's builder by name, called only for the tables asked for (a rebuilt report writes a few)."""
     curves, pg, points, peaks, knob_pts = (inputs[k] for k in ("curves", "pg", "points", "peaks", "knob"))
@@ -521,7 +527,7 @@ def _table_makers(
         "spearman": lambda: pd.DataFrame(
             spearman, columns=["variant", "metric", "rho", "slope", "ci_low", "ci_high", "n", "sizes", "trend"]
         ),
-        "ladder": lambda: pd.DataFrame(ladder_rows(study)),
+        "ladder": lambda: pd.DataFrame(ladder),
         "training_curves": lambda: _curves_table(curves),
         "proxy_vs_gold": lambda: pg,
         "overoptimization_checkpoints": lambda: points,
@@ -553,6 +559,7 @@ def _page_context(
     headline: dict,
     spearman: list[dict],
     fails: list[dict],
+    ladder: list[dict],
 ) -> dict:
     """What the page template renders, each section from the study, its inputs and the sections built from them."""
     from nplus.report.figures import DIRECTION_TEXT
@@ -595,7 +602,7 @@ def _page_context(
         "figs": figs,
         "published_note": _published_note(study, shown) if figs["scaling"]["available"] else "",
         "has_scaling": len(study.sizes) >= 2,
-        "ladder": ladder_view(ladder_rows(study)),
+        "ladder": ladder_view(ladder),
         "spearman": [
             {**s, "slope_text": fmt(s["slope"], True), "interval": fmt_interval(s["ci_low"], s["ci_high"], True)}
             for s in spearman
